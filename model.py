@@ -1,0 +1,488 @@
+"""
+One Transformer for GPT-style (causal) and encoder-style (bidirectional) language models.
+
+    from model import ModelConfig, Transformer
+    model = Transformer(ModelConfig(n_layer=4, n_head=4, n_embd=256, block_size=128))
+    logits, loss = model(idx, targets)                      # (B, T, vocab), scalar
+    out = model.generate(idx, max_new_tokens=50, top_k=40)  # KV-cached sampling
+    gpt2 = Transformer.from_pretrained('gpt2')              # HF weights, no transformers needed
+
+Imports only torch and the standard library. Parameter names follow GPT-2
+(wte, wpe, h, ln_f, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), so HF
+checkpoints map by name; the few exceptions are listed in `from_pretrained`.
+"""
+
+import inspect
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, asdict, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+IGNORE_INDEX = -100  # the one "no loss here" label, for every task
+
+
+@dataclass
+class ModelConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for faster matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit faster
+    causal: bool = True  # False: bidirectional attention (encoder / masked LM)
+    activation: str = 'gelu_tanh'  # GPT-2's "gelu_new"; 'gelu' is the exact erf form
+    layer_norm_eps: float = 1e-5
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a checkpoint's dict, with a one-line error for keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"model config has unknown keys {unknown}: the checkpoint was written by another version of model.py")
+        return cls(**d)
+
+
+class SelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, 'n_embd must be divisible by n_head'
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.causal = config.causal
+
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.pos
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
+        is_causal = self.causal and attn_mask is None and past == 0
+        mask = None
+        if not is_causal and (attn_mask is not None or (self.causal and T > 1)):
+            mask = attention_mask(T, k.size(2), past, self.causal, attn_mask, x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+def attention_mask(T_q, T_k, past, causal, key_padding, device):
+    """Boolean mask (B or 1, 1, T_q, T_k), True = may attend. key_padding: (B, T_k) with 1 for real tokens."""
+    mask = torch.ones(T_q, T_k, dtype=torch.bool, device=device)
+    if causal:  # query i sits at absolute position past + i
+        mask = torch.tril(mask, diagonal=past)
+    mask = mask[None, None]
+    if key_padding is not None:
+        mask = mask & key_padding.bool()[:, None, None, :]
+        # a padded query row may have nothing left to attend to; let it see itself so softmax stays finite
+        itself = torch.zeros(T_q, T_k, dtype=torch.bool, device=device)
+        itself[torch.arange(T_q), past + torch.arange(T_q)] = True
+        mask = mask | itself
+    return mask
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate='tanh' if config.activation == 'gelu_tanh' else 'none')
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block (GPT-2)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class KVCache:
+    """Keys and values of every layer for positions [0, pos), preallocated to block_size."""
+
+    def __init__(self, config, batch_size, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # positions already cached; advanced once per forward, after the last layer
+
+    def update(self, layer, k, v):
+        T = k.size(2)
+        self.k[layer, :, :, self.pos:self.pos + T] = k
+        self.v[layer, :, :, self.pos:self.pos + T] = v
+        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
+
+
+class Transformer(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017)
+        self.fused_loss = True  # LM loss by linear_cross_entropy: no (B, T, V) logits; False for the plain path
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):  # GPT-2 paper sec. 2.3: scale residual projections by 1/sqrt(N)
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        """Parameter count; position embeddings are left out by default, token embeddings are shared with the head."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def hidden_states(self, idx, attn_mask=None, kv_cache=None):
+        """Final hidden states (B, T, n_embd) after ln_f."""
+        B, T = idx.size()
+        past = kv_cache.pos if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, attn_mask, kv_cache, layer)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, attn_mask=None, all_logits=False):
+        """Returns (logits, loss).
+        With targets: the mean loss over targets != IGNORE_INDEX. When fused_loss is on (the default) the (B, T, V)
+        logits are never materialised and None is returned for them; otherwise they are.
+        Without targets: logits (B, 1, V) of the last position, all that sampling needs, or (B, T, V) if all_logits."""
+        x = self.hidden_states(idx, attn_mask)
+        if targets is None:
+            return self.lm_head(x if all_logits else x[:, [-1], :]), None
+        if self.fused_loss:
+            return None, linear_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. to fine-tune GPT-2 with a shorter block)."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
+        """AdamW with decay on matrices and embeddings only; fused kernel wherever this torch has one."""
+        params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once here
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+        if fused is None:
+            fused = fused_adamw_available(device_type)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
+        cfg = self.config
+        T = T or cfg.block_size
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T=None):
+        """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (see PEAK_FLOPS or bench.py)."""
+        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                 generator=None, stop_token=None):
+        """Continue idx (B, T) by max_new_tokens. temperature 0 is greedy. With use_cache each new token costs one
+        position; once the context passes block_size both paths slide the window and recompute it exactly."""
+        if not self.config.causal:
+            raise ValueError("generate needs a causal model; this one is bidirectional (use fill-mask instead)")
+        cache = None
+        for _ in range(max_new_tokens):
+            if not use_cache or idx.size(1) > self.config.block_size:
+                cache = None
+                logits, _ = self(idx[:, -self.config.block_size:])
+            elif cache is None:
+                # fill the cache with the whole context; its last position gives the next token
+                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
+                logits = self.lm_head(self.hidden_states(idx, kv_cache=cache)[:, [-1], :])
+            else:
+                logits = self.lm_head(self.hidden_states(idx[:, -1:], kv_cache=cache))
+            idx_next = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+            if stop_token is not None and bool((idx_next == stop_token).all()):
+                break
+        return idx
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dropout=0.0):
+        """GPT-2 weights from HF: a local directory with config.json and model.safetensors or pytorch_model.bin,
+        or a model name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the HF cache or downloaded."""
+        directory = resolve_pretrained(name_or_path)
+        with open(os.path.join(directory, 'config.json')) as f:
+            hf = json.load(f)
+        if hf.get('model_type', 'gpt2') != 'gpt2':
+            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained reads GPT-2 checkpoints")
+        act = hf.get('activation_function', 'gelu_new')
+        config = ModelConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
+                             n_head=hf['n_head'], n_embd=hf['n_embd'], dropout=dropout, bias=True, causal=True,
+                             activation='gelu_tanh' if act in ('gelu_new', 'gelu_pytorch_tanh') else 'gelu',
+                             layer_norm_eps=hf.get('layer_norm_epsilon', 1e-5))
+        model = cls(config)
+        sd = model.state_dict()
+        hf_sd = load_state_dict_file(directory)
+        # exceptions to name-for-name: a 'transformer.' prefix in GPT2LMHeadModel files (absent in GPT2Model ones),
+        # causal-mask buffers we do not keep, and Conv1D weights stored (in, out) where nn.Linear wants (out, in)
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        loaded = set()
+        for key, value in hf_sd.items():
+            name = key if key.startswith('transformer.') or key == 'lm_head.weight' else 'transformer.' + key
+            if name.endswith(('.attn.bias', '.attn.masked_bias')) or name == 'lm_head.weight':
+                continue  # lm_head is tied to wte
+            if name not in sd:
+                raise ValueError(f"unexpected weight {key!r} in {directory}: not a GPT-2 checkpoint")
+            if name.endswith(transposed):
+                value = value.t()
+            if value.shape != sd[name].shape:
+                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(sd[name].shape)}")
+            with torch.no_grad():
+                sd[name].copy_(value)
+            loaded.add(name)
+        missing = [k for k in sd if k not in loaded and k != 'lm_head.weight']
+        if missing:
+            raise ValueError(f"{directory} lacks weights {missing[:3]}...: incomplete GPT-2 checkpoint")
+        return model
+
+
+def linear_cross_entropy(x, weight, targets, chunk_rows=None):
+    """cross_entropy(x @ weight.T, targets) averaged over targets != IGNORE_INDEX, without the (N, V) logits.
+    Rows go through in chunks small enough to stay in cache; when gradients are wanted they are computed in the
+    same pass, since the gradient of the loss w.r.t. the logits is known once the softmax is (softmax - onehot).
+    The idea of Liger-Kernel's fused linear cross-entropy. Under autocast the matmuls and the softmax output use
+    the autocast dtype (the softmax itself accumulates in float32), as the plain autocast path would."""
+    device_type = x.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+    chunk_rows = chunk_rows or max(1, (1 << 24) // weight.size(0))  # ~16M logits a chunk: measured best on CPU
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return LinearCrossEntropy.apply(x, weight, targets, chunk_rows, dtype)
+    return _linear_cross_entropy_chunks(x, weight, targets, chunk_rows, dtype, with_grads=False)[0]
+
+
+def _linear_cross_entropy_chunks(x, weight, targets, chunk_rows, dtype, with_grads):
+    with torch.autocast(x.device.type, enabled=False):
+        valid = targets != IGNORE_INDEX
+        n_valid = valid.sum().clamp(min=1)
+        safe_targets = torch.where(valid, targets, 0)
+        w = weight.to(dtype)
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_x = torch.empty_like(x) if with_grads else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if with_grads else None
+        for start in range(0, x.size(0), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            xc = x[rows].to(dtype)
+            probs = torch.softmax(xc @ w.t(), dim=-1)  # (n, V)
+            target_prob = probs.gather(1, safe_targets[rows, None]).squeeze(1).float()
+            loss -= (torch.log(target_prob.clamp(min=1e-30)) * valid[rows]).sum()
+            if with_grads:
+                grad = probs  # d loss / d logits = (softmax - onehot) / n_valid, built in place
+                grad[torch.arange(grad.size(0), device=x.device), safe_targets[rows]] -= 1.0
+                grad.mul_((valid[rows] / n_valid).to(dtype)[:, None])
+                grad_x[rows] = (grad @ w).to(x.dtype)
+                grad_w += (grad.t() @ xc).float()
+        return loss / n_valid, grad_x, grad_w
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk_rows, dtype):
+        loss, grad_x, grad_w = _linear_cross_entropy_chunks(x, weight, targets, chunk_rows, dtype, with_grads=True)
+        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_output, grad_w * grad_output, None, None, None
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token id per row (B, 1) from logits (B, V)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits[logits < v[:, [-1]]] = -float('inf')
+    if top_p is not None and top_p < 1.0:  # nucleus sampling (Holtzman et al. 2019)
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses top_p
+        sorted_logits[drop] = -float('inf')
+        logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def fused_adamw_available(device_type):
+    """Fused AdamW runs on CUDA, and on CPU since torch 2.4; MPS has it in recent releases."""
+    if 'fused' not in inspect.signature(torch.optim.AdamW).parameters:
+        return False
+    try:
+        p = torch.zeros(1, device=device_type, requires_grad=True)
+        p.grad = torch.zeros(1, device=device_type)
+        torch.optim.AdamW([p], fused=True).step()
+        return True
+    except (RuntimeError, ValueError):
+        return False
+
+
+# dense bf16 peak FLOP/s of known accelerators; bench.py measures the peak of the machine it runs on
+PEAK_FLOPS = {
+    'A100': 312e12,
+    'H100': 989e12,
+    'H200': 989e12,
+    'L4': 121e12,
+    'A10': 125e12,
+    'RTX 4090': 165e12,
+    'RTX 3090': 71e12,
+}
+
+
+def peak_flops_for(device_name):
+    """Look up the table by a device name such as torch.cuda.get_device_name(); None if unknown."""
+    for key, value in PEAK_FLOPS.items():
+        if key.lower() in device_name.lower():
+            return value
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading HF checkpoints with torch alone
+
+HF_URL = 'https://huggingface.co/{name}/resolve/main/{file}'
+
+
+def resolve_pretrained(name_or_path, files=('config.json',), weight_files=('model.safetensors', 'pytorch_model.bin')):
+    """A local directory holding config.json and one weight file: the path itself, the HF cache, or a download."""
+    if os.path.isdir(name_or_path):
+        if not os.path.exists(os.path.join(name_or_path, 'config.json')):
+            raise FileNotFoundError(f"{name_or_path} has no config.json: not a HF checkpoint directory")
+        return name_or_path
+    hub = os.environ.get('HF_HUB_CACHE') or os.path.join(
+        os.environ.get('HF_HOME', os.path.expanduser('~/.cache/huggingface')), 'hub')
+    snapshots = os.path.join(hub, 'models--' + name_or_path.replace('/', '--'), 'snapshots')
+    if os.path.isdir(snapshots):
+        for snap in sorted(os.listdir(snapshots)):
+            d = os.path.join(snapshots, snap)
+            if os.path.exists(os.path.join(d, 'config.json')) and any(os.path.exists(os.path.join(d, w)) for w in weight_files):
+                return d
+    target = os.path.join(hub, 'models--' + name_or_path.replace('/', '--'), 'snapshots', 'scratchlm')
+    try:
+        for file in files:
+            download(HF_URL.format(name=name_or_path, file=file), os.path.join(target, file))
+        for file in weight_files:
+            try:
+                download(HF_URL.format(name=name_or_path, file=file), os.path.join(target, file))
+                return target
+            except OSError:
+                continue
+        raise OSError('no weight file')
+    except OSError as e:
+        raise FileNotFoundError(f"cannot find {name_or_path!r}: not a local directory, not in the HF cache ({hub}), "
+                                f"and the download failed ({e}); pass a directory with config.json and weights") from None
+
+
+def download(url, path):
+    """Fetch url to path atomically (temp file + rename), printing progress."""
+    import urllib.request
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.part'
+    with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
+        total = int(response.headers.get('Content-Length') or 0)
+        done = 0
+        while chunk := response.read(1 << 20):
+            f.write(chunk)
+            done += len(chunk)
+            if total:
+                print(f"\rdownloading {os.path.basename(path)}: {done / 1e6:.0f}/{total / 1e6:.0f} MB", end='', flush=True)
+    print()
+    os.replace(tmp, path)
+
+
+SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
+                      'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8,
+                      'U8': torch.uint8, 'BOOL': torch.bool}
+
+
+def load_safetensors(path):
+    """Read a .safetensors file: 8-byte little-endian header length, JSON header, raw little-endian tensor bytes."""
+    with open(path, 'rb') as f:
+        (header_len,) = struct.unpack('<Q', f.read(8))
+        header = json.loads(f.read(header_len))
+        data = f.read()
+    tensors = {}
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        start, end = info['data_offsets']
+        dtype = SAFETENSORS_DTYPES[info['dtype']]
+        t = torch.frombuffer(bytearray(data[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+        tensors[name] = t.reshape(info['shape'])
+    return tensors
+
+
+def load_state_dict_file(directory):
+    safetensors_path = os.path.join(directory, 'model.safetensors')
+    if os.path.exists(safetensors_path):
+        return load_safetensors(safetensors_path)
+    bin_path = os.path.join(directory, 'pytorch_model.bin')
+    if os.path.exists(bin_path):
+        return torch.load(bin_path, map_location='cpu', weights_only=True)
+    raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+
+
+def config_dict(config):
+    return asdict(config)

@@ -1,0 +1,273 @@
+"""
+Pretrain a GPT-style language model.
+
+    python train.py config/pretrain_small.py                  # the default corpus on a laptop CPU
+    python train.py config/pretrain_small.py --max_iters=100  # any global below can be overridden
+    torchrun --standalone --nproc_per_node=8 train.py config/pretrain_gpt2.py
+
+init_from: 'scratch', 'resume' (continue the run in out_dir exactly), a checkpoint path (continued
+pretraining: its weights, a fresh optimizer and schedule) or an HF GPT-2 name ('gpt2', 'gpt2-medium', ...).
+SIGINT/SIGTERM save out_dir/last.pt before exiting.
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+from configurator import configure, config_defaults
+from model import ModelConfig, Transformer, peak_flops_for
+import prepare
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out'
+eval_interval = 200
+log_interval = 10
+eval_iters = 20
+eval_only = False
+always_save_checkpoint = True  # write last.pt at every eval, not only at the end
+init_from = 'scratch'  # 'scratch', 'resume', a checkpoint path, or 'gpt2' / 'gpt2-medium' / ...
+tensorboard = False
+wandb_project = None  # e.g. 'scratchlm'; needs `pip install wandb`
+wandb_run_name = None
+# data
+dataset = 'bbc_news'  # a directory under data_root made by prepare.py
+data_root = 'data'
+batch_size = 16  # sequences per micro-batch
+block_size = 256
+gradient_accumulation_steps = 1  # micro-batches per process per iteration
+# model
+n_layer = 4
+n_head = 4
+n_embd = 256
+dropout = 0.0
+bias = False
+# AdamW
+learning_rate = 1e-3
+max_iters = 1000
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # 0 disables clipping
+fused_adam = True  # fused AdamW kernel where this torch has one
+# learning-rate schedule
+lr_schedule = 'cosine'  # 'cosine', 'linear', 'constant' or 'exponential', after linear warmup
+warmup_iters = 50
+lr_decay_iters = None  # None: max_iters
+min_lr = None  # None: learning_rate / 10
+# system
+device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'  # 'auto' (bf16 where the hardware has it), 'float32', 'bfloat16', 'float16'
+compile = False  # torch.compile the model
+seed = 1337
+# -----------------------------------------------------------------------------
+
+
+def main():
+    explicit = set()  # keys set by config files or overrides: on resume they win over the checkpoint's config
+    config = configure(config_defaults(globals()), sys.argv[1:], explicit=explicit)
+    checkpoint = None
+    if config['init_from'] == 'resume':
+        path = os.path.join(config['out_dir'], 'last.pt')
+        checkpoint = common.load_checkpoint(path)
+        config = {**config, **{k: v for k, v in checkpoint['config'].items() if k not in explicit and k in config}}
+    globals().update(config)
+    decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
+    final_lr = min_lr if min_lr is not None else learning_rate / 10
+    if lr_schedule not in common.LR_SCHEDULES:
+        raise common.UserError(f"lr_schedule {lr_schedule!r} unknown: use one of {', '.join(common.LR_SCHEDULES)}")
+
+    runtime = common.setup_runtime(device, dtype, seed)
+    tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
+    if runtime.master:
+        print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
+              f"{tokens_per_iter:,} tokens/iter = {gradient_accumulation_steps} accum * {runtime.world_size} proc "
+              f"* {batch_size} batch * {block_size} block")
+
+    # data: the default corpus prepares itself on first use, so the README's one command works on a fresh clone
+    data_dir = os.path.join(data_root, dataset)
+    if not os.path.exists(os.path.join(data_dir, 'meta.json')) and dataset == 'bbc_news':
+        if runtime.master:
+            prepare.prepare(out_root=data_root)
+        if runtime.ddp:
+            torch.distributed.barrier()
+    meta = prepare.load_meta(data_dir)
+    train_data = prepare.open_split(data_dir, 'train')
+    val_data = prepare.open_split(data_dir, 'val')
+    for split, data in (('train', train_data), ('val', val_data)):
+        if len(data) <= block_size:
+            raise common.UserError(f"{split} split of {data_dir} has {len(data)} tokens, fewer than one block of "
+                                   f"{block_size + 1}: use a larger corpus or a smaller --block_size")
+
+    # model
+    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                      dropout=dropout, causal=True, vocab_size=padded_vocab_size(meta['vocab_size']))
+    iter_num, best_val_loss = 0, float('inf')
+    if init_from == 'scratch':
+        model = Transformer(ModelConfig(**model_args))
+    elif init_from.startswith('gpt2'):
+        if meta['tokenizer'] != 'gpt2':
+            raise common.UserError(f"init_from={init_from} needs GPT-2 BPE data but {data_dir} uses {meta['tokenizer']!r}")
+        model = Transformer.from_pretrained(init_from, dropout=dropout)
+        if block_size < model.config.block_size:
+            model.crop_block_size(block_size)
+        model_args = common.config_dict(model.config)
+    else:  # 'resume' or a checkpoint path
+        path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
+        checkpoint = checkpoint or common.load_checkpoint(path)
+        check_compatible(checkpoint, model_args, meta, path, strict=init_from == 'resume')
+        model = common.model_from_checkpoint(checkpoint, dropout=dropout)
+        if block_size < model.config.block_size:
+            model.crop_block_size(block_size)
+        model_args = common.config_dict(model.config)
+        if init_from == 'resume':
+            iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    model.to(runtime.device)
+    scaler = common.grad_scaler(runtime)
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type,
+                                           fused=None if fused_adam else False)
+    if init_from == 'resume':
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        scaler.load_state_dict(checkpoint['scaler'])
+        common.set_rng_states(checkpoint['rng_states'])
+    checkpoint = None  # free memory
+    raw_model = model
+    if compile:
+        print("compiling the model (takes a minute)...")
+        model = torch.compile(model)
+    if runtime.ddp:
+        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None)
+    peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
+
+    def save(name):
+        common.save_checkpoint(os.path.join(out_dir, name), {
+            'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+            'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+            'rng_states': common.rng_states(), 'data_state': {'seed': seed, 'next_iter': iter_num},
+            'meta': meta, 'data_dir': data_dir,
+        })
+
+    # SIGINT / SIGTERM: finish the current iteration, save, exit
+    stop = {'signal': None}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
+
+    log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if runtime.master else None
+    if runtime.master:
+        print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train tokens, "
+              f"{len(val_data):,} val tokens")
+        with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+            json.dump(config, f, indent=2)
+
+    def evaluate():
+        losses = {split: common.estimate_loss(raw_model, data, batch_size, block_size, eval_iters, runtime, seed)
+                  for split, data in (('train', train_data), ('val', val_data))}
+        return losses
+
+    t_start = t0 = time.time()
+    loss_sum = torch.zeros((), device=runtime.device)  # summed on device; read back only at log time
+    loss_count = 0
+    while True:
+        lr = common.get_lr(iter_num, lr_schedule, learning_rate, warmup_iters, decay_iters, final_lr)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+
+        if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
+            losses = evaluate()
+            if runtime.master:
+                elapsed = time.time() - t_start
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                      f"val ppl {math_exp(losses['val']):.1f}, {elapsed / 60:.1f} min")
+                log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
+                         'eval_train_loss': losses['train'], 'val_loss': losses['val'],
+                         'val_ppl': math_exp(losses['val']), 'lr': lr})
+                if losses['val'] < best_val_loss:
+                    best_val_loss = losses['val']
+                    if iter_num > 0:
+                        save('best.pt')
+                if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
+                    save('last.pt')
+            t0 = time.time()  # evaluation time is not training time
+        if iter_num >= max_iters or eval_only:
+            break
+
+        for micro in range(gradient_accumulation_steps):
+            global_micro = micro * runtime.world_size + runtime.rank
+            x, y = common.get_batch(train_data, batch_size, block_size, [seed, 0, iter_num, global_micro], runtime.device)
+            if runtime.ddp:  # all-reduce gradients on the last micro-step only
+                model.require_backward_grad_sync = micro == gradient_accumulation_steps - 1
+            with runtime.autocast():
+                _, loss = model(x, y)
+                loss = loss / gradient_accumulation_steps
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        loss_count += 1
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+
+        if iter_num % log_interval == 0 and runtime.master:
+            t1 = time.time()
+            dt = (t1 - t0) / loss_count
+            train_loss = loss_sum.item() / loss_count  # the one host sync per log_interval
+            record = {'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'train_loss': train_loss, 'lr': lr,
+                      'ms_per_iter': round(dt * 1000, 1), 'tokens_per_s': round(tokens_per_iter / dt)}
+            if peak:
+                record['mfu'] = raw_model.estimate_mfu(tokens_per_iter, dt, peak)
+            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
+                  f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {record['mfu'] * 100:.1f}%" if peak else ''))
+            log.log(record)
+            loss_sum.zero_()
+            loss_count, t0 = 0, time.time()
+        if stop['signal'] is not None:
+            if runtime.master:
+                save('last.pt')
+                print(f"signal {stop['signal']}: saved {out_dir}/last.pt at iter {iter_num}; "
+                      f"continue with --init_from=resume")
+            common.cleanup_runtime(runtime)
+            sys.exit(128 + stop['signal'])
+    common.cleanup_runtime(runtime)
+
+
+def math_exp(x):
+    return math.exp(min(x, 700.0))
+
+
+def padded_vocab_size(vocab_size):
+    """Round the vocabulary up to a multiple of 64: faster matmuls, and spare ids for special tokens."""
+    return (vocab_size + 63) // 64 * 64
+
+
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'bias', 'vocab_size')
+
+
+def check_compatible(checkpoint, model_args, meta, path, strict):
+    """The checkpoint must fit the data (vocabulary) and, on resume, the model this config asks for."""
+    ckpt_args = checkpoint['model_args']
+    if ckpt_args['vocab_size'] < meta['vocab_size']:
+        raise common.UserError(f"{path} has a vocabulary of {ckpt_args['vocab_size']} but the data needs "
+                               f"{meta['vocab_size']} ({meta['tokenizer']}): prepare the data with the checkpoint's tokenizer")
+    ckpt_tok = checkpoint.get('meta', {}).get('tokenizer')
+    if ckpt_tok and ckpt_tok != meta['tokenizer']:
+        raise common.UserError(f"{path} was trained on {ckpt_tok!r} tokens but the data uses {meta['tokenizer']!r}: "
+                               f"prepare the data with --tokenizer={ckpt_tok}")
+    if strict:
+        for key in MODEL_KEYS + ('block_size',):
+            if ckpt_args[key] != model_args[key]:
+                raise common.UserError(f"{path} has {key}={ckpt_args[key]} but the config asks for {model_args[key]}: "
+                                       f"drop that override to resume, or train into a new out_dir")
+
+
+if __name__ == '__main__':
+    common.run_main(main)
