@@ -156,6 +156,28 @@ def get_batch(data, batch_size, block_size, key, device):
     return xy[:, :-1], xy[:, 1:]
 
 
+def train_step(model, optimizer, scaler, batches, runtime, grad_clip):
+    """One optimizer step over the micro-batches [(x, y), ...] (gradient accumulation); returns the mean loss as a
+    0-dim tensor, left on the device so that the caller decides when to sync. Under DDP gradients are all-reduced
+    on the last micro-batch only."""
+    loss_sum = torch.zeros((), device=runtime.device)
+    for micro, (x, y) in enumerate(batches):
+        if runtime.ddp:
+            model.require_backward_grad_sync = micro == len(batches) - 1
+        with runtime.autocast():
+            _, loss = model(x, y)
+            loss = loss / len(batches)
+        scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 @torch.no_grad()
 def estimate_loss(model, data, batch_size, block_size, eval_iters, runtime, seed=0):
     """Mean loss over eval_iters fixed batches (the same ones at every evaluation, so evals compare cleanly)."""
@@ -208,9 +230,8 @@ def clean_state_dict(state_dict):
     """Strip the wrappers' prefixes: '_orig_mod.' from torch.compile, 'module.' from DDP. The one place for it."""
     cleaned = {}
     for k, v in state_dict.items():
-        for prefix in ('_orig_mod.', 'module.'):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
+        while k.startswith(('_orig_mod.', 'module.')):  # in any order: DDP(compile(m)) gives 'module._orig_mod.'
+            k = k.split('.', 1)[1]
         cleaned[k] = v
     return cleaned
 

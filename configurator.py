@@ -64,11 +64,14 @@ def read_config_file(path):
 def parse_value(key, raw, default):
     """Python literal when it parses (3e-4, True, None, 'x'), the raw text for string keys otherwise."""
     try:
-        return ast.literal_eval(raw)
+        value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         if isinstance(default, bool) and raw.lower() in ('true', 'false'):
             return raw.lower() == 'true'
         return raw
+    if isinstance(default, str) and not isinstance(value, str):
+        return raw  # --dataset=2024, --start=42: text for a string key, not a type error
+    return value
 
 
 def set_value(config, defaults, key, value, where, quiet):

@@ -71,6 +71,7 @@ def main():
         new = row[len(ids):]
         if tokenizer.eot_id in new:  # stop at the end of the document
             new = new[:new.index(tokenizer.eot_id)]
+        new = [t for t in new if t < tokenizer.vocab_size]  # padding ids of the embedding table decode to nothing
         samples.append(prompt + tokenizer.decode(new))
     text = '\n---------------\n'.join(samples) + '\n'
     if output:

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from configurator import configure, config_defaults
-from model import ModelConfig, Transformer, peak_flops_for
+from model import ModelConfig, Transformer, config_dict, peak_flops_for
 import prepare
 
 # -----------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def main():
         model = Transformer.from_pretrained(init_from, dropout=dropout)
         if block_size < model.config.block_size:
             model.crop_block_size(block_size)
-        model_args = common.config_dict(model.config)
+        model_args = config_dict(model.config)
     else:  # 'resume' or a checkpoint path
         path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
         checkpoint = checkpoint or common.load_checkpoint(path)
@@ -126,9 +126,12 @@ def main():
         model = common.model_from_checkpoint(checkpoint, dropout=dropout)
         if block_size < model.config.block_size:
             model.crop_block_size(block_size)
-        model_args = common.config_dict(model.config)
+        model_args = config_dict(model.config)
         if init_from == 'resume':
             iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    if block_size > model.config.block_size:  # else the first forward fails deep inside the model
+        raise common.UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
+                               f"block_size={block_size}: use --block_size={model.config.block_size} or less")
     model.to(runtime.device)
     scaler = common.grad_scaler(runtime)
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type,
@@ -166,10 +169,6 @@ def main():
         with open(os.path.join(out_dir, 'config.json'), 'w') as f:
             json.dump(config, f, indent=2)
 
-    def evaluate():
-        losses = {split: common.estimate_loss(raw_model, data, batch_size, block_size, eval_iters, runtime, seed)
-                  for split, data in (('train', train_data), ('val', val_data))}
-        return losses
 
     t_start = t0 = time.time()
     loss_sum = torch.zeros((), device=runtime.device)  # summed on device; read back only at log time
@@ -180,16 +179,16 @@ def main():
             group['lr'] = lr
 
         if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
-            losses = evaluate()
+            # val only: the running train loss is logged every log_interval, and eval time is training time lost
+            val_loss = common.estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
             if runtime.master:
                 elapsed = time.time() - t_start
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
-                      f"val ppl {math_exp(losses['val']):.1f}, {elapsed / 60:.1f} min")
+                print(f"step {iter_num}: val loss {val_loss:.4f}, val ppl {math_exp(val_loss):.1f}, "
+                      f"{elapsed / 60:.1f} min")
                 log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
-                         'eval_train_loss': losses['train'], 'val_loss': losses['val'],
-                         'val_ppl': math_exp(losses['val']), 'lr': lr})
-                if losses['val'] < best_val_loss:
-                    best_val_loss = losses['val']
+                         'val_loss': val_loss, 'val_ppl': math_exp(val_loss), 'lr': lr})
+                if val_loss < best_val_loss:
+                    best_val_loss = val_loss
                     if iter_num > 0:
                         save('best.pt')
                 if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
@@ -198,36 +197,25 @@ def main():
         if iter_num >= max_iters or eval_only:
             break
 
-        for micro in range(gradient_accumulation_steps):
-            global_micro = micro * runtime.world_size + runtime.rank
-            x, y = common.get_batch(train_data, batch_size, block_size, [seed, 0, iter_num, global_micro], runtime.device)
-            if runtime.ddp:  # all-reduce gradients on the last micro-step only
-                model.require_backward_grad_sync = micro == gradient_accumulation_steps - 1
-            with runtime.autocast():
-                _, loss = model(x, y)
-                loss = loss / gradient_accumulation_steps
-            scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+        batches = [common.get_batch(train_data, batch_size, block_size,
+                                    [seed, 0, iter_num, micro * runtime.world_size + runtime.rank], runtime.device)
+                   for micro in range(gradient_accumulation_steps)]
+        loss_sum += common.train_step(model, optimizer, scaler, batches, runtime, grad_clip)
         loss_count += 1
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         iter_num += 1
 
-        if iter_num % log_interval == 0 and runtime.master:
-            t1 = time.time()
-            dt = (t1 - t0) / loss_count
-            train_loss = loss_sum.item() / loss_count  # the one host sync per log_interval
-            record = {'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'train_loss': train_loss, 'lr': lr,
-                      'ms_per_iter': round(dt * 1000, 1), 'tokens_per_s': round(tokens_per_iter / dt)}
-            if peak:
-                record['mfu'] = raw_model.estimate_mfu(tokens_per_iter, dt, peak)
-            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                  f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {record['mfu'] * 100:.1f}%" if peak else ''))
-            log.log(record)
+        if iter_num % log_interval == 0:
+            if runtime.master:
+                t1 = time.time()
+                dt = (t1 - t0) / loss_count
+                train_loss = loss_sum.item() / loss_count  # the one host sync per log_interval
+                record = {'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'train_loss': train_loss, 'lr': lr,
+                          'ms_per_iter': round(dt * 1000, 1), 'tokens_per_s': round(tokens_per_iter / dt)}
+                if peak:
+                    record['mfu'] = raw_model.estimate_mfu(tokens_per_iter, dt, peak)
+                print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
+                      f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {record['mfu'] * 100:.1f}%" if peak else ''))
+                log.log(record)
             loss_sum.zero_()
             loss_count, t0 = 0, time.time()
         if stop['signal'] is not None:
