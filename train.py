@@ -1,12 +1,15 @@
 """
-Pretrain a GPT-style language model.
+Pretrain a GPT-style (next-token) or BERT-style (masked-LM) language model.
 
-    python train.py config/pretrain_small.py                  # the default corpus on a laptop CPU
+    python train.py config/pretrain_small.py                  # a GPT on the default corpus on a laptop CPU
     python train.py config/pretrain_small.py --max_iters=100  # any global below can be overridden
+    python train.py config/pretrain_bert_small.py             # a BERT-style encoder: masked LM, causal=False
+    python train.py config/pretrain_bert_small.py --nsp=True  # ... plus next-sentence prediction
     torchrun --standalone --nproc_per_node=8 train.py config/pretrain_gpt2.py
 
 init_from: 'scratch', 'resume' (continue the run in out_dir exactly), a checkpoint path (continued
-pretraining: its weights, a fresh optimizer and schedule) or an HF GPT-2 name ('gpt2', 'gpt2-medium', ...).
+pretraining: its weights, a fresh optimizer and schedule), an HF GPT-2 name ('gpt2', 'gpt2-medium', ...),
+or an HF GPT-2 / BERT checkpoint: a local directory with config.json, or 'hf:org/name' (HF cache or download).
 SIGINT/SIGTERM save out_dir/last.pt before exiting.
 """
 
@@ -33,7 +36,7 @@ log_interval = 10
 eval_iters = 20
 eval_only = False
 always_save_checkpoint = True  # write last.pt at every eval, not only at the end
-init_from = 'scratch'  # 'scratch', 'resume', a checkpoint path, or 'gpt2' / 'gpt2-medium' / ...
+init_from = 'scratch'  # 'scratch', 'resume', a checkpoint path, 'gpt2' / 'gpt2-medium' / ..., an HF dir or 'hf:name'
 tensorboard = False
 wandb_project = None  # e.g. 'scratchlm'; needs `pip install wandb`
 wandb_run_name = None
@@ -49,6 +52,13 @@ n_head = 4
 n_embd = 256
 dropout = 0.0
 bias = False
+causal = True  # False: bidirectional attention, which objective='mlm' needs
+norm_position = 'pre'  # 'post': LayerNorm after each residual add, as BERT
+embedding_norm = False  # LayerNorm on the embeddings, as BERT
+# objective
+objective = 'clm'  # 'clm': predict the next token (GPT); 'mlm': masked LM (BERT), needs causal=False
+mlm_probability = 0.15  # mlm: share of non-special positions predicted (of those 80% -> mask, 10% random, 10% kept)
+nsp = False  # mlm: also next-sentence prediction on `[CLS] A [SEP] B [SEP]` pairs, with token types
 # AdamW
 learning_rate = 1e-3
 max_iters = 1000
@@ -83,6 +93,17 @@ def main():
     final_lr = min_lr if min_lr is not None else learning_rate / 10
     if lr_schedule not in common.LR_SCHEDULES:
         raise common.UserError(f"lr_schedule {lr_schedule!r} unknown: use one of {', '.join(common.LR_SCHEDULES)}")
+    if objective not in ('clm', 'mlm'):
+        raise common.UserError(f"objective {objective!r} unknown: use 'clm' (next token) or 'mlm' (masked LM)")
+    if objective == 'mlm' and causal:
+        raise common.UserError("objective='mlm' needs a bidirectional model: set causal=False "
+                               "(as config/pretrain_bert_small.py does)")
+    if objective == 'clm' and not causal:
+        raise common.UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
+    if nsp and objective != 'mlm':
+        raise common.UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
+    if not 0 < mlm_probability < 1:
+        raise common.UserError(f"mlm_probability must be between 0 and 1, got {mlm_probability}")
 
     runtime = common.setup_runtime(device, dtype, seed)
     tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
@@ -106,29 +127,43 @@ def main():
             raise common.UserError(f"{split} split of {data_dir} has {len(data)} tokens, fewer than one block of "
                                    f"{block_size + 1}: use a larger corpus or a smaller --block_size")
 
+    # special tokens (BERT-style): WordPiece's own, or the ids just above a GPT-2 / char vocabulary
+    special = prepare.special_tokens(meta) if objective == 'mlm' else None
+    n_ids = meta['vocab_size'] if special is None else max(meta['vocab_size'], *(
+        special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
+    if special is not None:
+        meta = {**meta, 'special_tokens': special}  # recorded in every checkpoint
+
     # model
+    heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      dropout=dropout, causal=True, vocab_size=padded_vocab_size(meta['vocab_size']))
+                      dropout=dropout, causal=causal, vocab_size=padded_vocab_size(n_ids),
+                      norm_position=norm_position, embedding_norm=embedding_norm, **heads)
     iter_num, best_val_loss = 0, float('inf')
     if init_from == 'scratch':
         model = Transformer(ModelConfig(**model_args))
-    elif init_from.startswith('gpt2'):
-        if meta['tokenizer'] != 'gpt2':
-            raise common.UserError(f"init_from={init_from} needs GPT-2 BPE data but {data_dir} uses {meta['tokenizer']!r}")
-        model = Transformer.from_pretrained(init_from, dropout=dropout)
-        if block_size < model.config.block_size:
-            model.crop_block_size(block_size)
-        model_args = config_dict(model.config)
+    elif common.is_hf_name(init_from):
+        model, hf_dir, model_type = common.load_hf_model(init_from, dropout=dropout)
+        check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
     else:  # 'resume' or a checkpoint path
         path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
         checkpoint = checkpoint or common.load_checkpoint(path)
         check_compatible(checkpoint, model_args, meta, path, strict=init_from == 'resume')
         model = common.model_from_checkpoint(checkpoint, dropout=dropout)
+        if init_from == 'resume':
+            iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    if init_from != 'scratch':
+        if model.config.causal != causal:
+            kind = 'causal (GPT-style)' if model.config.causal else 'bidirectional (BERT-style)'
+            raise common.UserError(f"init_from={init_from} is a {kind} model but the config asks for "
+                                   f"causal={causal} (objective={objective!r}): use a matching checkpoint")
+        model = common.with_heads(model, **heads)  # e.g. a fresh MLM head on a BertModel; existing heads stay
         if block_size < model.config.block_size:
             model.crop_block_size(block_size)
         model_args = config_dict(model.config)
-        if init_from == 'resume':
-            iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+        if n_ids > model.config.vocab_size:
+            raise common.UserError(f"init_from={init_from} embeds {model.config.vocab_size} ids but the data's "
+                                   f"tokens and special tokens need {n_ids}: start from scratch or a larger vocabulary")
     if block_size > model.config.block_size:  # else the first forward fails deep inside the model
         raise common.UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
                                f"block_size={block_size}: use --block_size={model.config.block_size} or less")
@@ -157,6 +192,13 @@ def main():
             'meta': meta, 'data_dir': data_dir,
         })
 
+    if objective == 'mlm':  # BERT-style batches: masked afresh at every step; NSP pairs within documents
+        train_docs, val_docs = ((common.document_spans(data, meta['eot_id']) if nsp else None)
+                                for data in (train_data, val_data))
+
+        def mlm_batch(data, docs, key):
+            return common.get_mlm_batch(data, batch_size, block_size, key, runtime.device, special, mlm_probability, docs)
+
     # SIGINT / SIGTERM: finish the current iteration, save, exit
     stop = {'signal': None}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -180,13 +222,21 @@ def main():
 
         if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
             # val only: the running train loss is logged every log_interval, and eval time is training time lost
-            val_loss = common.estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
+            if objective == 'mlm':
+                scores = common.estimate_mlm(raw_model, (mlm_batch(val_data, val_docs, [seed, 1, k])
+                                                         for k in range(eval_iters)), runtime)
+                val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
+                summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
+                           f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
+            else:
+                val_loss = common.estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
+                scores = {'val_ppl': math_exp(val_loss)}
+                summary = f"val ppl {math_exp(val_loss):.1f}"
             if runtime.master:
                 elapsed = time.time() - t_start
-                print(f"step {iter_num}: val loss {val_loss:.4f}, val ppl {math_exp(val_loss):.1f}, "
-                      f"{elapsed / 60:.1f} min")
+                print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
                 log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
-                         'val_loss': val_loss, 'val_ppl': math_exp(val_loss), 'lr': lr})
+                         'val_loss': val_loss, **scores, 'lr': lr})
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss
                     if iter_num > 0:
@@ -197,14 +247,19 @@ def main():
         if iter_num >= max_iters or eval_only:
             break
 
-        batches = [common.get_batch(train_data, batch_size, block_size,
-                                    [seed, 0, iter_num, micro * runtime.world_size + runtime.rank], runtime.device)
-                   for micro in range(gradient_accumulation_steps)]
+        keys = [[seed, 0, iter_num, micro * runtime.world_size + runtime.rank] for micro in range(gradient_accumulation_steps)]
+        if objective == 'mlm':
+            batches = [mlm_batch(train_data, train_docs, key) for key in keys]
+        else:
+            batches = [common.get_batch(train_data, batch_size, block_size, key, runtime.device) for key in keys]
         loss_sum += common.train_step(model, optimizer, scaler, batches, runtime, grad_clip)
         loss_count += 1
         iter_num += 1
 
         if iter_num % log_interval == 0:
+            if runtime.ddp:  # the logged loss is the mean over processes (gloo has no AVG: sum, then divide)
+                torch.distributed.all_reduce(loss_sum)
+                loss_sum /= runtime.world_size
             if runtime.master:
                 t1 = time.time()
                 dt = (t1 - t0) / loss_count
@@ -246,15 +301,37 @@ def check_compatible(checkpoint, model_args, meta, path, strict):
     if ckpt_args['vocab_size'] < meta['vocab_size']:
         raise common.UserError(f"{path} has a vocabulary of {ckpt_args['vocab_size']} but the data needs "
                                f"{meta['vocab_size']} ({meta['tokenizer']}): prepare the data with the checkpoint's tokenizer")
-    ckpt_tok = checkpoint.get('meta', {}).get('tokenizer')
+    ckpt_meta = checkpoint.get('meta', {})
+    ckpt_tok = ckpt_meta.get('tokenizer')
     if ckpt_tok and ckpt_tok != meta['tokenizer']:
         raise common.UserError(f"{path} was trained on {ckpt_tok!r} tokens but the data uses {meta['tokenizer']!r}: "
                                f"prepare the data with --tokenizer={ckpt_tok}")
+    if ckpt_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies
+        raise common.UserError(f"{path} was trained with the WordPiece vocabulary {ckpt_meta.get('vocab_path')} but the "
+                               f"data uses another ({meta.get('vocab_path')}): prepare the data with "
+                               f"--tokenizer=wordpiece:{ckpt_meta.get('vocab_path')}")
     if strict:
-        for key in MODEL_KEYS + ('block_size',):
+        for key in MODEL_KEYS + ('block_size', 'causal'):
             if ckpt_args[key] != model_args[key]:
                 raise common.UserError(f"{path} has {key}={ckpt_args[key]} but the config asks for {model_args[key]}: "
                                        f"drop that override to resume, or train into a new out_dir")
+
+
+def check_hf_compatible(init_from, model, model_type, directory, meta, data_dir):
+    """An HF checkpoint must fit the data's tokenizer: GPT-2 BPE for GPT-2, the checkpoint's own vocab.txt for BERT."""
+    if model_type == 'gpt2' and meta['tokenizer'] != 'gpt2':
+        raise common.UserError(f"init_from={init_from} needs GPT-2 BPE data but {data_dir} uses {meta['tokenizer']!r}")
+    if model_type == 'bert':
+        if meta['tokenizer'] != 'wordpiece':
+            raise common.UserError(f"init_from={init_from} is a BERT checkpoint but {data_dir} uses {meta['tokenizer']!r} "
+                                   f"tokens: prepare the data with --tokenizer=wordpiece:{directory}")
+        vocab_path = os.path.join(directory, 'vocab.txt')
+        if os.path.exists(vocab_path) and prepare.wordpiece_meta(vocab_path)['vocab_sha256'] != meta['vocab_sha256']:
+            raise common.UserError(f"{data_dir} was tokenized with {meta['vocab_path']}, not {vocab_path} of "
+                                   f"init_from={init_from}: prepare the data with --tokenizer=wordpiece:{directory}")
+    if meta['vocab_size'] > model.config.vocab_size or (model_type == 'bert' and meta['vocab_size'] != model.config.vocab_size):
+        raise common.UserError(f"the data's vocabulary has {meta['vocab_size']:,} tokens but init_from={init_from} "
+                               f"embeds {model.config.vocab_size:,}: its vocab.txt does not belong to these weights")
 
 
 if __name__ == '__main__':

@@ -1,0 +1,275 @@
+"""
+Benchmark the real code paths, each fast path against the plain one, measured in the same run.
+
+    python bench.py                                   # all sections, CPU, ~3-4 minutes on 2 cores
+    python bench.py --sections=train,generate         # some of them
+    python bench.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
+
+Our machines are shared and noisy: absolute numbers mean little, the ratios printed beside them are
+the point. Plain and fast runs are interleaved and the median of each is reported.
+Sections:
+  train     tokens/s and MFU of common.train_step with each fast path off and on; peak memory
+  generate  tokens/s of model.generate with and without the KV cache (identical greedy output checked)
+  prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text
+  memory    RSS / max-allocated over a long run of train steps, to show it does not grow
+MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
+"""
+
+import contextlib
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+import common
+import prepare
+from configurator import configure, config_defaults
+from model import ModelConfig, Transformer, config_dict as model_config_dict
+
+# -----------------------------------------------------------------------------
+sections = 'train,generate,prepare,memory'
+device = 'auto'
+# model and batch of the training benchmark: config/pretrain_small.py's
+n_layer = 4
+n_head = 4
+n_embd = 256
+block_size = 128
+vocab_size = 50304
+batch_size = 8
+steps = 4  # timed steps per repeat (after 2 warm-up steps)
+repeats = 3  # plain and fast runs alternate this many times
+compile = False  # also measure torch.compile (its compile time is reported separately)
+# generation
+checkpoint = 'out/pretrain_small'  # its best.pt / last.pt if present, else a random model of the sizes above
+prompt_tokens = 64
+new_tokens = 256
+# memory
+memory_steps = 60
+seed = 1337
+# -----------------------------------------------------------------------------
+
+
+def measure_peak_flops(device, dtype, n=2048, repeats=5):
+    """FLOP/s of an n^3 matmul in dtype: the ceiling MFU is measured against on this machine."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    best = float('inf')
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile):
+    """A fresh model, optimizer and scaler exactly as train.py builds them."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                                    vocab_size=vocab_size, bias=False)).to(runtime.device)
+    model.fused_loss = fused_loss
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), runtime.device_type,
+                                           fused=None if fused_adam else False)
+    step_runtime = common.Runtime(**{**runtime.__dict__, 'dtype': dtype})
+    t = time.perf_counter()
+    compiled = torch.compile(model) if use_compile else model
+    return compiled, model, optimizer, common.grad_scaler(step_runtime), step_runtime, t
+
+
+def time_train(runtime, data, variant):
+    """Median seconds per train_step over `steps` steps, and the losses it produced."""
+    compiled, model, optimizer, scaler, step_runtime, t_compile = train_setup(runtime, **variant)
+    losses = []
+    for it in range(2):  # warm-up (and compilation)
+        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        losses.append(common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0).item())
+    compile_s = time.perf_counter() - t_compile
+    times = []
+    for it in range(2, 2 + steps):
+        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        sync(runtime.device)
+        t = time.perf_counter()
+        loss = common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)
+        sync(runtime.device)
+        times.append(time.perf_counter() - t)
+        losses.append(loss.item())
+    return statistics.median(times), losses, compile_s, model
+
+
+def bench_train(runtime, data, peaks):
+    fast_dtype = 'bfloat16' if runtime.dtype == 'bfloat16' else runtime.dtype
+    plain = dict(dtype='float32', fused_adam=False, fused_loss=False, use_compile=False)
+    variants = [
+        ('plain: fp32, eager, unfused AdamW, full logits', plain),
+        (f'+ {fast_dtype} autocast', {**plain, 'dtype': fast_dtype}),
+        ('+ fused AdamW', {**plain, 'fused_adam': True}),
+        ('+ fused chunked LM loss', {**plain, 'fused_loss': True}),
+        (f'default: {fast_dtype} + fused AdamW + fused loss', dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
+                                                                  use_compile=False)),
+    ]
+    if compile:
+        variants.append(('default + torch.compile', dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
+                                                         use_compile=True)))
+    results = {name: [] for name, _ in variants}
+    losses, compile_times = {}, {}
+    for _ in range(repeats):  # interleave, so that load on the machine hits every variant alike
+        for name, variant in variants:
+            dt, run_losses, compile_s, model = time_train(runtime, data, variant)
+            results[name].append(dt)
+            losses[name] = run_losses
+            compile_times[name] = compile_s
+    tokens = batch_size * block_size
+    base = statistics.median(results[variants[0][0]])
+    print(f"\n## training: {n_layer} layers x {n_embd}, vocab {vocab_size}, {batch_size} x {block_size} tokens/step, "
+          f"median of {repeats} x {steps} steps")
+    print(f"| path | ms/step | tokens/s | MFU | speed-up | loss after {2 + steps} steps |")
+    print("|---|---|---|---|---|---|")
+    for name, variant in variants:
+        dt = statistics.median(results[name])
+        peak = peaks['bfloat16' if variant['dtype'] != 'float32' else 'float32']
+        mfu = model.estimate_mfu(tokens, dt, peak, T=block_size)
+        extra = f" (compile {compile_times[name]:.0f} s)" if variant['use_compile'] else ''
+        print(f"| {name}{extra} | {dt * 1000:.0f} | {tokens / dt:,.0f} | {mfu * 100:.1f}% | {base / dt:.2f}x | "
+              f"{losses[name][-1]:.4f} |")
+    if runtime.device_type == 'cuda':
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB")
+    else:
+        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+
+
+def load_generation_model(runtime):
+    """The trained checkpoint when its block holds prompt + new tokens; otherwise a random model of the same shape
+    with a long enough block (the cost of a token does not depend on the weights)."""
+    best, last = os.path.join(checkpoint, 'best.pt'), os.path.join(checkpoint, 'last.pt')
+    path = best if os.path.exists(best) else last if os.path.exists(last) else None
+    needed = prompt_tokens + new_tokens
+    if path:
+        model = common.model_from_checkpoint(common.load_checkpoint(path))
+        if model.config.block_size >= needed:
+            return model.to(runtime.device).eval(), path
+        config = ModelConfig(**{**model_config_dict(model.config), 'block_size': needed})
+        source = f"random weights, shaped like {path} but with block_size {needed} (the checkpoint's is " \
+                 f"{model.config.block_size})"
+    else:
+        config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=max(block_size, needed),
+                             vocab_size=vocab_size, bias=False)
+        source = 'random weights (no checkpoint found)'
+    torch.manual_seed(seed)
+    return Transformer(config).to(runtime.device).eval(), source
+
+
+def bench_generate(runtime, data):
+    model, source = load_generation_model(runtime)
+    prompt = torch.from_numpy(data[:prompt_tokens].astype('int64'))[None].to(runtime.device)
+    results = {True: [], False: []}
+    outputs = {}
+    for _ in range(repeats):
+        for use_cache in (False, True):
+            sync(runtime.device)
+            t = time.perf_counter()
+            with runtime.autocast():
+                outputs[use_cache] = model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
+            sync(runtime.device)
+            results[use_cache].append(time.perf_counter() - t)
+    plain, cached = statistics.median(results[False]), statistics.median(results[True])
+    same = torch.equal(outputs[True], outputs[False])
+    print(f"\n## generation: {prompt_tokens}-token prompt + {new_tokens} new tokens, greedy, batch 1, {source}")
+    print("| path | tokens/s | speed-up |")
+    print("|---|---|---|")
+    print(f"| full-context recomputation | {new_tokens / plain:,.0f} | 1.00x |")
+    print(f"| KV cache | {new_tokens / cached:,.0f} | {plain / cached:.2f}x |")
+    print(f"identical greedy output: {same}")
+
+
+def bench_prepare():
+    articles = prepare.bbc_news_articles()
+    texts = [text for _, _, text in articles]
+    megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
+    threads = os.cpu_count()
+    encoding = prepare.get_tokenizer('gpt2')
+    raw, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, 'bbc.jsonl')
+        import json
+        with open(corpus, 'w') as f:
+            for t in texts:
+                f.write(json.dumps({'text': t}) + '\n')
+        for r in range(repeats):
+            t = time.perf_counter()
+            encoding.encode_batch(texts, num_threads=threads)
+            raw.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with contextlib.redirect_stderr(open(os.devnull, 'w')), contextlib.redirect_stdout(open(os.devnull, 'w')):
+                prepare.prepare(corpus, name=f'bench{r}', out_root=tmp, num_threads=threads)
+            ours.append(time.perf_counter() - t)
+    raw_s, ours_s = statistics.median(raw), statistics.median(ours)
+    print(f"\n## prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads")
+    print("| path | MB/s | ratio |")
+    print("|---|---|---|")
+    print(f"| raw tiktoken encode_ordinary_batch (tokenize only) | {megabytes / raw_s:.1f} | 1.00x |")
+    print(f"| prepare.prepare end to end (read, tokenize, split, write) | {megabytes / ours_s:.1f} | {raw_s / ours_s:.2f}x |")
+
+
+def rss_mib():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def bench_memory(runtime, data_dir):
+    """Train steps with batches read from the memmap as train.py does; memory sampled along the way."""
+    compiled, model, optimizer, scaler, step_runtime, _ = train_setup(
+        runtime, runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
+    samples = []
+    for it in range(memory_steps):
+        data = prepare.open_split(data_dir, 'train')  # reopened each step, like a long run touching the file
+        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0).item()
+        if it % 10 == 9:
+            used = torch.cuda.memory_allocated() / 2**20 if runtime.device_type == 'cuda' else rss_mib()
+            samples.append((it + 1, used))
+    what = 'allocated GPU memory' if runtime.device_type == 'cuda' else 'RSS'
+    print(f"\n## memory over {memory_steps} train steps ({what}, MiB)")
+    print("| step | " + " | ".join(str(s) for s, _ in samples) + " |")
+    print("|---|" + "---|" * len(samples))
+    print("| MiB | " + " | ".join(f"{m:,.0f}" for _, m in samples) + " |")
+    growth = samples[-1][1] - samples[len(samples) // 2][1]
+    print(f"growth over the second half: {growth:+.0f} MiB")
+
+
+def main():
+    globals().update(configure(config_defaults(globals()), sys.argv[1:]))
+    runtime = common.setup_runtime(device, 'auto', seed)
+    torch_device = runtime.device
+    peaks = {'float32': measure_peak_flops(torch_device, torch.float32)}
+    if runtime.dtype != 'float32':
+        peaks['bfloat16'] = measure_peak_flops(torch_device, getattr(torch, runtime.dtype))
+    print(f"# bench.py on {torch_device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items()))
+    data_dir = os.path.join('data', 'bbc_news')
+    wanted = sections.split(',')
+    if any(s in wanted for s in ('train', 'generate', 'memory')) and not os.path.exists(os.path.join(data_dir, 'meta.json')):
+        prepare.prepare()
+    if 'train' in wanted:
+        bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks)
+    if 'generate' in wanted:
+        bench_generate(runtime, prepare.open_split(data_dir, 'val'))
+    if 'prepare' in wanted:
+        bench_prepare()
+    if 'memory' in wanted:
+        bench_memory(runtime, data_dir)
+
+
+if __name__ == '__main__':
+    common.run_main(main)

@@ -1,0 +1,69 @@
+"""
+Shared fixtures for the test suite (CPU, tiny configs):
+
+    python -m pytest -q                 # the whole suite, a few minutes on two cores
+    python -m pytest -q -m gpu          # only the checks that need CUDA (skipped without it)
+"""
+import os
+import random
+import sys
+from pathlib import Path
+
+# Tiny tensors gain nothing from two threads, and when the cores are busy OpenMP's spinning threads stall each op;
+# subprocesses (train.py, torchrun) inherit this too.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def tiny_model_config(**overrides):
+    """The suite's standard tiny model: 2 layers, 2 heads, 32 wide, block 16, vocab 64."""
+    from model import ModelConfig
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.0, bias=True)
+    args.update(overrides)
+    return ModelConfig(**args)
+
+
+@pytest.fixture
+def tiny_config():
+    """A factory: tiny_config(causal=False, ...) -> ModelConfig."""
+    return tiny_model_config
+
+
+def make_english_text(n_sentences=800, seed=0):
+    """~45 KB of varied, news-like English with numbers, one or a few sentences a line."""
+    rng = random.Random(seed)
+    subjects = ['The council', 'A spokesman for the firm', 'The minister', 'Our reporter', 'The company',
+                'Local residents', 'The home team', 'Scientists in Leeds', 'The bank', 'Shoppers', 'The judge',
+                'Fans of the club']
+    verbs = ['said', 'announced', 'reported', 'confirmed', 'denied', 'expected', 'warned', 'claimed']
+    objects = ['a rise of {n} per cent in sales', 'that {n} jobs would be cut by {y}',
+               'a new plan worth {n} million pounds', 'the match ended {a}-{b}', 'profits of {n} billion',
+               'talks on {d} March', 'that prices fell for the {o} month in a row', 'a record crowd of {n},000',
+               'an inquiry into the crash on {d} June', "that it wouldn't comment on {y}'s figures"]
+    ordinals = ['second', 'third', 'fourth', 'fifth', 'sixth']
+    lines = []
+    for _ in range(n_sentences):
+        sentence = f"{rng.choice(subjects)} {rng.choice(verbs)} " + rng.choice(objects).format(
+            n=rng.randint(2, 950), y=rng.randint(1990, 2024), a=rng.randint(0, 5), b=rng.randint(0, 5),
+            d=rng.randint(1, 28), o=rng.choice(ordinals)) + rng.choice(['.', '.', '.', '!', '?'])
+        if lines and rng.random() < 0.4:
+            lines[-1] += ' ' + sentence
+        else:
+            lines.append(sentence)
+    return '\n'.join(lines) + '\n'
+
+
+@pytest.fixture(scope='session')
+def char_dataset(tmp_path_factory):
+    """A tiny char-level dataset prepared by prepare.prepare: (data_root, name, meta)."""
+    import prepare
+    root = tmp_path_factory.mktemp('data')
+    source = root / 'tiny.txt'
+    source.write_text(make_english_text(), encoding='utf-8')
+    data_dir = prepare.prepare(source=str(source), name='tiny', tokenizer='char', out_root=str(root))
+    return str(root), 'tiny', prepare.load_meta(data_dir)

@@ -1,0 +1,113 @@
+"""
+Tests for configurator.py (config files, then --key=value overrides):
+
+    python -m pytest -q tests/test_configurator.py
+"""
+import pytest
+
+from configurator import ConfigError, config_defaults, configure, parse_value
+
+DEFAULTS = dict(batch_size=16, learning_rate=1e-3, compile=False, out_dir='out', dataset='bbc_news',
+                min_lr=None, dropout=0.0, max_iters=1000, init_from='scratch')
+
+
+def write_config(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_defaults_picks_simple_public_globals():
+    """Only public names bound to simple values are overridable."""
+    namespace = {'batch_size': 4, 'name': 'x', 'flag': True, 'nothing': None, '_private': 1,
+                 'os': __import__('os'), 'fn': print, 'items': [1, 2]}
+    assert config_defaults(namespace) == {'batch_size': 4, 'name': 'x', 'flag': True, 'nothing': None}
+
+
+def test_files_and_overrides_apply_in_order(tmp_path, capsys):
+    """Config files and overrides are applied left to right; the defaults dict is not modified; each is printed."""
+    first = write_config(tmp_path, 'a.py', "batch_size = 32\nlearning_rate = 3e-4  # 32 * 4\nimport math\n_x = 1\n")
+    second = write_config(tmp_path, 'b.py', "batch_size = 64\nout_dir = 'out/' + 'b'\n")
+    explicit = set()
+    config = configure(DEFAULTS, [first, '--batch_size=8', second, '--max_iters=5'], explicit=explicit)
+    assert config['batch_size'] == 64 and config['learning_rate'] == 3e-4
+    assert config['out_dir'] == 'out/b' and config['max_iters'] == 5
+    assert config['compile'] is False and config['dataset'] == 'bbc_news'
+    assert DEFAULTS['batch_size'] == 16  # a copy was changed
+    assert explicit == {'batch_size', 'learning_rate', 'out_dir', 'max_iters'}
+    out = capsys.readouterr().out
+    assert "config: max_iters = 5  (command line)" in out and f"config: out_dir = 'out/b'  (config file {second})" in out
+    assert configure(DEFAULTS, ['--batch_size=8', first], quiet=True)['batch_size'] == 32
+    assert capsys.readouterr().out == ''
+
+
+def test_int_for_float_and_none_defaults():
+    """An int given for a float becomes a float; a key whose default is None takes any value."""
+    config = configure(DEFAULTS, ['--learning_rate=1', '--dropout=0', '--min_lr=1e-5'], quiet=True)
+    assert config['learning_rate'] == 1.0 and isinstance(config['learning_rate'], float)
+    assert config['dropout'] == 0.0 and isinstance(config['dropout'], float)
+    assert config['min_lr'] == 1e-5
+    assert configure(DEFAULTS, ['--min_lr=None'], quiet=True)['min_lr'] is None
+
+
+def test_bool_parsing():
+    """--flag means True; True/False/true/false parse; anything else for a bool is an error."""
+    assert configure(DEFAULTS, ['--compile'], quiet=True)['compile'] is True
+    assert configure(DEFAULTS, ['--compile', '--compile=False'], quiet=True)['compile'] is False
+    assert configure(DEFAULTS, ['--compile=true'], quiet=True)['compile'] is True
+    assert configure(DEFAULTS, ['--compile=false'], quiet=True)['compile'] is False
+    with pytest.raises(ConfigError, match='compile expects True or False'):
+        configure(DEFAULTS, ['--compile=1'], quiet=True)
+    with pytest.raises(ConfigError, match='has no value'):
+        configure(DEFAULTS, ['--batch_size'], quiet=True)  # only bools may omit the value
+
+
+def test_string_values():
+    """String keys take the raw text, even when it would parse as a number or a name."""
+    config = configure(DEFAULTS, ['--out_dir=out/run 1', '--dataset=2024', '--init_from=resume'], quiet=True)
+    assert config['out_dir'] == 'out/run 1' and config['dataset'] == '2024' and config['init_from'] == 'resume'
+    assert configure(DEFAULTS, ["--out_dir='quoted'"], quiet=True)['out_dir'] == 'quoted'
+    assert parse_value('start', '42', '\n') == '42'
+    assert parse_value('start', 'The government said', '\n') == 'The government said'
+
+
+def test_unknown_key_names_closest(tmp_path):
+    """A misspelt key is an error naming the closest known key, on the command line and in config files."""
+    with pytest.raises(ConfigError, match=r"unknown config key 'batch_sise'.*did you mean 'batch_size'"):
+        configure(DEFAULTS, ['--batch_sise=4'], quiet=True)
+    path = write_config(tmp_path, 'c.py', 'learning_rat = 1e-3\n')
+    with pytest.raises(ConfigError, match=r"'learning_rat' in config file .*did you mean 'learning_rate'"):
+        configure(DEFAULTS, [path], quiet=True)
+    with pytest.raises(ConfigError, match=r"unknown config key 'zzz'") as info:
+        configure(DEFAULTS, ['--zzz=1'], quiet=True)
+    assert 'did you mean' not in str(info.value)
+
+
+@pytest.mark.parametrize('arg,key', [('--batch_size=abc', 'batch_size'), ('--learning_rate=x', 'learning_rate'),
+                                     ('--batch_size=2.5', 'batch_size'), ('--batch_size=True', 'batch_size')])
+def test_wrong_type_names_key(arg, key):
+    """A value of the wrong type is an error that names the key and the value."""
+    with pytest.raises(ConfigError, match=rf"^{key} expects") as info:
+        configure(DEFAULTS, [arg], quiet=True)
+    assert arg.split('=', 1)[1] in str(info.value) and '\n' not in str(info.value)
+
+
+def test_bad_config_files(tmp_path):
+    """A missing or broken config file is a ConfigError naming the file."""
+    with pytest.raises(ConfigError, match='config file nope.py not found'):
+        configure(DEFAULTS, ['nope.py'], quiet=True)
+    broken = write_config(tmp_path, 'broken.py', 'batch_size = = 3\n')
+    with pytest.raises(ConfigError, match='broken.py failed: SyntaxError'):
+        configure(DEFAULTS, [broken], quiet=True)
+    wrong_type = write_config(tmp_path, 'wrong.py', "batch_size = 'big'\n")
+    with pytest.raises(ConfigError, match=r"batch_size expects int, got 'big' \(config file .*wrong.py\)"):
+        configure(DEFAULTS, [wrong_type], quiet=True)
+
+
+def test_real_config_file_is_valid():
+    """config/pretrain_small.py only sets keys train.py has, with the right types."""
+    import train
+    from conftest import REPO
+    defaults = config_defaults(vars(train))
+    config = configure(defaults, [str(REPO / 'config' / 'pretrain_small.py')], quiet=True)
+    assert config['out_dir'] == 'out/pretrain_small' and config['batch_size'] == 16

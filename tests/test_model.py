@@ -1,0 +1,422 @@
+"""
+Tests for model.py on tiny configs (CPU; the `gpu` ones need CUDA):
+
+    python -m pytest -q tests/test_model.py
+"""
+import json
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import model as M
+from model import IGNORE_INDEX, ModelConfig, Transformer, linear_cross_entropy, sample_next
+
+from conftest import tiny_model_config
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Transformer(tiny_model_config(**overrides)).eval()
+
+
+def random_tokens(B, T, vocab=64, seed=1):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# -----------------------------------------------------------------------------
+# forward
+
+def test_forward_shapes():
+    """Forward returns last-position logits for sampling, all logits on request, and no logits with fused loss."""
+    model = tiny_model()
+    idx, targets = random_tokens(3, 16), random_tokens(3, 16, seed=2)
+    logits, loss = model(idx)
+    assert logits.shape == (3, 1, 64) and loss is None
+    logits, loss = model(idx, all_logits=True)
+    assert logits.shape == (3, 16, 64) and loss is None
+    assert model.fused_loss  # the default
+    logits, loss = model(idx, targets)
+    assert logits is None and loss.shape == () and torch.isfinite(loss)
+    model.fused_loss = False
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 16, 64) and loss.shape == ()
+    # the last-position logits are the last row of the full logits
+    torch.testing.assert_close(model(idx)[0][:, 0], model(idx, all_logits=True)[0][:, -1])
+    with pytest.raises(ValueError, match='longer than block_size'):
+        model(random_tokens(1, 17))
+
+
+def test_initial_loss_near_ln_vocab():
+    """At init the model predicts ~uniformly: loss on random targets ~ ln(vocab)."""
+    model = tiny_model()
+    _, loss = model(random_tokens(8, 16), random_tokens(8, 16, seed=2))
+    assert abs(loss.item() - math.log(64)) < 0.1, loss.item()
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_causality(causal):
+    """causal=True: changing token t leaves logits at positions < t alone; causal=False: earlier positions change."""
+    model = tiny_model(causal=causal)
+    idx = random_tokens(2, 16)
+    t = 9
+    changed = idx.clone()
+    changed[:, t] = (changed[:, t] + 1) % 64
+    before, _ = model(idx, all_logits=True)
+    after, _ = model(changed, all_logits=True)
+    assert (after[:, t:] - before[:, t:]).abs().amax() > 1e-4  # the change is visible from t on
+    if causal:
+        torch.testing.assert_close(after[:, :t], before[:, :t], atol=1e-6, rtol=0)
+    else:
+        assert (after[:, :t] - before[:, :t]).abs().amax(dim=-1).min() > 1e-5  # every earlier position moved
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_key_padding_mask(causal):
+    """With a key-padding mask, real positions of a right-padded row equal the unpadded sequence, whatever the pads hold."""
+    model = tiny_model(causal=causal)
+    lengths = [16, 11, 5]
+    idx = random_tokens(3, 16)
+    mask = torch.zeros(3, 16, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    padded = model.hidden_states(idx, attn_mask=mask)
+    other_pads = torch.where(mask.bool(), idx, (idx * 7 + 3) % 64)
+    padded_other = model.hidden_states(other_pads, attn_mask=mask)
+    assert torch.isfinite(padded).all()
+    for row, n in enumerate(lengths):
+        alone = model.hidden_states(idx[row:row + 1, :n])
+        torch.testing.assert_close(padded[row:row + 1, :n], alone, atol=1e-5, rtol=0)
+        torch.testing.assert_close(padded_other[row, :n], padded[row, :n], atol=1e-6, rtol=0)
+    if not causal:  # without the mask the pads would leak into real positions
+        unmasked = model.hidden_states(idx)
+        assert (unmasked[2, :5] - padded[2, :5]).abs().amax() > 1e-4
+
+
+# -----------------------------------------------------------------------------
+# fused linear cross-entropy
+
+def loss_and_grads(model, idx, targets, fused):
+    model.zero_grad(set_to_none=True)
+    model.fused_loss = fused
+    _, loss = model(idx, targets)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_fused_loss_matches_plain():
+    """linear_cross_entropy gives the same loss and gradients (every parameter) as logits + F.cross_entropy."""
+    model = tiny_model(seed=3)
+    model.train()  # dropout is 0; gradients as in training
+    idx, targets = random_tokens(4, 16), random_tokens(4, 16, seed=2)
+    targets[0, :5] = IGNORE_INDEX
+    targets[2, -3:] = IGNORE_INDEX
+    loss_fused, grads_fused = loss_and_grads(model, idx, targets, fused=True)
+    loss_plain, grads_plain = loss_and_grads(model, idx, targets, fused=False)
+    torch.testing.assert_close(loss_fused, loss_plain, atol=1e-5, rtol=0)
+    assert grads_fused.keys() == grads_plain.keys() and len(grads_fused) == len(list(model.parameters()))
+    for name in grads_plain:
+        torch.testing.assert_close(grads_fused[name], grads_plain[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_linear_cross_entropy_chunks_and_ignore():
+    """Chunking the rows changes nothing; ignored rows get no loss and zero gradient; all-ignored gives 0 not NaN."""
+    torch.manual_seed(0)
+    x = torch.randn(23, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (23,))
+    targets[[1, 7, 8]] = IGNORE_INDEX
+    reference = F.cross_entropy(x @ w.t(), targets, ignore_index=IGNORE_INDEX)
+    gx_ref, gw_ref = torch.autograd.grad(reference, (x, w))
+    for chunk_rows in (None, 1, 5, 23, 100):
+        loss = linear_cross_entropy(x, w, targets, chunk_rows=chunk_rows)
+        gx, gw = torch.autograd.grad(loss, (x, w))
+        torch.testing.assert_close(loss, reference, atol=1e-5, rtol=0)
+        torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(gw, gw_ref, atol=1e-5, rtol=0)
+        assert gx[[1, 7, 8]].abs().max() == 0
+    with torch.no_grad():  # the no-grad path (evaluation)
+        torch.testing.assert_close(linear_cross_entropy(x, w, targets, chunk_rows=4), reference, atol=1e-5, rtol=0)
+    loss = linear_cross_entropy(x, w, torch.full((23,), IGNORE_INDEX))
+    assert loss.item() == 0.0
+
+
+def test_fused_loss_under_bf16_autocast():
+    """Under CPU bf16 autocast the fused loss stays close to the plain autocast path."""
+    model = tiny_model(seed=4)
+    idx, targets = random_tokens(4, 16), random_tokens(4, 16, seed=2)
+    targets[1, :4] = IGNORE_INDEX
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        model.fused_loss = True
+        _, fused = model(idx, targets)
+        model.fused_loss = False
+        _, plain = model(idx, targets)
+    assert fused.dtype == torch.float32
+    assert abs(fused.item() - plain.item()) < 1e-2, (fused.item(), plain.item())
+
+
+def test_overfits_one_batch():
+    """A tiny model memorises one batch: the whole forward/backward/optimizer path learns."""
+    model = tiny_model(seed=5)
+    model.train()
+    idx = random_tokens(4, 16)
+    x, y = idx[:, :-1], idx[:, 1:]
+    optimizer = model.configure_optimizers(0.0, 1e-2, (0.9, 0.95), 'cpu')
+    for step in range(200):
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.05:
+            break
+    assert loss.item() < 0.1, f"loss {loss.item():.3f} after {step + 1} steps"
+
+
+# -----------------------------------------------------------------------------
+# optimizer
+
+def test_configure_optimizers_groups():
+    """Every trainable parameter is in exactly one group (tied wte/lm_head once); decay = the matrices."""
+    model = tiny_model()
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = optimizer.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    ids = [id(p) for group in optimizer.param_groups for p in group['params']]
+    unique = {id(p): p for p in model.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) == len(unique)
+    assert set(ids) == set(unique)
+    assert model.lm_head.weight is model.transformer.wte.weight and id(model.lm_head.weight) in ids
+    assert {id(p) for p in decay['params']} == {i for i, p in unique.items() if p.dim() >= 2}
+    assert {id(p) for p in no_decay['params']} == {i for i, p in unique.items() if p.dim() < 2}
+    assert len(no_decay['params']) > 0  # biases and LayerNorm weights
+    assert optimizer.defaults['fused'] is (True if M.fused_adamw_available('cpu') else None)
+    assert not model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', fused=False).defaults['fused']
+    # frozen parameters stay out
+    model.transformer.wpe.weight.requires_grad_(False)
+    frozen = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    assert id(model.transformer.wpe.weight) not in {id(p) for g in frozen.param_groups for p in g['params']}
+
+
+def test_fused_adamw_available_on_cpu():
+    """This torch (>= 2.4) has a CPU fused AdamW, so training gets it by default."""
+    assert M.fused_adamw_available('cpu')
+
+
+# -----------------------------------------------------------------------------
+# generation and sampling
+
+@pytest.mark.parametrize('prompt_len,new', [(5, 8), (5, 20), (20, 4)])  # 25 and 24 > block_size 16: sliding window
+def test_generate_cache_matches_no_cache(prompt_len, new):
+    """The KV-cached generate produces exactly the tokens of the uncached one, greedy and sampled."""
+    model = tiny_model(seed=6)
+    idx = random_tokens(3, prompt_len)
+    greedy = model.generate(idx, new, temperature=0)
+    assert greedy.shape == (3, prompt_len + new) and torch.equal(greedy[:, :prompt_len], idx)
+    assert torch.equal(greedy, model.generate(idx, new, temperature=0, use_cache=False))
+    for top_k, top_p in ((None, None), (10, None), (None, 0.9), (20, 0.8)):
+        with_cache = model.generate(idx, new, temperature=1.3, top_k=top_k, top_p=top_p,
+                                    generator=torch.Generator().manual_seed(7))
+        without = model.generate(idx, new, temperature=1.3, top_k=top_k, top_p=top_p, use_cache=False,
+                                 generator=torch.Generator().manual_seed(7))
+        assert torch.equal(with_cache, without), (top_k, top_p)
+
+
+def test_generate_greedy_is_argmax_of_forward():
+    """Greedy generate appends the argmax of the forward's last logits, step after step."""
+    model = tiny_model(seed=6)
+    idx = random_tokens(2, 4)
+    out = model.generate(idx, 14, temperature=0)  # fills block_size 16 then slides by 2
+    for t in range(4, out.size(1)):
+        context = out[:, max(0, t - 16):t]
+        assert torch.equal(model(context)[0][:, -1].argmax(-1), out[:, t])
+
+
+def test_generate_refuses_bidirectional():
+    """A bidirectional (encoder) model cannot generate left to right."""
+    model = tiny_model(causal=False)
+    with pytest.raises(ValueError, match='causal'):
+        model.generate(random_tokens(1, 4), 3)
+
+
+def test_sample_next_filters():
+    """top_k=1 and a tiny top_p are argmax; top_k / top_p never pick a filtered token; logits are not modified."""
+    logits = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    original = logits.clone()
+    g = torch.Generator().manual_seed(1)
+    argmax = logits.argmax(-1, keepdim=True)
+    assert torch.equal(sample_next(logits, temperature=0), argmax)
+    for _ in range(5):
+        assert torch.equal(sample_next(logits, top_k=1, generator=g), argmax)
+        assert torch.equal(sample_next(logits, top_p=1e-6, generator=g), argmax)
+    top3 = logits.topk(3, dim=-1).indices
+    for _ in range(50):
+        assert (sample_next(logits, top_k=3, generator=g) == top3).any(-1).all()
+    # probabilities 0.5, 0.3, 0.2: top_p=0.7 keeps the first two (the second crosses 0.7)
+    probs = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    drawn = {sample_next(probs, top_p=0.7, generator=g).item() for _ in range(200)}
+    assert drawn == {0, 1}
+    assert torch.equal(logits, original)
+
+
+# -----------------------------------------------------------------------------
+# FLOPs
+
+def test_flops_and_mfu():
+    """flops_per_token is positive; MFU is linear in tokens/iter and inverse in dt; the peak table lookup."""
+    model = tiny_model()
+    fpt = model.flops_per_token()
+    assert fpt > 6 * model.num_params() > 0
+    assert model.flops_per_token(T=8) < fpt
+    mfu = model.estimate_mfu(1024, 0.5, 1e12)
+    assert mfu > 0
+    assert model.estimate_mfu(2048, 0.5, 1e12) == pytest.approx(2 * mfu)
+    assert model.estimate_mfu(1024, 1.0, 1e12) == pytest.approx(mfu / 2)
+    assert mfu == pytest.approx(fpt * 1024 / 0.5 / 1e12)
+    assert M.peak_flops_for('NVIDIA H100 80GB HBM3') == 989e12
+    assert M.peak_flops_for('NVIDIA A100-SXM4-40GB') == 312e12
+    assert M.peak_flops_for('Some Unknown Accelerator') is None
+
+
+# -----------------------------------------------------------------------------
+# HF checkpoints
+
+def tiny_hf_gpt2():
+    transformers = pytest.importorskip('transformers')
+    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(8)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # non-zero biases and LayerNorm affines, so a mis-mapped one shows
+        for name, p in hf.named_parameters():
+            if name.endswith('bias') or 'ln_' in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return hf
+
+
+def assert_same_logits(ours, hf, idx, attn_mask=None, lengths=None):
+    with torch.no_grad():
+        expected = hf(input_ids=idx, attention_mask=attn_mask).logits
+        got, _ = ours(idx, attn_mask=attn_mask, all_logits=True)
+    if lengths is None:
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    else:
+        for row, n in enumerate(lengths):
+            torch.testing.assert_close(got[row, :n], expected[row, :n], atol=1e-5, rtol=0)
+
+
+def test_from_pretrained_matches_hf_safetensors(tmp_path):
+    """Weights from a HF GPT2LMHeadModel directory (safetensors) give HF's logits, with and without padding."""
+    hf = tiny_hf_gpt2()
+    hf.save_pretrained(tmp_path)
+    assert (tmp_path / 'model.safetensors').exists()
+    ours = Transformer.from_pretrained(str(tmp_path)).eval()
+    assert ours.config.block_size == 16 and ours.config.vocab_size == 64 and ours.config.activation == 'gelu_tanh'
+    idx = random_tokens(2, 16)
+    assert_same_logits(ours, hf, idx)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:] = 0  # right padding
+    assert_same_logits(ours, hf, idx, attn_mask=mask, lengths=[16, 10])
+
+
+def test_from_pretrained_pytorch_bin(tmp_path):
+    """An original-style pytorch_model.bin (no 'transformer.' prefix, attn.bias buffers, Conv1D weights) loads."""
+    hf = tiny_hf_gpt2()
+    hf.config.save_pretrained(tmp_path)
+    sd = {k.removeprefix('transformer.'): v for k, v in hf.state_dict().items() if k != 'lm_head.weight'}
+    for i in range(2):  # the causal-mask buffers old GPT-2 files carry
+        sd[f'h.{i}.attn.bias'] = torch.tril(torch.ones(16, 16, dtype=torch.bool))[None, None]
+        sd[f'h.{i}.attn.masked_bias'] = torch.tensor(-1e4)
+    torch.save(sd, tmp_path / 'pytorch_model.bin')
+    ours = Transformer.from_pretrained(str(tmp_path)).eval()
+    assert_same_logits(ours, hf, random_tokens(3, 12))
+
+
+def test_from_pretrained_errors_and_cache(tmp_path, monkeypatch):
+    """A name found nowhere (no network) is a clear FileNotFoundError; a name in the HF cache loads from it."""
+    def no_network(url, path):
+        raise OSError('network disabled in tests')
+    monkeypatch.setattr(M, 'download', no_network)
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+    monkeypatch.delenv('HF_HUB_CACHE', raising=False)
+    with pytest.raises(FileNotFoundError, match=r"cannot find 'no-such/model'.*not a local directory.*download failed"):
+        Transformer.from_pretrained('no-such/model')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no config.json'):
+        Transformer.from_pretrained(str(tmp_path / 'empty'))
+    # the HF cache layout: hub/models--org--name/snapshots/<commit>/
+    hf = tiny_hf_gpt2()
+    snapshot = tmp_path / 'hf' / 'hub' / 'models--tiny--gpt2' / 'snapshots' / 'abc123'
+    hf.save_pretrained(snapshot)
+    ours = Transformer.from_pretrained('tiny/gpt2').eval()
+    assert_same_logits(ours, hf, random_tokens(1, 8))
+    # a non-GPT-2 checkpoint is refused by its model_type
+    config = json.loads((snapshot / 'config.json').read_text())
+    (snapshot / 'config.json').write_text(json.dumps({**config, 'model_type': 'bert'}))
+    with pytest.raises(ValueError, match='GPT-2'):
+        Transformer.from_pretrained(str(snapshot))
+
+
+def test_load_safetensors_matches_reference(tmp_path):
+    """Our torch-only safetensors reader returns what safetensors.torch.save_file wrote, dtype for dtype."""
+    save_file = pytest.importorskip('safetensors.torch').save_file
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        'f32': torch.randn(3, 5, generator=g),
+        'f64': torch.randn(4, generator=g, dtype=torch.float64),
+        'f16': torch.randn(2, 3, 2, generator=g).half(),
+        'bf16': torch.randn(7, 3, generator=g).bfloat16(),
+        'i64': torch.tensor([-(2 ** 40), 0, 2 ** 62 - 1]),
+        'i32': torch.randint(-1000, 1000, (6,), generator=g, dtype=torch.int32),
+        'i8': torch.tensor([-128, 0, 127], dtype=torch.int8),
+        'u8': torch.tensor([0, 200, 255], dtype=torch.uint8),
+        'bool': torch.tensor([[True, False], [False, True]]),
+        'scalar': torch.tensor(3.5),
+        'empty': torch.zeros(0, 4),
+    }
+    path = tmp_path / 'x.safetensors'
+    save_file(tensors, str(path), metadata={'format': 'pt'})
+    loaded = M.load_safetensors(str(path))
+    assert loaded.keys() == tensors.keys()
+    for name, expected in tensors.items():
+        assert loaded[name].dtype == expected.dtype and loaded[name].shape == expected.shape, name
+        assert torch.equal(loaded[name], expected), name
+
+
+def test_model_config_from_dict():
+    """A checkpoint's config dict round-trips; unknown keys are a one-line error."""
+    config = tiny_model_config(causal=False)
+    assert ModelConfig.from_dict(M.config_dict(config)) == config
+    with pytest.raises(ValueError, match=r"unknown keys \['rotary'\]"):
+        ModelConfig.from_dict({**M.config_dict(config), 'rotary': True})
+
+
+# -----------------------------------------------------------------------------
+# GPU
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_gpu_fused_loss_and_generate():
+    """On CUDA: fused loss matches the plain path under bf16 autocast, and cached generate equals uncached."""
+    model = tiny_model(seed=9).cuda()
+    idx, targets = random_tokens(4, 16).cuda(), random_tokens(4, 16, seed=2).cuda()
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        model.fused_loss = True
+        _, fused = model(idx, targets)
+        model.fused_loss = False
+        _, plain = model(idx, targets)
+    assert abs(fused.item() - plain.item()) < 1e-2
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # true fp32 for the exact comparisons below
+    try:
+        model.fused_loss = True
+        _, a = model(idx, targets)
+        model.fused_loss = False
+        _, b = model(idx, targets)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        prompt = idx[:, :5]
+        assert torch.equal(model.generate(prompt, 20, temperature=0),
+                           model.generate(prompt, 20, temperature=0, use_cache=False))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert M.fused_adamw_available('cuda')
