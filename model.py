@@ -6,10 +6,14 @@ One Transformer for GPT-style (causal) and encoder-style (bidirectional) languag
     logits, loss = model(idx, targets)                      # (B, T, vocab), scalar
     out = model.generate(idx, max_new_tokens=50, top_k=40)  # KV-cached sampling
     gpt2 = Transformer.from_pretrained('gpt2')              # HF weights, no transformers needed
+    bert = Transformer.from_pretrained_bert('path/to/bert')  # HF BertModel / BertForMaskedLM / BertForPreTraining
 
 Imports only torch and the standard library. Parameter names follow GPT-2
 (wte, wpe, h, ln_f, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), so HF
-checkpoints map by name; the few exceptions are listed in `from_pretrained`.
+checkpoints map by name; the few exceptions are listed in `from_pretrained`
+(GPT-2) and in BERT_NAMES (BERT). BERT is the same trunk with a few config
+flags: post-LayerNorm blocks, a LayerNorm on the embeddings, token-type
+embeddings, exact GELU, and its heads (masked LM, pooler, next sentence).
 """
 
 import inspect
@@ -36,8 +40,22 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit faster
     causal: bool = True  # False: bidirectional attention (encoder / masked LM)
-    activation: str = 'gelu_tanh'  # GPT-2's "gelu_new"; 'gelu' is the exact erf form
+    activation: str = 'gelu_tanh'  # GPT-2's "gelu_new"; 'gelu' is the exact erf form (BERT)
     layer_norm_eps: float = 1e-5
+    norm_position: str = 'pre'  # 'pre': LayerNorm before attention and MLP (GPT-2); 'post': after each residual add (BERT)
+    embedding_norm: bool = False  # LayerNorm on the summed embeddings (BERT)
+    type_vocab_size: int = 0  # token-type (segment) embeddings, 2 in BERT; 0: none
+    mlm_head: bool = False  # masked-LM head (BERT): forward computes it only at positions that have a target
+    pooler: bool = False  # dense + tanh on the first position (BERT's pooler)
+    nsp_head: bool = False  # next-sentence prediction: 2-way Linear on the pooled first position (needs pooler)
+
+    def __post_init__(self):
+        if self.norm_position not in ('pre', 'post'):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        if self.activation not in ('gelu', 'gelu_tanh'):
+            raise ValueError(f"activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
+        if self.nsp_head and not self.pooler:
+            raise ValueError("nsp_head=True needs pooler=True: the next-sentence head reads the pooled first position")
 
     @classmethod
     def from_dict(cls, d):
@@ -110,7 +128,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm residual block (GPT-2)."""
+    """Residual block: pre-LayerNorm (GPT-2) or post-LayerNorm (BERT, Vaswani et al. 2017)."""
 
     def __init__(self, config):
         super().__init__()
@@ -118,11 +136,40 @@ class Block(nn.Module):
         self.attn = SelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
+        self.post_norm = config.norm_position == 'post'
 
     def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+        if self.post_norm:
+            x = self.ln_1(x + self.attn(x, attn_mask, kv_cache, layer))
+            return self.ln_2(x + self.mlp(x))
         x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's masked-LM head: dense + activation + LayerNorm, then a decoder tied to wte plus an output bias."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate='tanh' if config.activation == 'gelu_tanh' else 'none')
+        self.ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=True)  # weight tied to wte by Transformer
+
+    def forward(self, x):
+        return self.decoder(self.ln(self.gelu(self.dense(x))))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: dense + tanh on the first position ([CLS]); what the next-sentence head reads."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd, bias=True)
+
+    def forward(self, x):
+        return torch.tanh(self.dense(x[:, 0]))  # (B, C)
 
 
 class KVCache:
@@ -148,15 +195,28 @@ class Transformer(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
+        modules = dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
-        ))
+        )
+        if config.type_vocab_size:
+            modules['wtype'] = nn.Embedding(config.type_vocab_size, config.n_embd)  # token types (segments A/B)
+        if config.embedding_norm:
+            modules['ln_emb'] = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        if config.norm_position == 'pre':  # post-LN blocks end normalised already
+            modules['ln_f'] = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017)
+        if config.mlm_head:
+            self.mlm_head = MaskedLMHead(config)
+            self.mlm_head.decoder.weight = self.transformer.wte.weight
+        if config.pooler:
+            self.pooler = Pooler(config)
+        if config.nsp_head:
+            self.nsp_head = nn.Linear(config.n_embd, 2)
         self.fused_loss = True  # LM loss by linear_cross_entropy: no (B, T, V) logits; False for the plain path
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -178,26 +238,57 @@ class Transformer(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def hidden_states(self, idx, attn_mask=None, kv_cache=None):
-        """Final hidden states (B, T, n_embd) after ln_f."""
+    def hidden_states(self, idx, attn_mask=None, kv_cache=None, token_type_ids=None):
+        """Final hidden states (B, T, n_embd). token_type_ids (B, T): segment ids, zeros when not given."""
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens is longer than block_size {self.config.block_size}")
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if 'wtype' in self.transformer:
+            x = x + self.transformer.wtype(token_type_ids if token_type_ids is not None else torch.zeros_like(idx))
+        elif token_type_ids is not None:
+            raise ValueError("token_type_ids given but this model has no token-type embeddings (type_vocab_size=0)")
+        if 'ln_emb' in self.transformer:
+            x = self.transformer.ln_emb(x)
+        x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, attn_mask, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.pos += T
-        return self.transformer.ln_f(x)
+        return self.transformer.ln_f(x) if 'ln_f' in self.transformer else x
 
-    def forward(self, idx, targets=None, attn_mask=None, all_logits=False):
+    def masked_lm(self, x, targets=None):
+        """Masked-LM (logits, loss) from hidden states x (B, T, C). With targets (B, T) the head runs only at the N
+        positions whose target is not IGNORE_INDEX: logits (N, V) in row-major order, and their mean loss.
+        Without targets: logits (B, T, V) everywhere and loss None."""
+        if targets is None:
+            return self.mlm_head(x), None
+        selected = targets != IGNORE_INDEX
+        logits = self.mlm_head(x[selected])  # (N, V)
+        if logits.size(0) == 0:  # nothing masked in this batch: zero loss, still connected to the graph
+            return logits, logits.sum()
+        return logits, F.cross_entropy(logits.float(), targets[selected])
+
+    def next_sentence(self, x):
+        """Next-sentence logits (B, 2) from hidden states x (B, T, C): index 0 = B follows A, 1 = B is random."""
+        return self.nsp_head(self.pooler(x))
+
+    def forward(self, idx, targets=None, attn_mask=None, all_logits=False, token_type_ids=None, nsp_labels=None):
         """Returns (logits, loss).
         With targets: the mean loss over targets != IGNORE_INDEX. When fused_loss is on (the default) the (B, T, V)
         logits are never materialised and None is returned for them; otherwise they are.
-        Without targets: logits (B, 1, V) of the last position, all that sampling needs, or (B, T, V) if all_logits."""
-        x = self.hidden_states(idx, attn_mask)
+        Without targets: logits (B, 1, V) of the last position, all that sampling needs, or (B, T, V) if all_logits.
+        Models with mlm_head return the masked-LM head's logits and loss instead (see masked_lm), plus the
+        next-sentence loss when nsp_labels (B,) are given."""
+        x = self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids)
+        if self.config.mlm_head:
+            logits, loss = self.masked_lm(x, targets)
+            if nsp_labels is not None:
+                nsp_loss = F.cross_entropy(self.next_sentence(x).float(), nsp_labels)
+                loss = nsp_loss if loss is None else loss + nsp_loss
+            return logits, loss
         if targets is None:
             return self.lm_head(x if all_logits else x[:, [-1], :]), None
         if self.fused_loss:
@@ -264,7 +355,8 @@ class Transformer(nn.Module):
         with open(os.path.join(directory, 'config.json')) as f:
             hf = json.load(f)
         if hf.get('model_type', 'gpt2') != 'gpt2':
-            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained reads GPT-2 checkpoints")
+            hint = ': use Transformer.from_pretrained_bert' if hf.get('model_type') == 'bert' else ''
+            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained reads GPT-2 checkpoints{hint}")
         act = hf.get('activation_function', 'gelu_new')
         config = ModelConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
                              n_head=hf['n_head'], n_embd=hf['n_embd'], dropout=dropout, bias=True, causal=True,
@@ -294,6 +386,96 @@ class Transformer(nn.Module):
         if missing:
             raise ValueError(f"{directory} lacks weights {missing[:3]}...: incomplete GPT-2 checkpoint")
         return model
+
+    @classmethod
+    def from_pretrained_bert(cls, name_or_path, dropout=0.0):
+        """BERT weights from HF (BertModel, BertForMaskedLM or BertForPreTraining files): a local directory with
+        config.json and model.safetensors or pytorch_model.bin, or a hub name from the HF cache or downloaded.
+        The heads present in the file (masked LM, pooler, next sentence) are built; the rest are not."""
+        directory = resolve_pretrained(name_or_path)
+        with open(os.path.join(directory, 'config.json')) as f:
+            hf = json.load(f)
+        if hf.get('model_type') != 'bert':
+            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained_bert reads BERT checkpoints")
+        if hf.get('position_embedding_type', 'absolute') != 'absolute':
+            raise ValueError(f"{name_or_path} uses {hf['position_embedding_type']!r} position embeddings; only 'absolute' is supported")
+        if hf['intermediate_size'] != 4 * hf['hidden_size']:
+            raise ValueError(f"{name_or_path} has an MLP of {hf['intermediate_size']} for width {hf['hidden_size']}; "
+                             f"model.py supports 4 x width only")
+        act = hf.get('hidden_act', 'gelu')
+        if act not in ('gelu', 'gelu_new', 'gelu_pytorch_tanh'):
+            raise ValueError(f"{name_or_path} uses activation {act!r}; model.py supports gelu and its tanh form")
+        hf_sd = {k.removeprefix('bert.'): v for k, v in load_state_dict_file(directory).items()}
+        config = ModelConfig(block_size=hf['max_position_embeddings'], vocab_size=hf['vocab_size'],
+                             n_layer=hf['num_hidden_layers'], n_head=hf['num_attention_heads'], n_embd=hf['hidden_size'],
+                             dropout=dropout, bias=True, causal=False, activation='gelu' if act == 'gelu' else 'gelu_tanh',
+                             layer_norm_eps=hf.get('layer_norm_eps', 1e-12), norm_position='post', embedding_norm=True,
+                             type_vocab_size=hf.get('type_vocab_size', 2),
+                             mlm_head=any(k.startswith('cls.predictions.') for k in hf_sd),
+                             pooler=any(k.startswith('pooler.') for k in hf_sd),
+                             nsp_head=any(k.startswith('cls.seq_relationship.') for k in hf_sd))
+        model = cls(config)
+        sd = model.state_dict()
+        C = config.n_embd
+        loaded = set()
+        for key, value in hf_sd.items():
+            if key in BERT_SKIP:
+                continue
+            name, part = bert_name(key)
+            if name not in sd:
+                raise ValueError(f"unexpected weight {key!r} in {directory}: not a BERT checkpoint model.py can read")
+            target = sd[name] if part is None else sd[name][part * C:(part + 1) * C]  # q, k, v thirds of c_attn
+            if value.shape != target.shape:
+                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+            with torch.no_grad():
+                target.copy_(value)
+            loaded.add((name, part))
+        expected = {(name, part) for name in sd if name not in ('lm_head.weight', 'mlm_head.decoder.weight')
+                    for part in ((0, 1, 2) if '.attn.c_attn.' in name else (None,))}
+        missing = sorted(f'{name}' + ('' if part is None else f'[{part}]') for name, part in expected - loaded)
+        if missing:
+            raise ValueError(f"{directory} lacks weights for {missing[:3]}...: incomplete BERT checkpoint")
+        return model
+
+
+# HF BERT module names (after the 'bert.' prefix of BertForMaskedLM / BertForPreTraining) -> ours; {i} is the layer.
+# Everything else maps by the same rule as GPT-2's names; q, k and v are the thirds of our fused c_attn.
+BERT_NAMES = {
+    'embeddings.word_embeddings': 'transformer.wte',
+    'embeddings.position_embeddings': 'transformer.wpe',
+    'embeddings.token_type_embeddings': 'transformer.wtype',
+    'embeddings.LayerNorm': 'transformer.ln_emb',
+    'encoder.layer.{i}.attention.self.query': 'transformer.h.{i}.attn.c_attn',  # rows [0, C)
+    'encoder.layer.{i}.attention.self.key': 'transformer.h.{i}.attn.c_attn',  # rows [C, 2C)
+    'encoder.layer.{i}.attention.self.value': 'transformer.h.{i}.attn.c_attn',  # rows [2C, 3C)
+    'encoder.layer.{i}.attention.output.dense': 'transformer.h.{i}.attn.c_proj',
+    'encoder.layer.{i}.attention.output.LayerNorm': 'transformer.h.{i}.ln_1',  # post-LN: after attention
+    'encoder.layer.{i}.intermediate.dense': 'transformer.h.{i}.mlp.c_fc',
+    'encoder.layer.{i}.output.dense': 'transformer.h.{i}.mlp.c_proj',
+    'encoder.layer.{i}.output.LayerNorm': 'transformer.h.{i}.ln_2',
+    'pooler.dense': 'pooler.dense',
+    'cls.predictions.transform.dense': 'mlm_head.dense',
+    'cls.predictions.transform.LayerNorm': 'mlm_head.ln',
+    'cls.predictions': 'mlm_head.decoder',  # its 'bias' is the output bias
+    'cls.predictions.decoder': 'mlm_head.decoder',  # the same bias, tied, in some files
+    'cls.seq_relationship': 'nsp_head',
+}
+BERT_QKV = {'query': 0, 'key': 1, 'value': 2}
+# a buffer, and the decoder weight that is wte itself (tied)
+BERT_SKIP = {'embeddings.position_ids', 'cls.predictions.decoder.weight'}
+
+
+def bert_name(key):
+    """(our parameter name, third of c_attn or None) for a HF BERT weight name."""
+    module, _, leaf = key.rpartition('.')
+    leaf = {'gamma': 'weight', 'beta': 'bias'}.get(leaf, leaf)  # LayerNorm names of TF-converted files
+    parts = module.split('.')
+    layer = parts[2] if module.startswith('encoder.layer.') else None
+    pattern = '.'.join(parts[:2] + ['{i}'] + parts[3:]) if layer is not None else module
+    if pattern not in BERT_NAMES:
+        return key, None
+    part = BERT_QKV.get(parts[-1]) if '.attention.self.' in module else None
+    return BERT_NAMES[pattern].replace('{i}', str(layer)) + '.' + leaf, part
 
 
 def linear_cross_entropy(x, weight, targets, chunk_rows=None):
