@@ -10,13 +10,14 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn import functional as F
 
-from model import ModelConfig, Transformer
+from model import IGNORE_INDEX, ModelConfig, Transformer, resolve_pretrained
 
 
 class UserError(ValueError):
@@ -159,13 +160,13 @@ def get_batch(data, batch_size, block_size, key, device):
 def train_step(model, optimizer, scaler, batches, runtime, grad_clip):
     """One optimizer step over the micro-batches [(x, y), ...] (gradient accumulation); returns the mean loss as a
     0-dim tensor, left on the device so that the caller decides when to sync. Under DDP gradients are all-reduced
-    on the last micro-batch only."""
+    on the last micro-batch only. A micro-batch may also be a dict of forward's keyword arguments (get_mlm_batch)."""
     loss_sum = torch.zeros((), device=runtime.device)
-    for micro, (x, y) in enumerate(batches):
+    for micro, batch in enumerate(batches):
         if runtime.ddp:
             model.require_backward_grad_sync = micro == len(batches) - 1
         with runtime.autocast():
-            _, loss = model(x, y)
+            _, loss = model(**batch) if isinstance(batch, dict) else model(*batch)
             loss = loss / len(batches)
         scaler.scale(loss).backward()
         loss_sum += loss.detach()
@@ -191,6 +192,122 @@ def estimate_loss(model, data, batch_size, block_size, eval_iters, runtime, seed
         losses[k] = loss.float()
     model.train(was_training)
     return losses.mean().item()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# masked-LM and next-sentence batches (BERT)
+
+def mask_tokens(tokens, mask_id, n_random, special_ids, mlm_probability=0.15, generator=None):
+    """BERT's masking (Devlin et al. 2019, sec. 3.1 and appendix A.1) of tokens (B, T), a CPU LongTensor: each
+    position whose id is not in special_ids is selected with probability mlm_probability; a selected one becomes
+    mask_id (80%), a random id in [0, n_random) (10%), or stays as it is (10%). Returns (inputs, targets), targets
+    holding the original id at selected positions and IGNORE_INDEX elsewhere. Pass a seeded torch.Generator to
+    make the mask a function of the batch key; a fresh key gives a fresh mask (dynamic masking, RoBERTa)."""
+    selectable = ~torch.isin(tokens, torch.tensor(sorted(special_ids), dtype=tokens.dtype))
+    selected = (torch.rand(tokens.shape, generator=generator) < mlm_probability) & selectable
+    action = torch.rand(tokens.shape, generator=generator)  # < 0.8: mask, < 0.9: random, else keep
+    random_ids = torch.randint(0, n_random, tokens.shape, generator=generator)
+    inputs = torch.where(selected & (action < 0.8), mask_id, tokens)
+    inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, torch.where(selected, tokens, IGNORE_INDEX)
+
+
+def document_spans(data, eot_id, chunk=1 << 26):
+    """(starts, ends) int64 arrays of the documents in a token array: the non-empty runs between eot ids."""
+    eots = [np.flatnonzero(np.asarray(data[i:i + chunk]) == eot_id) + i for i in range(0, len(data), chunk)]
+    bounds = np.concatenate([[-1], *eots, [len(data)]]).astype(np.int64)
+    starts, ends = bounds[:-1] + 1, bounds[1:]
+    keep = ends > starts
+    return starts[keep], ends[keep]
+
+
+def segment_pairs(data, docs, batch_size, block_size, rng, cls_id, sep_id):
+    """Next-sentence pairs `[CLS] A [SEP] B [SEP]` (B, block_size) with token types (0 up to the first [SEP], 1
+    after) and labels (B,): 0 when B is A's continuation in the same document, 1 when B comes from another
+    document (each half the time). A is cut at a random point; neither segment crosses a document boundary."""
+    starts, ends = docs
+    lengths = ends - starts
+    n = block_size - 3  # tokens of A and B together
+    long_enough = np.flatnonzero(lengths >= n)
+    if len(long_enough) < 2:
+        raise UserError(f"next-sentence pairs need two documents of at least {n} tokens; this split has "
+                        f"{len(long_enough)}: use a smaller --block_size or a corpus of longer documents")
+    cumulative = np.cumsum(lengths[long_enough])  # documents drawn by length, so that every token is alike
+
+    def draw_document():
+        return long_enough[np.searchsorted(cumulative, rng.integers(0, cumulative[-1]), side='right')]
+
+    tokens = np.empty((batch_size, block_size), dtype=np.int64)
+    token_types = np.zeros((batch_size, block_size), dtype=np.int64)
+    labels = rng.integers(0, 2, size=batch_size)
+    for row in range(batch_size):
+        doc = draw_document()
+        n_a = int(rng.integers(n // 4, n - n // 4 + 1))  # A takes a quarter to three quarters
+        start = starts[doc] + rng.integers(0, lengths[doc] - n + 1)
+        a, b = data[start:start + n_a], data[start + n_a:start + n]
+        if labels[row] == 1:
+            other = doc
+            while other == doc:
+                other = draw_document()
+            b_start = starts[other] + rng.integers(0, lengths[other] - (n - n_a) + 1)
+            b = data[b_start:b_start + n - n_a]
+        tokens[row] = np.concatenate([[cls_id], a, [sep_id], b, [sep_id]])
+        token_types[row, n_a + 2:] = 1
+    return tokens, token_types, labels
+
+
+def get_mlm_batch(data, batch_size, block_size, key, device, special, mlm_probability=0.15, docs=None):
+    """A masked-LM batch as forward's keyword arguments, fixed by key alone (as get_batch). special: the ids of
+    prepare.special_tokens(meta). Without docs, each row is `[CLS] window [SEP]` of a random window of data
+    (documents packed, their eot ids kept, as RoBERTa's FULL-SENTENCES); with docs (document_spans) each row is a
+    next-sentence pair (segment_pairs) and the batch carries token_type_ids and nsp_labels."""
+    rng = np.random.default_rng(key)
+    batch = {}
+    if docs is None:
+        n = block_size - 2
+        starts = rng.integers(0, len(data) - n + 1, size=batch_size)
+        tokens = np.stack([np.concatenate([[special['cls']], data[s:s + n], [special['sep']]]) for s in starts])
+    else:
+        tokens, token_types, labels = segment_pairs(data, docs, batch_size, block_size, rng, special['cls'], special['sep'])
+        batch.update(token_type_ids=torch.from_numpy(token_types), nsp_labels=torch.from_numpy(labels))
+    generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+    specials = {special[k] for k in ('mask', 'cls', 'sep', 'pad', 'eot', 'unk') if k in special}
+    batch['idx'], batch['targets'] = mask_tokens(torch.from_numpy(tokens.astype(np.int64)), special['mask'],
+                                                 special['n_random'], specials, mlm_probability, generator)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def estimate_mlm(model, batches, runtime):
+    """Masked-LM loss and masked-token accuracy over batches (dicts from get_mlm_batch), and the accuracy of always
+    predicting the most frequent masked token, the baseline to beat; NSP loss and accuracy when batches have
+    nsp_labels. Token-weighted means over all masked positions."""
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = n_masked = nsp_loss_sum = nsp_correct = n_pairs = 0.0
+    target_counts = {}
+    for batch in batches:
+        with runtime.autocast():
+            x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
+            logits, loss = model.masked_lm(x, batch['targets'])
+            nsp_logits = model.next_sentence(x) if 'nsp_labels' in batch else None
+        targets = batch['targets'][batch['targets'] != IGNORE_INDEX]
+        loss_sum += loss.float().item() * len(targets)
+        correct += (logits.argmax(-1) == targets).sum().item()
+        n_masked += len(targets)
+        for token, count in zip(*np.unique(targets.cpu().numpy(), return_counts=True)):
+            target_counts[token] = target_counts.get(token, 0) + count
+        if nsp_logits is not None:
+            nsp_loss_sum += F.cross_entropy(nsp_logits.float(), batch['nsp_labels'], reduction='sum').item()
+            nsp_correct += (nsp_logits.argmax(-1) == batch['nsp_labels']).sum().item()
+            n_pairs += len(batch['nsp_labels'])
+    model.train(was_training)
+    n_masked = max(n_masked, 1)
+    result = {'mlm_loss': loss_sum / n_masked, 'mlm_acc': correct / n_masked,
+              'mlm_baseline_acc': max(target_counts.values(), default=0) / n_masked}
+    if n_pairs:
+        result.update(nsp_loss=nsp_loss_sum / n_pairs, nsp_acc=nsp_correct / n_pairs)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,6 +351,38 @@ def clean_state_dict(state_dict):
             k = k.split('.', 1)[1]
         cleaned[k] = v
     return cleaned
+
+
+def is_hf_name(init_from):
+    """Whether init_from names an HF checkpoint: 'gpt2', 'gpt2-medium', ..., 'hf:org/name' (HF cache or download),
+    or a local directory with config.json and model.safetensors or pytorch_model.bin."""
+    return init_from.startswith(('gpt2', 'hf:')) or (os.path.isfile(os.path.join(init_from, 'config.json')) and any(
+        os.path.isfile(os.path.join(init_from, w)) for w in ('model.safetensors', 'pytorch_model.bin')))
+
+
+def load_hf_model(init_from, dropout=0.0):
+    """(model, local directory, model_type) of an HF GPT-2 or BERT checkpoint named as is_hf_name accepts."""
+    try:
+        directory = resolve_pretrained(init_from.removeprefix('hf:'))
+        with open(os.path.join(directory, 'config.json')) as f:
+            model_type = json.load(f).get('model_type', 'gpt2')
+        if model_type == 'bert':
+            return Transformer.from_pretrained_bert(directory, dropout=dropout), directory, model_type
+        return Transformer.from_pretrained(directory, dropout=dropout), directory, model_type  # refuses other types
+    except (OSError, ValueError) as e:  # not found, not readable, not a model.py can represent
+        raise UserError(str(e)) from None
+
+
+def with_heads(model, **heads):
+    """The model with the heads (and token types) the run needs switched on, fresh weights for the new ones: e.g. an
+    MLM head on a BertModel checkpoint. Heads the model has already are kept with their weights."""
+    new = {k: v for k, v in heads.items() if v and not getattr(model.config, k)}
+    if not new:
+        return model
+    grown = Transformer(replace(model.config, **new))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    return grown.to(next(model.parameters()).device)
 
 
 def model_from_checkpoint(checkpoint, dropout=None):

@@ -4,8 +4,10 @@ Sample text from a trained model.
     python sample.py --out_dir=out/pretrain_small --start="The government said"
     python sample.py --init_from=gpt2 --start=FILE:prompt.txt --num_samples=3 --top_p=0.9
     python sample.py --out_dir=out/pretrain_small --temperature=0 --output=samples.txt   # greedy, to a file
+    python sample.py --out_dir=out/pretrain_bert_small --fill_mask="The [MASK] of England"  # encoders: top-k fillers
+    python sample.py --init_from=path/to/bert --fill_mask="Paris is the [MASK] of France."  # HF BertForMaskedLM dir
 
-The tokenizer always comes from the checkpoint (its data's meta), never guessed.
+The tokenizer always comes from the checkpoint (its data's meta, or an HF BERT directory's vocab.txt), never guessed.
 """
 
 import os
@@ -17,9 +19,10 @@ import common
 import prepare
 from configurator import configure, config_defaults
 from model import Transformer
+from wordpiece import WordPiece
 
 # -----------------------------------------------------------------------------
-init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, or 'gpt2', 'gpt2-xl', ...
+init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', ..., an HF dir or 'hf:name'
 out_dir = 'out/pretrain_small'
 start = "\n"  # prompt text, or FILE:path to read it from a file
 num_samples = 3
@@ -32,13 +35,26 @@ device = 'auto'
 dtype = 'auto'
 use_cache = True  # KV cache: each new token costs one position
 output = None  # write the samples to this file instead of printing them
+fill_mask = None  # text with [MASK] in it: print the likeliest fillers of each mask (masked-LM checkpoints)
+fill_mask_top_k = 5  # fillers shown per mask
 # -----------------------------------------------------------------------------
 
 
 def load_for_sampling(init_from, out_dir, device):
     """(model, tokenizer) from a checkpoint or an HF GPT-2 name."""
-    if init_from.startswith('gpt2'):
-        return Transformer.from_pretrained(init_from).to(device), prepare.get_tokenizer('gpt2')
+    model, tokenizer, _ = load_model(init_from, out_dir, device)
+    return model, tokenizer
+
+
+def load_model(init_from, out_dir, device):
+    """(model, tokenizer, special token ids or None) from a checkpoint or an HF checkpoint (GPT-2 or BERT)."""
+    if common.is_hf_name(init_from):
+        model, directory, model_type = common.load_hf_model(init_from)
+        if model_type != 'bert':
+            return model.to(device), prepare.get_tokenizer('gpt2'), None
+        meta = prepare.wordpiece_meta(directory)  # refuses a vocab.txt that does not fit the embeddings
+        meta.update(tokenizer='wordpiece', vocab_size=len(meta['vocab']), eot_id=meta['special_ids']['sep'])
+        return model.to(device), prepare.get_tokenizer('wordpiece', meta), prepare.special_tokens(meta)
     path = init_from
     if init_from == 'out_dir':
         best = os.path.join(out_dir, 'best.pt')
@@ -48,14 +64,65 @@ def load_for_sampling(init_from, out_dir, device):
     meta = checkpoint.get('meta')
     if not meta:
         raise common.UserError(f"{path} records no tokenizer (no 'meta'): it was not written by train.py")
-    return model, prepare.get_tokenizer(meta['tokenizer'], meta)
+    return model, prepare.get_tokenizer(meta['tokenizer'], meta), meta.get('special_tokens')
+
+
+@torch.no_grad()
+def fill_masks(model, tokenizer, special, text, top_k=5):
+    """For each [MASK] in text, the top_k (token text, probability) of a masked-LM model, as `[CLS] text [SEP]`."""
+    if not model.config.mlm_head or special is None:
+        raise common.UserError("fill_mask needs an encoder checkpoint with a masked-LM head (objective='mlm' or an "
+                               "HF BertForMaskedLM); this one has none")
+    pieces = text.split('[MASK]')
+    if len(pieces) == 1:
+        raise common.UserError(f"fill_mask text {text!r} has no [MASK] in it")
+    ids = [special['cls']]
+    for i, piece in enumerate(pieces):
+        if tokenizer.name == 'gpt2' and i < len(pieces) - 1:
+            piece = piece.rstrip(' ')  # GPT-2 tokens carry their leading space: the mask stands for ' word'
+        ids += tokenizer.encode(piece) + ([special['mask']] if i < len(pieces) - 1 else [])
+    ids.append(special['sep'])
+    if len(ids) > model.config.block_size:
+        raise common.UserError(f"fill_mask text is {len(ids)} tokens with [CLS] and [SEP], more than the model's "
+                               f"block_size {model.config.block_size}: shorten it")
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], device=device)
+    logits, _ = model.masked_lm(model.hidden_states(idx))  # (1, T, V)
+    names = {}
+    for name, token_id in special.items():
+        if name != 'n_random':
+            names.setdefault(token_id, f"[{name.upper()}]")  # WordPiece's eot is [SEP]: first name wins
+    results = []
+    for position in (idx[0] == special['mask']).nonzero()[:, 0].tolist():
+        probs = torch.softmax(logits[0, position].float(), dim=-1)
+        top = torch.topk(probs, top_k)
+        results.append([(names.get(i) or token_text(tokenizer, i), p) for p, i in zip(top.values.tolist(), top.indices.tolist())])
+    return results
+
+
+def token_text(tokenizer, token_id):
+    if tokenizer.name == 'wordpiece':
+        return tokenizer.decode([token_id], skip_special=False)  # keeps '##' on word pieces
+    if token_id >= tokenizer.vocab_size:
+        return f'<unused {token_id}>'  # a padding row of the embedding table
+    return tokenizer.decode([token_id]).strip()
 
 
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     runtime = common.setup_runtime(device, dtype, seed)
-    model, tokenizer = load_for_sampling(init_from, out_dir, runtime.device)
+    model, tokenizer, special = load_model(init_from, out_dir, runtime.device)
     model.eval()
+    if fill_mask is not None:
+        with runtime.autocast():
+            results = fill_masks(model, tokenizer, special, fill_mask, fill_mask_top_k)
+        print(fill_mask)
+        for n, candidates in enumerate(results, 1):
+            print(f"[MASK] {n}: " + ', '.join(f"{token!r} {p:.3f}" for token, p in candidates))
+        return
+    if not model.config.causal:
+        raise common.UserError("this checkpoint is a bidirectional encoder and cannot generate text: "
+                               "use --fill_mask='text with a [MASK] in it'")
     prompt = start
     if prompt.startswith('FILE:'):
         with open(prompt[5:], encoding='utf-8') as f:
