@@ -47,6 +47,7 @@ compile = False  # also measure torch.compile (its compile time is reported sepa
 checkpoint = 'out/pretrain_small'  # its best.pt / last.pt if present, else a random model of the sizes above
 prompt_tokens = 64
 new_tokens = 256
+generate_batch = 4  # besides batch 1; sample.py draws num_samples=3 at once by default
 # memory
 memory_steps = 60
 seed = 1337
@@ -171,26 +172,29 @@ def load_generation_model(runtime):
 
 
 def bench_generate(runtime, data):
+    """Greedy generation as sample.py runs it (weights cast to the run's dtype), batch 1 and a small batch."""
     model, source = load_generation_model(runtime)
-    prompt = torch.from_numpy(data[:prompt_tokens].astype('int64'))[None].to(runtime.device)
-    results = {True: [], False: []}
-    outputs = {}
-    for _ in range(repeats):
-        for use_cache in (False, True):
-            sync(runtime.device)
-            t = time.perf_counter()
-            with runtime.autocast():
+    model = model.to(getattr(torch, runtime.dtype))
+    print(f"\n## generation: {prompt_tokens}-token prompt + {new_tokens} new tokens, greedy, {runtime.dtype} weights, "
+          f"{source}")
+    print("| batch | full recomputation tokens/s | KV cache tokens/s | speed-up | identical greedy output |")
+    print("|---|---|---|---|---|")
+    for batch in (1, generate_batch):
+        prompt = torch.from_numpy(data[:batch * prompt_tokens].astype('int64')).view(batch, prompt_tokens)
+        prompt = prompt.to(runtime.device)
+        results = {True: [], False: []}
+        outputs = {}
+        for _ in range(repeats):
+            for use_cache in (False, True):
+                sync(runtime.device)
+                t = time.perf_counter()
                 outputs[use_cache] = model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
-            sync(runtime.device)
-            results[use_cache].append(time.perf_counter() - t)
-    plain, cached = statistics.median(results[False]), statistics.median(results[True])
-    same = torch.equal(outputs[True], outputs[False])
-    print(f"\n## generation: {prompt_tokens}-token prompt + {new_tokens} new tokens, greedy, batch 1, {source}")
-    print("| path | tokens/s | speed-up |")
-    print("|---|---|---|")
-    print(f"| full-context recomputation | {new_tokens / plain:,.0f} | 1.00x |")
-    print(f"| KV cache | {new_tokens / cached:,.0f} | {plain / cached:.2f}x |")
-    print(f"identical greedy output: {same}")
+                sync(runtime.device)
+                results[use_cache].append(time.perf_counter() - t)
+        plain, cached = statistics.median(results[False]), statistics.median(results[True])
+        same = torch.equal(outputs[True], outputs[False])
+        print(f"| {batch} | {batch * new_tokens / plain:,.0f} | {batch * new_tokens / cached:,.0f} | "
+              f"{plain / cached:.2f}x | {same} |")
 
 
 def bench_prepare():
