@@ -104,10 +104,14 @@ def test_bad_config_files(tmp_path):
         configure(DEFAULTS, [wrong_type], quiet=True)
 
 
-def test_real_config_file_is_valid():
-    """config/pretrain_small.py only sets keys train.py has, with the right types."""
+@pytest.mark.parametrize('name', ['pretrain_small', 'pretrain_gpt2', 'pretrain_bert_small'])
+def test_real_config_files_are_valid(name):
+    """Each shipped config only sets keys train.py has, with the right types, and all of them take effect."""
     import train
     from conftest import REPO
-    defaults = config_defaults(vars(train))
-    config = configure(defaults, [str(REPO / 'config' / 'pretrain_small.py')], quiet=True)
-    assert config['out_dir'] == 'out/pretrain_small' and config['batch_size'] == 16
+    from configurator import read_config_file
+    path = str(REPO / 'config' / f'{name}.py')
+    config = configure(config_defaults(vars(train)), [path], quiet=True)
+    assigned = read_config_file(path)
+    assert assigned and all(config[k] == v for k, v in assigned.items())
+    assert config['out_dir'] == f'out/{name}'
