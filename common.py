@@ -287,16 +287,17 @@ def estimate_mlm(model, batches, runtime):
     loss_sum = correct = n_masked = nsp_loss_sum = nsp_correct = n_pairs = 0.0
     target_counts = {}
     for batch in batches:
+        selected = batch['targets'] != IGNORE_INDEX
+        targets = batch['targets'][selected]
         with runtime.autocast():
             x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
-            logits, loss = model.masked_lm(x, batch['targets'])
+            logits = model.mlm_head(x[selected])  # (N, V), only where there is a target
             nsp_logits = model.next_sentence(x) if 'nsp_labels' in batch else None
-        targets = batch['targets'][batch['targets'] != IGNORE_INDEX]
-        loss_sum += loss.float().item() * len(targets)
+        loss_sum += F.cross_entropy(logits.float(), targets, reduction='sum').item()
         correct += (logits.argmax(-1) == targets).sum().item()
         n_masked += len(targets)
         for token, count in zip(*np.unique(targets.cpu().numpy(), return_counts=True)):
-            target_counts[token] = target_counts.get(token, 0) + count
+            target_counts[int(token)] = target_counts.get(int(token), 0) + int(count)
         if nsp_logits is not None:
             nsp_loss_sum += F.cross_entropy(nsp_logits.float(), batch['nsp_labels'], reduction='sum').item()
             nsp_correct += (nsp_logits.argmax(-1) == batch['nsp_labels']).sum().item()

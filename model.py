@@ -157,8 +157,11 @@ class MaskedLMHead(nn.Module):
         self.ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=True)  # weight tied to wte by Transformer
 
+    def transform(self, x):
+        return self.ln(self.gelu(self.dense(x)))
+
     def forward(self, x):
-        return self.decoder(self.ln(self.gelu(self.dense(x))))
+        return self.decoder(self.transform(x))
 
 
 class Pooler(nn.Module):
@@ -261,12 +264,17 @@ class Transformer(nn.Module):
 
     def masked_lm(self, x, targets=None):
         """Masked-LM (logits, loss) from hidden states x (B, T, C). With targets (B, T) the head runs only at the N
-        positions whose target is not IGNORE_INDEX: logits (N, V) in row-major order, and their mean loss.
-        Without targets: logits (B, T, V) everywhere and loss None."""
+        positions whose target is not IGNORE_INDEX: their mean loss, and logits (N, V) in row-major order, or None
+        when fused_loss is on. Without targets: logits (B, T, V) everywhere and loss None."""
         if targets is None:
             return self.mlm_head(x), None
         selected = targets != IGNORE_INDEX
-        logits = self.mlm_head(x[selected])  # (N, V)
+        h = self.mlm_head.transform(x[selected])  # (N, C)
+        if self.fused_loss:  # the output bias rides along as one more column: [h, 1] @ [W, b].T = h @ W.T + b
+            decoder = self.mlm_head.decoder
+            return None, linear_cross_entropy(torch.cat([h, h.new_ones(h.size(0), 1)], dim=1),
+                                              torch.cat([decoder.weight, decoder.bias[:, None]], dim=1), targets[selected])
+        logits = self.mlm_head.decoder(h)  # (N, V)
         if logits.size(0) == 0:  # nothing masked in this batch: zero loss, still connected to the graph
             return logits, logits.sum()
         return logits, F.cross_entropy(logits.float(), targets[selected])

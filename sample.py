@@ -105,7 +105,8 @@ def token_text(tokenizer, token_id):
         return tokenizer.decode([token_id], skip_special=False)  # keeps '##' on word pieces
     if token_id >= tokenizer.vocab_size:
         return f'<unused {token_id}>'  # a padding row of the embedding table
-    return tokenizer.decode([token_id]).strip()
+    text = tokenizer.decode([token_id])
+    return text.strip() or text  # ' king' -> 'king'; a whitespace token stays visible as itself
 
 
 def main():

@@ -181,7 +181,8 @@ def main():
         print("compiling the model (takes a minute)...")
         model = torch.compile(model)
     if runtime.ddp:
-        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None)
+        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
+                    find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
     peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
 
     def save(name):

@@ -92,17 +92,43 @@ def test_mlm_head_only_at_targets_and_loss_matches_hf(tmp_path):
     labels[0, [1, 5, 9]] = idx[0, [1, 5, 9]]
     labels[1, [0, 15]] = idx[1, [0, 15]]
     calls = []
-    handle = ours.mlm_head.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    handle = ours.mlm_head.dense.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     with torch.no_grad():
         out = hf(input_ids=idx, labels=labels)
+        no_logits, fused_loss = ours(idx, labels)  # fused_loss (the default): no logits at all
+        ours.fused_loss = False
         logits, loss = ours(idx, labels)
     handle.remove()
-    assert calls == [torch.Size([5, 32])]  # the head saw 5 rows, not 32
+    assert calls == [torch.Size([5, 32])] * 2  # the head saw 5 rows, not 32, on both paths
+    assert no_logits is None
     torch.testing.assert_close(logits, out.logits[labels != IGNORE_INDEX], atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, out.loss, atol=1e-5, rtol=0)
-    # nothing selected: a zero loss that still backpropagates, not NaN
-    _, loss = ours(idx, torch.full((2, 16), IGNORE_INDEX))
-    assert loss.item() == 0.0
+    torch.testing.assert_close(fused_loss, out.loss, atol=1e-5, rtol=0)
+    # nothing selected: a zero loss that still backpropagates, not NaN, on both paths
+    for fused in (True, False):
+        ours.fused_loss = fused
+        _, loss = ours(idx, torch.full((2, 16), IGNORE_INDEX))
+        assert loss.item() == 0.0
+
+
+def test_mlm_fused_loss_matches_plain():
+    """The fused MLM loss (bias folded into linear_cross_entropy) gives the plain path's loss and gradients."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(causal=False, mlm_head=True))
+    idx = random_tokens(3, 16)
+    targets = torch.where(idx % 3 == 0, idx, IGNORE_INDEX)
+    results = []
+    for fused in (True, False):
+        model.zero_grad(set_to_none=True)
+        model.fused_loss = fused
+        _, loss = model(idx, targets)
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (loss_fused, grads_fused), (loss_plain, grads_plain) = results
+    torch.testing.assert_close(loss_fused, loss_plain, atol=1e-5, rtol=0)
+    assert grads_fused.keys() == grads_plain.keys()
+    for name in grads_plain:
+        torch.testing.assert_close(grads_fused[name], grads_plain[name], atol=1e-5, rtol=0, msg=name)
 
 
 def test_bert_for_pretraining_pytorch_bin(tmp_path):
@@ -293,6 +319,7 @@ def test_estimate_mlm_counts():
     batch = {'idx': idx, 'targets': targets, 'token_type_ids': torch.zeros_like(idx), 'nsp_labels': torch.tensor([0, 1])}
     scores = common.estimate_mlm(model, [batch, batch], runtime)
     assert scores['mlm_baseline_acc'] == 0.75  # token 5 is 3 of the 4 targets
+    model.fused_loss = False
     with torch.no_grad():
         x = model.hidden_states(idx, token_type_ids=batch['token_type_ids'])
         logits, loss = model.masked_lm(x, targets)
