@@ -67,3 +67,22 @@ def char_dataset(tmp_path_factory):
     source.write_text(make_english_text(), encoding='utf-8')
     data_dir = prepare.prepare(source=str(source), name='tiny', tokenizer='char', out_root=str(root))
     return str(root), 'tiny', prepare.load_meta(data_dir)
+
+
+def call_script_main(monkeypatch, capsys, script, *args):
+    """Run train.py's or sample.py's main in this process through common.run_main, as the CLI does, with fresh
+    globals; return (exit status, stderr). Fast for error paths that stop before training."""
+    import importlib
+    import signal
+    import common
+    module = importlib.reload(importlib.import_module(script))
+    monkeypatch.setattr(sys, 'argv', [f'{script}.py', *map(str, args)])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as info:
+            common.run_main(module.main)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return info.value.code, capsys.readouterr().err

@@ -347,18 +347,10 @@ def run(script, *args, timeout=180):
 
 def main_error(monkeypatch, capsys, script, *args):
     """Run train.py's or sample.py's main in this process as the CLI does; return its one-line error."""
-    module = importlib.reload(importlib.import_module(script))
-    monkeypatch.setattr(sys, 'argv', [f'{script}.py', *map(str, args)])
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as info:
-            common.run_main(module.main)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith('error: '), err
+    from conftest import call_script_main
+    code, err = call_script_main(monkeypatch, capsys, script, *args)
+    err = err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith('error: '), err
     return err
 
 

@@ -68,21 +68,9 @@ def trained_run(char_dataset, tmp_path_factory):
 
 @pytest.fixture
 def script_main(monkeypatch, capsys):
-    """Run train.py's or sample.py's main in this process through common.run_main, as the CLI does, with fresh
-    globals; return (exit status, stderr). Fast for error paths that stop before training."""
-    def call(script, *args):
-        module = importlib.reload(importlib.import_module(script))
-        monkeypatch.setattr(sys, 'argv', [f'{script}.py', *map(str, args)])
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        capsys.readouterr()
-        try:
-            with pytest.raises(SystemExit) as info:
-                common.run_main(module.main)
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-        return info.value.code, capsys.readouterr().err
-    return call
+    """call(script, *args) -> (exit status, stderr) of that script's main run in this process."""
+    from conftest import call_script_main
+    return lambda script, *args: call_script_main(monkeypatch, capsys, script, *args)
 
 
 # -----------------------------------------------------------------------------
