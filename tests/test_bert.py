@@ -5,10 +5,8 @@ fill-mask and HF BERT checkpoints end to end in train.py and sample.py, with the
 
     python -m pytest -q tests/test_bert.py
 """
-import importlib
 import json
 import re
-import signal
 import subprocess
 import sys
 
