@@ -453,6 +453,38 @@ class MetricsLog:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# progress of long phases (prepare, evaluation over a split, feature extraction)
+
+def progress(total, desc, unit='B'):
+    """Progress on stderr: update(n) after n more units, update(None) at the end. unit 'B' counts bytes (shown in
+    MB); any other unit ('texts', 'examples', 'batches') counts items. total may be None (unknown). A tqdm bar with
+    rate and ETA on a terminal; otherwise a plain line at most every ~5 s, and a last one."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == 'B', leave=False)
+        return lambda n: bar.close() if n is None else bar.update(n)
+    scale, shown = (1e6, 'MB') if unit == 'B' else (1, unit)
+    start = last = time.time()
+    done = 0
+
+    def update(n):
+        nonlocal done, last
+        done += n or 0
+        now = time.time()
+        if n is not None and now - last < 5:
+            return
+        last = now
+        rate = done / max(now - start, 1e-6)
+        amount = (f'{done / scale:.1f}' + (f'/{total / scale:.1f}' if total else '')) if unit == 'B' else (
+            f'{done:,}' + (f'/{total:,}' if total else ''))
+        line = f'{desc}: {amount} {shown}, {rate / scale:.1f} {shown}/s'
+        if total and n is not None:
+            line += f', ETA {(total - done) / max(rate, 1e-9):.0f} s'
+        print(line, file=sys.stderr, flush=True)
+    return update
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # task metrics: classification (accuracy, macro-F1, per class, confusion) and NER entities with conlleval's
 # semantics; plain Python on lists of ids / tag strings
 

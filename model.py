@@ -78,6 +78,8 @@ class SelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.causal = config.causal
+        self.keep_weights = False  # set by Transformer.attention_maps: explicit path, weights kept in self.weights
+        self.weights = None
 
     def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
         B, T, C = x.size()
@@ -91,10 +93,15 @@ class SelfAttention(nn.Module):
             k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
         is_causal = self.causal and attn_mask is None and past == 0
         mask = None
-        if not is_causal and (attn_mask is not None or (self.causal and T > 1)):
+        if self.keep_weights or (not is_causal and (attn_mask is not None or (self.causal and T > 1))):
             mask = attention_mask(T, k.size(2), past, self.causal, attn_mask, x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if self.keep_weights:  # what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v, with the weights kept
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
+            self.weights = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+            y = self.weights @ v  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                               dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -240,6 +247,21 @@ class Transformer(nn.Module):
         if non_embedding:
             n -= self.transformer.wpe.weight.numel()
         return n
+
+    @torch.no_grad()
+    def attention_maps(self, idx, attn_mask=None, token_type_ids=None):
+        """Attention weights (n_layer, B, n_head, T, T) for idx (B, T) in eval mode, row i the weights of query i
+        over the keys (zero where the causal or padding mask forbids). Computed by an explicit path that gives the
+        same hidden states as scaled_dot_product_attention, which cannot return weights; used only here."""
+        attns = [block.attn for block in self.transformer.h]
+        try:
+            for attn in attns:
+                attn.keep_weights = True
+            self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids)
+            return torch.stack([attn.weights for attn in attns])
+        finally:
+            for attn in attns:
+                attn.keep_weights, attn.weights = False, None
 
     def hidden_states(self, idx, attn_mask=None, kv_cache=None, token_type_ids=None):
         """Final hidden states (B, T, n_embd). token_type_ids (B, T): segment ids, zeros when not given."""

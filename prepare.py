@@ -46,7 +46,6 @@ import os
 import random
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 import wordpiece
+from common import progress
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
@@ -450,7 +450,7 @@ def _download(url, out_root):
     partial = f'{path}.part-{os.getpid()}'  # renamed only when complete
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, 'wb') as f:
-            update = _progress(response.length, f'downloading {filename}')
+            update = progress(response.length, f'downloading {filename}')
             while block := response.read(CHUNK_BYTES):
                 f.write(block)
                 update(len(block))
@@ -507,7 +507,7 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
     last_doc_start = dict.fromkeys(split_names, 0)  # token offset of each split's last document
     batch, batch_chars = [], 0  # batch: (split, text, ends_document)
     eot = np.array([tok.eot_id], dtype=dtype)
-    update = _progress(total_bytes, desc)
+    update = progress(total_bytes, desc)
 
     with contextlib.ExitStack() as stack:
         files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
@@ -571,31 +571,6 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
 
 def _dtype_name(vocab_size):
     return 'uint16' if vocab_size < 65536 else 'uint32'
-
-
-def _progress(total, desc):
-    """Progress in bytes on stderr: update(n) after n more bytes, update(None) at the end.
-    A tqdm bar on a terminal; otherwise a plain line at most every ~5 s, and a last one."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc=desc, unit='B', unit_scale=True, leave=False)
-        return lambda n: bar.close() if n is None else bar.update(n)
-    start = last = time.time()
-    done = 0
-
-    def update(n):
-        nonlocal done, last
-        done += n or 0
-        now = time.time()
-        if n is not None and now - last < 5:
-            return
-        last = now
-        rate = done / max(now - start, 1e-6)
-        line = f'{desc}: {done / 1e6:.1f}' + (f'/{total / 1e6:.1f} MB' if total else ' MB') + f', {rate / 1e6:.1f} MB/s'
-        if total and n is not None:
-            line += f', ETA {(total - done) / max(rate, 1):.0f} s'
-        print(line, file=sys.stderr, flush=True)
-    return update
 
 
 # -----------------------------------------------------------------------------
@@ -691,7 +666,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         if tokenizer.startswith('wordpiece:'):
             meta = {'tokenizer': 'wordpiece', **wordpiece_meta(tokenizer.partition(':')[2])}
         if tokenizer == 'char':
-            chars, update = set(), _progress(total_bytes, f'collecting the characters of {name}')
+            chars, update = set(), progress(total_bytes, f'collecting the characters of {name}')
             for _, text, nbytes in make_events():
                 chars.update(text or '')
                 update(nbytes)

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import common
 from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict, peak_flops_for
+import plot
 import prepare
 
 # -----------------------------------------------------------------------------
@@ -238,6 +239,7 @@ def main():
                 print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
                 log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
                          'val_loss': val_loss, **scores, 'lr': lr})
+                plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
                 if val_loss < best_val_loss:
                     best_val_loss = val_loss
                     if iter_num > 0:
