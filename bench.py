@@ -11,6 +11,7 @@ Sections:
   train     tokens/s and MFU of common.train_step with each fast path off and on; peak memory
   generate  tokens/s of model.generate with and without the KV cache (identical greedy output checked)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text
+  finetune  examples/s of classification fine-tuning steps, batches padded dynamically vs to a fixed block_size
   memory    RSS / max-allocated over a long run of train steps, to show it does not grow
 MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
 """
@@ -31,7 +32,7 @@ from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict as model_config_dict
 
 # -----------------------------------------------------------------------------
-sections = 'train,generate,prepare,memory'
+sections = 'train,generate,prepare,finetune,memory'
 device = 'auto'
 # model and batch of the training benchmark: config/pretrain_small.py's
 n_layer = 4
@@ -48,6 +49,11 @@ checkpoint = 'out/pretrain_small'  # its best.pt / last.pt if present, else a ra
 prompt_tokens = 64
 new_tokens = 256
 generate_batch = 4  # besides batch 1; sample.py draws num_samples=3 at once by default
+# fine-tuning: classification batches padded dynamically vs to a fixed block (GPT-2's 1,024 context)
+finetune_block_size = 1024
+finetune_batch_size = 8
+finetune_examples = 128
+finetune_repeats = 2
 # memory
 memory_steps = 60
 seed = 1337
@@ -226,6 +232,49 @@ def bench_prepare():
     print(f"| prepare.prepare end to end (read, tokenize, split, write) | {megabytes / ours_s:.1f} | {raw_s / ours_s:.2f}x |")
 
 
+def bench_finetune(runtime):
+    """Classification fine-tuning steps (finetune.py's encode / batch_order / collate, common.train_step) on the same
+    BBC News articles, padded to finetune_block_size against padded to the longest in a length-bucketed batch."""
+    import finetune
+    train = prepare.load_task_data('classification', 'bbc_news')['train']
+    names = prepare.label_names(train, 'classification')
+    examples = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:finetune_examples]]
+    tok = prepare.get_tokenizer('gpt2')
+    special = prepare.special_tokens({'tokenizer': 'gpt2', 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id})
+    encoded, n_truncated = finetune.encode('classification', examples, tok, special, names, finetune_block_size, True)
+    config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=finetune_block_size,
+                         vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))
+    torch.manual_seed(seed)
+    model = Transformer(config).to(runtime.device)
+    optimizer = model.configure_optimizers(0.01, 1e-4, (0.9, 0.999), runtime.device_type)
+    scaler = common.grad_scaler(runtime)
+    variants = {'padded to block_size': (False, finetune_block_size), 'dynamic padding + length bucketing': (True, None)}
+    times = {name: [] for name in variants}
+    tokens = {}
+    for repeat in range(finetune_repeats + 1):  # the first round warms up
+        for name, (bucket, pad_to) in variants.items():
+            batches = finetune.batch_order(encoded, finetune_batch_size, 1, seed, bucket)
+            collated = [finetune.collate('classification', [encoded[i] for i in b], special['pad'], runtime.device, pad_to)
+                        for b in batches]
+            tokens[name] = sum(b['idx'].numel() for b in collated)
+            sync(runtime.device)
+            t0 = time.perf_counter()
+            for batch in collated:
+                common.train_step(model, optimizer, scaler, [batch], runtime, 1.0)
+            sync(runtime.device)
+            if repeat:
+                times[name].append(time.perf_counter() - t0)
+    print(f"\n## fine-tuning: BBC News classification, {len(encoded)} train articles ({n_truncated} longer than "
+          f"{finetune_block_size} tokens, cut), batches of {finetune_batch_size}, {n_layer} layers x {n_embd}, "
+          f"{runtime.dtype}, median of {finetune_repeats}")
+    print("| batches | tokens incl. padding | examples/s | speed-up |")
+    print("|---|---:|---:|---:|")
+    base = statistics.median(times['padded to block_size'])
+    for name in variants:
+        t = statistics.median(times[name])
+        print(f"| {name} | {tokens[name]:,} | {len(encoded) / t:.1f} | {base / t:.2f}x |")
+
+
 def rss_mib():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
@@ -271,6 +320,8 @@ def main():
         bench_generate(runtime, prepare.open_split(data_dir, 'val'))
     if 'prepare' in wanted:
         bench_prepare()
+    if 'finetune' in wanted:
+        bench_finetune(runtime)
     if 'memory' in wanted:
         bench_memory(runtime, data_dir)
 

@@ -395,6 +395,37 @@ def model_from_checkpoint(checkpoint, dropout=None):
     return model
 
 
+def load_pretrained(init_from, device='cpu', dropout=None):
+    """(model, meta) to fine-tune or sample from: a train.py / finetune.py checkpoint (a .pt file or a run directory)
+    or an HF GPT-2 / BERT checkpoint (is_hf_name). meta names the tokenizer and holds what it needs (the WordPiece
+    vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
+    import prepare
+    if is_hf_name(init_from):
+        model, directory, model_type = load_hf_model(init_from, dropout=dropout or 0.0)
+        if model_type == 'bert':
+            meta = prepare.wordpiece_meta(directory)  # refuses a vocab.txt that does not fit the embeddings
+            meta.update(tokenizer='wordpiece', vocab_size=len(meta['vocab']), eot_id=meta['special_ids']['sep'])
+        else:
+            meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}
+        return model.to(device), meta
+    checkpoint = load_checkpoint(init_from, device='cpu')
+    if not checkpoint.get('meta'):
+        raise UserError(f"{init_from} records no tokenizer (no 'meta'): it was not written by train.py or finetune.py")
+    return model_from_checkpoint(checkpoint, dropout=dropout).to(device), checkpoint['meta']
+
+
+def for_task(model, task_head, num_labels, pooling='auto'):
+    """model with a fresh task head ('sequence' or 'token', num_labels classes) and without the pretraining heads
+    (masked LM, next sentence) that fine-tuning does not train; BERT's pooler stays, the sequence head reads it."""
+    config = replace(model.config, task_head=task_head, num_labels=num_labels, pooling=pooling, mlm_head=False,
+                     nsp_head=False)
+    tuned = Transformer(config)
+    missing, unexpected = tuned.load_state_dict(model.state_dict(), strict=False)
+    assert all(k.startswith('classifier.') for k in missing), missing
+    assert all(k.startswith(('mlm_head.', 'nsp_head.')) for k in unexpected), unexpected
+    return tuned.to(next(model.parameters()).device)
+
+
 def unwrap(model):
     """The plain Transformer inside DDP and/or torch.compile wrappers."""
     model = model.module if hasattr(model, 'module') else model

@@ -48,6 +48,9 @@ class ModelConfig:
     mlm_head: bool = False  # masked-LM head (BERT): forward computes it only at positions that have a target
     pooler: bool = False  # dense + tanh on the first position (BERT's pooler)
     nsp_head: bool = False  # next-sentence prediction: 2-way Linear on the pooled first position (needs pooler)
+    task_head: str = ''  # fine-tuning head: 'sequence' (one label per text), 'token' (one per token, NER); '': none
+    num_labels: int = 0  # classes of the task head
+    pooling: str = 'auto'  # 'sequence' head: 'auto' (last real token if causal, else first) or 'mean' of real tokens
 
     def __post_init__(self):
         if self.norm_position not in ('pre', 'post'):
@@ -56,6 +59,11 @@ class ModelConfig:
             raise ValueError(f"activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
         if self.nsp_head and not self.pooler:
             raise ValueError("nsp_head=True needs pooler=True: the next-sentence head reads the pooled first position")
+        if self.pooling not in ('auto', 'mean'):
+            raise ValueError(f"pooling must be 'auto' or 'mean', got {self.pooling!r}")
+        if self.task_head not in ('', 'sequence', 'token') or bool(self.task_head) != (self.num_labels >= 2):
+            raise ValueError(f"task_head must be 'sequence' or 'token' with num_labels >= 2, or '' with 0; got "
+                             f"{self.task_head!r} with {self.num_labels}")
 
     @classmethod
     def from_dict(cls, d):
@@ -227,6 +235,9 @@ class Transformer(nn.Module):
             self.pooler = Pooler(config)
         if config.nsp_head:
             self.nsp_head = nn.Linear(config.n_embd, 2)
+        if config.task_head:
+            self.classifier = nn.Linear(config.n_embd, config.num_labels)  # HF's name for BERT's task heads
+        self.label_weights = None  # task head: per-class loss weights (class imbalance), a (num_labels,) tensor
         self.fused_loss = True  # LM loss by linear_cross_entropy: no (B, T, V) logits; False for the plain path
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -305,14 +316,39 @@ class Transformer(nn.Module):
         """Next-sentence logits (B, 2) from hidden states x (B, T, C): index 0 = B follows A, 1 = B is random."""
         return self.nsp_head(self.pooler(x))
 
+    def classify(self, x, attn_mask=None):
+        """Task-head logits from hidden states x (B, T, C). 'token': (B, T, num_labels). 'sequence': (B, num_labels)
+        from one position a text: the last real token for causal models (the only one that has read it all; padding
+        on the right, attn_mask (B, T) 1 for real tokens), the first ([CLS]) for bidirectional ones, through BERT's
+        pooler when the model has one; or, with pooling='mean', the mean over the real tokens."""
+        if self.config.task_head == 'token':
+            return self.classifier(self.transformer.drop(x))
+        if self.config.pooling == 'mean':
+            real = attn_mask[..., None].to(x.dtype) if attn_mask is not None else torch.ones_like(x[..., :1])  # (B, T, 1)
+            pooled = (x * real).sum(1) / real.sum(1)
+        elif self.config.causal:
+            last = attn_mask.sum(1) - 1 if attn_mask is not None else torch.full_like(x[:, 0, 0], x.size(1) - 1, dtype=torch.long)
+            pooled = x[torch.arange(x.size(0), device=x.device), last.long()]  # (B, C)
+        else:
+            pooled = self.pooler(x) if self.config.pooler else x[:, 0]
+        return self.classifier(self.transformer.drop(pooled))
+
     def forward(self, idx, targets=None, attn_mask=None, all_logits=False, token_type_ids=None, nsp_labels=None):
         """Returns (logits, loss).
         With targets: the mean loss over targets != IGNORE_INDEX. When fused_loss is on (the default) the (B, T, V)
         logits are never materialised and None is returned for them; otherwise they are.
         Without targets: logits (B, 1, V) of the last position, all that sampling needs, or (B, T, V) if all_logits.
         Models with mlm_head return the masked-LM head's logits and loss instead (see masked_lm), plus the
-        next-sentence loss when nsp_labels (B,) are given."""
+        next-sentence loss when nsp_labels (B,) are given. Models with task_head return its logits (see classify) and,
+        with targets (B,) or (B, T), the cross-entropy weighted by label_weights."""
         x = self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids)
+        if self.config.task_head:
+            logits = self.classify(x, attn_mask)
+            if targets is None:
+                return logits, None
+            weight = None if self.label_weights is None else self.label_weights.to(x.device)
+            return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                           weight=weight, ignore_index=IGNORE_INDEX)
         if self.config.mlm_head:
             logits, loss = self.masked_lm(x, targets)
             if nsp_labels is not None:
@@ -506,6 +542,52 @@ def bert_name(key):
         return key, None
     part = BERT_QKV.get(parts[-1]) if '.attention.self.' in module else None
     return BERT_NAMES[pattern].replace('{i}', str(layer)) + '.' + leaf, part
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank update (Hu et al. 2021, "LoRA"): y = W x + (alpha / r) B A x.
+    B starts at zero, so training starts from the base model exactly."""
+
+    def __init__(self, base, rank, alpha, dropout=0.0):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))  # (r, in)
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))  # (out, r)
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        self.scale = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.base(x) + (self.dropout(x) @ self.lora_a.t() @ self.lora_b.t()) * self.scale
+
+    def merged_weight(self):
+        return self.base.weight + (self.lora_b @ self.lora_a) * self.scale
+
+
+def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 'c_fc')):
+    """Freeze every weight of model and wrap its attention and MLP Linears (the names in targets) in LoRALinear.
+    Unfreeze what must train in full (the task head) afterwards."""
+    model.requires_grad_(False)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if name in targets and isinstance(child, nn.Linear):
+                setattr(module, name, LoRALinear(child, rank, alpha, dropout))
+    return model
+
+
+def merged_state_dict(model):
+    """model's state dict with every LoRA update folded into its base weight, under the names of the plain model:
+    what a checkpoint holds, so that it loads without LoRA."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            prefix = f'{name}.' if name else ''
+            for key in ('base.weight', 'base.bias', 'lora_a', 'lora_b'):
+                state.pop(prefix + key, None)
+            state[prefix + 'weight'] = module.merged_weight().detach()
+            if module.base.bias is not None:
+                state[prefix + 'bias'] = module.base.bias.detach()
+    return state
 
 
 def linear_cross_entropy(x, weight, targets, chunk_rows=None):

@@ -6,6 +6,7 @@ Sample text from a trained model.
     python sample.py --out_dir=out/pretrain_small --temperature=0 --output=samples.txt   # greedy, to a file
     python sample.py --out_dir=out/pretrain_bert_small --fill_mask="The [MASK] of England"  # encoders: top-k fillers
     python sample.py --init_from=path/to/bert --fill_mask="Paris is the [MASK] of France."  # HF BertForMaskedLM dir
+    python sample.py --out_dir=out/finetune_sft --start="Reverse the words: red green blue" --temperature=0 --num_samples=1
 
 The tokenizer always comes from the checkpoint (its data's meta, or an HF BERT directory's vocab.txt), never guessed.
 """
@@ -37,6 +38,7 @@ use_cache = True  # KV cache: each new token costs one position
 output = None  # write the samples to this file instead of printing them
 fill_mask = None  # text with [MASK] in it: print the likeliest fillers of each mask (masked-LM checkpoints)
 fill_mask_top_k = 5  # fillers shown per mask
+template = 'auto'  # 'auto': a checkpoint instruction-tuned by finetune.py (task='sft') gets the prompt in its template; '' never
 # -----------------------------------------------------------------------------
 
 
@@ -48,23 +50,22 @@ def load_for_sampling(init_from, out_dir, device):
 
 def load_model(init_from, out_dir, device):
     """(model, tokenizer, special token ids or None) from a checkpoint or an HF checkpoint (GPT-2 or BERT)."""
-    if common.is_hf_name(init_from):
-        model, directory, model_type = common.load_hf_model(init_from)
-        if model_type != 'bert':
-            return model.to(device), prepare.get_tokenizer('gpt2'), None
-        meta = prepare.wordpiece_meta(directory)  # refuses a vocab.txt that does not fit the embeddings
-        meta.update(tokenizer='wordpiece', vocab_size=len(meta['vocab']), eot_id=meta['special_ids']['sep'])
-        return model.to(device), prepare.get_tokenizer('wordpiece', meta), prepare.special_tokens(meta)
-    path = init_from
+    model, meta = load_model_meta(init_from, out_dir, device)
+    return (model, *tokenizer_of(meta))
+
+
+def load_model_meta(init_from, out_dir, device):
+    """(model, meta); init_from='out_dir' takes out_dir/best.pt, else out_dir/last.pt."""
     if init_from == 'out_dir':
         best = os.path.join(out_dir, 'best.pt')
-        path = best if os.path.exists(best) else os.path.join(out_dir, 'last.pt')
-    checkpoint = common.load_checkpoint(path, device='cpu')
-    model = common.model_from_checkpoint(checkpoint).to(device)
-    meta = checkpoint.get('meta')
-    if not meta:
-        raise common.UserError(f"{path} records no tokenizer (no 'meta'): it was not written by train.py")
-    return model, prepare.get_tokenizer(meta['tokenizer'], meta), meta.get('special_tokens')
+        init_from = best if os.path.exists(best) else os.path.join(out_dir, 'last.pt')
+    return common.load_pretrained(init_from, device)
+
+
+def tokenizer_of(meta):
+    """(tokenizer, special token ids or None) of a checkpoint's meta."""
+    special = meta.get('special_tokens') or (prepare.special_tokens(meta) if meta['tokenizer'] == 'wordpiece' else None)
+    return prepare.get_tokenizer(meta['tokenizer'], meta), special
 
 
 @torch.no_grad()
@@ -112,7 +113,8 @@ def token_text(tokenizer, token_id):
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     runtime = common.setup_runtime(device, dtype, seed)
-    model, tokenizer, special = load_model(init_from, out_dir, runtime.device)
+    model, meta = load_model_meta(init_from, out_dir, runtime.device)
+    tokenizer, special = tokenizer_of(meta)
     model.eval()
     if fill_mask is not None:
         with runtime.autocast():
@@ -124,10 +126,15 @@ def main():
     if not model.config.causal:
         raise common.UserError("this checkpoint is a bidirectional encoder and cannot generate text: "
                                "use --fill_mask='text with a [MASK] in it'")
+    if model.config.task_head:
+        raise common.UserError(f"this checkpoint is a {meta.get('task')} model: predict with "
+                               f"python finetune.py --out_dir=... --predict='text'")
     prompt = start
     if prompt.startswith('FILE:'):
         with open(prompt[5:], encoding='utf-8') as f:
             prompt = f.read()
+    if template == 'auto' and meta.get('prompt_template'):  # instruction-tuned by finetune.py: ask in its template
+        prompt = meta['prompt_template'].format(prompt=prompt)
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]  # an empty prompt starts a fresh document
     x = torch.tensor(ids, dtype=torch.long, device=runtime.device)[None, :].repeat(num_samples, 1)
     generator = torch.Generator(device=runtime.device).manual_seed(seed)

@@ -104,14 +104,17 @@ def test_bad_config_files(tmp_path):
         configure(DEFAULTS, [wrong_type], quiet=True)
 
 
-@pytest.mark.parametrize('name', ['pretrain_small', 'pretrain_gpt2', 'pretrain_bert_small'])
+@pytest.mark.parametrize('name', ['pretrain_small', 'pretrain_gpt2', 'pretrain_bert_small', 'finetune_bbc',
+                                  'finetune_bbc_bert', 'finetune_ner', 'finetune_sft', 'finetune_gpt2_sentiment'])
 def test_real_config_files_are_valid(name):
-    """Each shipped config only sets keys train.py has, with the right types, and all of them take effect."""
-    import train
+    """Each shipped config only sets keys its script (train.py, finetune.py) has, with the right types, and all of
+    them take effect."""
+    import importlib
     from conftest import REPO
     from configurator import read_config_file
+    script = importlib.import_module(name.split('_')[0].replace('pretrain', 'train'))
     path = str(REPO / 'config' / f'{name}.py')
-    config = configure(config_defaults(vars(train)), [path], quiet=True)
+    config = configure(config_defaults(vars(script)), [path], quiet=True)
     assigned = read_config_file(path)
     assert assigned and all(config[k] == v for k, v in assigned.items())
     assert config['out_dir'] == f'out/{name}'

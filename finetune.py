@@ -1,0 +1,575 @@
+"""
+Fine-tune a pretrained model on a task: text classification, named-entity recognition, instruction tuning.
+
+    python finetune.py config/finetune_bbc.py                         # BBC News topics from out/pretrain_small
+    python finetune.py config/finetune_bbc.py --learning_rate=3e-4    # any global below can be overridden
+    python finetune.py config/finetune_ner.py                         # WNUT-16 named entities
+    python finetune.py config/finetune_sft.py                         # prompt -> response pairs (causal models)
+    python finetune.py --data=reviews.csv --init_from=out/pretrain_small --out_dir=out/reviews   # your own CSV
+    python finetune.py --out_dir=out/finetune_bbc --predict="Shares in the bank rose 5% on Monday"
+    python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt                      # one text a line
+    torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py
+
+init_from: a train.py checkpoint (a .pt file or its out_dir), an HF GPT-2 name ('gpt2', ...), an HF BERT directory
+or 'hf:org/name', or 'scratch'. The tokenizer always comes from the checkpoint. Each epoch ends with an evaluation
+on val; the best epoch's weights are kept in out_dir/best.pt (LoRA merged in: a plain model), and the test split is
+evaluated once at the end: a table on the console, test_results.json in out_dir.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+import plot
+import prepare
+from configurator import configure, config_defaults
+from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out/finetune'
+init_from = 'out/pretrain_small'  # a checkpoint or its out_dir, 'gpt2', an HF dir, 'hf:org/name', or 'scratch'
+predict = None  # text, or FILE:path (one text a line): predict with out_dir/best.pt instead of training
+overwrite = False  # replace the fine-tuned model an earlier run left in out_dir
+tensorboard = False
+wandb_project = None
+wandb_run_name = None
+# task and data
+task = 'classification'  # 'classification' (a label a text), 'ner' (a tag a word), 'sft' (prompt -> response)
+data = 'bbc_news'  # 'bbc_news', 'wnut16', a CSV / TSV / JSONL / CoNLL file, or a directory with train.* and val.*
+text_column = 'text'
+label_column = 'label'
+prompt_column = 'prompt'
+response_column = 'response'
+val_fraction = 0.1  # a single file is split into train / val / test
+test_fraction = 0.1
+block_size = None  # longest example in tokens; None: the model's block_size
+truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('tail'), or 'windows' (see README)
+max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
+pooling = 'auto'  # classification: 'auto' (last real token if causal, [CLS] if not) or 'mean' over the tokens
+prompt_template = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft: what the model sees before the response
+tokenizer = 'gpt2'  # init_from='scratch' only: 'gpt2'; a checkpoint brings its own
+# model (init_from='scratch' only, except dropout)
+n_layer = 4
+n_head = 4
+n_embd = 256
+causal = True
+dropout = 0.1
+# training
+epochs = 5
+batch_size = 16
+bucket = True  # batches of similar lengths (less padding); the batches themselves are shuffled
+learning_rate = 1e-4
+weight_decay = 0.01
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 1.0
+warmup = 0.1  # share of all steps spent warming up
+lr_schedule = 'linear'  # 'linear', 'cosine', 'constant' or 'exponential'
+min_lr = 0.0
+class_weights = False  # classification: weigh the loss by inverse class frequency (imbalanced labels)
+freeze_embeddings = False  # keep the token / position embeddings as pretrained (most of a small model's weights)
+freeze_layers = 0  # freeze the embeddings and the first N blocks; -1: the whole trunk (train the head only)
+lora_rank = 0  # > 0: LoRA adapters of this rank on attention and MLP weights, the rest frozen (Hu et al. 2021)
+lora_alpha = 16
+lora_dropout = 0.0
+augment = 0.0  # classification: chance per token of a random edit (delete, swap with the next, replace)
+metric = None  # early-stopping metric: None = accuracy (classification), entity_f1 (ner), loss (sft)
+patience = 3  # stop after this many evaluations without improvement; 0: never stop early
+eval_generate = 50  # sft: val examples answered greedily for the exact-match score
+max_new_tokens = 64  # sft: longest answer generated in evaluation and prediction
+# system
+device = 'auto'
+dtype = 'auto'
+compile = False
+seed = 1337
+# -----------------------------------------------------------------------------
+
+TASKS = ('classification', 'ner', 'sft')
+METRICS = {'classification': ('accuracy', 'macro_f1', 'loss'), 'ner': ('entity_f1', 'loss'), 'sft': ('loss', 'exact_match')}
+
+
+def main():
+    predicting = any(arg.startswith('--predict=') for arg in sys.argv[1:])  # then stdout holds predictions alone
+    config = configure(config_defaults(globals()), sys.argv[1:], quiet=predicting)
+    globals().update(config)
+    if predict is not None:
+        return run_predict(predict, out_dir, device)
+    if task not in TASKS:
+        raise common.UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
+    metric_name = metric or METRICS[task][0]
+    if metric_name not in METRICS[task]:
+        raise common.UserError(f"metric {metric_name!r} does not exist for task {task!r}: use one of {', '.join(METRICS[task])}")
+    if truncation not in ('head', 'tail', 'windows') or (truncation == 'windows' and task != 'classification'):
+        raise common.UserError(f"truncation {truncation!r} unknown for task {task!r}: use 'head' or 'tail' "
+                               f"('windows' is for classification)")
+    if lr_schedule not in common.LR_SCHEDULES:
+        raise common.UserError(f"lr_schedule {lr_schedule!r} unknown: use one of {', '.join(common.LR_SCHEDULES)}")
+    if os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
+        raise common.UserError(f"{out_dir} already holds a fine-tuned model (best.pt): pass --overwrite=True to replace "
+                               f"it, or choose another --out_dir")
+    runtime = common.setup_runtime(device, dtype, seed)
+
+    # data: examples as dicts of strings, then token ids for this checkpoint's tokenizer
+    splits = prepare.load_task_data(task, data, text_column=text_column, label_column=label_column,
+                                    prompt_column=prompt_column, response_column=response_column,
+                                    val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    names = prepare.label_names(splits['train'], task) if task != 'sft' else None
+    model, meta = load_base_model(init_from, dropout)
+    tok = prepare.get_tokenizer(meta['tokenizer'], meta)
+    check_model_for_task(model, task, init_from)
+    max_len = block_size or model.config.block_size
+    if max_len > model.config.block_size:
+        raise common.UserError(f"block_size={max_len} is longer than the model's {model.config.block_size} positions: "
+                               f"use --block_size={model.config.block_size} or less")
+    special = task_special_tokens(meta, model)
+    encoded = {split: encode(task, examples, tok, special, names, max_len, model.config.causal, truncation, prompt_template,
+                             max_windows)
+               for split, examples in splits.items()}
+    if runtime.master:
+        for split, (examples, n_truncated) in encoded.items():
+            n_texts = len(splits[split])
+            print(f"{split}: {n_texts:,} examples" + (f" in {len(examples):,} windows" if len(examples) != n_texts else '')
+                  + (f", {n_truncated:,} cut (truncation={truncation!r}, {max_len} tokens)" if n_truncated else ''))
+    encoded = {split: examples for split, (examples, _) in encoded.items()}
+
+    # model: the task head on the pretrained trunk, optional freezing / LoRA
+    if task != 'sft':
+        model = common.for_task(model, 'sequence' if task == 'classification' else 'token', len(names), pooling)
+    if class_weights and task == 'classification':
+        counts = np.bincount([ex['label'] for ex in encoded['train']], minlength=len(names))
+        model.label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
+    trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
+    model.to(runtime.device)
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type)
+    scaler = common.grad_scaler(runtime)
+    raw_model = model
+    if compile:
+        model = torch.compile(model, dynamic=True)  # every batch has its own length
+    if runtime.ddp:
+        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None)
+
+    steps_per_epoch = len(batch_order(encoded['train'], batch_size, 0, seed, bucket)) // runtime.world_size  # rest dropped
+    if steps_per_epoch == 0:
+        raise common.UserError(f"{len(encoded['train'])} training examples make less than one batch per process: "
+                               f"use a smaller --batch_size")
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = int(warmup * total_steps)
+    meta = {**meta, 'task': task, 'label_names': names, 'special_tokens': special,
+            'prompt_template': prompt_template if task == 'sft' else None}
+    if runtime.master:
+        total = raw_model.num_params(non_embedding=False)
+        print(f"device {runtime.device}, dtype {runtime.dtype}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters "
+              f"train; {epochs} epochs x {steps_per_epoch} steps of {batch_size * runtime.world_size} examples")
+    log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if runtime.master else None
+
+    def save(name, scores):
+        common.save_checkpoint(os.path.join(out_dir, name), {
+            'model': merged_state_dict(raw_model), 'model_args': config_dict(raw_model.config), 'config': config,
+            'meta': meta, 'iter_num': step, 'epoch': epoch, 'val': scores,
+        })
+
+    pad_id = special['pad']
+    better = (lambda a, b: a < b) if metric_name == 'loss' else (lambda a, b: a > b)
+    best, best_epoch, step, tokens_seen = None, 0, 0, 0
+    t_start = time.time()
+    for epoch in range(1, epochs + 1):
+        order = batch_order(encoded['train'], batch_size, epoch, seed, bucket)
+        for i in range(runtime.rank, steps_per_epoch * runtime.world_size, runtime.world_size):  # DDP: a batch a rank
+            lr = common.get_lr(step, lr_schedule, learning_rate, warmup_steps, total_steps, min_lr)
+            for group in optimizer.param_groups:
+                group['lr'] = lr
+            examples = [encoded['train'][j] for j in order[i]]
+            if augment and task == 'classification':
+                examples = augmented(examples, augment, np.random.default_rng([seed, epoch, i]), special['n_random'])
+            batch = collate(task, examples, pad_id, runtime.device)
+            loss = common.train_step(model, optimizer, scaler, [batch], runtime, grad_clip)
+            tokens_seen += sum(len(ex['ids']) for ex in examples) * runtime.world_size
+            step += 1
+            if runtime.master and (step % 10 == 0 or step == total_steps):
+                elapsed = time.time() - t_start
+                print(f"epoch {epoch} step {step}/{total_steps}: loss {loss.item():.4f}, lr {lr:.2e}, {elapsed / 60:.1f} min")
+                log.log({'iter': step, 'epoch': epoch, 'tokens': tokens_seen, 'train_loss': loss.item(), 'lr': lr,
+                         'elapsed_s': round(elapsed, 1)})
+
+        scores = evaluate(raw_model, task, encoded['val'], names, runtime, pad_id, batch_size, tok, eval_generate,
+                          max_new_tokens, special)
+        if runtime.master:
+            elapsed = time.time() - t_start
+            print(f"epoch {epoch}: val " + ', '.join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
+                  + f", {elapsed / 60:.1f} min")
+            log.log({'iter': step, 'epoch': epoch, 'tokens': tokens_seen, 'elapsed_s': round(elapsed, 1), 'lr': lr,
+                     **{f'val_{k}': v for k, v in scores.items() if isinstance(v, float)}})
+            plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
+        if best is None or better(scores[metric_name], best):
+            best, best_epoch = scores[metric_name], epoch
+            if runtime.master:
+                save('best.pt', {k: v for k, v in scores.items() if isinstance(v, float)})
+        elif patience and epoch - best_epoch >= patience:
+            if runtime.master:
+                print(f"early stop: val {metric_name} has not improved for {patience} epochs (best {best:.4f}, epoch {best_epoch})")
+            break
+
+    # the test split, once, with the best epoch's weights
+    if runtime.master:
+        print(f"best val {metric_name} {best:.4f} at epoch {best_epoch}; training took {(time.time() - t_start) / 60:.1f} min")
+        if encoded['test']:
+            checkpoint = common.load_checkpoint(os.path.join(out_dir, 'best.pt'))
+            best_model = common.model_from_checkpoint(checkpoint).to(runtime.device)
+            scores = evaluate(best_model, task, encoded['test'], names, runtime, pad_id, batch_size, tok,
+                              len(encoded['test']), max_new_tokens, special)
+            print(f"test ({len(splits['test']):,} examples, best epoch {best_epoch}):")
+            print(scores_table(task, scores, names))
+            write_json(os.path.join(out_dir, 'test_results.json'), {
+                'task': task, 'data': data, 'init_from': init_from, 'best_epoch': best_epoch, 'n_examples': len(splits['test']),
+                **{k: v for k, v in scores.items() if k != 'predictions'}})
+            print(f"wrote {out_dir}/test_results.json")
+            draw_test_pictures(task, scores, names, out_dir)
+    common.cleanup_runtime(runtime)
+
+
+# -----------------------------------------------------------------------------
+# the model to start from
+
+def load_base_model(init_from, dropout):
+    """(model, meta): meta names the tokenizer (and holds its vocabulary where it has one)."""
+    if init_from == 'scratch':
+        if tokenizer != 'gpt2':
+            raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
+        vocab = prepare.get_tokenizer('gpt2')
+        meta = {'tokenizer': 'gpt2', 'vocab_size': vocab.vocab_size, 'eot_id': vocab.eot_id}
+        config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256,
+                             vocab_size=50304, dropout=dropout, causal=causal, bias=False)
+        return Transformer(config), meta
+    return common.load_pretrained(init_from, dropout=dropout)
+
+
+def check_model_for_task(model, task, init_from):
+    if task == 'sft' and not model.config.causal:
+        raise common.UserError(f"task='sft' generates responses, which needs a causal (GPT-style) model; "
+                               f"init_from={init_from} is bidirectional: use a GPT checkpoint")
+    if model.config.task_head:
+        raise common.UserError(f"init_from={init_from} is already fine-tuned (it has a {model.config.task_head} "
+                               f"head): start from the pretrained checkpoint")
+
+
+def task_special_tokens(meta, model):
+    """pad / cls / sep / eot ids: a checkpoint's recorded ones (BERT-style runs, WordPiece), else those of
+    prepare.special_tokens, which a causal model uses only for padding (never attended to, never a target)."""
+    special = meta.get('special_tokens') or prepare.special_tokens(meta)
+    if max(special['cls'], special['sep'], special['pad']) >= model.config.vocab_size:
+        raise common.UserError(f"the model embeds {model.config.vocab_size:,} ids, too few for its tokenizer's special "
+                               f"tokens: it does not belong to this tokenizer")
+    return special
+
+
+def set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings=False):
+    """Freeze what the config asks; returns the number of trainable parameters. The task head always trains."""
+    if lora_rank > 0:
+        add_lora(model, lora_rank, lora_alpha, lora_dropout)
+    frozen = []
+    if freeze_embeddings or freeze_layers:
+        frozen = [model.transformer[k] for k in ('wte', 'wpe', 'wtype', 'ln_emb') if k in model.transformer]
+    if freeze_layers:
+        n = model.config.n_layer if freeze_layers < 0 else freeze_layers
+        if n > model.config.n_layer:
+            raise common.UserError(f"freeze_layers={freeze_layers} but the model has {model.config.n_layer} layers")
+        frozen += list(model.transformer.h[:n])
+        if freeze_layers < 0:
+            frozen += [model.transformer[k] for k in ('ln_f',) if k in model.transformer]
+            frozen += [getattr(model, k) for k in ('pooler',) if hasattr(model, k)]
+    for module in frozen:
+        module.requires_grad_(False)
+    if hasattr(model, 'classifier'):
+        model.classifier.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == 0:
+        raise common.UserError("nothing left to train: freeze fewer layers, or use a task with a head")
+    return trainable
+
+
+# -----------------------------------------------------------------------------
+# examples -> token ids -> padded batches
+
+def encode(task, examples, tok, special, names, max_len, causal, truncation='head',
+           template="### Instruction:\n{prompt}\n\n### Response:\n", max_windows=4):
+    """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut).
+    classification: bidirectional `[CLS] text [SEP]`, causal `text <eot>` (the last token is the one pooled); a long
+    text keeps its head or tail, or with truncation='windows' becomes up to max_windows consecutive windows, each an
+    example, 'text_id' naming the text they came from (evaluation averages their votes).
+    ner: each word's tokens (words after the first with their leading space); the first token of a word carries
+    its tag, the others IGNORE_INDEX; 'word_starts' maps words to positions (-1: cut off by truncation).
+    sft: template + response + eot; x = all but the last token, labels = the next token on the response only."""
+    index = {name: i for i, name in enumerate(names or [])}
+    encoded, n_truncated = [], 0
+    for text_id, ex in enumerate(examples):
+        if task == 'classification':
+            body = tok.encode(ex['text'])
+            room = max_len - (1 if causal else 2)
+            if truncation == 'windows':
+                windows = [body[i:i + room] for i in range(0, max(len(body), 1), room)]
+                n_truncated += len(windows) > max_windows
+                windows = windows[:max_windows]
+            else:
+                n_truncated += len(body) > room
+                windows = [body[:room] if truncation == 'head' else body[max(0, len(body) - room):]]
+            for window in windows:
+                ids = window + [special['eot']] if causal else [special['cls'], *window, special['sep']]
+                encoded.append({'ids': np.array(ids, dtype=np.int64), 'labels': index[ex['label']], 'text_id': text_id})
+        elif task == 'ner':
+            ids = [] if causal else [special['cls']]
+            labels = [] if causal else [IGNORE_INDEX]
+            word_starts = []
+            room = max_len - (0 if causal else 1)
+            for i, (word, tag) in enumerate(zip(ex['words'], ex['tags'])):
+                pieces = tok.encode(word if i == 0 else ' ' + word)
+                if not pieces or len(ids) + len(pieces) > room:  # a word of no tokens (a control character), no room
+                    room = len(ids) if pieces else room  # once a word is cut off, so are all after it
+                    word_starts.append(-1)
+                    continue
+                word_starts.append(len(ids))
+                ids += pieces
+                labels += [index[tag]] + [IGNORE_INDEX] * (len(pieces) - 1)
+            n_truncated += any(s < 0 for s in word_starts)
+            if not causal:
+                ids.append(special['sep'])
+                labels.append(IGNORE_INDEX)
+            encoded.append({'ids': np.array(ids, dtype=np.int64), 'labels': np.array(labels, dtype=np.int64),
+                            'word_starts': word_starts, 'words': ex['words'], 'tags': ex['tags']})
+        else:  # sft
+            prompt = tok.encode(template.format(prompt=ex['prompt']))
+            response = tok.encode(ex['response']) + [special['eot']]
+            if len(prompt) + len(response) > max_len + 1:
+                n_truncated += 1
+                prompt = prompt[-(max_len // 2):] if len(prompt) > max_len // 2 else prompt  # keep the Response: line
+                response = response[:max_len + 1 - len(prompt)]
+            ids = np.array(prompt + response, dtype=np.int64)
+            labels = ids[1:].copy()
+            labels[:len(prompt) - 1] = IGNORE_INDEX  # no loss on the prompt
+            encoded.append({'ids': ids[:-1], 'labels': labels, 'prompt_ids': prompt, 'response': ex['response']})
+    return encoded, n_truncated
+
+
+def batch_order(examples, batch_size, epoch, seed, bucket):
+    """The batches of an epoch as lists of example indices, fixed by (seed, epoch). With bucket, examples are
+    shuffled, sorted by length within runs of 50 batches, cut into batches, and the batches shuffled: little
+    padding, and no fixed order of lengths."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(examples))
+    if bucket:
+        run = 50 * batch_size
+        order = np.concatenate([sorted(order[i:i + run], key=lambda j: len(examples[j]['ids']))
+                                for i in range(0, len(order), run)]) if len(order) else order
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if bucket:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(task, examples, pad_id, device, pad_to=None):
+    """Forward's keyword arguments for a list of encoded examples, padded on the right to the longest (or pad_to):
+    idx and attn_mask (B, T), targets (B,) for classification, (B, T) for ner and sft (IGNORE_INDEX on padding)."""
+    T = pad_to or max(len(ex['ids']) for ex in examples)
+    idx = np.full((len(examples), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(examples), T), dtype=np.int64)
+    targets = np.full((len(examples), T), IGNORE_INDEX, dtype=np.int64)
+    for row, ex in enumerate(examples):
+        n = len(ex['ids'])
+        idx[row, :n] = ex['ids']
+        mask[row, :n] = 1
+        if task != 'classification':
+            targets[row, :n] = ex['labels']
+    if task == 'classification':
+        targets = np.array([ex['labels'] for ex in examples], dtype=np.int64)
+    batch = {'idx': idx, 'targets': targets, 'attn_mask': mask}
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def augmented(examples, p, rng, n_random):
+    """Classification examples with random token edits (Wei & Zou 2019, "EDA", on tokens instead of words): each
+    token of the text, with chance p, is deleted, swapped with the next one, or replaced by a random token. The
+    first and last token (cls / sep / eot) stay."""
+    out = []
+    for ex in examples:
+        ids = ex['ids'].copy()
+        body = list(ids[1:-1]) if len(ids) > 2 else []
+        i = 0
+        while i < len(body):
+            if rng.random() < p:
+                kind = rng.integers(3)
+                if kind == 0 and len(body) > 1:
+                    del body[i]
+                    continue
+                if kind == 1 and i + 1 < len(body):
+                    body[i], body[i + 1] = body[i + 1], body[i]
+                elif kind == 2:
+                    body[i] = rng.integers(n_random)
+            i += 1
+        out.append({**ex, 'ids': np.array([ids[0], *body, ids[-1]] if len(ids) > 2 else ids, dtype=np.int64)})
+    return out
+
+
+# -----------------------------------------------------------------------------
+# evaluation and prediction
+
+@torch.no_grad()
+def predict_batches(model, task, examples, runtime, pad_id, batch_size):
+    """Yields (examples, logits as float32 on the CPU, loss sum, target count) batch by batch, in order."""
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate(task, chunk, pad_id, runtime.device)
+        with runtime.autocast():
+            logits, loss = model(**batch) if task != 'sft' else (None, model(**batch)[1])
+        n = int((batch['targets'] != IGNORE_INDEX).sum())
+        yield chunk, (logits.float().cpu() if logits is not None else None), float(loss) * n, n
+
+
+@torch.no_grad()
+def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None, n_generate=0, max_new_tokens=64,
+             special=None):
+    """Scores of model on encoded examples: loss, and accuracy, macro-F1, per-class scores and the confusion
+    matrix (classification), entity precision / recall / F1 with conlleval semantics (ner), exact match of greedy
+    answers on the first n_generate examples (sft). Also 'predictions': labels, tag lists or answers."""
+    was_training = model.training
+    model.eval()
+    was_fused, model.fused_loss = model.fused_loss, True
+    loss_sum = count = 0
+    predictions, gold = [], []
+    update = common.progress(len(examples), 'evaluating', unit='examples') if runtime.master else (lambda n: None)
+    window_logprobs = []
+    for chunk, logits, batch_loss, n in predict_batches(model, task, examples, runtime, pad_id, batch_size):
+        loss_sum, count = loss_sum + batch_loss, count + n
+        update(len(chunk))
+        if task == 'classification':
+            window_logprobs.append(torch.log_softmax(logits, -1))
+        elif task == 'ner':
+            for ex, row in zip(chunk, logits.argmax(-1).tolist()):
+                predictions.append([names[row[s]] if s >= 0 else 'O' for s in ex['word_starts']])
+                gold.append(ex['tags'])
+    update(None)
+    scores = {'loss': loss_sum / max(count, 1)}
+    if task == 'classification':
+        predictions = text_logprobs(examples, torch.cat(window_logprobs)).argmax(-1).tolist()
+        gold = list({ex['text_id']: ex['labels'] for ex in examples}.values())
+        report = common.classification_report(gold, predictions, names)
+        scores.update(report, predictions=[names[p] for p in predictions])
+    elif task == 'ner':
+        report = common.entity_report(gold, predictions)
+        scores.update(entity_precision=report['precision'], entity_recall=report['recall'], entity_f1=report['f1'],
+                      per_type=report['per_type'], predictions=predictions)
+    else:
+        answers = [answer(model, tok, ex['prompt_ids'], special['eot'], max_new_tokens, runtime)
+                   for ex in examples[:n_generate]]
+        scores.update(exact_match=sum(a.strip() == ex['response'].strip() for a, ex in zip(answers, examples))
+                      / max(len(answers), 1), predictions=answers)
+    model.train(was_training)
+    model.fused_loss = was_fused
+    return scores
+
+
+def text_logprobs(examples, window_logprobs):
+    """(texts, classes) log-probabilities of each text: the mean over its windows' (one window: its own)."""
+    text_ids = torch.tensor([ex['text_id'] for ex in examples])
+    n_texts = int(text_ids.max()) + 1 if len(examples) else 0
+    total = torch.zeros(n_texts, window_logprobs.size(1)).index_add_(0, text_ids, window_logprobs)
+    return total / torch.bincount(text_ids, minlength=n_texts)[:, None]
+
+
+def answer(model, tok, prompt_ids, eot_id, max_new_tokens, runtime):
+    """The greedy response to an encoded prompt, up to eot."""
+    room = model.config.block_size - len(prompt_ids)
+    idx = torch.tensor([prompt_ids], device=runtime.device)
+    with runtime.autocast():
+        out = model.generate(idx, min(max_new_tokens, max(room, 1)), temperature=0, stop_token=eot_id)
+    ids = out[0, len(prompt_ids):].tolist()
+    return tok.decode(ids[:ids.index(eot_id)] if eot_id in ids else ids)
+
+
+def scores_table(task, scores, names):
+    if task == 'sft':
+        return f"loss {scores['loss']:.4f}, exact match {scores['exact_match']:.3f}"
+    if task == 'classification':
+        return common.format_report(scores, names)
+    return common.format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
+                                 'f1': scores['entity_f1'], 'per_type': scores['per_type']})
+
+
+def run_predict(text, out_dir, device):
+    """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text."""
+    path = os.path.join(out_dir, 'best.pt')
+    checkpoint = common.load_checkpoint(path)
+    meta = checkpoint.get('meta') or {}
+    if 'task' not in meta:
+        raise common.UserError(f"{path} is not a fine-tuned checkpoint (no task recorded): run finetune.py first, "
+                               f"or use sample.py for a pretrained model")
+    runtime = common.setup_runtime(device, 'auto')
+    model = common.model_from_checkpoint(checkpoint).to(runtime.device).eval()
+    tok = prepare.get_tokenizer(meta['tokenizer'], meta)
+    special, names, task = meta['special_tokens'], meta['label_names'], meta['task']
+    if text.startswith('FILE:'):
+        with open(text[5:], encoding='utf-8') as f:
+            texts = [line.rstrip('\n') for line in f if line.strip()]
+    else:
+        texts = [text]
+    trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
+    max_len = model.config.block_size
+    if task == 'classification':
+        examples = [{'text': t, 'label': names[0]} for t in texts]
+    elif task == 'ner':
+        examples = [{'words': t.split(), 'tags': ['O'] * len(t.split())} for t in texts]
+    else:
+        examples = [{'prompt': t, 'response': ''} for t in texts]
+    encoded, n_truncated = encode(task, examples, tok, special, names, max_len, model.config.causal,
+                                  trained.get('truncation', 'head'), meta.get('prompt_template') or '',
+                                  trained.get('max_windows', 4))
+    if n_truncated:
+        print(f"warning: {n_truncated} text(s) longer than the model's {max_len} tokens were cut "
+              f"(truncation={trained.get('truncation', 'head')!r})", file=sys.stderr)
+    if task == 'sft':
+        for ex in encoded:
+            print(answer(model, tok, ex['prompt_ids'], special['eot'], trained.get('max_new_tokens', 64), runtime))
+        return
+    batches = list(predict_batches(model, task, encoded, runtime, special['pad'], 16))
+    if task == 'classification':
+        probs = text_logprobs(encoded, torch.cat([torch.log_softmax(logits, -1) for _, logits, _, _ in batches])).softmax(-1)
+        for row in probs:
+            top = int(row.argmax())
+            print(f"{names[top]}\t{row[top]:.3f}")
+        return
+    for chunk, logits, _, _ in batches:
+        for ex, row in zip(chunk, logits.argmax(-1).tolist()):
+            print(' '.join(f"{w}/{names[row[s]] if s >= 0 else 'O'}" for w, s in zip(ex['words'], ex['word_starts'])))
+
+
+def draw_test_pictures(task, scores, names, out_dir):
+    """out_dir/confusion.png (classification) or out_dir/entity_f1.png (ner) of the test scores, with matplotlib."""
+    if task == 'sft':
+        return
+    if importlib.util.find_spec('matplotlib') is None:
+        print("(pip install matplotlib to get the test scores drawn as well)")
+        return
+    if task == 'classification':
+        path = plot.plot_confusion(scores['confusion'], names, os.path.join(out_dir, 'confusion.png'),
+                                   title=f"test confusion matrix: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
+    else:
+        path = plot.plot_entity_f1(scores['per_type'], os.path.join(out_dir, 'entity_f1.png'),
+                                   title=f"test entity-level F1 per type (overall {scores['entity_f1']:.3f})")
+    print(f"wrote {path}")
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+if __name__ == '__main__':
+    common.run_main(main)
