@@ -168,6 +168,8 @@ def main():
         total = raw_model.num_params(non_embedding=False)
         print(f"device {runtime.device}, dtype {runtime.dtype}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters "
               f"train; {epochs} epochs x {steps_per_epoch} steps of {batch_size * runtime.world_size} examples")
+    if runtime.master and os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):  # an earlier run's: kept aside
+        os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))
     log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if runtime.master else None
 
     def save(name, scores):
