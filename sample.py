@@ -6,7 +6,7 @@ Sample text from a trained model.
     python sample.py --out_dir=out/pretrain_small --temperature=0 --output=samples.txt   # greedy, to a file
     python sample.py --out_dir=out/pretrain_bert_small --fill_mask="The [MASK] of England"  # encoders: top-k fillers
     python sample.py --init_from=path/to/bert --fill_mask="Paris is the [MASK] of France."  # HF BertForMaskedLM dir
-    python sample.py --out_dir=out/finetune_sft --start="Reverse the words: red green blue" --temperature=0 --num_samples=1
+    python sample.py --out_dir=out/finetune_sft --start="Capitalise: cash prison phone" --temperature=0 --num_samples=1
 
 The tokenizer always comes from the checkpoint (its data's meta, or an HF BERT directory's vocab.txt), never guessed.
 """
