@@ -232,6 +232,28 @@ def test_generate_greedy_is_argmax_of_forward():
         assert torch.equal(model(context)[0][:, -1].argmax(-1), out[:, t])
 
 
+@pytest.mark.skipif(not M.can_pack_linears(), reason='needs oneDNN with bfloat16 support')
+def test_packed_linears_are_bit_identical_and_undone():
+    """Inside packed_linears every bf16 linear gives exactly F.linear's result (so cached generation, which
+    packs for long outputs, keeps its greedy tokens); on exit the modules are plain nn.Linear again."""
+    model = tiny_model(seed=6).to(torch.bfloat16).eval()
+    idx = random_tokens(2, 9)
+    with torch.no_grad():
+        plain = model(idx, all_logits=True)[0]
+        with M.packed_linears(model):
+            assert all('forward' in m.__dict__ for m in model.modules() if type(m) is torch.nn.Linear)
+            packed = model(idx, all_logits=True)[0]
+    assert torch.equal(packed, plain)
+    assert not any('forward' in m.__dict__ for m in model.modules())
+    short = model.generate(idx, 8, temperature=0)  # below the packing threshold
+    long = model.generate(idx, 20, temperature=0)  # packed; slides past block_size 16 too
+    assert torch.equal(long[:, :short.size(1)], short)
+    assert torch.equal(long, model.generate(idx, 20, temperature=0, use_cache=False))
+    fp32 = tiny_model(seed=6).eval()
+    with M.packed_linears(fp32):  # fp32 weights: nothing to pack, a no-op
+        assert not any('forward' in m.__dict__ for m in fp32.modules())
+
+
 def test_generate_refuses_bidirectional():
     """A bidirectional (encoder) model cannot generate left to right."""
     model = tiny_model(causal=False)
