@@ -240,7 +240,7 @@ def bench_finetune(runtime):
     names = prepare.label_names(train, 'classification')
     examples = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:finetune_examples]]
     tok = prepare.get_tokenizer('gpt2')
-    special = prepare.special_tokens({'tokenizer': 'gpt2', 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id})
+    special = prepare.special_tokens(prepare.GPT2_META)
     encoded, n_truncated = finetune.encode('classification', examples, tok, special, names, finetune_block_size, True)
     config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=finetune_block_size,
                          vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))

@@ -314,19 +314,26 @@ def estimate_mlm(model, batches, runtime):
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 
-def save_checkpoint(path, checkpoint):
-    """torch.save to a temp file in the same directory, fsync, then rename: a crash never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temp name beside path to write to; renamed to path when the block ends without an error, removed
+    otherwise: a crash never leaves half a file, and never touches an existing one."""
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_checkpoint(path, checkpoint):
+    """torch.save to a temp file in the same directory, fsync, then rename (atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_checkpoint(path, device='cpu'):
@@ -406,7 +413,7 @@ def load_pretrained(init_from, device='cpu', dropout=None):
             meta = prepare.wordpiece_meta(directory)  # refuses a vocab.txt that does not fit the embeddings
             meta.update(tokenizer='wordpiece', vocab_size=len(meta['vocab']), eot_id=meta['special_ids']['sep'])
         else:
-            meta = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}
+            meta = dict(prepare.GPT2_META)
         return model.to(device), meta
     checkpoint = load_checkpoint(init_from, device='cpu')
     if not checkpoint.get('meta'):

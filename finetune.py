@@ -32,6 +32,8 @@ import prepare
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
 
+_PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's default (private: not a config key)
+
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out/finetune'
@@ -54,7 +56,7 @@ block_size = None  # longest example in tokens; None: the model's block_size
 truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('tail'), or 'windows' (see README)
 max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
 pooling = 'auto'  # classification: 'auto' (last real token if causal, [CLS] if not) or 'mean' over the tokens
-prompt_template = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft: what the model sees before the response
+prompt_template = _PROMPT_TEMPLATE  # sft: what the model sees before the response
 tokenizer = 'gpt2'  # init_from='scratch' only: 'gpt2'; a checkpoint brings its own
 # model (init_from='scratch' only, except dropout)
 n_layer = 4
@@ -245,8 +247,7 @@ def load_base_model(init_from, dropout):
     if init_from == 'scratch':
         if tokenizer != 'gpt2':
             raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
-        vocab = prepare.get_tokenizer('gpt2')
-        meta = {'tokenizer': 'gpt2', 'vocab_size': vocab.vocab_size, 'eot_id': vocab.eot_id}
+        meta = dict(prepare.GPT2_META)
         config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256,
                              vocab_size=50304, dropout=dropout, causal=causal, bias=False)
         return Transformer(config), meta
@@ -301,7 +302,7 @@ def set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, fre
 # examples -> token ids -> padded batches
 
 def encode(task, examples, tok, special, names, max_len, causal, truncation='head',
-           template="### Instruction:\n{prompt}\n\n### Response:\n", max_windows=4):
+           template=_PROMPT_TEMPLATE, max_windows=4):
     """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut).
     classification: bidirectional `[CLS] text [SEP]`, causal `text <eot>` (the last token is the one pooled); a long
     text keeps its head or tail, or with truncation='windows' becomes up to max_windows consecutive windows, each an
@@ -567,10 +568,8 @@ def draw_test_pictures(task, scores, names, out_dir):
 
 
 def write_json(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, 'w') as f:
+    with common.atomic_path(path) as tmp, open(tmp, 'w') as f:
         json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 if __name__ == '__main__':

@@ -60,14 +60,8 @@ def figure(width, height):
 
 def save(fig, path, dpi=110):
     """Write fig as a PNG to path atomically (temp file, then rename); returns path."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with common.atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -172,6 +172,9 @@ def wordpiece_meta(path):
             'strip_accents': wp.strip_accents, 'special_ids': wp.special_ids(), 'vocab': wp.vocab}
 
 
+GPT2_META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}  # what a GPT-2 BPE dataset's meta.json names
+
+
 def special_tokens(meta):
     """Ids of the special tokens a masked-LM (BERT-style) run needs, for the tokenizer of a dataset's meta:
     {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}. WordPiece has its own ([MASK], [CLS], ...; eot is [SEP]);

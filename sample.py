@@ -42,12 +42,6 @@ template = 'auto'  # 'auto': a checkpoint instruction-tuned by finetune.py (task
 # -----------------------------------------------------------------------------
 
 
-def load_for_sampling(init_from, out_dir, device):
-    """(model, tokenizer) from a checkpoint or an HF GPT-2 name."""
-    model, tokenizer, _ = load_model(init_from, out_dir, device)
-    return model, tokenizer
-
-
 def load_model(init_from, out_dir, device):
     """(model, tokenizer, special token ids or None) from a checkpoint or an HF checkpoint (GPT-2 or BERT)."""
     model, meta = load_model_meta(init_from, out_dir, device)

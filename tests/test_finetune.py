@@ -15,7 +15,7 @@ import prepare
 from conftest import REPO
 from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
 
-GPT2_META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}
+GPT2_META = prepare.GPT2_META
 
 
 def save_tiny_checkpoint(path, config, meta):
