@@ -111,7 +111,10 @@ def grad_scaler(runtime):
 
 
 def cleanup_runtime(runtime):
+    """Leave the process group together: a rank that tears it down while another is still saving or drawing its
+    last evaluation can abort the run at exit (gloo)."""
     if runtime.ddp:
+        dist.barrier()
         dist.destroy_process_group()
 
 
