@@ -13,7 +13,8 @@ Fine-tune a pretrained model on a task: text classification, named-entity recogn
 init_from: a train.py checkpoint (a .pt file or its out_dir), an HF GPT-2 name ('gpt2', ...), an HF BERT directory
 or 'hf:org/name', or 'scratch'. The tokenizer always comes from the checkpoint. Each epoch ends with an evaluation
 on val; the best epoch's weights are kept in out_dir/best.pt (LoRA merged in: a plain model), and the test split is
-evaluated once at the end: a table on the console, test_results.json in out_dir.
+evaluated once at the end: a table on the console, test_results.json (scores) and test_predictions.jsonl (each
+test example with its prediction) in out_dir.
 """
 
 import importlib.util
@@ -234,7 +235,9 @@ def main():
             write_json(os.path.join(out_dir, 'test_results.json'), {
                 'task': task, 'data': data, 'init_from': init_from, 'best_epoch': best_epoch, 'n_examples': len(splits['test']),
                 **{k: v for k, v in scores.items() if k != 'predictions'}})
-            print(f"wrote {out_dir}/test_results.json")
+            write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
+                        [{**ex, 'predicted': p} for ex, p in zip(splits['test'], scores['predictions'])])
+            print(f"wrote {out_dir}/test_results.json and test_predictions.jsonl (each test example, its prediction)")
             draw_test_pictures(task, scores, names, out_dir)
     common.cleanup_runtime(runtime)
 
@@ -570,6 +573,11 @@ def draw_test_pictures(task, scores, names, out_dir):
 def write_json(path, obj):
     with common.atomic_path(path) as tmp, open(tmp, 'w') as f:
         json.dump(obj, f, indent=2)
+
+
+def write_jsonl(path, rows):
+    with common.atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + '\n' for row in rows)
 
 
 if __name__ == '__main__':

@@ -272,7 +272,8 @@ def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, 
 
 
 def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
-    """A CSV of two kinds of sentence -> finetune.py (subprocess, LoRA) -> test_results.json and --predict."""
+    """A CSV of two kinds of sentence -> finetune.py (subprocess, LoRA) -> test_results.json, test_predictions.jsonl
+    and --predict."""
     rows = ['text,label']
     rng = np.random.default_rng(0)
     for i in range(160):
@@ -290,6 +291,10 @@ def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
     scores = json.loads((out / 'test_results.json').read_text())
     assert scores['n_examples'] == 16 and scores['accuracy'] >= 0.9
     assert len(scores['confusion']) == 2 and set(scores['per_class']) == {'business', 'sport'}
+    # each test text with its prediction, for reading the errors; they add up to the reported accuracy
+    predictions = [json.loads(line) for line in (out / 'test_predictions.jsonl').read_text().splitlines()]
+    assert len(predictions) == 16 and set(predictions[0]) == {'text', 'label', 'predicted'}
+    assert np.mean([p['label'] == p['predicted'] for p in predictions]) == pytest.approx(scores['accuracy'])
     # best.pt is a plain model (LoRA merged) with its task recorded
     checkpoint = common.load_checkpoint(str(out / 'best.pt'))
     assert not any('lora' in k for k in checkpoint['model'])
