@@ -1,6 +1,8 @@
 # A BERT-style encoder on BBC News (the default corpus), masked-LM pretraining sized for a 2-core CPU.
 #   python train.py config/pretrain_bert_small.py                 # masked LM
 #   python train.py config/pretrain_bert_small.py --nsp=True      # + next-sentence prediction
+#     (NSP stays at chance at this size: val accuracy 0.478 after these 1,200 steps, 0.506 after 6,000 steps at
+#     15% masking, 41 min; the README's masked-LM section has every measurement)
 #   python sample.py --out_dir=out/pretrain_bert_small --fill_mask="The [MASK] of England"
 out_dir = 'out/pretrain_bert_small'
 dataset = 'bbc_news'
