@@ -29,6 +29,7 @@ patience = 3
 #   windows x8, lr 1e-4, 4 epochs: 0.967 in 10.3 min (over the 10-minute budget); without dropout 0.962 in 8.7 min;
 #   with residual dropout only (attention dropout off): 0.962 in 9.0 min
 #   LP-FT (head fitted on frozen features first, then the config's fine-tuning): 0.962 in 7.4 min
-#   learning rate 2e-4: 0.948 (val best after epoch 1); ULMFiT's concat pooling ([last, max, mean]): 0.939
+#   learning rate 2e-4: 0.948 (val accuracy best after epoch 1), 0.958 chosen by val loss (epoch 2);
+#   ULMFiT's concat pooling ([last, max, mean]): 0.939
 #   tried and not kept: the loss on each article's mean window log-probabilities (whole articles a batch), 4 epochs:
 #   0.948 (val best after epoch 1). For scale: TF-IDF word + char n-grams, logistic regression: 0.972 on this split.
