@@ -30,6 +30,8 @@ import common
 import prepare
 from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict as model_config_dict
+from tokenizer import GPT2_META, get_tokenizer, special_tokens
+import tasks
 
 # -----------------------------------------------------------------------------
 sections = 'train,generate,prepare,finetune,memory'
@@ -208,7 +210,7 @@ def bench_prepare():
     texts = [text for _, _, text in articles]
     megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
     threads = os.cpu_count()
-    encoding = prepare.get_tokenizer('gpt2')
+    encoding = get_tokenizer('gpt2')
     raw, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, 'bbc.jsonl')
@@ -236,11 +238,11 @@ def bench_finetune(runtime):
     """Classification fine-tuning steps (finetune.py's encode / batch_order / collate, common.train_step) on the same
     BBC News articles, padded to finetune_block_size against padded to the longest in a length-bucketed batch."""
     import finetune
-    train = prepare.load_task_data('classification', 'bbc_news')['train']
-    names = prepare.label_names(train, 'classification')
+    train = tasks.load_task_data('classification', 'bbc_news')['train']
+    names = tasks.label_names(train, 'classification')
     examples = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:finetune_examples]]
-    tok = prepare.get_tokenizer('gpt2')
-    special = prepare.special_tokens(prepare.GPT2_META)
+    tok = get_tokenizer('gpt2')
+    special = special_tokens(GPT2_META)
     encoded, n_truncated = finetune.encode('classification', examples, tok, special, names, finetune_block_size, True)
     config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=finetune_block_size,
                          vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))

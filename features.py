@@ -30,6 +30,7 @@ import common
 import prepare
 import sample
 from configurator import configure, config_defaults
+from tokenizer import DataError
 
 # -----------------------------------------------------------------------------
 init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', an HF dir, 'hf:name'
@@ -119,7 +120,7 @@ def encode_texts(model, tokenizer, special, texts):
     for line, text in texts:
         try:
             encoded.append(encode(tokenizer, text, model.config.block_size, special if encoder else None))
-        except prepare.DataError as e:  # e.g. a character the char vocabulary lacks
+        except DataError as e:  # e.g. a character the char vocabulary lacks
             raise common.UserError(f"line {line}: {e}") from None
     truncated = [line for (line, _), (_, cut) in zip(texts, encoded) if cut]
     if truncated:

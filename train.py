@@ -28,6 +28,7 @@ from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict, peak_flops_for
 import plot
 import prepare
+from tokenizer import special_tokens, wordpiece_meta
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -129,7 +130,7 @@ def main():
                                    f"{block_size + 1}: use a larger corpus or a smaller --block_size")
 
     # special tokens (BERT-style): WordPiece's own, or the ids just above a GPT-2 / char vocabulary
-    special = prepare.special_tokens(meta) if objective == 'mlm' else None
+    special = special_tokens(meta) if objective == 'mlm' else None
     n_ids = meta['vocab_size'] if special is None else max(meta['vocab_size'], *(
         special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
     if special is not None:
@@ -329,7 +330,7 @@ def check_hf_compatible(init_from, model, model_type, directory, meta, data_dir)
             raise common.UserError(f"init_from={init_from} is a BERT checkpoint but {data_dir} uses {meta['tokenizer']!r} "
                                    f"tokens: prepare the data with --tokenizer=wordpiece:{directory}")
         vocab_path = os.path.join(directory, 'vocab.txt')
-        if os.path.exists(vocab_path) and prepare.wordpiece_meta(vocab_path)['vocab_sha256'] != meta['vocab_sha256']:
+        if os.path.exists(vocab_path) and wordpiece_meta(vocab_path)['vocab_sha256'] != meta['vocab_sha256']:
             raise common.UserError(f"{data_dir} was tokenized with {meta['vocab_path']}, not {vocab_path} of "
                                    f"init_from={init_from}: prepare the data with --tokenizer=wordpiece:{directory}")
     if meta['vocab_size'] > model.config.vocab_size or (model_type == 'bert' and meta['vocab_size'] != model.config.vocab_size):

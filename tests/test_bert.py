@@ -19,6 +19,7 @@ import prepare
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
 
 from conftest import REPO, make_english_text, tiny_model_config
+from tokenizer import DataError, special_tokens
 
 
 def tiny_hf_bert(kind='BertForMaskedLM', seed=8, **overrides):
@@ -410,7 +411,7 @@ def test_mlm_bad_inputs(docs_dataset, monkeypatch, capsys, tmp_path):
     # sample.py: an encoder cannot generate; fill_mask on a GPT checkpoint
     bert = Transformer(tiny_model_config(block_size=32, causal=False, mlm_head=True, vocab_size=64))
     common.save_checkpoint(str(tmp_path / 'bert.pt'), {'model': bert.state_dict(), 'model_args': config_dict(bert.config),
-                                                       'meta': {**meta, 'special_tokens': prepare.special_tokens(meta)}})
+                                                       'meta': {**meta, 'special_tokens': special_tokens(meta)}})
     err = main_error(monkeypatch, capsys, 'sample', f'--init_from={tmp_path / "bert.pt"}', '--device=cpu')
     assert 'bidirectional encoder' in err and '--fill_mask' in err
     err = main_error(monkeypatch, capsys, 'sample', f'--init_from={path}', '--device=cpu', '--fill_mask=a [MASK]')
@@ -490,7 +491,7 @@ def test_hf_bert_init_and_vocab_errors(tmp_path, monkeypatch, capsys):
     # a vocab.txt of 98 tokens beside weights that embed 64
     (tmp_path / 'c').mkdir()
     bert_dir(tmp_path / 'c', letters_vocab(), vocab_size=64)
-    with pytest.raises(prepare.DataError, match="has 98 tokens but the checkpoint beside it embeds 64"):
+    with pytest.raises(DataError, match="has 98 tokens but the checkpoint beside it embeds 64"):
         wordpiece_dataset(tmp_path, 'data_c', tmp_path / 'c')
     err = main_error(monkeypatch, capsys, 'sample', f'--init_from={tmp_path / "c"}', '--device=cpu', '--fill_mask=a [MASK]')
     assert 'has 98 tokens' in err and 'embeds 64' in err

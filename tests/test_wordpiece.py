@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from wordpiece import WordPiece, split_on_punctuation
+from tokenizer import get_tokenizer
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -164,7 +165,7 @@ def test_prepare_wordpiece(tmp_path):
     expected = sorted(tok.encode(d) + [tok.sep_id] for d in docs)
     got = sorted(d.tolist() for d in np.split(tokens, np.flatnonzero(tokens == tok.sep_id) + 1) if len(d))
     assert got == expected  # every document, [SEP] after each (train and val in either order)
-    again = prepare.get_tokenizer('wordpiece', meta)  # from meta alone, the vocab file not needed
+    again = get_tokenizer('wordpiece', meta)  # from meta alone, the vocab file not needed
     assert again.encode(docs[0]) == tok.encode(docs[0]) and again.decode(tok.encode('hello!')) == 'hello !'
     proc = subprocess.run([sys.executable, 'prepare.py', str(tmp_path / 'docs.jsonl'), '--name=bad',
                            f'--out_root={tmp_path / "data"}', f'--tokenizer=wordpiece:{tmp_path / "nowhere"}'],

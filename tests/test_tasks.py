@@ -1,8 +1,8 @@
 """
-Tests for the labelled data of fine-tuning (prepare.load_task_data, label_names) and the task metrics in common.py
+Tests for the labelled data of fine-tuning (tasks.load_task_data, label_names) and the task metrics in tasks.py
 (classification report, conlleval-style entity scores), all offline and on CPU, a few seconds:
 
-    python -m pytest -q tests/test_finetune_data.py
+    python -m pytest -q tests/test_tasks.py
 """
 import json
 import subprocess
@@ -14,13 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
-import common as C  # noqa: E402
+import tasks as T  # noqa: E402
 import prepare as P  # noqa: E402
 
 
 def one_line_error(match, fn, *args, **kwargs):
     """fn(*args, **kwargs) raises a DataError whose message is one line and matches the regex."""
-    with pytest.raises(P.DataError, match=match) as info:
+    with pytest.raises(T.DataError, match=match) as info:
         fn(*args, **kwargs)
     assert '\n' not in str(info.value)
     return str(info.value)
@@ -37,54 +37,54 @@ def write(path, text):
 def test_csv_quoted_commas_and_newlines(tmp_path):
     rows = ''.join(f'"text {i}, with a comma",{"pos" if i % 2 else "neg"}\n' for i in range(18))
     path = write(tmp_path / 'reviews.csv', 'text,label\n"Hello, world",pos\n"two\nlines, ""quoted""",neg\n' + rows)
-    splits = P.load_task_data('classification', path)
+    splits = T.load_task_data('classification', path)
     examples = splits['train'] + splits['val'] + splits['test']
     assert (len(splits['train']), len(splits['val']), len(splits['test'])) == (16, 2, 2)
     assert sorted(e['text'] for e in examples)[:2] == ['Hello, world', 'text 0, with a comma']
     assert {'text': 'two\nlines, "quoted"', 'label': 'neg'} in examples
     assert all(set(e) == {'text', 'label'} for e in examples)
-    assert P.load_task_data('classification', path) == splits  # deterministic
-    other = P.load_task_data('classification', path, seed=7)
+    assert T.load_task_data('classification', path) == splits  # deterministic
+    other = T.load_task_data('classification', path, seed=7)
     assert other != splits and sorted(map(str, other['val'] + other['test'] + other['train'])) == \
         sorted(map(str, examples))
-    assert P.label_names(splits, 'classification') == ['neg', 'pos']
+    assert T.label_names(splits, 'classification') == ['neg', 'pos']
 
 
 def test_tsv_and_jsonl_classification(tmp_path):
     tsv = write(tmp_path / 'd.tsv', 'id\tsentence\ttopic\n' + ''.join(
         f'{i}\tsentence, number {i}\t{["a", "b", "c"][i % 3]}\n' for i in range(30)))
-    splits = P.load_task_data('classification', tsv, text_column='sentence', label_column='topic',
+    splits = T.load_task_data('classification', tsv, text_column='sentence', label_column='topic',
                               val_fraction=0.2, test_fraction=0.0)
     assert (len(splits['train']), len(splits['val']), splits['test']) == (24, 6, [])
     assert all(e['label'] in 'abc' and e['text'].startswith('sentence, number') for e in splits['train'])
 
     jsonl = write(tmp_path / 'd.jsonl', ''.join(json.dumps({'body': f'text {i}', 'stars': i % 2}) + '\n'
                                                 for i in range(20)) + '\n')  # a blank line is skipped
-    splits = P.load_task_data('classification', jsonl, text_column='body', label_column='stars')
-    assert sum(map(len, splits.values())) == 20 and P.label_names(splits, 'classification') == ['0', '1']
+    splits = T.load_task_data('classification', jsonl, text_column='body', label_column='stars')
+    assert sum(map(len, splits.values())) == 20 and T.label_names(splits, 'classification') == ['0', '1']
 
 
 def test_sft_jsonl(tmp_path):
     path = write(tmp_path / 's.jsonl', ''.join(
         json.dumps({'instruction': f'Say {i}', 'output': f' {i}'}) + '\n' for i in range(10)))
-    splits = P.load_task_data('sft', path, prompt_column='instruction', response_column='output')
+    splits = T.load_task_data('sft', path, prompt_column='instruction', response_column='output')
     assert sum(map(len, splits.values())) == 10
     assert {'prompt': 'Say 3', 'response': ' 3'} in splits['train'] + splits['val'] + splits['test']
-    assert P.label_names(splits, 'sft') == []
+    assert T.label_names(splits, 'sft') == []
 
 
 def test_conll_with_tab_only_separators(tmp_path):
     path = write(tmp_path / 'ner.conll',
                  '-DOCSTART-\tO\n\nJohn\tB-person\nlives\tO\n\t\nin\tO\nNew\tB-geo-loc\nYork\tI-geo-loc\r\n \n'
                  + ''.join(f'w{i}\tO\nx{i}\tB-person\n\t\n' for i in range(8)))
-    splits = P.load_task_data('ner', path)
+    splits = T.load_task_data('ner', path)
     sentences = splits['train'] + splits['val'] + splits['test']
     assert len(sentences) == 10 and all(len(s['words']) == len(s['tags']) for s in sentences)
     assert {'words': ['John', 'lives'], 'tags': ['B-person', 'O']} in sentences
     assert {'words': ['in', 'New', 'York'], 'tags': ['O', 'B-geo-loc', 'I-geo-loc']} in sentences
     # space-separated CoNLL-2003 columns: the word first, the tag last
     path = write(tmp_path / 'conll03.txt', 'EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n' * 3)
-    splits = P.load_task_data('ner', path, val_fraction=0.34, test_fraction=0.33)
+    splits = T.load_task_data('ner', path, val_fraction=0.34, test_fraction=0.33)
     assert splits['train'] == [{'words': ['EU', 'rejects'], 'tags': ['B-ORG', 'O']}]
 
 
@@ -92,20 +92,20 @@ def test_directory_of_splits(tmp_path):
     lines = lambda labels: 'text,label\n' + ''.join(f'"t {i}, {label}",{label}\n' for i, label in enumerate(labels))
     write(tmp_path / 'train.csv', lines(['x', 'y', 'x', 'y']))
     write(tmp_path / 'val.csv', lines(['y']))
-    splits = P.load_task_data('classification', tmp_path)
+    splits = T.load_task_data('classification', tmp_path)
     assert splits == {'train': [{'text': 't 0, x', 'label': 'x'}, {'text': 't 1, y', 'label': 'y'},
                                 {'text': 't 2, x', 'label': 'x'}, {'text': 't 3, y', 'label': 'y'}],
                       'val': [{'text': 't 0, y', 'label': 'y'}], 'test': []}
     write(tmp_path / 'test.jsonl', json.dumps({'text': 'a test text', 'label': 'x'}) + '\n')
-    assert P.load_task_data('classification', tmp_path)['test'] == [{'text': 'a test text', 'label': 'x'}]
+    assert T.load_task_data('classification', tmp_path)['test'] == [{'text': 'a test text', 'label': 'x'}]
 
     ner_dir = tmp_path / 'ner'
     ner_dir.mkdir()
     write(ner_dir / 'train.txt', 'a\tB-x\nb\tO\n\t\nc\tI-x\n')
     write(ner_dir / 'val.conll', 'd\tB-x\n')
-    splits = P.load_task_data('ner', ner_dir)
+    splits = T.load_task_data('ner', ner_dir)
     assert [len(splits[s]) for s in ('train', 'val', 'test')] == [2, 1, 0]
-    assert P.label_names(splits['train'], 'ner') == ['O', 'B-x', 'I-x']
+    assert T.label_names(splits['train'], 'ner') == ['O', 'B-x', 'I-x']
 
 
 # -----------------------------------------------------------------------------
@@ -126,14 +126,14 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
     pretraining = captured['splits']
     assert [len(pretraining[s]) for s in ('train', 'val', 'test')] == [1808, 106, 213]
 
-    splits = P.load_task_data('classification', 'bbc_news', data_root=tmp_path / 'none')
-    paths = P.bbc_news_split(data_root=tmp_path / 'none')
+    splits = T.load_task_data('classification', 'bbc_news', data_root=tmp_path / 'none')
+    paths = T.bbc_news_split(data_root=tmp_path / 'none')
     texts = {path: text for path, _, text in P.bbc_news_articles()}
     for split in ('train', 'val', 'test'):
         assert [path for path, _, _ in paths[split]] == pretraining[split]
         assert splits[split] == [{'text': texts[p], 'label': pretraining['labels'][p]} for p in pretraining[split]]
-    assert P.label_names(splits, 'classification') == ['business', 'entertainment', 'politics', 'sports', 'tech']
-    split_of = P._split_articles(list(texts), P.BBC_VAL_FRACTION, P.BBC_TEST_FRACTION, P.BBC_SEED)
+    assert T.label_names(splits, 'classification') == ['business', 'entertainment', 'politics', 'sports', 'tech']
+    split_of = P.split_articles(list(texts), P.BBC_VAL_FRACTION, P.BBC_TEST_FRACTION, P.BBC_SEED)
     assert {p for p, s in split_of.items() if s == 'test'} == set(pretraining['test'])
 
     # a recorded splits.json must agree (the repo's own data/ too, when it has been prepared)
@@ -141,21 +141,21 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
         (data_root / 'bbc_news').mkdir(parents=True, exist_ok=True)
         if data_root != REPO / 'data':
             (data_root / 'bbc_news/splits.json').write_text(json.dumps(pretraining))
-        assert P.load_task_data('classification', 'bbc_news', data_root=data_root) == splits
+        assert T.load_task_data('classification', 'bbc_news', data_root=data_root) == splits
     other = dict(pretraining, test=pretraining['test'][1:], val=pretraining['val'] + pretraining['test'][:1])
     (tmp_path / 'rec/bbc_news/splits.json').write_text(json.dumps(other))
-    one_line_error(r'splits.json records another article split .*--overwrite', P.load_task_data,
+    one_line_error(r'splits.json records another article split .*--overwrite', T.load_task_data,
                    'classification', 'bbc_news', data_root=tmp_path / 'rec')
 
 
 def test_wnut16():
-    splits = P.load_task_data('ner', 'wnut16')
+    splits = T.load_task_data('ner', 'wnut16')
     assert [len(splits[s]) for s in ('train', 'val', 'test')] == [1916, 239, 239]  # 2,394 tweets, 80/10/10
     sentences = splits['train'] + splits['val'] + splits['test']
     assert sum(len(s['words']) for s in sentences) == 46469
-    assert splits == P.load_task_data('ner', 'wnut16')  # deterministic
-    assert splits['test'] != P.load_task_data('ner', 'wnut16', seed=1)['test']
-    names = P.label_names(splits, 'ner')
+    assert splits == T.load_task_data('ner', 'wnut16')  # deterministic
+    assert splits['test'] != T.load_task_data('ner', 'wnut16', seed=1)['test']
+    names = T.label_names(splits, 'ner')
     types = {tag[2:] for tag in names if tag != 'O'}
     assert names[0] == 'O' and len(names) == 21 and names[1:] == sorted(names[1:])
     assert types == {'person', 'geo-loc', 'company', 'facility', 'product', 'musicartist', 'movie', 'sportsteam',
@@ -163,12 +163,12 @@ def test_wnut16():
 
 
 def test_sft_tasks_asset_is_reproducible(tmp_path):
-    splits = P.load_task_data('sft', 'sft_tasks')
+    splits = T.load_task_data('sft', 'sft_tasks')
     assert [len(splits[s]) for s in ('train', 'val', 'test')] == [1600, 200, 200]
     subprocess.run([sys.executable, str(REPO / 'assets/make_sft_tasks.py'), str(tmp_path / 'again.jsonl')],
                    check=True, capture_output=True)
-    assert (tmp_path / 'again.jsonl').read_bytes() == Path(P.SFT_TASKS_PATH).read_bytes()
-    examples = [json.loads(line) for line in Path(P.SFT_TASKS_PATH).read_text().splitlines()]
+    assert (tmp_path / 'again.jsonl').read_bytes() == Path(T.SFT_TASKS_PATH).read_bytes()
+    examples = [json.loads(line) for line in Path(T.SFT_TASKS_PATH).read_text().splitlines()]
     reverse = [e for e in examples if e['prompt'].startswith('Reverse the words: ')]
     assert reverse and all(e['response'].split() == e['prompt'].split(': ')[1].split()[::-1] for e in reverse)
     assert len({e['prompt'] for e in examples}) == len(examples)
@@ -178,96 +178,96 @@ def test_sft_tasks_asset_is_reproducible(tmp_path):
 # errors: each one line that says what to do
 
 def test_errors(tmp_path):
-    one_line_error(r'data not found: .*nope.csv', P.load_task_data, 'classification', tmp_path / 'nope.csv')
+    one_line_error(r'data not found: .*nope.csv', T.load_task_data, 'classification', tmp_path / 'nope.csv')
     with pytest.raises(FileNotFoundError):
-        P.load_task_data('classification', tmp_path / 'nope.csv')
-    one_line_error(r"unknown task 'regression'", P.load_task_data, 'regression', 'bbc_news')
-    one_line_error(r'wnut16 is ner data, not classification: use --task=ner', P.load_task_data,
+        T.load_task_data('classification', tmp_path / 'nope.csv')
+    one_line_error(r"unknown task 'regression'", T.load_task_data, 'regression', 'bbc_news')
+    one_line_error(r'wnut16 is ner data, not classification: use --task=ner', T.load_task_data,
                    'classification', 'wnut16')
-    one_line_error(r'bbc_news is classification data, not ner', P.load_task_data, 'ner', 'bbc_news')
-    one_line_error(r'bbc_news is classification data, not sft', P.load_task_data, 'sft', 'bbc_news')
+    one_line_error(r'bbc_news is classification data, not ner', T.load_task_data, 'ner', 'bbc_news')
+    one_line_error(r'bbc_news is classification data, not sft', T.load_task_data, 'sft', 'bbc_news')
 
     good = 'text,label\n' + ''.join(f'text {i},{i % 2}\n' for i in range(20))
     one_line_error(r"d.xlsx: unknown extension '.xlsx' for classification data: use .csv, .tsv, .jsonl",
-                   P.load_task_data, 'classification', write(tmp_path / 'd.xlsx', good))
-    one_line_error(r"unknown extension '.csv' for sft data: use .jsonl", P.load_task_data, 'sft',
+                   T.load_task_data, 'classification', write(tmp_path / 'd.xlsx', good))
+    one_line_error(r"unknown extension '.csv' for sft data: use .jsonl", T.load_task_data, 'sft',
                    write(tmp_path / 'd.csv', good))
-    one_line_error(r"unknown extension '.csv' for ner data", P.load_task_data, 'ner', tmp_path / 'd.csv')
+    one_line_error(r"unknown extension '.csv' for ner data", T.load_task_data, 'ner', tmp_path / 'd.csv')
 
     message = one_line_error(r"d.csv has no column 'review' \(its columns: text, label\): choose one with "
-                             r"--text_column=NAME", P.load_task_data, 'classification', tmp_path / 'd.csv',
+                             r"--text_column=NAME", T.load_task_data, 'classification', tmp_path / 'd.csv',
                              text_column='review')
     assert '--text_column' in message
-    one_line_error(r"no column 'stars' .*--label_column=NAME", P.load_task_data, 'classification',
+    one_line_error(r"no column 'stars' .*--label_column=NAME", T.load_task_data, 'classification',
                    tmp_path / 'd.csv', label_column='stars')
     write(tmp_path / 'j.jsonl', '{"text": "a", "label": "x"}\n{"body": "b", "label": "y"}\n')
     one_line_error(r"j.jsonl:2: no column 'text' \(it has: body, label\): choose one with --text_column=NAME",
-                   P.load_task_data, 'classification', tmp_path / 'j.jsonl')
+                   T.load_task_data, 'classification', tmp_path / 'j.jsonl')
     write(tmp_path / 's.jsonl', '{"prompt": "a", "answer": "b"}\n')
-    one_line_error(r"s.jsonl:1: no column 'response' .*--response_column=NAME", P.load_task_data, 'sft',
+    one_line_error(r"s.jsonl:1: no column 'response' .*--response_column=NAME", T.load_task_data, 'sft',
                    tmp_path / 's.jsonl')
 
     write(tmp_path / 'empty.csv', 'text,label\nfine,a\n"  ",b\nok,a\n')
-    one_line_error(r"empty.csv:3: empty 'text' in row 2: fill it in or remove the row", P.load_task_data,
+    one_line_error(r"empty.csv:3: empty 'text' in row 2: fill it in or remove the row", T.load_task_data,
                    'classification', tmp_path / 'empty.csv')
     write(tmp_path / 'nolabel.jsonl', '{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n')
-    one_line_error(r"nolabel.jsonl:2: empty 'label' in row 2", P.load_task_data, 'classification',
+    one_line_error(r"nolabel.jsonl:2: empty 'label' in row 2", T.load_task_data, 'classification',
                    tmp_path / 'nolabel.jsonl')
     write(tmp_path / 'fields.csv', 'text,label\n"a, b",x\na, b,y\n')
-    one_line_error(r'fields.csv:3: 3 fields where the header has 2: quote fields', P.load_task_data,
+    one_line_error(r'fields.csv:3: 3 fields where the header has 2: quote fields', T.load_task_data,
                    'classification', tmp_path / 'fields.csv')
 
     write(tmp_path / 'one.csv', 'text,label\n' + ''.join(f'text {i},spam\n' for i in range(10)))
     one_line_error(r"one.csv: column 'label' has one class only \('spam'\): classification needs two or more",
-                   P.load_task_data, 'classification', tmp_path / 'one.csv')
+                   T.load_task_data, 'classification', tmp_path / 'one.csv')
 
     write(tmp_path / 'bad.txt', 'John\tB-person\n\nlives\tO\nin\n')
-    one_line_error(r"bad.txt:4: no tag in 'in': NER lines are TOKEN<TAB>TAG", P.load_task_data, 'ner',
+    one_line_error(r"bad.txt:4: no tag in 'in': NER lines are TOKEN<TAB>TAG", T.load_task_data, 'ner',
                    tmp_path / 'bad.txt')
     write(tmp_path / 'bad2.txt', 'John\tB-person\n\t\nlives\t\n')
-    one_line_error(r"bad2.txt:3: no tag", P.load_task_data, 'ner', tmp_path / 'bad2.txt')
+    one_line_error(r"bad2.txt:3: no tag", T.load_task_data, 'ner', tmp_path / 'bad2.txt')
     write(tmp_path / 'bad3.txt', 'John\tPER\n')
-    one_line_error(r"bad3.txt:1: tag 'PER' is not BIO", P.load_task_data, 'ner', tmp_path / 'bad3.txt')
+    one_line_error(r"bad3.txt:1: tag 'PER' is not BIO", T.load_task_data, 'ner', tmp_path / 'bad3.txt')
 
     write(tmp_path / 'notjson.jsonl', '{"prompt": "a", "response": "b"}\n{"prompt": "a", response: "b"}\n')
-    one_line_error(r'notjson.jsonl:2: not valid JSON', P.load_task_data, 'sft', tmp_path / 'notjson.jsonl')
+    one_line_error(r'notjson.jsonl:2: not valid JSON', T.load_task_data, 'sft', tmp_path / 'notjson.jsonl')
     write(tmp_path / 'list.jsonl', '["a", "b"]\n')
-    one_line_error(r'list.jsonl:1: a JSON list, not an object', P.load_task_data, 'sft', tmp_path / 'list.jsonl')
+    one_line_error(r'list.jsonl:1: a JSON list, not an object', T.load_task_data, 'sft', tmp_path / 'list.jsonl')
     (tmp_path / 'latin.csv').write_bytes('text,label\ncafé,a\n'.encode('latin-1'))
-    one_line_error(r'latin.csv is not UTF-8', P.load_task_data, 'classification', tmp_path / 'latin.csv')
+    one_line_error(r'latin.csv is not UTF-8', T.load_task_data, 'classification', tmp_path / 'latin.csv')
 
     # empty splits
     write(tmp_path / 'two.csv', 'text,label\na,x\nb,y\n')
-    one_line_error(r'the test split of .*two.csv is empty \(2 examples in all\)', P.load_task_data,
+    one_line_error(r'the test split of .*two.csv is empty \(2 examples in all\)', T.load_task_data,
                    'classification', tmp_path / 'two.csv')
     write(tmp_path / 'header.csv', 'text,label\n')
-    one_line_error(r'header.csv has no examples', P.load_task_data, 'classification', tmp_path / 'header.csv')
-    one_line_error(r'val_fraction', P.load_task_data, 'classification', tmp_path / 'd.csv', val_fraction=0)
+    one_line_error(r'header.csv has no examples', T.load_task_data, 'classification', tmp_path / 'header.csv')
+    one_line_error(r'val_fraction', T.load_task_data, 'classification', tmp_path / 'd.csv', val_fraction=0)
 
     # directories
     d = tmp_path / 'dir'
     d.mkdir()
     one_line_error(r'dir has no train file for classification \(train.csv, train.tsv, train.jsonl\)',
-                   P.load_task_data, 'classification', d)
+                   T.load_task_data, 'classification', d)
     write(d / 'train.csv', 'text,label\na,x\nb,y\nc,x\n')
-    one_line_error(r'dir has no val file', P.load_task_data, 'classification', d)
+    one_line_error(r'dir has no val file', T.load_task_data, 'classification', d)
     write(d / 'val.csv', 'text,label\na,x\nb,z\nc,w\nd,z\n')
     one_line_error(r"labels in val that train never has: 'w' \(1x\), 'z' \(2x\); add training examples",
-                   P.load_task_data, 'classification', d)
+                   T.load_task_data, 'classification', d)
     write(d / 'val.csv', 'text,label\na,x\n')
     write(d / 'test.tsv', 'text\tlabel\nq\tnew\n')
-    one_line_error(r"labels in test that train never has: 'new' \(1x\)", P.load_task_data, 'classification', d)
+    one_line_error(r"labels in test that train never has: 'new' \(1x\)", T.load_task_data, 'classification', d)
     write(d / 'test.csv', 'text,label\na,x\n')
-    one_line_error(r'dir has test.csv and test.tsv: keep one test file', P.load_task_data, 'classification', d)
+    one_line_error(r'dir has test.csv and test.tsv: keep one test file', T.load_task_data, 'classification', d)
     (d / 'test.tsv').unlink()
     write(d / 'train.csv', 'text,label\na,x\nb,x\n')
-    one_line_error(r"column 'label' has one class only", P.load_task_data, 'classification', d)
+    one_line_error(r"column 'label' has one class only", T.load_task_data, 'classification', d)
 
     n = tmp_path / 'ner'
     n.mkdir()
     write(n / 'train.txt', 'a\tB-x\n')
     write(n / 'val.txt', 'a\tB-y\nb\tI-y\n')
-    one_line_error(r"tags in val that train never has: 'B-y' \(1x\), 'I-y' \(1x\)", P.load_task_data, 'ner', n)
+    one_line_error(r"tags in val that train never has: 'B-y' \(1x\), 'I-y' \(1x\)", T.load_task_data, 'ner', n)
 
 
 # -----------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_errors(tmp_path):
 def test_classification_report_by_hand():
     names = ['a', 'b', 'c', 'd']
     # true a a a b b c; predicted a a b b b a: 'c' is never predicted, 'd' never occurs
-    report = C.classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0], names)
+    report = T.classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0], names)
     assert report['confusion'] == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     assert report['accuracy'] == pytest.approx(4 / 6)
     a, b, c, d = (report['per_class'][name] for name in names)
@@ -285,11 +285,11 @@ def test_classification_report_by_hand():
     assert c == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 1}  # never predicted: 0, not NaN
     assert d == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 0}
     assert report['macro_f1'] == pytest.approx((2 / 3 + 0.8 + 0) / 3)  # = 22/45, over the classes that occur
-    assert C.classification_report([], [], names)['accuracy'] == 0.0
+    assert T.classification_report([], [], names)['accuracy'] == 0.0
     with pytest.raises(ValueError):
-        C.classification_report([0, 4], [0, 0], names)
+        T.classification_report([0, 4], [0, 0], names)
 
-    table = C.format_report(report)
+    table = T.format_report(report)
     assert 'macro-F1' in table and 'accuracy' in table and '0.489' in table and '0.667' in table
     assert 'confusion matrix (rows: true, columns: predicted)' in table
     matrix = table.splitlines()[-4:]
@@ -298,41 +298,41 @@ def test_classification_report_by_hand():
 
 
 def test_entity_spans_conlleval_semantics():
-    assert C.entity_spans(['B-per', 'I-per', 'O', 'B-geo-loc']) == {('per', 0, 2), ('geo-loc', 3, 4)}
-    assert C.entity_spans(['I-per', 'I-per', 'O', 'I-loc']) == {('per', 0, 2), ('loc', 3, 4)}  # I- without B-
-    assert C.entity_spans(['B-per', 'I-loc', 'I-loc']) == {('per', 0, 1), ('loc', 1, 3)}  # I- of another type
-    assert C.entity_spans(['B-per', 'B-per', 'I-per']) == {('per', 0, 1), ('per', 1, 3)}  # adjacent: B- starts one
-    assert C.entity_spans(['O', 'O']) == set() and C.entity_spans([]) == set()
-    assert C.entity_spans(['S-per', 'B-loc', 'E-loc', 'O']) == {('per', 0, 1), ('loc', 1, 3)}  # IOBES too
+    assert T.entity_spans(['B-per', 'I-per', 'O', 'B-geo-loc']) == {('per', 0, 2), ('geo-loc', 3, 4)}
+    assert T.entity_spans(['I-per', 'I-per', 'O', 'I-loc']) == {('per', 0, 2), ('loc', 3, 4)}  # I- without B-
+    assert T.entity_spans(['B-per', 'I-loc', 'I-loc']) == {('per', 0, 1), ('loc', 1, 3)}  # I- of another type
+    assert T.entity_spans(['B-per', 'B-per', 'I-per']) == {('per', 0, 1), ('per', 1, 3)}  # adjacent: B- starts one
+    assert T.entity_spans(['O', 'O']) == set() and T.entity_spans([]) == set()
+    assert T.entity_spans(['S-per', 'B-loc', 'E-loc', 'O']) == {('per', 0, 1), ('loc', 1, 3)}  # IOBES too
     with pytest.raises(ValueError):
-        C.entity_spans(['PER'])
+        T.entity_spans(['PER'])
 
 
 def test_entity_report_by_hand():
     exact = [['B-per', 'I-per', 'O', 'B-loc']]
-    assert C.entity_report(exact, exact)['f1'] == 1.0
-    wrong_type = C.entity_report([['B-per', 'I-per', 'O']], [['B-loc', 'I-loc', 'O']])
+    assert T.entity_report(exact, exact)['f1'] == 1.0
+    wrong_type = T.entity_report([['B-per', 'I-per', 'O']], [['B-loc', 'I-loc', 'O']])
     assert (wrong_type['precision'], wrong_type['recall'], wrong_type['f1']) == (0.0, 0.0, 0.0)
-    wrong_boundary = C.entity_report([['B-per', 'I-per', 'I-per', 'O']], [['B-per', 'I-per', 'O', 'O']])
+    wrong_boundary = T.entity_report([['B-per', 'I-per', 'I-per', 'O']], [['B-per', 'I-per', 'O', 'O']])
     assert (wrong_boundary['precision'], wrong_boundary['recall']) == (0.0, 0.0)
-    no_b = C.entity_report([['B-per', 'I-per', 'O']], [['I-per', 'I-per', 'O']])  # conlleval accepts it
+    no_b = T.entity_report([['B-per', 'I-per', 'O']], [['I-per', 'I-per', 'O']])  # conlleval accepts it
     assert no_b['f1'] == 1.0
-    adjacent = C.entity_report([['B-per', 'B-per', 'I-per']], [['B-per', 'I-per', 'I-per']])
+    adjacent = T.entity_report([['B-per', 'B-per', 'I-per']], [['B-per', 'I-per', 'I-per']])
     assert (adjacent['precision'], adjacent['recall'], adjacent['support']) == (0.0, 0.0, 2)
-    nothing = C.entity_report([['B-per', 'O'], ['O']], [['O', 'O'], ['O']])  # no predictions: 0, no ZeroDivision
+    nothing = T.entity_report([['B-per', 'O'], ['O']], [['O', 'O'], ['O']])  # no predictions: 0, no ZeroDivision
     assert (nothing['precision'], nothing['recall'], nothing['f1']) == (0.0, 0.0, 0.0)
-    assert C.entity_report([['O']], [['O']])['f1'] == 0.0 and C.entity_report([], [])['per_type'] == {}
+    assert T.entity_report([['O']], [['O']])['f1'] == 0.0 and T.entity_report([], [])['per_type'] == {}
 
     # micro-average over sentences: true per, loc | org; predicted per, org | org, per -> 2 of 4 right, of 3 true
-    report = C.entity_report([['B-per', 'I-per', 'O', 'B-loc'], ['B-org', 'O', 'O']],
+    report = T.entity_report([['B-per', 'I-per', 'O', 'B-loc'], ['B-org', 'O', 'O']],
                              [['B-per', 'I-per', 'O', 'B-org'], ['B-org', 'O', 'B-per']])
     assert (report['precision'], report['recall'], report['f1']) == pytest.approx((0.5, 2 / 3, 4 / 7))
     assert report['per_type']['per'] == pytest.approx({'precision': 0.5, 'recall': 1.0, 'f1': 2 / 3, 'support': 1})
     assert report['per_type']['loc'] == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 1}
     assert report['per_type']['org'] == pytest.approx({'precision': 0.5, 'recall': 1.0, 'f1': 2 / 3, 'support': 1})
     with pytest.raises(ValueError):
-        C.entity_report([['O', 'O']], [['O']])
+        T.entity_report([['O', 'O']], [['O']])
 
-    table = C.format_report(report)
+    table = T.format_report(report)
     assert [line.split()[0] for line in table.splitlines()] == ['entity', 'loc', 'org', 'per', 'overall']
     assert table.splitlines()[-1].split() == ['overall', '0.500', '0.667', '0.571', '3']
