@@ -1,0 +1,177 @@
+"""
+Optimizers: AdamW as the model has always used it, and Muon for the transformer blocks' weight matrices.
+
+    import optim
+    optimizer = optim.configure_optimizers(model, 'muon', learning_rate=6e-4, weight_decay=0.1,
+                                           betas=(0.9, 0.95), device_type='cuda')
+    for group in optimizer.param_groups:   # the LR schedule, unchanged
+        group['lr'] = lr
+    scaler.step(optimizer)                 # GradScaler, clip_grad_norm_, DDP, state_dict: as with AdamW
+
+Muon (Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks") takes SGD-momentum's update
+of a matrix and replaces it by the nearest semi-orthogonal matrix, computed by a few Newton-Schulz steps. Its
+update is scaled to AdamW's usual RMS (Liu et al. 2025, "Muon is Scalable for LLM Training", sec. 2.2), so the
+AdamW learning rate, schedule and weight decay carry over as they are.
+"""
+
+import inspect
+import math
+
+import torch
+
+
+def zeropower_via_newtonschulz5(G, steps=5):
+    """X = zeropower_via_newtonschulz5(G): for a 2-D G = U S V^T, roughly U V^T (singular values pushed to ~1).
+
+    Each step applies p(x) = a x + b x^3 + c x^5 to the singular values. The quintic's coefficients are chosen for
+    a steep slope at 0 (a = 3.4445) rather than convergence: after 5 steps the singular values lie in about
+    [0.68, 1.2], not at 1, which Muon does not mind (Jordan et al. 2024). Values below ~1e-3 of the Frobenius
+    norm are not lifted in 5 steps (3.4445^5 ~ 490)."""
+    assert G.ndim == 2, f"Newton-Schulz needs a matrix, got shape {tuple(G.shape)}"
+    a, b, c = 3.4445, -4.7750, 2.0315
+    # bf16 on CUDA: the iteration is stable in bf16 (Jordan et al. run it so) and tensor cores make it cheap.
+    # fp32 elsewhere: most CPUs emulate bf16 matmuls slowly, and the matrices there are small.
+    X = G.bfloat16() if G.is_cuda else G.float()
+    transposed = X.size(0) > X.size(1)
+    if transposed:  # work on the wide side: X @ X.T is then the smaller Gram matrix
+        X = X.T
+    X = X / (X.norm() + 1e-7)  # Frobenius norm >= spectral norm, so every singular value starts in [0, 1]
+    for _ in range(steps):
+        A = X @ X.T                      # (rows, rows)
+        X = a * X + (b * A + c * A @ A) @ X
+    if transposed:
+        X = X.T
+    return X.to(G.dtype)
+
+
+def muon_update(group, state, lr):
+    """One Muon step for the 2-D params of a param group (the grads already all-reduced, unscaled and clipped)."""
+    for p in group['params']:
+        if p.grad is None:
+            continue
+        if 'momentum_buffer' not in state[p]:
+            state[p]['momentum_buffer'] = torch.zeros_like(p)
+        buf = state[p]['momentum_buffer']
+        buf.mul_(group['momentum']).add_(p.grad)
+        g = p.grad.add(buf, alpha=group['momentum']) if group['nesterov'] else buf
+        update = zeropower_via_newtonschulz5(g, group['ns_steps'])
+        # an orthogonalised (rows, cols) matrix has RMS 1/sqrt(max(rows, cols)); times 0.2 sqrt(max) gives RMS 0.2,
+        # about AdamW's (Liu et al. 2025, sec. 2.2), so Muon shares AdamW's learning rate and weight decay
+        scale = 0.2 * math.sqrt(max(p.shape))
+        p.mul_(1 - lr * group['weight_decay'])  # decoupled weight decay (Loshchilov & Hutter 2019)
+        p.add_(update, alpha=-lr * scale)
+
+
+def adamw_update(group, state, lr):
+    """One AdamW step (Loshchilov & Hutter 2019) for the params of a group, as torch.optim.AdamW computes it."""
+    beta1, beta2 = group['betas']
+    for p in group['params']:
+        if p.grad is None:
+            continue
+        s = state[p]
+        if not s:
+            s.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+        s['step'] += 1
+        s['exp_avg'].lerp_(p.grad, 1 - beta1)
+        s['exp_avg_sq'].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        denom = (s['exp_avg_sq'] / (1 - beta2 ** s['step'])).sqrt_().add_(group['eps'])
+        p.mul_(1 - lr * group['weight_decay'])
+        p.addcdiv_(s['exp_avg'], denom, value=-lr / (1 - beta1 ** s['step']))
+
+
+def _check_matrices(groups):
+    for group in groups:
+        if group.get('use_muon', True) and any(p.ndim != 2 for p in group['params']):
+            raise ValueError("Muon updates 2-D weight matrices only: put biases, norms and other "
+                             "non-matrix params in an AdamW group")
+
+
+def _step(optimizer, closure, update_group):
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            update_group(group)
+    return loss
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon(matrices, lr=6e-4, momentum=0.95): SGD-momentum (Nesterov by default), orthogonalised, for 2-D params.
+
+    Under DDP the gradients are all-reduced before step(), so every rank computes the same update and no extra
+    communication is needed. The lr is in AdamW units (see muon_update's scale rule)."""
+
+    def __init__(self, params, lr=6e-4, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                                      weight_decay=weight_decay))
+        _check_matrices(self.param_groups)
+
+    def step(self, closure=None):
+        return _step(self, closure, lambda group: muon_update(group, self.state, group['lr']))
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """MuonAdamW(groups, lr): one optimizer whose groups with use_muon=True get Muon, the others AdamW.
+
+    Every group's step uses group['lr'] * group['lr_scale']: the LR schedule writes group['lr'] into every group
+    as it does for AdamW, and lr_scale (1.0 by default) sets a group's rate relative to that. One
+    torch.optim.Optimizer, so GradScaler's unscale_/step, clip_grad_norm_ and state_dict/load_state_dict work
+    natively. Under DDP gradients are all-reduced before step(), so every rank computes the same update."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95, nesterov=True,
+                 ns_steps=5):
+        super().__init__(params, dict(lr=lr, lr_scale=1.0, use_muon=False, betas=betas, eps=eps,
+                                      weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_steps=ns_steps))
+        _check_matrices(self.param_groups)
+
+    def step(self, closure=None):
+        def update_group(group):
+            update = muon_update if group['use_muon'] else adamw_update
+            update(group, self.state, group['lr'] * group['lr_scale'])
+        return _step(self, closure, update_group)
+
+
+def fused_adamw_available(device_type):
+    """Fused AdamW runs on CUDA, and on CPU since torch 2.4; MPS has it in recent releases."""
+    if 'fused' not in inspect.signature(torch.optim.AdamW).parameters:
+        return False
+    try:
+        p = torch.zeros(1, device=device_type, requires_grad=True)
+        p.grad = torch.zeros(1, device=device_type)
+        torch.optim.AdamW([p], fused=True).step()
+        return True
+    except (RuntimeError, ValueError):
+        return False
+
+
+def configure_optimizers(model, optimizer, learning_rate, weight_decay, betas, device_type, muon_lr=None,
+                         muon_momentum=0.95, fused=None):
+    """configure_optimizers(model, 'adamw' | 'muon', learning_rate, weight_decay, betas, device_type) -> optimizer.
+
+    model: the plain model, before DDP or torch.compile wrap it (the 'muon' split reads parameter names).
+    'adamw': torch's AdamW, decay on params of 2 or more dims only; fused (None: wherever this torch has it).
+    'muon': Muon for the 2-D matrices of the transformer blocks (attention and MLP), AdamW for the rest:
+    embeddings and heads (decayed), norms and biases (not) -- Muon is for hidden layers (Jordan et al. 2024).
+    muon_lr (default: learning_rate) becomes the Muon group's lr_scale = muon_lr / learning_rate, so the
+    schedule keeps the ratio. Only params with requires_grad; tied weights (lm_head = wte) appear once."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # named_parameters drops duplicates
+    if optimizer == 'adamw':
+        groups = [{'params': [p for _, p in named if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
+        if fused is None:
+            fused = fused_adamw_available(device_type)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+    if optimizer == 'muon':
+        if muon_lr is not None and learning_rate <= 0:
+            raise ValueError(f"muon_lr={muon_lr} needs learning_rate > 0: it is kept as a ratio to learning_rate")
+        matrices = {id(p) for n, p in named if n.startswith('transformer.h.') and p.dim() == 2}
+        groups = [{'params': [p for _, p in named if id(p) in matrices], 'use_muon': True,
+                   'lr_scale': 1.0 if muon_lr is None else muon_lr / learning_rate, 'weight_decay': weight_decay},
+                  {'params': [p for _, p in named if id(p) not in matrices and p.dim() >= 2],
+                   'weight_decay': weight_decay},
+                  {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
+        return MuonAdamW(groups, lr=learning_rate, betas=betas, momentum=muon_momentum)
+    raise ValueError(f"optimizer {optimizer!r} unknown: use 'adamw' or 'muon'")
