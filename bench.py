@@ -47,7 +47,7 @@ steps = 4  # timed steps per repeat (after 2 warm-up steps)
 repeats = 3  # plain and fast runs alternate this many times
 compile = False  # also measure torch.compile (its compile time is reported separately)
 # generation
-checkpoint = 'out/pretrain_small'  # its best.pt / last.pt if present, else a random model of the sizes above
+checkpoint = 'out/pretrain_small'  # a run directory (common.checkpoint_path) or .pt; else a random model of the sizes above
 prompt_tokens = 64
 new_tokens = 256
 generate_batch = 4  # besides batch 1; sample.py draws num_samples=3 at once by default
@@ -161,8 +161,9 @@ def bench_train(runtime, data, peaks):
 def load_generation_model(runtime):
     """The trained checkpoint when its block holds prompt + new tokens; otherwise a random model of the same shape
     with a long enough block (the cost of a token does not depend on the weights)."""
-    best, last = os.path.join(checkpoint, 'best.pt'), os.path.join(checkpoint, 'last.pt')
-    path = best if os.path.exists(best) else last if os.path.exists(last) else None
+    has_checkpoint = os.path.isfile(checkpoint) or any(
+        os.path.exists(os.path.join(checkpoint, name)) for name in ('best.pt', 'last.pt'))
+    path = common.checkpoint_path(checkpoint) if has_checkpoint else None
     needed = prompt_tokens + new_tokens
     if path:
         model = common.model_from_checkpoint(common.load_checkpoint(path))

@@ -4,9 +4,11 @@ schedule, batches, evaluation, checkpoints and the metrics log. Not a script: `i
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -17,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+from configurator import CHOICES, ConfigError
 from model import IGNORE_INDEX, ModelConfig, Transformer, resolve_pretrained
 from tokenizer import GPT2_META, DataError, wordpiece_meta
 
@@ -27,7 +30,6 @@ class UserError(ValueError):
 
 def run_main(main):
     """Call main(); bad input (a UserError, config or data error) becomes one line on stderr and exit status 2."""
-    from configurator import ConfigError
     try:
         main()
     except (UserError, ConfigError, DataError) as e:
@@ -118,10 +120,31 @@ def cleanup_runtime(runtime):
         dist.destroy_process_group()
 
 
+def read_text_arg(value, key):
+    """The text of a --key=text or --key=FILE:path option (sample.py's --start, finetune.py's --predict); a missing,
+    empty or non-UTF-8 file is a one-line UserError."""
+    if not value.startswith('FILE:'):
+        return value
+    path = value[5:]
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise UserError(f"--{key}=FILE:{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"--{key}=FILE:{path} is a directory: name a text file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--{key}=FILE:{path} is not UTF-8 ({e.reason} at byte {e.start}): convert it first, "
+                        f"e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise UserError(f"--{key}=FILE:{path} is empty: put the text in it")
+    return text
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # learning rate
 
-LR_SCHEDULES = ('cosine', 'linear', 'constant', 'exponential')
+LR_SCHEDULES = CHOICES['lr_schedule']
 
 
 def get_lr(it, schedule, learning_rate, warmup_iters, decay_iters, min_lr):
@@ -317,12 +340,17 @@ def estimate_mlm(model, batches, runtime):
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 
+TEMP_PREFIX = '.tmp-'  # every temp file we write is <dir>/.tmp-<pid>-<name>: a later run knows and removes it
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temp name beside path to write to; renamed to path when the block ends without an error, removed
-    otherwise: a crash never leaves half a file, and never touches an existing one."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    otherwise: a crash never leaves half a file, and never touches an existing one. A temp file that a killed
+    process (SIGKILL) could not remove is removed by the next run in that directory (remove_stale_temps)."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory or '.', exist_ok=True)
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -331,27 +359,124 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(directory):
+    """Remove the temp files (atomic_path) that processes no longer alive left in directory; returns their names."""
+    removed = []
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        pid = name[len(TEMP_PREFIX):].split('-', 1)[0]
+        if name.startswith(TEMP_PREFIX) and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
+def write_failed(e):
+    """Whether an error of a write means the disk (or a file-size limit) is full."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ('unexpected pos', 'file write failed',
+                                                                    'No space left', 'File too large'))
+
+
 def save_checkpoint(path, checkpoint):
-    """torch.save to a temp file in the same directory, fsync, then rename (atomic_path)."""
-    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
+    """torch.save to a temp file in the same directory, fsync, then rename (atomic_path). A full disk or a file-size
+    limit is a one-line UserError; the previous file at path is left as it was."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        if not write_failed(e):
+            raise
+        previous = f"the previous {os.path.basename(path)} is intact" if os.path.exists(path) else "nothing was written"
+        raise UserError(f"no space left / file too large while writing {path}: {previous}; free some space "
+                        f"(or raise the limit) and run again") from None
 
 
-def load_checkpoint(path, device='cpu'):
+def checkpoint_path(path):
+    """The checkpoint file a path means, for every script: a .pt file as given; a run directory means its best.pt
+    (the lowest val loss, what fine-tuning and sampling want), else its last.pt. --init_from=resume reads last.pt."""
     if os.path.isdir(path):
-        path = os.path.join(path, 'last.pt') if os.path.exists(os.path.join(path, 'last.pt')) else os.path.join(path, 'best.pt')
+        best, last = os.path.join(path, 'best.pt'), os.path.join(path, 'last.pt')
+        if not (os.path.exists(best) or os.path.exists(last)):
+            raise UserError(f"{path} holds no checkpoint (best.pt or last.pt): train one first or pass a .pt file")
+        return best if os.path.exists(best) else last
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train one first or pass the path of a .pt file")
+    return path
+
+
+def load_checkpoint(path, device='cpu', trust=False):
+    """A train.py / finetune.py checkpoint (a .pt file or a run directory, see checkpoint_path). Loaded with
+    torch.load(weights_only=True): tensors and plain Python values only, so a checkpoint can never run code. A
+    pickle that needs more is refused, unless trust=True (--trust_checkpoint=True), for old or foreign files."""
+    path = checkpoint_path(path)
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=False)
+        checkpoint = torch.load(path, map_location=device, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if 'GLOBAL' not in str(e) and 'Unsupported global' not in str(e):  # garbage, not a refused Python object
+            raise UserError(f"checkpoint {path} cannot be read (UnpicklingError): it is damaged or not a checkpoint") from None
+        raise UserError(f"{path} holds Python objects besides tensors, which could run code when loaded: refused. "
+                        f"If you trust where it comes from, pass --trust_checkpoint=True") from None
     except Exception as e:
         raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is damaged or not a checkpoint") from None
+    if trust:
+        print(f"warning: {path} was unpickled with weights_only=False (--trust_checkpoint=True): any code in it ran",
+              file=sys.stderr)
     if not isinstance(checkpoint, dict) or 'model' not in checkpoint or 'model_args' not in checkpoint:
         raise UserError(f"{path} is not a scratchlm checkpoint (no model / model_args)")
     checkpoint['model'] = clean_state_dict(checkpoint['model'])
     return checkpoint
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold out_dir/.lock (the owner's pid) while a run writes there: a second run into the same out_dir fails at
+    start with one line. A lock whose pid is no longer alive (a run killed with SIGKILL) is taken over. An out_dir
+    made here and still empty at the end (the run stopped on bad input) is removed again."""
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, '.lock')
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and pid_alive(owner):
+                raise UserError(f"{out_dir} is in use by another run (pid {owner}, see {path}): wait for it to end "
+                                f"or choose another --out_dir") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # stale: its run is gone
+    else:
+        raise UserError(f"cannot take the lock {path}: another run is starting in {out_dir}; try again")
+    with os.fdopen(fd, 'w') as f:
+        f.write(str(os.getpid()))
+    remove_stale_temps(out_dir)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if empty
 
 
 def clean_state_dict(state_dict):
@@ -405,7 +530,7 @@ def model_from_checkpoint(checkpoint, dropout=None):
     return model
 
 
-def load_pretrained(init_from, device='cpu', dropout=None):
+def load_pretrained(init_from, device='cpu', dropout=None, trust=False):
     """(model, meta) to fine-tune or sample from: a train.py / finetune.py checkpoint (a .pt file or a run directory)
     or an HF GPT-2 / BERT checkpoint (is_hf_name). meta names the tokenizer and holds what it needs (the WordPiece
     vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
@@ -417,7 +542,7 @@ def load_pretrained(init_from, device='cpu', dropout=None):
         else:
             meta = dict(GPT2_META)
         return model.to(device), meta
-    checkpoint = load_checkpoint(init_from, device='cpu')
+    checkpoint = load_checkpoint(init_from, device='cpu', trust=trust)
     if not checkpoint.get('meta'):
         raise UserError(f"{init_from} records no tokenizer (no 'meta'): it was not written by train.py or finetune.py")
     return model_from_checkpoint(checkpoint, dropout=dropout).to(device), checkpoint['meta']
@@ -442,7 +567,11 @@ def unwrap(model):
 
 
 def rng_states():
-    states = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
+    """Every random generator's state as tensors and plain Python values (what torch.load(weights_only=True) reads);
+    numpy's global state too, though batches draw from their own keyed generators."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    states = {'torch': torch.get_rng_state(), 'python': random.getstate(),
+              'numpy': [kind, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)]}
     if torch.cuda.is_available():
         states['cuda'] = torch.cuda.get_rng_state_all()
     return states
@@ -450,8 +579,9 @@ def rng_states():
 
 def set_rng_states(states):
     torch.set_rng_state(states['torch'].cpu())
-    np.random.set_state(states['numpy'])
-    random.setstate(states['python'])
+    kind, keys, pos, has_gauss, cached_gaussian = states['numpy']
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in states['python']))
     if 'cuda' in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states['cuda']])
 
@@ -460,11 +590,15 @@ def set_rng_states(states):
 # metrics log
 
 class MetricsLog:
-    """Appends one JSON object a line to out_dir/metrics.jsonl; mirrors scalars to tensorboard / wandb when asked."""
+    """Appends one JSON object a line to out_dir/metrics.jsonl, each record in a single write: a line is complete
+    or absent. resume_iter: the iteration of the checkpoint a run resumes from; records after it (and a torn last
+    line) are dropped first, so that the log and the checkpoint agree. Mirrors scalars to tensorboard / wandb."""
 
-    def __init__(self, out_dir, config, tensorboard=False, wandb_project=None, run_name=None):
+    def __init__(self, out_dir, config, tensorboard=False, wandb_project=None, run_name=None, resume_iter=None):
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, 'metrics.jsonl')
+        if resume_iter is not None and os.path.exists(self.path):
+            self.keep_until(resume_iter)
         self.tb = self.wandb = None
         if tensorboard:
             try:
@@ -480,10 +614,34 @@ class MetricsLog:
             self.wandb = wandb
             wandb.init(project=wandb_project, name=run_name, config=config)
 
+    def keep_until(self, iter_num):
+        """Rewrite the log (atomically) with its complete records up to iter_num."""
+        kept = []
+        with open(self.path, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash or a full disk
+                if line.endswith('\n') and isinstance(record, dict) and record.get('iter', 0) <= iter_num:
+                    kept.append(line)
+        with atomic_path(self.path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+            f.writelines(kept)
+
     def log(self, record):
         record = {'time': round(time.time(), 3), **record}
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        line = (json.dumps(record) + '\n').encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)  # one write with O_APPEND: never interleaved, never half a record
+            if written != len(line):  # short write (disk full): cut the torn piece off again
+                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
+                raise OSError(errno.ENOSPC, 'No space left on device')
+        except OSError as e:
+            raise UserError(f"cannot append to {self.path} ({e.strerror}): free some space and resume with "
+                            f"--init_from=resume") from None
+        finally:
+            os.close(fd)
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ('iter', 'time')}
         if self.tb is not None:
             for k, v in scalars.items():

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 import common
-import prepare
 import sample
 from configurator import configure, config_defaults
 from tokenizer import DataError
@@ -35,6 +34,7 @@ from tokenizer import DataError
 # -----------------------------------------------------------------------------
 init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', an HF dir, 'hf:name'
 out_dir = 'out/pretrain_small'
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 input = None  # texts: .txt (one a line) or .jsonl
 text_field = 'text'  # .jsonl: the field holding the text
 output = None  # the pooled features, a .npy path; the other outputs are named after it
@@ -180,7 +180,7 @@ def main():
         raise common.UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
     texts = read_texts(input, text_field)
     runtime = common.setup_runtime(device, dtype)
-    model, tokenizer, special = sample.load_model(init_from, out_dir, runtime.device)
+    model, tokenizer, special = sample.load_model(init_from, out_dir, runtime.device, trust_checkpoint)
     encoded = encode_texts(model, tokenizer, special, texts)
     pooled_by = pooling if pooling != 'auto' else 'last token' if model.config.causal else 'first position'
     sequences = [ids for ids, _ in encoded]

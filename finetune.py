@@ -17,6 +17,7 @@ evaluated once at the end: a table on the console, test_results.json (scores) an
 test example with its prediction) in out_dir.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 import plot
-import prepare
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
@@ -43,6 +43,7 @@ out_dir = 'out/finetune'
 init_from = 'out/pretrain_small'  # a checkpoint or its out_dir, 'gpt2', an HF dir, 'hf:org/name', or 'scratch'
 predict = None  # text, or FILE:path (one text a line): predict with out_dir/best.pt instead of training
 overwrite = False  # replace the fine-tuned model an earlier run left in out_dir
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 tensorboard = False
 wandb_project = None
 wandb_run_name = None
@@ -115,19 +116,26 @@ def main():
     if truncation not in ('head', 'tail', 'windows') or (truncation == 'windows' and task != 'classification'):
         raise common.UserError(f"truncation {truncation!r} unknown for task {task!r}: use 'head' or 'tail' "
                                f"('windows' is for classification)")
-    if lr_schedule not in common.LR_SCHEDULES:
-        raise common.UserError(f"lr_schedule {lr_schedule!r} unknown: use one of {', '.join(common.LR_SCHEDULES)}")
-    if os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
-        raise common.UserError(f"{out_dir} already holds a fine-tuned model (best.pt): pass --overwrite=True to replace "
-                               f"it, or choose another --out_dir")
     runtime = common.setup_runtime(device, dtype, seed)
+    with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
+        if runtime.master and os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
+            raise common.UserError(f"{out_dir} already holds a fine-tuned model (best.pt): pass --overwrite=True to "
+                                   f"replace it, or choose another --out_dir")
+        finetune(config, runtime, metric_name)
+
+
+def finetune(config, runtime, metric_name):
+    """The run itself: data, model, optimizer, epochs, the test split. Reads the config globals."""
 
     # data: examples as dicts of strings, then token ids for this checkpoint's tokenizer
     splits = tasks.load_task_data(task, data, text_column=text_column, label_column=label_column,
                                     prompt_column=prompt_column, response_column=response_column,
                                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     names = tasks.label_names(splits['train'], task) if task != 'sft' else None
-    model, meta = load_base_model(init_from, dropout)
+    if init_from == 'scratch' and tokenizer != 'gpt2':
+        raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
+    scratch_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256, causal=causal)
+    model, meta = load_base_model(init_from, dropout, scratch_args, trust_checkpoint)
     tok = get_tokenizer(meta['tokenizer'], meta)
     check_model_for_task(model, task, init_from)
     max_len = block_size or model.config.block_size
@@ -247,16 +255,12 @@ def main():
 # -----------------------------------------------------------------------------
 # the model to start from
 
-def load_base_model(init_from, dropout):
-    """(model, meta): meta names the tokenizer (and holds its vocabulary where it has one)."""
+def load_base_model(init_from, dropout, scratch_args=None, trust=False):
+    """(model, meta): meta names the tokenizer (and holds its vocabulary where it has one). init_from='scratch'
+    builds a fresh GPT-2 BPE model of scratch_args (ModelConfig fields: sizes, block_size, causal)."""
     if init_from == 'scratch':
-        if tokenizer != 'gpt2':
-            raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
-        meta = dict(GPT2_META)
-        config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256,
-                             vocab_size=50304, dropout=dropout, causal=causal, bias=False)
-        return Transformer(config), meta
-    return common.load_pretrained(init_from, dropout=dropout)
+        return Transformer(ModelConfig(**scratch_args, vocab_size=50304, dropout=dropout, bias=False)), dict(GPT2_META)
+    return common.load_pretrained(init_from, dropout=dropout, trust=trust)
 
 
 def check_model_for_task(model, task, init_from):
@@ -512,7 +516,7 @@ def scores_table(task, scores, names):
 def run_predict(text, out_dir, device):
     """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text."""
     path = os.path.join(out_dir, 'best.pt')
-    checkpoint = common.load_checkpoint(path)
+    checkpoint = common.load_checkpoint(path, trust=trust_checkpoint)
     meta = checkpoint.get('meta') or {}
     if 'task' not in meta:
         raise common.UserError(f"{path} is not a fine-tuned checkpoint (no task recorded): run finetune.py first, "
@@ -521,11 +525,8 @@ def run_predict(text, out_dir, device):
     model = common.model_from_checkpoint(checkpoint).to(runtime.device).eval()
     tok = get_tokenizer(meta['tokenizer'], meta)
     special, names, task = meta['special_tokens'], meta['label_names'], meta['task']
-    if text.startswith('FILE:'):
-        with open(text[5:], encoding='utf-8') as f:
-            texts = [line.rstrip('\n') for line in f if line.strip()]
-    else:
-        texts = [text]
+    texts = [line for line in common.read_text_arg(text, 'predict').splitlines() if line.strip()] if text.startswith(
+        'FILE:') else [text]
     trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
     max_len = model.config.block_size
     if task == 'classification':

@@ -29,6 +29,7 @@ from configurator import configure, config_defaults
 # attention: where the model and the text come from (curves take run directories as arguments)
 init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', an HF dir, 'hf:name'
 out_dir = 'out/pretrain_small'
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 text = "The government said on Monday that it would cut taxes for small firms."
 output = None  # the PNG; default: <first run>/curves.png, or <out_dir>/attention.png
 device = 'auto'
@@ -69,22 +70,29 @@ def save(fig, path, dpi=110):
 # training curves
 
 def read_metrics(run_dir):
-    """The records of run_dir/metrics.jsonl, in order; a half-written last line (the run is logging) is skipped."""
+    """The records of run_dir/metrics.jsonl, in order. A line that is not a JSON object (torn by a crash or a full
+    disk, or the run is logging right now) is skipped with a warning."""
     path = os.path.join(run_dir, 'metrics.jsonl')
     if not os.path.isfile(path):
         raise common.UserError(f"{path} not found: {run_dir} is not a train.py / finetune.py run directory, "
                                f"or it has not logged anything yet")
-    with open(path) as f:
+    with open(path, encoding='utf-8', errors='replace') as f:
         lines = f.read().splitlines()
-    records = []
+    records, torn = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            if n < len(lines):
-                raise common.UserError(f"{path} line {n} is not JSON: not a metrics log written by train.py") from None
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(n)
+    if torn and torn != [len(lines)]:  # the last line alone may be one being written
+        print(f"warning: {path}: skipped {len(torn)} line(s) that are not JSON records (line {torn[0]}...)",
+              file=sys.stderr)
     if not any('train_loss' in r or 'val_loss' in r for r in records):
         raise common.UserError(f"{path} has no loss records yet: nothing to plot")
     return records
@@ -327,7 +335,8 @@ def main(argv=None):
             raise common.UserError(f"plot.py attention takes --key=value options only, not {positional[0]!r}: "
                                    f"--out_dir=RUN_DIR --text='...'")
         runtime = common.setup_runtime(config['device'], 'float32')
-        model, tokenizer, special = sample.load_model(config['init_from'], config['out_dir'], runtime.device)
+        model, tokenizer, special = sample.load_model(config['init_from'], config['out_dir'], runtime.device,
+                                                   config['trust_checkpoint'])
         weights, tokens = attention_for_text(model, tokenizer, special, config['text'])
         source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
         default = os.path.join(config['out_dir'], 'attention.png') if config['init_from'] == 'out_dir' else 'attention.png'

@@ -550,6 +550,11 @@ def load_meta(data_dir):
             meta = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{meta_path} is corrupt: re-run `{prepare_command(data_dir)} --overwrite`") from None
+    missing = [key for key in ('tokenizer', 'vocab_size', 'dtype', 'splits', 'eot_id')
+               if not isinstance(meta, dict) or key not in meta]
+    if missing or not isinstance(meta['splits'], dict):
+        raise DataError(f"{meta_path} is not a prepare.py meta.json (it lacks {', '.join(missing) or 'splits'}): "
+                        f"re-run `{prepare_command(data_dir)} --overwrite`")
     if meta.get('format_version', 0) > FORMAT_VERSION:
         raise DataError(f"{data_dir} was made by a newer prepare.py (format {meta['format_version']}); update this code")
     return meta

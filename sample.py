@@ -11,16 +11,12 @@ Sample text from a trained model.
 The tokenizer always comes from the checkpoint (its data's meta, or an HF BERT directory's vocab.txt), never guessed.
 """
 
-import os
 import sys
 
 import torch
 
 import common
-import prepare
 from configurator import configure, config_defaults
-from model import Transformer
-from wordpiece import WordPiece
 from tokenizer import get_tokenizer, special_tokens
 
 # -----------------------------------------------------------------------------
@@ -39,22 +35,21 @@ use_cache = True  # KV cache: each new token costs one position
 output = None  # write the samples to this file instead of printing them
 fill_mask = None  # text with [MASK] in it: print the likeliest fillers of each mask (masked-LM checkpoints)
 fill_mask_top_k = 5  # fillers shown per mask
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 template = 'auto'  # 'auto': a checkpoint instruction-tuned by finetune.py (task='sft') gets the prompt in its template; '' never
 # -----------------------------------------------------------------------------
 
 
-def load_model(init_from, out_dir, device):
+def load_model(init_from, out_dir, device, trust=False):
     """(model, tokenizer, special token ids or None) from a checkpoint or an HF checkpoint (GPT-2 or BERT)."""
-    model, meta = load_model_meta(init_from, out_dir, device)
+    model, meta = load_model_meta(init_from, out_dir, device, trust)
     return (model, *tokenizer_of(meta))
 
 
-def load_model_meta(init_from, out_dir, device):
-    """(model, meta); init_from='out_dir' takes out_dir/best.pt, else out_dir/last.pt."""
-    if init_from == 'out_dir':
-        best = os.path.join(out_dir, 'best.pt')
-        init_from = best if os.path.exists(best) else os.path.join(out_dir, 'last.pt')
-    return common.load_pretrained(init_from, device)
+def load_model_meta(init_from, out_dir, device, trust=False):
+    """(model, meta); init_from='out_dir' means the run directory out_dir (common.checkpoint_path: best.pt, else
+    last.pt)."""
+    return common.load_pretrained(out_dir if init_from == 'out_dir' else init_from, device, trust=trust)
 
 
 def tokenizer_of(meta):
@@ -108,7 +103,7 @@ def token_text(tokenizer, token_id):
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     runtime = common.setup_runtime(device, dtype, seed)
-    model, meta = load_model_meta(init_from, out_dir, runtime.device)
+    model, meta = load_model_meta(init_from, out_dir, runtime.device, trust_checkpoint)
     tokenizer, special = tokenizer_of(meta)
     model.eval()
     if fill_mask is not None:
@@ -124,10 +119,7 @@ def main():
     if model.config.task_head:
         raise common.UserError(f"this checkpoint is a {meta.get('task')} model: predict with "
                                f"python finetune.py --out_dir=... --predict='text'")
-    prompt = start
-    if prompt.startswith('FILE:'):
-        with open(prompt[5:], encoding='utf-8') as f:
-            prompt = f.read()
+    prompt = common.read_text_arg(start, 'start')
     if template == 'auto' and meta.get('prompt_template'):  # instruction-tuned by finetune.py: ask in its template
         prompt = meta['prompt_template'].format(prompt=prompt)
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]  # an empty prompt starts a fresh document

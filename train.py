@@ -13,6 +13,7 @@ or an HF GPT-2 / BERT checkpoint: a local directory with config.json, or 'hf:org
 SIGINT/SIGTERM save out_dir/last.pt before exiting.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -38,6 +39,8 @@ log_interval = 10
 eval_iters = 20
 eval_only = False
 always_save_checkpoint = True  # write last.pt at every eval, not only at the end
+overwrite = False  # start from scratch in an out_dir that holds a run (its checkpoints are replaced as new ones land)
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 init_from = 'scratch'  # 'scratch', 'resume', a checkpoint path, 'gpt2' / 'gpt2-medium' / ..., an HF dir or 'hf:name'
 tensorboard = False
 wandb_project = None  # e.g. 'scratchlm'; needs `pip install wandb`
@@ -88,15 +91,9 @@ def main():
     checkpoint = None
     if config['init_from'] == 'resume':
         path = os.path.join(config['out_dir'], 'last.pt')
-        checkpoint = common.load_checkpoint(path)
+        checkpoint = common.load_checkpoint(path, trust=config['trust_checkpoint'])
         config = {**config, **{k: v for k, v in checkpoint['config'].items() if k not in explicit and k in config}}
     globals().update(config)
-    decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
-    final_lr = min_lr if min_lr is not None else learning_rate / 10
-    if lr_schedule not in common.LR_SCHEDULES:
-        raise common.UserError(f"lr_schedule {lr_schedule!r} unknown: use one of {', '.join(common.LR_SCHEDULES)}")
-    if objective not in ('clm', 'mlm'):
-        raise common.UserError(f"objective {objective!r} unknown: use 'clm' (next token) or 'mlm' (masked LM)")
     if objective == 'mlm' and causal:
         raise common.UserError("objective='mlm' needs a bidirectional model: set causal=False "
                                "(as config/pretrain_bert_small.py does)")
@@ -104,10 +101,20 @@ def main():
         raise common.UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
     if nsp and objective != 'mlm':
         raise common.UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
-    if not 0 < mlm_probability < 1:
-        raise common.UserError(f"mlm_probability must be between 0 and 1, got {mlm_probability}")
-
     runtime = common.setup_runtime(device, dtype, seed)
+    with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
+        if runtime.master and init_from != 'resume' and not overwrite:
+            held = [name for name in ('best.pt', 'last.pt') if os.path.exists(os.path.join(out_dir, name))]
+            if held:
+                raise common.UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
+                                       f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
+        train(config, checkpoint, runtime)
+
+
+def train(config, checkpoint, runtime):
+    """The run itself, in the order a reader follows: data, model, optimizer, loop. Reads the config globals."""
+    decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
+    final_lr = min_lr if min_lr is not None else learning_rate / 10
     tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
     if runtime.master:
         print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
@@ -149,7 +156,7 @@ def main():
         check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
     else:  # 'resume' or a checkpoint path
         path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
-        checkpoint = checkpoint or common.load_checkpoint(path)
+        checkpoint = checkpoint or common.load_checkpoint(path, trust=trust_checkpoint)
         check_compatible(checkpoint, model_args, meta, path, strict=init_from == 'resume')
         model = common.model_from_checkpoint(checkpoint, dropout=dropout)
         if init_from == 'resume':
@@ -207,7 +214,10 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
 
-    log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if runtime.master else None
+    if runtime.master and init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):
+        os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))  # kept aside
+    log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name,
+                            resume_iter=iter_num if init_from == 'resume' else None) if runtime.master else None
     if runtime.master:
         print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train tokens, "
               f"{len(val_data):,} val tokens")

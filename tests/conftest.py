@@ -86,3 +86,9 @@ def call_script_main(monkeypatch, capsys, script, *args):
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return info.value.code, capsys.readouterr().err
+
+
+@pytest.fixture
+def script_main(monkeypatch, capsys):
+    """call(script, *args) -> (exit status, stderr) of that script's main run in this process."""
+    return lambda script, *args: call_script_main(monkeypatch, capsys, script, *args)

@@ -45,7 +45,7 @@ def metrics(out_dir):
 
 
 def load(path):
-    return torch.load(path, map_location='cpu', weights_only=False)
+    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def assert_one_line_error(code, stderr, *needles):
@@ -64,13 +64,6 @@ def trained_run(char_dataset, tmp_path_factory):
     proc = run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=20',
                '--eval_interval=10')
     return str(out_dir), proc.stdout
-
-
-@pytest.fixture
-def script_main(monkeypatch, capsys):
-    """call(script, *args) -> (exit status, stderr) of that script's main run in this process."""
-    from conftest import call_script_main
-    return lambda script, *args: call_script_main(monkeypatch, capsys, script, *args)
 
 
 # -----------------------------------------------------------------------------

@@ -1,0 +1,337 @@
+"""
+The fault suite: what a careful user or an adversary does to a run, and what must hold (README "Reliability").
+Checkpoints never run code, runs are never silently replaced, two runs never share an out_dir, a kill or a full
+disk never leaves a broken checkpoint, a torn metrics log or a stray temp file, and nonsense settings stop at once
+with one line. CPU, tiny char-level runs, under a minute:
+
+    python -m pytest -q tests/test_trust.py
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import common
+from conftest import REPO, tiny_model_config
+from model import Transformer, config_dict
+from test_train import TINY, assert_one_line_error, data_args, metrics, run
+
+
+def wait_for(condition, proc, timeout=90, what='the run'):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        assert proc.poll() is None, f"{what} ended early ({proc.returncode})"
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def start(args, tmp_path, name='run'):
+    """A train.py subprocess, its stdout/stderr in tmp_path/<name>.out / .err."""
+    stdout, stderr = open(tmp_path / f'{name}.out', 'w'), open(tmp_path / f'{name}.err', 'w')
+    return subprocess.Popen([sys.executable, 'train.py', *map(str, args)], cwd=REPO, stdout=stdout, stderr=stderr)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+# -----------------------------------------------------------------------------
+# 1. no code runs from a checkpoint
+
+class Payload:
+    """Unpickling this calls open(path, 'w'): the file's existence proves the pickle ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def malicious_checkpoint(path, marker, meta, **model_overrides):
+    """A working checkpoint (weights, model_args, meta) with a code payload hidden inside."""
+    model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32, **model_overrides))
+    torch.save({'model': model.state_dict(), 'model_args': config_dict(model.config), 'meta': meta,
+                'config': {'notes': Payload(marker)}, 'iter_num': 1, 'best_val_loss': 9.0}, path)
+
+
+def test_malicious_pickle_never_runs(char_dataset, script_main, tmp_path):
+    """Every script that reads a checkpoint refuses one that needs more than tensors and plain values, in one line,
+    before the payload can run; --trust_checkpoint=True loads it (and says so)."""
+    _, _, meta = char_dataset
+    marker = tmp_path / 'pwned'
+    evil = tmp_path / 'evil.pt'
+    malicious_checkpoint(evil, marker, meta)
+    finetuned = tmp_path / 'tuned'
+    finetuned.mkdir()
+    malicious_checkpoint(finetuned / 'best.pt', marker, {**meta, 'task': 'classification', 'label_names': ['a', 'b']})
+    resume_dir = tmp_path / 'resume'
+    resume_dir.mkdir()
+    malicious_checkpoint(resume_dir / 'last.pt', marker, meta)
+    calls = [
+        ('train', *TINY, *data_args(char_dataset), f'--init_from={evil}', f'--out_dir={tmp_path / "t"}'),
+        ('train', *TINY, *data_args(char_dataset), '--init_from=resume', f'--out_dir={resume_dir}'),
+        ('finetune', f'--init_from={evil}', f'--out_dir={tmp_path / "f"}', '--device=cpu'),
+        ('finetune', f'--out_dir={finetuned}', '--predict=some text', '--device=cpu'),
+        ('sample', f'--init_from={evil}', '--device=cpu'),
+        ('sample', f'--out_dir={finetuned}', '--device=cpu'),
+        ('features', f'--init_from={evil}', f'--input={tmp_path / "texts.txt"}', f'--output={tmp_path / "f.npy"}',
+         '--device=cpu'),
+    ]
+    (tmp_path / 'texts.txt').write_text('one text\n')
+    for script, *args in calls:
+        code, err = script_main(script, *args)
+        assert_one_line_error(code, err, 'could run code', '--trust_checkpoint=True')
+        assert not marker.exists(), f"{script} {args} ran the checkpoint's code"
+    import plot
+    with pytest.raises(SystemExit):
+        common.run_main(lambda: plot.main(['attention', f'--init_from={evil}', '--device=cpu']))
+    assert not marker.exists()
+    # the explicit opt-in loads it, with a warning on stderr: here the payload does run
+    checkpoint = common.load_checkpoint(str(evil), trust=True)
+    assert marker.exists() and checkpoint['iter_num'] == 1
+
+
+def test_every_checkpoint_kind_loads_weights_only(char_dataset, tmp_path):
+    """GPT and BERT pretraining checkpoints (best.pt, last.pt, with optimizer, scaler and RNG states) and a
+    fine-tuned one load with torch.load(weights_only=True): there is nothing in them that needs unpickling."""
+    gpt, bert = tmp_path / 'gpt', tmp_path / 'bert'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={gpt}', '--max_iters=4', '--eval_interval=2')
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={bert}', '--max_iters=2', '--eval_interval=2',
+        '--objective=mlm', '--causal=False', '--norm_position=post', '--embedding_norm=True')
+    rows = ''.join(f"text number {i} {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+    (tmp_path / 'reviews.csv').write_text('text,label\n' + rows)
+    tuned = tmp_path / 'tuned'
+    run('finetune.py', f'--init_from={gpt}', f'--data={tmp_path / "reviews.csv"}', f'--out_dir={tuned}', '--epochs=1',
+        '--batch_size=8', '--device=cpu', '--dtype=float32')
+    for path in (gpt / 'best.pt', gpt / 'last.pt', bert / 'last.pt', tuned / 'best.pt'):
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        assert 'model' in checkpoint and 'meta' in checkpoint, path
+    assert 'rng_states' in torch.load(gpt / 'last.pt', weights_only=True)
+
+
+def test_hf_weights_are_safetensors_only(tmp_path):
+    """An HF directory with pytorch_model.bin alone (a pickle) is refused in one line unless the user opts in."""
+    transformers = pytest.importorskip('transformers')
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=64)
+    config.save_pretrained(tmp_path / 'hf')
+    torch.save(transformers.GPT2LMHeadModel(config).state_dict(), tmp_path / 'hf' / 'pytorch_model.bin')
+    with pytest.raises(common.UserError, match='trust_checkpoint'):
+        common.load_pretrained(str(tmp_path / 'hf'))
+
+
+# -----------------------------------------------------------------------------
+# 2. no run is lost
+
+def test_train_refuses_to_replace_a_run(char_dataset, script_main, tmp_path):
+    """Training from scratch into an out_dir that holds a run stops with one line and leaves it as it was;
+    --overwrite=True replaces it (the old log kept aside), --init_from=resume continues it."""
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=4', '--eval_interval=2')
+    before = {name: (out_dir / name).read_bytes() for name in ('best.pt', 'last.pt', 'metrics.jsonl')}
+    code, err = script_main('train', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2')
+    assert_one_line_error(code, err, 'already holds a run', '--init_from=resume', '--overwrite=True')
+    assert {name: (out_dir / name).read_bytes() for name in before} == before
+    run('train.py', f'--out_dir={out_dir}', '--init_from=resume', '--max_iters=6')
+    assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 6
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2', '--eval_interval=2',
+        '--overwrite=True')
+    assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 2
+    assert (out_dir / 'metrics.previous.jsonl').exists()
+    assert max(r['iter'] for r in metrics(out_dir)) == 2
+
+
+@pytest.mark.parametrize('script', ['train', 'finetune'])
+def test_two_runs_never_share_an_out_dir(char_dataset, tmp_path, script):
+    """While a run holds out_dir (its .lock names its pid), a second run into it stops at start with one line;
+    the lock of a run killed with SIGKILL is stale and taken over by the next run."""
+    out_dir = tmp_path / 'run'
+    first = start([*TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=100000',
+                   '--eval_interval=100000'], tmp_path, 'first')
+    try:
+        wait_for(lambda: (out_dir / 'metrics.jsonl').exists(), first, what='the first run')
+        assert (out_dir / '.lock').read_text() == str(first.pid)
+        if script == 'train':
+            second = run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2',
+                         '--overwrite=True', check=False)
+        else:
+            second = run('finetune.py', '--init_from=scratch', f'--out_dir={out_dir}', '--device=cpu', check=False)
+        assert_one_line_error(second.returncode, second.stderr, 'in use by another run', f'pid {first.pid}')
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        stop(first)
+    assert (out_dir / '.lock').exists()  # SIGKILL leaves it: stale now
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2', '--eval_interval=2',
+        '--overwrite=True')
+    assert not (out_dir / '.lock').exists()
+
+
+KILL_DURING_SAVE = r'''
+import os, sys, time, torch
+real_save, saves = torch.save, []
+def slow_save(obj, f, *args, **kwargs):  # the second save of last.pt writes half a file, then waits to be killed
+    saves.append(os.path.basename(f.name).endswith('-last.pt'))
+    if sum(saves) == 2 and saves[-1]:
+        f.write(b'half a checkpoint'); f.flush()
+        open(os.environ['SAVING_MARKER'], 'w').close()
+        time.sleep(600)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+sys.argv = ['train.py', *sys.argv[1:]]
+import common, train
+common.run_main(train.main)
+'''
+
+
+def test_kill_during_save_keeps_the_checkpoint_and_the_next_run_cleans_up(char_dataset, tmp_path):
+    """SIGKILL while last.pt is being replaced: the previous last.pt still loads, the temp file it leaves is removed
+    by the next run, and that run resumes from the previous checkpoint with a log that agrees with it."""
+    out_dir = tmp_path / 'run'
+    marker = tmp_path / 'saving'
+    (tmp_path / 'kill_during_save.py').write_text(KILL_DURING_SAVE)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / 'kill_during_save.py'), *TINY, *data_args(char_dataset),
+                             f'--out_dir={out_dir}', '--max_iters=100', '--eval_interval=2'], cwd=REPO,
+                            env={**os.environ, 'SAVING_MARKER': str(marker), 'PYTHONPATH': str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(marker.exists, proc, what='the second save')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    temps = [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert temps, os.listdir(out_dir)  # the killed save's half file
+    assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 2  # the previous one, whole
+    run('train.py', f'--out_dir={out_dir}', '--init_from=resume', '--max_iters=4')
+    assert max(r['iter'] for r in metrics(out_dir)) == 4
+    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 4
+
+
+FILE_SIZE_LIMIT = r'''
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing us
+limit = int(sys.argv[1])
+sys.argv = ['train.py', *sys.argv[2:]]
+import common, train
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+common.run_main(train.main)
+'''
+
+
+def test_file_size_limit_while_saving_is_one_line(char_dataset, tmp_path):
+    """A write that hits a file-size limit (as a full disk) ends the run with one line naming the file, and the
+    checkpoint written before stays loadable."""
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2', '--eval_interval=2')
+    size = os.path.getsize(out_dir / 'last.pt')
+    before = (out_dir / 'last.pt').read_bytes()
+    (tmp_path / 'limited.py').write_text(FILE_SIZE_LIMIT)
+    proc = subprocess.run([sys.executable, str(tmp_path / 'limited.py'), str(size // 2), f'--out_dir={out_dir}',
+                           '--init_from=resume', '--max_iters=4'], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, 'PYTHONPATH': str(REPO)})
+    assert_one_line_error(proc.returncode, proc.stderr, 'no space left / file too large while writing',
+                          'is intact')
+    assert (out_dir / 'last.pt').read_bytes() == before
+    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+
+
+def test_metrics_log_agrees_with_the_checkpoint_on_resume(tmp_path):
+    """Resuming drops the records logged after the checkpoint's iteration and a torn last line, so nothing is logged
+    twice and the next record starts a line of its own."""
+    log = common.MetricsLog(str(tmp_path), {})
+    for it in (10, 20, 30):
+        log.log({'iter': it, 'train_loss': 1.0 / it})
+    with open(tmp_path / 'metrics.jsonl', 'a') as f:
+        f.write('{"iter": 40, "train_lo')  # killed mid-append by an older version, or a full disk
+    log = common.MetricsLog(str(tmp_path), {}, resume_iter=20)
+    log.log({'iter': 21, 'train_loss': 0.5})
+    assert [r['iter'] for r in metrics(tmp_path)] == [10, 20, 21]
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    """Temp files of processes that are gone are removed; those of a live process (this one) stay."""
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    stale = tmp_path / f"{common.TEMP_PREFIX}{int(dead.stdout)}-last.pt"
+    live = tmp_path / f"{common.TEMP_PREFIX}{os.getpid()}-best.pt"
+    stale.write_bytes(b'x')
+    live.write_bytes(b'x')
+    assert common.remove_stale_temps(str(tmp_path)) == [stale.name]
+    assert live.exists() and not stale.exists()
+
+
+# -----------------------------------------------------------------------------
+# 3-4. nonsense settings: one line, exit 2, before anything is written
+
+BAD_SETTINGS = [
+    ('train', ['--block_size=0'], 'block_size=0'),
+    ('train', ['--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0'),
+    ('train', ['--eval_iters=0'], 'eval_iters=0'),
+    ('train', ['--max_iters=0'], 'max_iters=0'),
+    ('train', ['--max_iters=-5'], 'max_iters=-5'),
+    ('train', ['--batch_size=0'], 'batch_size=0'),
+    ('train', ['--batch_size=-3'], 'batch_size=-3'),
+    ('train', ['--n_head=0'], 'n_head=0'),
+    ('train', ['--n_head=3'], 'not divisible by n_head=3'),
+    ('train', ['--eval_interval=0'], 'eval_interval=0'),
+    ('train', ['--device=tpu'], "device='tpu'"),
+    ('train', ['--learning_rate=0'], 'learning_rate=0'),
+    ('train', ['--dropout=1.5'], 'dropout=1.5'),
+    ('train', ['--lr_schedule=step'], "lr_schedule='step'"),
+    ('finetune', ['--epochs=0'], 'epochs=0'),
+    ('finetune', ['--batch_size=0'], 'batch_size=0'),
+    ('sample', ['--temperature=-0.8'], 'temperature=-0.8'),
+    ('sample', ['--top_p=1.5'], 'top_p=1.5'),
+    ('sample', ['--top_p=-0.1'], 'top_p=-0.1'),
+    ('sample', ['--top_k=0'], 'top_k=0'),
+    ('sample', ['--num_samples=-1'], 'num_samples=-1'),
+    ('sample', ['--max_new_tokens=-1'], 'max_new_tokens=-1'),
+]
+
+
+@pytest.mark.parametrize('script,args,needle', BAD_SETTINGS, ids=[' '.join(a) + f' ({s})' for s, a, _ in BAD_SETTINGS])
+def test_nonsense_settings_are_one_line(char_dataset, script_main, tmp_path, script, args, needle):
+    out_dir = tmp_path / 'out'
+    code, err = script_main(script, *(TINY if script == 'train' else []), *args, f'--out_dir={out_dir}')
+    assert_one_line_error(code, err, needle)
+    assert not out_dir.exists()
+
+
+def test_bad_text_files_are_one_line(char_dataset, script_main, tmp_path):
+    """--start=FILE: and --predict=FILE: that is missing, empty, a directory or not UTF-8: one line each."""
+    run_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={run_dir}', '--max_iters=2', '--eval_interval=2')
+    (tmp_path / 'empty.txt').write_text('  \n')
+    (tmp_path / 'latin1.txt').write_bytes('caf\xe9'.encode('latin-1'))
+    for name, needle in (('missing.txt', 'not found'), ('empty.txt', 'is empty'), ('latin1.txt', 'not UTF-8'),
+                         ('', 'is a directory')):
+        code, err = script_main('sample', f'--out_dir={run_dir}', f'--start=FILE:{tmp_path / name}', '--device=cpu')
+        assert_one_line_error(code, err, '--start=FILE:', needle)
+        code, err = script_main('finetune', f'--out_dir={run_dir}', f'--predict=FILE:{tmp_path / name}')
+        assert 'Traceback' not in err and code == 2, err
+
+
+def test_corrupt_meta_is_one_line(char_dataset, script_main, tmp_path):
+    """A meta.json that lacks dtype / splits / vocab_size, or is not an object, is a one-line error."""
+    root, name, meta = char_dataset
+    for broken in ({k: v for k, v in meta.items() if k != 'dtype'}, {k: v for k, v in meta.items() if k != 'splits'},
+                   {k: v for k, v in meta.items() if k != 'vocab_size'}, [1, 2, 3]):
+        data_dir = tmp_path / 'data' / 'broken'
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for split in ('train', 'val'):
+            with open(os.path.join(root, name, f'{split}.bin'), 'rb') as f:
+                (data_dir / f'{split}.bin').write_bytes(f.read())
+        (data_dir / 'meta.json').write_text(json.dumps(broken))
+        code, err = script_main('train', *TINY, f'--data_root={tmp_path / "data"}', '--dataset=broken',
+                                f'--out_dir={tmp_path / "out"}')
+        assert_one_line_error(code, err, 'meta.json')
