@@ -359,6 +359,16 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def write_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+
+
+def write_jsonl(path, rows):
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + '\n' for row in rows)
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)

