@@ -100,7 +100,7 @@ def test_char_tokenizer():
     with pytest.raises(ValueError, match='char tokenizer needs the character list'):
         Tok.get_tokenizer('char')
     with pytest.raises(ValueError, match='unknown tokenizer'):
-        Tok.get_tokenizer('bpe')
+        Tok.get_tokenizer('sentencepiece')
 
 
 # -----------------------------------------------------------------------------
