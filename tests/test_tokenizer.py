@@ -158,3 +158,62 @@ def test_bpe_errors():
     corrupt = dict(meta, ranks=meta['ranks'][:-1] + ['00'], vocab_sha256='0' * 64)
     with pytest.raises(Tok.DataError, match='do not match its vocab_sha256'):
         Tok.get_tokenizer('bpe', corrupt)
+
+
+# -----------------------------------------------------------------------------
+# prepare.py --tokenizer=bpe:N
+
+def val_document_numbers(n_documents, val_fraction, seed=1337):
+    """Which of n documents prepare's seeded draws send to val."""
+    import prepare as P
+    events = [(None, 'x', 1), (None, None, 0)] * n_documents
+    splits = [split for split, text, _ in P._assign_splits(events, val_fraction, 0, seed) if text is None]
+    return [i for i, split in enumerate(splits) if split == 'val']
+
+
+def test_prepare_trains_on_train_only(tmp_path):
+    import json
+    import prepare as P
+    from tokenizers import Tokenizer as HFTokenizer
+    lines = make_english_text(seed=5).splitlines(keepends=True)
+    docs = [''.join(lines[i:i + 20]) for i in range(0, len(lines), 20)]
+    val = val_document_numbers(len(docs), 0.2)
+    assert 0 < len(val) < len(docs) // 2
+    for i in val:  # a word only val has, often enough that a BPE trained on val too would make it one token
+        docs[i] += ' Zyxwvutsrq' * 300 + '\n'
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+    data_dir = P.prepare(tmp_path / 'docs.jsonl', tokenizer='bpe:300', out_root=tmp_path / 'data', val_fraction=0.2)
+    meta = P.load_meta(data_dir)
+    assert meta['tokenizer'] == 'bpe' and meta['vocab_size'] == 300 and meta['dtype'] == 'uint16'
+    assert list(meta)[-1] == 'ranks' and meta['prepared_with']['tokenizer'] == 'bpe:300'
+    tok = Tok.get_tokenizer('bpe', meta)
+    ids = {split: np.asarray(P.open_split(data_dir, split)).tolist() for split in ('train', 'val')}
+    assert ids['val'] == [i for d in val for i in tok.encode(docs[d]) + [tok.eot_id]]  # re-encoded: the same ids
+    assert ids['train'] == [i for d in range(len(docs)) if d not in val for i in tok.encode(docs[d]) + [tok.eot_id]]
+    assert len(tok.encode(' Zyxwvutsrq')) > 2
+    with_val = Tok.get_tokenizer('bpe', Tok.bpe_meta(Tok.train_bpe(docs, 300)))  # the control: trained on val too
+    assert len(with_val.encode(' Zyxwvutsrq')) == 1
+    hf = HFTokenizer.from_file(str(tmp_path / 'data' / 'docs' / 'tokenizer.json'))
+    assert hf.encode(docs[val[0]]).ids == tok.encode(docs[val[0]])
+
+    again = P.prepare(tmp_path / 'docs.jsonl', name='again', tokenizer='bpe:300', out_root=tmp_path / 'data',
+                      val_fraction=0.2)
+    assert P.load_meta(again)['ranks'] == meta['ranks']  # deterministic end to end
+    other = P.prepare(tmp_path / 'docs.jsonl', name='other', tokenizer='bpe:320', out_root=tmp_path / 'data',
+                      val_fraction=0.2)
+    assert P.load_meta(other)['vocab_sha256'] != meta['vocab_sha256']  # what train.py's check_compatible compares
+    assert P.load_meta(other)['ranks'][:295] == meta['ranks']  # more merges of the same counts extend the list
+
+
+def test_prepare_bpe_errors(tmp_path):
+    import subprocess
+    (tmp_path / 'c.txt').write_text('the cat sat on the mat\n' * 50)
+    for size in ('100', 'lots'):
+        result = subprocess.run([sys.executable, 'prepare.py', str(tmp_path / 'c.txt'), f'--tokenizer=bpe:{size}',
+                                 f'--out_root={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr.count('\n') == 1
+        assert result.stderr.startswith(f'error: --tokenizer=bpe:{size}: give bpe:N with N an integer of at least 261')
+    import prepare as P
+    with pytest.raises(Tok.DataError, match=r'only \d+ distinct merges'):
+        P.prepare(tmp_path / 'c.txt', tokenizer='bpe:5000', out_root=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['c.txt']  # nothing left behind
