@@ -10,7 +10,8 @@ the point. Plain and fast runs are interleaved and the median of each is reporte
 Sections:
   train     tokens/s and MFU of common.train_step with each fast path off and on; peak memory
   generate  tokens/s of model.generate with and without the KV cache (identical greedy output checked)
-  prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text
+  prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
+            encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
   finetune  examples/s of classification fine-tuning steps, batches padded dynamically vs to a fixed block_size
   memory    RSS / max-allocated over a long run of train steps, to show it does not grow
 MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
@@ -28,6 +29,7 @@ import torch
 
 import common
 import prepare
+import tokenizer
 from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict as model_config_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
@@ -233,6 +235,36 @@ def bench_prepare():
     print("|---|---|---|")
     print(f"| raw tiktoken encode_ordinary_batch (tokenize only) | {megabytes / raw_s:.1f} | 1.00x |")
     print(f"| prepare.prepare end to end (read, tokenize, split, write) | {megabytes / ours_s:.1f} | {raw_s / ours_s:.2f}x |")
+    bench_tokenizers(articles, threads)
+
+
+def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
+    """Encode speed of a BPE trained on BBC News's train split (prepare --tokenizer=bpe:8192) against GPT-2's BPE,
+    on the same text (all the articles), and bytes per token of each (the val split's, eot excluded)."""
+    split_of, _ = prepare.bbc_news_split_of(articles)
+    t0 = time.perf_counter()
+    bpe_meta = tokenizer.bpe_meta(tokenizer.train_bpe(
+        (text for path, _, text in articles if split_of[path] == 'train'), bpe_vocab_size))
+    train_s = time.perf_counter() - t0
+    texts = [text for _, _, text in articles]
+    val = [text for path, _, text in articles if split_of[path] == 'val']
+    megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
+    print(f"\n## tokenizers: encode MB/s on BBC News ({megabytes:.1f} MB); bpe:{bpe_vocab_size} trained on its train "
+          f"split in {train_s:.1f} s")
+    print(f"| tokenizer | MB/s, 1 thread | MB/s, {threads} threads | val bytes/token |")
+    print("|---|---|---|---|")
+    for name, meta in (('gpt2', None), (f'bpe:{bpe_vocab_size}', bpe_meta)):
+        tok = get_tokenizer(meta['tokenizer'], meta) if meta else get_tokenizer('gpt2')
+        speeds = []
+        for num_threads in (1, threads):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                tok.encode_arrays(texts, num_threads)
+                times.append(time.perf_counter() - t0)
+            speeds.append(megabytes / statistics.median(times))
+        bytes_per_token = sum(len(t.encode('utf-8')) for t in val) / sum(len(ids) for ids in tok.encode_arrays(val))
+        print(f"| {name} | {speeds[0]:.1f} | {speeds[1]:.1f} | {bytes_per_token:.2f} |")
 
 
 def bench_finetune(runtime):

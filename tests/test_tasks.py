@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +125,8 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
         P.prepare(out_root=tmp_path / 'pre')
     monkeypatch.undo()
     pretraining = captured['splits']
-    assert [len(pretraining[s]) for s in ('train', 'val', 'test')] == [1808, 106, 213]
+    # 5% / 10% of the 2,127 articles drawn (106 / 213), less the near-copies of train articles moved to train
+    assert [len(pretraining[s]) for s in ('train', 'val', 'test')] == [1808 + 13, 106 - 3, 213 - 10]
 
     splits = T.load_task_data('classification', 'bbc_news', data_root=tmp_path / 'none')
     paths = T.bbc_news_split(data_root=tmp_path / 'none')
@@ -134,7 +136,16 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
         assert splits[split] == [{'text': texts[p], 'label': pretraining['labels'][p]} for p in pretraining[split]]
     assert T.label_names(splits, 'classification') == ['business', 'entertainment', 'politics', 'sports', 'tech']
     split_of = P.split_articles(list(texts), P.BBC_VAL_FRACTION, P.BBC_TEST_FRACTION, P.BBC_SEED)
-    assert {p for p, s in split_of.items() if s == 'test'} == set(pretraining['test'])
+    drawn = {split: {p for p, s in split_of.items() if s == split} for split in ('train', 'val', 'test')}
+    assert set(pretraining['test']) < drawn['test'] and set(pretraining['val']) < drawn['val']
+    moved = (drawn['val'] | drawn['test']) - set(pretraining['val']) - set(pretraining['test'])
+    assert len(moved) == 13 and set(pretraining['train']) == drawn['train'] | moved
+    # no fine-tuning test article has half of its 8-shingles in train and val (val: in train)
+    word_ids = {}
+    shingles = {path: P.shingles(text, word_ids) for path, text in texts.items()}
+    pool = {split: set(np.concatenate([shingles[p] for p, _, _ in paths[split]]).tolist()) for split in ('train', 'val')}
+    for split, against in (('val', pool['train']), ('test', pool['train'] | pool['val'])):
+        assert max(np.mean([h in against for h in shingles[p].tolist()]) for p, _, _ in paths[split]) < P.DEDUP_THRESHOLD
 
     # a recorded splits.json must agree (the repo's own data/ too, when it has been prepared)
     for data_root in [tmp_path / 'rec'] + ([REPO / 'data'] if (REPO / 'data/bbc_news/splits.json').exists() else []):
