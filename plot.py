@@ -119,7 +119,8 @@ def token_axis(max_tokens):
 
 
 def plot_curves(run_dirs, path, labels=None):
-    """Train and val loss against tokens seen, the learning rate on a second y axis, and a second panel with the
+    """Train and val loss against tokens seen, the learning rate on a second y axis, a panel of val bits per byte
+    when the logs have it (tokenizer-independent, so runs of different vocabularies compare), and a panel with the
     task scores (keys ending in _acc, _accuracy, _f1: val_accuracy, val_macro_f1, val_entity_f1, mlm_acc, nsp_acc)
     when the logs have any; several runs on the same axes, one colour each. Returns path."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
@@ -131,8 +132,11 @@ def plot_curves(run_dirs, path, labels=None):
     max_x = max(max((r.get(x_key, 0) for r in records), default=0) for records in runs)
     divisor, x_label = token_axis(max_x) if x_key == 'tokens' else (1, 'iterations')
     metrics = sorted({k for records in runs for r in records for k in r if k.endswith(METRIC_SUFFIXES)})
-    fig = figure(8, 7.5 if metrics else 4.5)
-    axes = fig.subplots(2 if metrics else 1, 1, sharex=True, squeeze=False)[:, 0]
+    bpb = any('val_bpb' in r for records in runs for r in records)
+    n_panels = 1 + bool(metrics) + bpb
+    fig = figure(8, 4.5 + 3 * (n_panels - 1))
+    axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
+    score_ax, bpb_ax = axes[1] if metrics else None, axes[-1] if bpb else None
     loss_ax, lr_ax = axes[0], axes[0].twinx()
     max_lr = max((r['lr'] for records in runs for r in records if isinstance(r.get('lr'), (int, float))), default=0)
     lr_exp = round(math.log10(max_lr)) if max_lr > 0 else 0  # the label says 'x 1e-3', the ticks 0.2 .. 1.0
@@ -150,10 +154,13 @@ def plot_curves(run_dirs, path, labels=None):
         x, y = series(records, 'lr', x_key)
         lines['lr'] += lr_ax.plot(x / divisor, y / lr_scale, color=f'C{n}' if several else '0.45', lw=1, ls=':',
                                   label=f"{prefix}learning rate")
+        if bpb_ax is not None:
+            x, y = series(records, 'val_bpb', x_key)
+            bpb_ax.plot(x / divisor, y, color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5, label=label)
         for m, key in enumerate(metrics):
             x, y = series(records, key, x_key)
             if len(x):
-                lines['scores'] += axes[1].plot(x / divisor, y, color=f'C{n if several else m}', marker='os^vD*'[m % 6],
+                lines['scores'] += score_ax.plot(x / divisor, y, color=f'C{n if several else m}', marker='os^vD*'[m % 6],
                                                 ms=3.5, ls=':' if 'baseline' in key else '-',
                                                 label=prefix + SCORE_NAMES.get(key, key))
     fig.suptitle(labels[0] if not several else ' vs '.join(labels))
@@ -163,9 +170,12 @@ def plot_curves(run_dirs, path, labels=None):
     loss_ax.grid(alpha=0.3)
     above(loss_ax, lines['train'] + lines['val'] + lines['lr'], ncols=3)  # one row a run
     if metrics:
-        axes[1].set_ylabel("score (validation)")
-        axes[1].grid(alpha=0.3)
-        above(axes[1], lines['scores'], ncols=min(len(metrics), 4) if not several else len(metrics))
+        score_ax.set_ylabel("score (validation)")
+        score_ax.grid(alpha=0.3)
+        above(score_ax, lines['scores'], ncols=min(len(metrics), 4) if not several else len(metrics))
+    if bpb_ax is not None:
+        bpb_ax.set_ylabel("val bits per byte")
+        bpb_ax.grid(alpha=0.3)
     axes[-1].set_xlabel(x_label)
     return save(fig, path)
 

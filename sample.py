@@ -54,7 +54,7 @@ def load_model_meta(init_from, out_dir, device, trust=False):
 
 def tokenizer_of(meta):
     """(tokenizer, special token ids or None) of a checkpoint's meta."""
-    special = meta.get('special_tokens') or (special_tokens(meta) if meta['tokenizer'] == 'wordpiece' else None)
+    special = meta.get('special_tokens') or (special_tokens(meta) if meta['tokenizer'] in ('wordpiece', 'bpe') else None)
     return get_tokenizer(meta['tokenizer'], meta), special
 
 
@@ -69,8 +69,8 @@ def fill_masks(model, tokenizer, special, text, top_k=5):
         raise common.UserError(f"fill_mask text {text!r} has no [MASK] in it")
     ids = [special['cls']]
     for i, piece in enumerate(pieces):
-        if tokenizer.name == 'gpt2' and i < len(pieces) - 1:
-            piece = piece.rstrip(' ')  # GPT-2 tokens carry their leading space: the mask stands for ' word'
+        if tokenizer.name in ('gpt2', 'bpe') and i < len(pieces) - 1:
+            piece = piece.rstrip(' ')  # byte-level BPE tokens carry their leading space: the mask stands for ' word'
         ids += tokenizer.encode(piece) + ([special['mask']] if i < len(pieces) - 1 else [])
     ids.append(special['sep'])
     if len(ids) > model.config.block_size:

@@ -239,12 +239,18 @@ def train(config, checkpoint, runtime):
                 scores = common.estimate_mlm(raw_model, (mlm_batch(val_data, val_docs, [seed, 1, k])
                                                          for k in range(eval_iters)), runtime)
                 val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
+                mlm_bpb = prepare.bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes: not a causal bpb
+                if mlm_bpb is not None:
+                    scores['mlm_bpb'] = mlm_bpb
                 summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
                            f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
             else:
                 val_loss = common.estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
                 scores = {'val_ppl': math_exp(val_loss)}
-                summary = f"val ppl {math_exp(val_loss):.1f}"
+                val_bpb = prepare.bits_per_byte(val_loss, meta)  # tokenizer-independent: runs of any vocabulary compare
+                if val_bpb is not None:
+                    scores['val_bpb'] = val_bpb
+                summary = f"val ppl {math_exp(val_loss):.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
             if runtime.master:
                 elapsed = time.time() - t_start
                 print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
@@ -320,7 +326,11 @@ def check_compatible(checkpoint, model_args, meta, path, strict):
     if ckpt_tok and ckpt_tok != meta['tokenizer']:
         raise common.UserError(f"{path} was trained on {ckpt_tok!r} tokens but the data uses {meta['tokenizer']!r}: "
                                f"prepare the data with --tokenizer={ckpt_tok}")
-    if ckpt_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies
+    if ckpt_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies, or two trained BPEs
+        if meta['tokenizer'] == 'bpe':
+            raise common.UserError(f"{path} was trained with another BPE vocabulary than {meta.get('vocab_sha256', '')[:12]} "
+                                   f"of the data (its own: {ckpt_meta.get('vocab_sha256', '')[:12]}): prepare the data "
+                                   f"with that checkpoint's tokenizer, or train from scratch on this one")
         raise common.UserError(f"{path} was trained with the WordPiece vocabulary {ckpt_meta.get('vocab_path')} but the "
                                f"data uses another ({meta.get('vocab_path')}): prepare the data with "
                                f"--tokenizer=wordpiece:{ckpt_meta.get('vocab_path')}")
