@@ -32,6 +32,7 @@ import plot
 import prepare
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
+import optim
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
@@ -148,12 +149,14 @@ def main():
     # model: the task head on the pretrained trunk, optional freezing / LoRA
     if task != 'sft':
         model = common.for_task(model, 'sequence' if task == 'classification' else 'token', len(names), pooling)
+    label_weights = None  # per-class loss weights (class imbalance), a forward argument of every training batch
     if class_weights and task == 'classification':
         counts = np.bincount([ex['label'] for ex in encoded['train']], minlength=len(names))
-        model.label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
+        label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
     trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
     model.to(runtime.device)
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type)
+    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,
+                                           betas=(beta1, beta2), device_type=runtime.device_type)
     scaler = common.grad_scaler(runtime)
     raw_model = model
     if compile:
@@ -196,7 +199,7 @@ def main():
             examples = [encoded['train'][j] for j in order[i]]
             if augment and task == 'classification':
                 examples = augmented(examples, augment, np.random.default_rng([seed, epoch, i]), special['n_random'])
-            batch = collate(task, examples, pad_id, runtime.device)
+            batch = {**collate(task, examples, pad_id, runtime.device), 'label_weights': label_weights}
             loss = common.train_step(model, optimizer, scaler, [batch], runtime, grad_clip)
             tokens_seen += sum(len(ex['ids']) for ex in examples) * runtime.world_size
             step += 1
@@ -447,7 +450,6 @@ def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None
     answers on the first n_generate examples (sft). Also 'predictions': labels, tag lists or answers."""
     was_training = model.training
     model.eval()
-    was_fused, model.fused_loss = model.fused_loss, True
     loss_sum = count = 0
     predictions, gold = [], []
     update = common.progress(len(examples), 'evaluating', unit='examples') if runtime.master else (lambda n: None)
@@ -478,7 +480,6 @@ def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None
         scores.update(exact_match=sum(a.strip() == ex['response'].strip() for a, ex in zip(answers, examples))
                       / max(len(answers), 1), predictions=answers)
     model.train(was_training)
-    model.fused_loss = was_fused
     return scores
 
 

@@ -25,7 +25,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from configurator import configure, config_defaults
-from model import ModelConfig, Transformer, config_dict, peak_flops_for
+import hf
+from model import ModelConfig, Transformer, config_dict
+import optim
 import plot
 import prepare
 from tokenizer import special_tokens, wordpiece_meta
@@ -144,8 +146,11 @@ def main():
     iter_num, best_val_loss = 0, float('inf')
     if init_from == 'scratch':
         model = Transformer(ModelConfig(**model_args))
-    elif common.is_hf_name(init_from):
-        model, hf_dir, model_type = common.load_hf_model(init_from, dropout=dropout)
+    elif hf.is_hf_name(init_from):
+        try:
+            model, hf_dir, model_type = hf.load_model(init_from, dropout=dropout)
+        except (OSError, ValueError) as e:  # not found, not readable, not a model model.py can represent
+            raise common.UserError(str(e)) from None
         check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
     else:  # 'resume' or a checkpoint path
         path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
@@ -171,7 +176,8 @@ def main():
                                f"block_size={block_size}: use --block_size={model.config.block_size} or less")
     model.to(runtime.device)
     scaler = common.grad_scaler(runtime)
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type,
+    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,
+                                           betas=(beta1, beta2), device_type=runtime.device_type,
                                            fused=None if fused_adam else False)
     if init_from == 'resume':
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -185,7 +191,7 @@ def main():
     if runtime.ddp:
         model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
                     find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
-    peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
+    peak = common.peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
 
     def save(name):
         common.save_checkpoint(os.path.join(out_dir, name), {
