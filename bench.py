@@ -32,6 +32,7 @@ import prepare
 import tokenizer
 from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict as model_config_dict
+import optim
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
@@ -89,10 +90,9 @@ def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile):
     """A fresh model, optimizer and scaler exactly as train.py builds them."""
     torch.manual_seed(seed)
     model = Transformer(ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                                    vocab_size=vocab_size, bias=False)).to(runtime.device)
-    model.fused_loss = fused_loss
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), runtime.device_type,
-                                           fused=None if fused_adam else False)
+                                    vocab_size=vocab_size, bias=False, fused_loss=fused_loss)).to(runtime.device)
+    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
+                                           device_type=runtime.device_type, fused=None if fused_adam else False)
     step_runtime = common.Runtime(**{**runtime.__dict__, 'dtype': dtype})
     t = time.perf_counter()
     compiled = torch.compile(model) if use_compile else model
@@ -281,7 +281,8 @@ def bench_finetune(runtime):
                          vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))
     torch.manual_seed(seed)
     model = Transformer(config).to(runtime.device)
-    optimizer = model.configure_optimizers(0.01, 1e-4, (0.9, 0.999), runtime.device_type)
+    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-4, weight_decay=0.01, betas=(0.9, 0.999),
+                                           device_type=runtime.device_type)
     scaler = common.grad_scaler(runtime)
     variants = {'padded to block_size': (False, finetune_block_size), 'dynamic padding + length bucketing': (True, None)}
     times = {name: [] for name in variants}

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+import hf
 from configurator import CHOICES, ConfigError
-from model import IGNORE_INDEX, ModelConfig, Transformer, resolve_pretrained
+from model import IGNORE_INDEX, ModelConfig, Transformer
 from tokenizer import GPT2_META, DataError, wordpiece_meta
 
 
@@ -118,6 +119,26 @@ def cleanup_runtime(runtime):
     if runtime.ddp:
         dist.barrier()
         dist.destroy_process_group()
+
+
+# dense bf16 peak FLOP/s of known accelerators, for the MFU train.py logs; bench.py measures the machine's own
+PEAK_FLOPS = {
+    'A100': 312e12,
+    'H100': 989e12,
+    'H200': 989e12,
+    'L4': 121e12,
+    'A10': 125e12,
+    'RTX 4090': 165e12,
+    'RTX 3090': 71e12,
+}
+
+
+def peak_flops_for(device_name):
+    """Look up the table by a device name such as torch.cuda.get_device_name(); None if unknown."""
+    for key, value in PEAK_FLOPS.items():
+        if key.lower() in device_name.lower():
+            return value
+    return None
 
 
 def read_text_arg(value, key):
@@ -318,7 +339,7 @@ def estimate_mlm(model, batches, runtime):
         with runtime.autocast():
             x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
             logits = model.mlm_head(x[selected])  # (N, V), only where there is a target
-            nsp_logits = model.next_sentence(x) if 'nsp_labels' in batch else None
+            nsp_logits = model.nsp_head(model.pooler(x)) if 'nsp_labels' in batch else None
         loss_sum += F.cross_entropy(logits.float(), targets, reduction='sum').item()
         correct += (logits.argmax(-1) == targets).sum().item()
         n_masked += len(targets)
@@ -499,26 +520,6 @@ def clean_state_dict(state_dict):
     return cleaned
 
 
-def is_hf_name(init_from):
-    """Whether init_from names an HF checkpoint: 'gpt2', 'gpt2-medium', ..., 'hf:org/name' (HF cache or download),
-    or a local directory with config.json and model.safetensors or pytorch_model.bin."""
-    return init_from.startswith(('gpt2', 'hf:')) or (os.path.isfile(os.path.join(init_from, 'config.json')) and any(
-        os.path.isfile(os.path.join(init_from, w)) for w in ('model.safetensors', 'pytorch_model.bin')))
-
-
-def load_hf_model(init_from, dropout=0.0):
-    """(model, local directory, model_type) of an HF GPT-2 or BERT checkpoint named as is_hf_name accepts."""
-    try:
-        directory = resolve_pretrained(init_from.removeprefix('hf:'))
-        with open(os.path.join(directory, 'config.json')) as f:
-            model_type = json.load(f).get('model_type', 'gpt2')
-        if model_type == 'bert':
-            return Transformer.from_pretrained_bert(directory, dropout=dropout), directory, model_type
-        return Transformer.from_pretrained(directory, dropout=dropout), directory, model_type  # refuses other types
-    except (OSError, ValueError) as e:  # not found, not readable, not a model.py can represent
-        raise UserError(str(e)) from None
-
-
 def with_heads(model, **heads):
     """The model with the heads (and token types) the run needs switched on, fresh weights for the new ones: e.g. an
     MLM head on a BertModel checkpoint. Heads the model has already are kept with their weights."""
@@ -542,10 +543,16 @@ def model_from_checkpoint(checkpoint, dropout=None):
 
 def load_pretrained(init_from, device='cpu', dropout=None, trust=False):
     """(model, meta) to fine-tune or sample from: a train.py / finetune.py checkpoint (a .pt file or a run directory)
-    or an HF GPT-2 / BERT checkpoint (is_hf_name). meta names the tokenizer and holds what it needs (the WordPiece
-    vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
-    if is_hf_name(init_from):
-        model, directory, model_type = load_hf_model(init_from, dropout=dropout or 0.0)
+    or an HF GPT-2 / BERT checkpoint (hf.is_hf_name; trust: read a pytorch_model.bin). meta names the tokenizer and
+    holds what it needs (the WordPiece vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
+    if hf.is_hf_name(init_from):
+        try:
+            model, directory, model_type = hf.load_model(init_from, dropout=dropout or 0.0, allow_pickle=trust)
+        except (OSError, ValueError) as e:  # not found, not readable, not a model model.py can represent
+            raise UserError(str(e)) from None
+        if model_type not in ('gpt2', 'bert'):
+            raise UserError(f"{init_from} is a {model_type} checkpoint: its weights load (hf.load_model), but scratchlm "
+                            f"has no tokenizer for it yet (GPT-2 BPE, chars and WordPiece only)")
         if model_type == 'bert':
             meta = wordpiece_meta(directory)  # refuses a vocab.txt that does not fit the embeddings
             meta.update(tokenizer='wordpiece', vocab_size=len(meta['vocab']), eot_id=meta['special_ids']['sep'])

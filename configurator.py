@@ -49,6 +49,9 @@ CHOICES = {
     'lr_schedule': ('cosine', 'linear', 'constant', 'exponential'),
     'objective': ('clm', 'mlm'),
     'optimizer': ('adamw', 'muon'),
+    'pos_embedding': ('learned', 'rope'),
+    'norm': ('layer', 'rms'),
+    'mlp': ('gelu', 'swiglu', 'relu2'),
 }
 
 

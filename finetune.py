@@ -32,6 +32,7 @@ import common
 import plot
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
+import optim
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
@@ -153,12 +154,14 @@ def finetune(config, runtime, metric_name):
     # model: the task head on the pretrained trunk, optional freezing / LoRA
     if TASKS[task].head:
         model = common.for_task(model, TASKS[task].head, len(names), pooling)
+    label_weights = None  # per-class loss weights (class imbalance), a forward argument of every training batch
     if class_weights and task == 'classification':
         counts = np.bincount([ex['label'] for ex in encoded['train']], minlength=len(names))
-        model.label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
+        label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
     trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
     model.to(runtime.device)
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type)
+    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,
+                                           betas=(beta1, beta2), device_type=runtime.device_type)
     scaler = common.grad_scaler(runtime)
     raw_model = model
     if compile:
@@ -201,7 +204,7 @@ def finetune(config, runtime, metric_name):
             examples = [encoded['train'][j] for j in order[i]]
             if augment and task == 'classification':
                 examples = augmented(examples, augment, np.random.default_rng([seed, epoch, i]), special['n_random'])
-            batch = collate(task, examples, pad_id, runtime.device)
+            batch = {**collate(task, examples, pad_id, runtime.device), 'label_weights': label_weights}
             loss = common.train_step(model, optimizer, scaler, [batch], runtime, grad_clip)
             tokens_seen += sum(len(ex['ids']) for ex in examples) * runtime.world_size
             step += 1

@@ -3,26 +3,25 @@ One Transformer for GPT-style (causal) and encoder-style (bidirectional) languag
 
     from model import ModelConfig, Transformer
     model = Transformer(ModelConfig(n_layer=4, n_head=4, n_embd=256, block_size=128))
-    logits, loss = model(idx, targets)                      # (B, T, vocab), scalar
+    logits, loss = model(idx, targets)                      # (B, T, vocab) or None when fused, scalar
     out = model.generate(idx, max_new_tokens=50, top_k=40)  # KV-cached sampling
-    gpt2 = Transformer.from_pretrained('gpt2')              # HF weights, no transformers needed
-    bert = Transformer.from_pretrained_bert('path/to/bert')  # HF BertModel / BertForMaskedLM / BertForPreTraining
+    logits = model.lm_head(model.hidden_states(idx))        # (B, T, vocab) at every position
+    llama = ModelConfig(pos_embedding='rope', norm='rms', mlp='swiglu', bias=False, tie_embeddings=False)
 
-Imports only torch and the standard library. Parameter names follow GPT-2
-(wte, wpe, h, ln_f, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), so HF
-checkpoints map by name; the few exceptions are listed in `from_pretrained`
-(GPT-2) and in BERT_NAMES (BERT). BERT is the same trunk with a few config
-flags: post-LayerNorm blocks, a LayerNorm on the embeddings, token-type
-embeddings, exact GELU, and its heads (masked LM, pooler, next sentence).
+Imports only torch and the standard library; finding and reading checkpoint files is hf.py's job. Parameter
+names follow GPT-2 (wte, wpe, h, ln_f, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), so HF weights map by
+name through the short tables in HF_NAMES: `Transformer.from_hf(config_dict, state_dict)`, and back by `to_hf`.
+Every difference between GPT-2, BERT, Llama and Qwen3 is one ModelConfig field with GPT-2's behaviour as its
+default, read in one place: search for its name to see its effect. BERT is post-LayerNorm blocks, a LayerNorm on
+the embeddings, token-type embeddings, exact GELU and its heads (masked LM, pooler, next sentence); Llama is
+rotary positions, RMSNorm, a SwiGLU MLP, no biases and an untied LM head; Qwen3 adds QK-norm. The heads are
+small modules, each giving logits and its loss; forward picks the model's head in one place.
 """
 
 import contextlib
 import functools
-import inspect
-import json
 import math
-import os
-import struct
+import re
 from dataclasses import dataclass, asdict, fields
 
 import torch
@@ -40,13 +39,23 @@ class ModelConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit faster
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit faster (and Llama's choice)
     causal: bool = True  # False: bidirectional attention (encoder / masked LM)
-    activation: str = 'gelu_tanh'  # GPT-2's "gelu_new"; 'gelu' is the exact erf form (BERT)
-    layer_norm_eps: float = 1e-5
-    norm_position: str = 'pre'  # 'pre': LayerNorm before attention and MLP (GPT-2); 'post': after each residual add (BERT)
+    activation: str = 'gelu_tanh'  # mlp='gelu' and the MLM head: GPT-2's "gelu_new"; 'gelu' is the exact erf form (BERT)
+    layer_norm_eps: float = 1e-5  # epsilon of every norm, LayerNorm or RMSNorm
+    norm_position: str = 'pre'  # 'pre': norm before attention and MLP (GPT-2); 'post': after each residual add (BERT)
     embedding_norm: bool = False  # LayerNorm on the summed embeddings (BERT)
     type_vocab_size: int = 0  # token-type (segment) embeddings, 2 in BERT; 0: none
+    pos_embedding: str = 'learned'  # 'learned': a wpe table (GPT-2, BERT); 'rope': rotary, no wpe (Su et al. 2021)
+    rope_theta: float = 10000.0  # rope: base of the rotary frequencies
+    norm: str = 'layer'  # 'layer': LayerNorm; 'rms': RMSNorm (Zhang & Sennrich 2019), as Llama
+    mlp: str = 'gelu'  # 'gelu' (GPT-2, BERT), 'swiglu' (gated, Shazeer 2020; Llama), 'relu2' (ReLU squared, So et al. 2021)
+    mlp_hidden: int = None  # MLP width; None: 4 * n_embd, or for swiglu 8/3 * n_embd up to a multiple of 64 (same params)
+    n_kv_head: int = None  # key/value heads, fewer than n_head for grouped-query attention (Ainslie et al. 2023); None: n_head
+    head_dim: int = None  # width of a head; None: n_embd // n_head (Qwen3 uses wider heads)
+    qk_norm: bool = False  # RMSNorm over each head's q and k before attention (Dehghani et al. 2023), as Qwen3
+    tie_embeddings: bool = True  # the LM (and MLM) head's weight is wte (Press & Wolf 2017); False: a separate weight
+    fused_loss: bool = True  # LM / MLM loss by linear_cross_entropy, no (B, T, V) logits; False: the plain path
     mlm_head: bool = False  # masked-LM head (BERT): forward computes it only at positions that have a target
     pooler: bool = False  # dense + tanh on the first position (BERT's pooler)
     nsp_head: bool = False  # next-sentence prediction: 2-way Linear on the pooled first position (needs pooler)
@@ -55,17 +64,25 @@ class ModelConfig:
     pooling: str = 'auto'  # 'sequence' head: 'auto' (last real token if causal, else first) or 'mean' of real tokens
 
     def __post_init__(self):
-        if self.norm_position not in ('pre', 'post'):
-            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
-        if self.activation not in ('gelu', 'gelu_tanh'):
-            raise ValueError(f"activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
         if self.nsp_head and not self.pooler:
             raise ValueError("nsp_head=True needs pooler=True: the next-sentence head reads the pooled first position")
-        if self.pooling not in ('auto', 'mean'):
-            raise ValueError(f"pooling must be 'auto' or 'mean', got {self.pooling!r}")
-        if self.task_head not in ('', 'sequence', 'token') or bool(self.task_head) != (self.num_labels >= 2):
+        if bool(self.task_head) != (self.num_labels >= 2):
             raise ValueError(f"task_head must be 'sequence' or 'token' with num_labels >= 2, or '' with 0; got "
                              f"{self.task_head!r} with {self.num_labels}")
+        if self.n_head % self.kv_heads or (self.head_dim is None and self.n_embd % self.n_head):
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.kv_heads}, and n_embd="
+                             f"{self.n_embd} of n_head unless head_dim is given")
+
+    @property
+    def head_size(self):
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self):
+        return self.n_kv_head or self.n_head
 
     @classmethod
     def from_dict(cls, d):
@@ -77,30 +94,63 @@ class ModelConfig:
         return cls(**d)
 
 
+CHOICES = {'norm_position': ('pre', 'post'), 'activation': ('gelu', 'gelu_tanh'), 'pooling': ('auto', 'mean'),
+           'task_head': ('', 'sequence', 'token'), 'pos_embedding': ('learned', 'rope'), 'norm': ('layer', 'rms'),
+           'mlp': ('gelu', 'swiglu', 'relu2')}
+
+
+def make_norm(config, dim):
+    """The one place that reads config.norm: LayerNorm (GPT-2, BERT) or RMSNorm (Llama; no mean, no bias)."""
+    if config.norm == 'rms':
+        return nn.RMSNorm(dim, eps=config.layer_norm_eps)
+    return nn.LayerNorm(dim, eps=config.layer_norm_eps, bias=config.bias)
+
+
+def rotary(config, past, T, device):
+    """(cos, sin) (T, hs) of rotary embeddings for positions past .. past + T - 1, in float32 (Su et al. 2021).
+    Frequencies as HF's Llama computes them, and laid out as its rotate_half wants: the same T x hs/2 angles
+    twice, so q's first half pairs with its second half and HF weights need no permutation."""
+    hs = config.head_size
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2, dtype=torch.float, device=device) / hs))  # (hs/2,)
+    angles = torch.arange(past, past + T, dtype=torch.float, device=device)[:, None] * inv_freq  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate x (B, nh, T, hs) by the position angles: each pair (x[i], x[i + hs/2]) turns as a 2-D vector."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
 class SelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, 'n_embd must be divisible by n_head'
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_kv_head, self.hs = config.n_head, config.kv_heads, config.head_size
+        # q, k, v in one matmul: rows [0, nh hs) are q, then n_kv_head * hs each for k and v
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.hs, bias=config.bias)
+        self.c_proj = nn.Linear(self.n_head * self.hs, config.n_embd, bias=config.bias)
+        self.q_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.n_head = config.n_head
-        self.dropout = config.dropout
-        self.causal = config.causal
-        self.keep_weights = False  # set by Transformer.attention_maps: explicit path, weights kept in self.weights
-        self.weights = None
+        self.dropout, self.causal = config.dropout, config.causal
+        self.keep_weights, self.weights = False, None  # set by Transformer.attention_maps: explicit path, weights kept
 
-    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0, rope=None):
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = self.c_attn(x).split([self.n_head * self.hs, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
+        q = self.q_norm(q.view(B, T, self.n_head, self.hs)).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_norm(k.view(B, T, self.n_kv_head, self.hs)).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:  # keys are cached rotated to their own position, so a cached step needs no redo
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
-            k, v = kv_cache.update(layer, k, v)  # (B, nh, past + T, hs)
+            k, v = kv_cache.update(layer, k, v)  # (B, nkv, past + T, hs)
+        if self.n_kv_head != self.n_head:  # grouped-query attention: each k, v head serves nh / nkv query heads
+            k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))  # (B, nh, past + T, hs)
         is_causal = self.causal and attn_mask is None and past == 0
         mask = None
         if self.keep_weights or (not is_causal and (attn_mask is not None or (self.causal and T > 1))):
@@ -112,7 +162,7 @@ class SelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                                dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.hs)  # (B, T, nh hs): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -131,58 +181,107 @@ def attention_mask(T_q, T_k, past, causal, key_padding, device):
     return mask
 
 
+def relu2(x):
+    """relu(x)^2, Primer's activation (So et al. 2021), as modded-nanogpt uses it."""
+    return F.relu(x).square()
+
+
 class MLP(nn.Module):
+    """c_proj(act(c_fc(x))), or with mlp='swiglu' c_proj(silu(c_gate(x)) * c_fc(x)): Llama's down(silu(gate) * up)."""
 
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate='tanh' if config.activation == 'gelu_tanh' else 'none')
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        C = config.n_embd
+        hidden = config.mlp_hidden or (64 * math.ceil(8 * C / 3 / 64) if config.mlp == 'swiglu' else 4 * C)
+        self.c_fc = nn.Linear(C, hidden, bias=config.bias)
+        if config.mlp == 'swiglu':
+            self.c_gate = nn.Linear(C, hidden, bias=config.bias)
+        self.act = {'gelu': functools.partial(F.gelu, approximate='tanh' if config.activation == 'gelu_tanh' else 'none'),
+                    'swiglu': F.silu, 'relu2': relu2}[config.mlp]
+        self.c_proj = nn.Linear(hidden, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.act(self.c_gate(x)) * self.c_fc(x) if hasattr(self, 'c_gate') else self.act(self.c_fc(x))
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
-    """Residual block: pre-LayerNorm (GPT-2) or post-LayerNorm (BERT, Vaswani et al. 2017)."""
+    """Residual block: pre-norm (GPT-2, Llama) or post-norm (BERT, Vaswani et al. 2017)."""
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_1 = make_norm(config, config.n_embd)
         self.attn = SelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
         self.post_norm = config.norm_position == 'post'
 
-    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0, rope=None):
         if self.post_norm:
-            x = self.ln_1(x + self.attn(x, attn_mask, kv_cache, layer))
+            x = self.ln_1(x + self.attn(x, attn_mask, kv_cache, layer, rope))
             return self.ln_2(x + self.mlp(x))
-        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer)
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer, rope)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# heads: each maps hidden states x (B, T, C) to logits, and its logits_and_loss(x, targets, ...) gives (logits, loss)
+
+def vocab_loss(x, linear, targets, fused):
+    """(logits or None, mean cross-entropy) of linear(x) for x (N, C) and targets (N,), IGNORE_INDEX skipped.
+    fused: linear_cross_entropy, no (N, V) logits; a bias rides along as one more column, [x, 1] @ [W, b].T."""
+    if fused:
+        if linear.bias is None:
+            return None, linear_cross_entropy(x, linear.weight, targets)
+        return None, linear_cross_entropy(torch.cat([x, x.new_ones(x.size(0), 1)], dim=1),
+                                          torch.cat([linear.weight, linear.bias[:, None]], dim=1), targets)
+    logits = linear(x)  # (N, V)
+    if logits.size(0) == 0:  # nothing to predict in this batch: zero loss, still connected to the graph
+        return logits, logits.sum()
+    return logits, F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+class LMHead(nn.Linear):
+    """Next-token logits (B, T, V); its weight is wte unless tie_embeddings=False."""
+
+    def __init__(self, config):
+        super().__init__(config.n_embd, config.vocab_size, bias=False)
+
+    def logits_and_loss(self, x, targets=None, fused=True):
+        """Without targets: logits (B, 1, V) of the last position, all that sampling needs. With targets (B, T):
+        the mean loss, and logits (B, T, V) or None when fused."""
+        if targets is None:
+            return self(x[:, [-1], :]), None
+        logits, loss = vocab_loss(x.reshape(-1, x.size(-1)), self, targets.reshape(-1), fused)
+        return (None if logits is None else logits.view(*x.shape[:2], -1)), loss
+
+
 class MaskedLMHead(nn.Module):
-    """BERT's masked-LM head: dense + activation + LayerNorm, then a decoder tied to wte plus an output bias."""
+    """BERT's masked-LM head: dense + activation + LayerNorm, then a decoder (weight wte, unless untied) + bias."""
 
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate='tanh' if config.activation == 'gelu_tanh' else 'none')
-        self.ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=True)  # weight tied to wte by Transformer
-
-    def transform(self, x):
-        return self.ln(self.gelu(self.dense(x)))
+        self.ln = make_norm(config, config.n_embd)
+        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=True)
 
     def forward(self, x):
-        return self.decoder(self.transform(x))
+        return self.decoder(self.ln(self.gelu(self.dense(x))))
+
+    def logits_and_loss(self, x, targets=None, fused=True):
+        """With targets (B, T) the head runs only at the N positions whose target is not IGNORE_INDEX: their mean
+        loss, and logits (N, V) in row-major order, or None when fused. Without: logits (B, T, V), loss None."""
+        if targets is None:
+            return self(x), None
+        selected = targets != IGNORE_INDEX
+        return vocab_loss(self.ln(self.gelu(self.dense(x[selected]))), self.decoder, targets[selected], fused)
 
 
 class Pooler(nn.Module):
-    """BERT's pooler: dense + tanh on the first position ([CLS]); what the next-sentence head reads."""
+    """BERT's pooler: dense + tanh on the first position ([CLS]); what the next-sentence head (a Linear) reads."""
 
     def __init__(self, config):
         super().__init__()
@@ -192,12 +291,45 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(x[:, 0]))  # (B, C)
 
 
+class ClassifierHead(nn.Linear):
+    """The task head, under HF's name for it ('classifier'): num_labels logits, their cross-entropy weighted by
+    label_weights (num_labels,) against class imbalance. task_head='token': one label a token (NER), logits
+    (B, T, num_labels). 'sequence': one label a text, logits (B, num_labels) from one vector a text: the last real
+    token for causal models (the only one that has read it all; padding on the right, attn_mask (B, T) 1 for real
+    tokens), the first ([CLS]) for bidirectional ones, through BERT's pooler when the model has one; or, with
+    pooling='mean', the mean of the real tokens."""
+
+    def __init__(self, config):
+        super().__init__(config.n_embd, config.num_labels)
+        self.drop = nn.Dropout(config.dropout)
+        self.pooling = ('token' if config.task_head == 'token' else 'mean' if config.pooling == 'mean'
+                        else 'last' if config.causal else 'first')
+
+    def forward(self, x, attn_mask=None, pooler=None):
+        if self.pooling == 'mean':
+            real = attn_mask[..., None].to(x.dtype) if attn_mask is not None else torch.ones_like(x[..., :1])  # (B, T, 1)
+            x = (x * real).sum(1) / real.sum(1)  # (B, C)
+        elif self.pooling == 'last':
+            last = attn_mask.sum(1) - 1 if attn_mask is not None else torch.full_like(x[:, 0, 0], x.size(1) - 1, dtype=torch.long)
+            x = x[torch.arange(x.size(0), device=x.device), last.long()]  # (B, C)
+        elif self.pooling == 'first':
+            x = pooler(x) if pooler is not None else x[:, 0]  # (B, C)
+        return super().forward(self.drop(x))
+
+    def logits_and_loss(self, x, targets=None, label_weights=None, attn_mask=None, pooler=None):
+        logits = self(x, attn_mask, pooler)
+        if targets is None:
+            return logits, None
+        weight = None if label_weights is None else label_weights.to(logits.device)
+        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                       weight=weight, ignore_index=IGNORE_INDEX)
+
+
 class KVCache:
     """Keys and values of every layer for positions [0, pos), preallocated to block_size."""
 
     def __init__(self, config, batch_size, device, dtype):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
+        shape = (config.n_layer, batch_size, config.kv_heads, config.block_size, config.head_size)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # positions already cached; advanced once per forward, after the last layer
@@ -225,7 +357,9 @@ def packed_linears(model, enabled=True):
     product: the 50304 x 256 LM head takes 2.5 ms that way and 0.5 ms prepacked. Bit-identical to F.linear
     (tested); CPU bfloat16 weights only, a no-op otherwise. Packing all weights costs what a few decode steps
     save, so generate packs only for outputs of 16 tokens or more."""
-    linears = [m for m in model.modules() if type(m) is nn.Linear]  # LoRALinear's base is one; its update runs as is
+    # every Linear that computes plain F.linear (the LM head too; not the task heads, which pool first); LoRALinear's
+    # base is one, its update runs as is
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward]
     if not (enabled and linears and all(m.weight.device.type == 'cpu' and m.weight.dtype == torch.bfloat16
                                         for m in linears) and can_pack_linears()):
         yield
@@ -248,51 +382,45 @@ class Transformer(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        modules = dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-        )
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.pos_embedding == 'learned':  # else rotary angles in every attention layer, no table
+            modules['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(drop=nn.Dropout(config.dropout), h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]))
         if config.type_vocab_size:
             modules['wtype'] = nn.Embedding(config.type_vocab_size, config.n_embd)  # token types (segments A/B)
         if config.embedding_norm:
-            modules['ln_emb'] = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        if config.norm_position == 'pre':  # post-LN blocks end normalised already
-            modules['ln_f'] = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            modules['ln_emb'] = make_norm(config, config.n_embd)
+        if config.norm_position == 'pre':  # post-norm blocks end normalised already
+            modules['ln_f'] = make_norm(config, config.n_embd)
         self.transformer = nn.ModuleDict(modules)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017)
+        self.lm_head = LMHead(config)
         if config.mlm_head:
             self.mlm_head = MaskedLMHead(config)
-            self.mlm_head.decoder.weight = self.transformer.wte.weight
+        if config.tie_embeddings:  # weight tying (Press & Wolf 2017)
+            for head in [self.lm_head] + ([self.mlm_head.decoder] if config.mlm_head else []):
+                head.weight = self.transformer.wte.weight
         if config.pooler:
             self.pooler = Pooler(config)
         if config.nsp_head:
-            self.nsp_head = nn.Linear(config.n_embd, 2)
+            self.nsp_head = nn.Linear(config.n_embd, 2)  # next sentence from the pooled [CLS]: 0 = B follows A, 1 = random
         if config.task_head:
-            self.classifier = nn.Linear(config.n_embd, config.num_labels)  # HF's name for BERT's task heads
-        self.label_weights = None  # task head: per-class loss weights (class imbalance), a (num_labels,) tensor
-        self.fused_loss = True  # LM loss by linear_cross_entropy: no (B, T, V) logits; False for the plain path
+            self.classifier = ClassifierHead(config)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):  # GPT-2 paper sec. 2.3: scale residual projections by 1/sqrt(N)
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding=True):
         """Parameter count; position embeddings are left out by default, token embeddings are shared with the head."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and 'wpe' in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -317,7 +445,10 @@ class Transformer(nn.Module):
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens is longer than block_size {self.config.block_size}")
-        x = self.transformer.wte(idx) + self.transformer.wpe.weight[past:past + T]  # positions past .. past + T - 1
+        x = self.transformer.wte(idx)
+        if 'wpe' in self.transformer:
+            x = x + self.transformer.wpe.weight[past:past + T]  # positions past .. past + T - 1
+        rope = None if 'wpe' in self.transformer else rotary(self.config, past, T, idx.device)  # offset by the cache
         if 'wtype' in self.transformer:
             x = x + self.transformer.wtype(token_type_ids if token_type_ids is not None else torch.zeros_like(idx))
         elif token_type_ids is not None:
@@ -326,103 +457,42 @@ class Transformer(nn.Module):
             x = self.transformer.ln_emb(x)
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, attn_mask, kv_cache, layer)
+            x = block(x, attn_mask, kv_cache, layer, rope)
         if kv_cache is not None:
             kv_cache.pos += T
         return self.transformer.ln_f(x) if 'ln_f' in self.transformer else x
 
-    def masked_lm(self, x, targets=None):
-        """Masked-LM (logits, loss) from hidden states x (B, T, C). With targets (B, T) the head runs only at the N
-        positions whose target is not IGNORE_INDEX: their mean loss, and logits (N, V) in row-major order, or None
-        when fused_loss is on. Without targets: logits (B, T, V) everywhere and loss None."""
-        if targets is None:
-            return self.mlm_head(x), None
-        selected = targets != IGNORE_INDEX
-        h = self.mlm_head.transform(x[selected])  # (N, C)
-        if self.fused_loss:  # the output bias rides along as one more column: [h, 1] @ [W, b].T = h @ W.T + b
-            decoder = self.mlm_head.decoder
-            return None, linear_cross_entropy(torch.cat([h, h.new_ones(h.size(0), 1)], dim=1),
-                                              torch.cat([decoder.weight, decoder.bias[:, None]], dim=1), targets[selected])
-        logits = self.mlm_head.decoder(h)  # (N, V)
-        if logits.size(0) == 0:  # nothing masked in this batch: zero loss, still connected to the graph
-            return logits, logits.sum()
-        return logits, F.cross_entropy(logits.float(), targets[selected])
-
-    def next_sentence(self, x):
-        """Next-sentence logits (B, 2) from hidden states x (B, T, C): index 0 = B follows A, 1 = B is random."""
-        return self.nsp_head(self.pooler(x))
-
-    def classify(self, x, attn_mask=None):
-        """Task-head logits from hidden states x (B, T, C). 'token': (B, T, num_labels). 'sequence': (B, num_labels)
-        from one position a text: the last real token for causal models (the only one that has read it all; padding
-        on the right, attn_mask (B, T) 1 for real tokens), the first ([CLS]) for bidirectional ones, through BERT's
-        pooler when the model has one; or, with pooling='mean', the mean over the real tokens."""
-        if self.config.task_head == 'token':
-            return self.classifier(self.transformer.drop(x))
-        if self.config.pooling == 'mean':
-            real = attn_mask[..., None].to(x.dtype) if attn_mask is not None else torch.ones_like(x[..., :1])  # (B, T, 1)
-            pooled = (x * real).sum(1) / real.sum(1)
-        elif self.config.causal:
-            last = attn_mask.sum(1) - 1 if attn_mask is not None else torch.full_like(x[:, 0, 0], x.size(1) - 1, dtype=torch.long)
-            pooled = x[torch.arange(x.size(0), device=x.device), last.long()]  # (B, C)
-        else:
-            pooled = self.pooler(x) if self.config.pooler else x[:, 0]
-        return self.classifier(self.transformer.drop(pooled))
-
-    def forward(self, idx, targets=None, attn_mask=None, all_logits=False, token_type_ids=None, nsp_labels=None):
-        """Returns (logits, loss).
-        With targets: the mean loss over targets != IGNORE_INDEX. When fused_loss is on (the default) the (B, T, V)
-        logits are never materialised and None is returned for them; otherwise they are.
-        Without targets: logits (B, 1, V) of the last position, all that sampling needs, or (B, T, V) if all_logits.
-        Models with mlm_head return the masked-LM head's logits and loss instead (see masked_lm), plus the
-        next-sentence loss when nsp_labels (B,) are given. Models with task_head return its logits (see classify) and,
-        with targets (B,) or (B, T), the cross-entropy weighted by label_weights."""
+    def forward(self, idx, targets=None, attn_mask=None, token_type_ids=None, nsp_labels=None, label_weights=None):
+        """(logits, loss) of the model's head, the one place that picks it: the task head if there is one (with
+        targets (B,) or (B, T), cross-entropy weighted by label_weights), else the masked-LM head (plus the
+        next-sentence loss when nsp_labels (B,) are given), else the LM head. See each head's logits_and_loss;
+        with fused_loss the LM and MLM heads return no logits when there are targets."""
         x = self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids)
         if self.config.task_head:
-            logits = self.classify(x, attn_mask)
-            if targets is None:
-                return logits, None
-            weight = None if self.label_weights is None else self.label_weights.to(x.device)
-            return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                           weight=weight, ignore_index=IGNORE_INDEX)
-        if self.config.mlm_head:
-            logits, loss = self.masked_lm(x, targets)
-            if nsp_labels is not None:
-                nsp_loss = F.cross_entropy(self.next_sentence(x).float(), nsp_labels)
-                loss = nsp_loss if loss is None else loss + nsp_loss
-            return logits, loss
-        if targets is None:
-            return self.lm_head(x if all_logits else x[:, [-1], :]), None
-        if self.fused_loss:
-            return None, linear_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
-        logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+            return self.classifier.logits_and_loss(x, targets, label_weights, attn_mask, getattr(self, 'pooler', None))
+        if not self.config.mlm_head:
+            return self.lm_head.logits_and_loss(x, targets, self.config.fused_loss)
+        logits, loss = self.mlm_head.logits_and_loss(x, targets, self.config.fused_loss)
+        if nsp_labels is not None:
+            nsp_loss = F.cross_entropy(self.nsp_head(self.pooler(x)).float(), nsp_labels)  # (B, 2) logits
+            loss = nsp_loss if loss is None else loss + nsp_loss
         return logits, loss
 
     def crop_block_size(self, block_size):
         """Shrink the context (e.g. to fine-tune GPT-2 with a shorter block)."""
         assert block_size <= self.config.block_size
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
-        """AdamW with decay on matrices and embeddings only; fused kernel wherever this torch has one."""
-        params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once here
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-        if fused is None:
-            fused = fused_adamw_available(device_type)
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+        if 'wpe' in self.transformer:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def flops_per_token(self, T=None):
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
         cfg = self.config
         T = T or cfg.block_size
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * T
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T=None):
-        """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (see PEAK_FLOPS or bench.py)."""
+        """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (common.PEAK_FLOPS or bench.py)."""
         return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
@@ -439,15 +509,13 @@ class Transformer(nn.Module):
         cache = None
         with packed_linears(self, enabled=max_new_tokens >= 16):
             for _ in range(max_new_tokens):
-                if not use_cache or T > block_size:
-                    cache = None
-                    logits, _ = self(tokens[:, max(0, T - block_size):T])
-                elif cache is None:
-                    # fill the cache with the whole context; its last position gives the next token
-                    cache = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype)
-                    logits = self.lm_head(self.hidden_states(tokens[:, :T], kv_cache=cache)[:, [-1], :])
-                else:
-                    logits = self.lm_head(self.hidden_states(tokens[:, T - 1:T], kv_cache=cache))
+                if not use_cache or T > block_size:  # the last block_size tokens, from scratch
+                    cache, context = None, tokens[:, max(0, T - block_size):T]
+                elif cache is None:  # fill the cache with the whole context; its last position gives the next token
+                    cache, context = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype), tokens[:, :T]
+                else:  # one new position over the cached ones
+                    context = tokens[:, T - 1:T]
+                logits = self.lm_head(self.hidden_states(context, kv_cache=cache)[:, [-1], :])
                 idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
                 tokens[:, T:T + 1] = idx_next
                 T += 1
@@ -455,135 +523,174 @@ class Transformer(nn.Module):
                     break
         return tokens[:, :T]
 
-    @classmethod
-    def from_pretrained(cls, name_or_path, dropout=0.0):
-        """GPT-2 weights from HF: a local directory with config.json and model.safetensors or pytorch_model.bin,
-        or a model name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the HF cache or downloaded."""
-        directory = resolve_pretrained(name_or_path)
-        with open(os.path.join(directory, 'config.json')) as f:
-            hf = json.load(f)
-        if hf.get('model_type', 'gpt2') != 'gpt2':
-            hint = ': use Transformer.from_pretrained_bert' if hf.get('model_type') == 'bert' else ''
-            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained reads GPT-2 checkpoints{hint}")
-        act = hf.get('activation_function', 'gelu_new')
-        config = ModelConfig(block_size=hf['n_positions'], vocab_size=hf['vocab_size'], n_layer=hf['n_layer'],
-                             n_head=hf['n_head'], n_embd=hf['n_embd'], dropout=dropout, bias=True, causal=True,
-                             activation='gelu_tanh' if act in ('gelu_new', 'gelu_pytorch_tanh') else 'gelu',
-                             layer_norm_eps=hf.get('layer_norm_epsilon', 1e-5))
-        model = cls(config)
-        sd = model.state_dict()
-        hf_sd = load_state_dict_file(directory)
-        # exceptions to name-for-name: a 'transformer.' prefix in GPT2LMHeadModel files (absent in GPT2Model ones),
-        # causal-mask buffers we do not keep, and Conv1D weights stored (in, out) where nn.Linear wants (out, in)
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-        loaded = set()
-        for key, value in hf_sd.items():
-            name = key if key.startswith('transformer.') or key == 'lm_head.weight' else 'transformer.' + key
-            if name.endswith(('.attn.bias', '.attn.masked_bias')) or name == 'lm_head.weight':
-                continue  # lm_head is tied to wte
-            if name not in sd:
-                raise ValueError(f"unexpected weight {key!r} in {directory}: not a GPT-2 checkpoint")
-            if name.endswith(transposed):
-                value = value.t()
-            if value.shape != sd[name].shape:
-                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(sd[name].shape)}")
-            with torch.no_grad():
-                sd[name].copy_(value)
-            loaded.add(name)
-        missing = [k for k in sd if k not in loaded and k != 'lm_head.weight']
-        if missing:
-            raise ValueError(f"{directory} lacks weights {missing[:3]}...: incomplete GPT-2 checkpoint")
-        return model
+    # ------------------------------------------------------------------------------------------------------------
+    # HF weights: a config.json dict and a state dict in, and back out (hf.py finds and reads the files)
 
     @classmethod
-    def from_pretrained_bert(cls, name_or_path, dropout=0.0):
-        """BERT weights from HF (BertModel, BertForMaskedLM or BertForPreTraining files): a local directory with
-        config.json and model.safetensors or pytorch_model.bin, or a hub name from the HF cache or downloaded.
-        The heads present in the file (masked LM, pooler, next sentence) are built; the rest are not."""
-        directory = resolve_pretrained(name_or_path)
-        with open(os.path.join(directory, 'config.json')) as f:
-            hf = json.load(f)
-        if hf.get('model_type') != 'bert':
-            raise ValueError(f"{name_or_path} is a {hf.get('model_type')!r} checkpoint; from_pretrained_bert reads BERT checkpoints")
-        if hf.get('position_embedding_type', 'absolute') != 'absolute':
-            raise ValueError(f"{name_or_path} uses {hf['position_embedding_type']!r} position embeddings; only 'absolute' is supported")
-        if hf['intermediate_size'] != 4 * hf['hidden_size']:
-            raise ValueError(f"{name_or_path} has an MLP of {hf['intermediate_size']} for width {hf['hidden_size']}; "
-                             f"model.py supports 4 x width only")
-        act = hf.get('hidden_act', 'gelu')
-        if act not in ('gelu', 'gelu_new', 'gelu_pytorch_tanh'):
-            raise ValueError(f"{name_or_path} uses activation {act!r}; model.py supports gelu and its tanh form")
-        hf_sd = {k.removeprefix('bert.'): v for k, v in load_state_dict_file(directory).items()}
-        config = ModelConfig(block_size=hf['max_position_embeddings'], vocab_size=hf['vocab_size'],
-                             n_layer=hf['num_hidden_layers'], n_head=hf['num_attention_heads'], n_embd=hf['hidden_size'],
-                             dropout=dropout, bias=True, causal=False, activation='gelu' if act == 'gelu' else 'gelu_tanh',
-                             layer_norm_eps=hf.get('layer_norm_eps', 1e-12), norm_position='post', embedding_norm=True,
-                             type_vocab_size=hf.get('type_vocab_size', 2),
-                             mlm_head=any(k.startswith('cls.predictions.') for k in hf_sd),
-                             pooler=any(k.startswith('pooler.') for k in hf_sd),
-                             nsp_head=any(k.startswith('cls.seq_relationship.') for k in hf_sd))
-        model = cls(config)
-        sd = model.state_dict()
-        C = config.n_embd
-        loaded = set()
-        for key, value in hf_sd.items():
-            if key in BERT_SKIP:
-                continue
-            name, part = bert_name(key)
-            if name not in sd:
-                raise ValueError(f"unexpected weight {key!r} in {directory}: not a BERT checkpoint model.py can read")
-            target = sd[name] if part is None else sd[name][part * C:(part + 1) * C]  # q, k, v thirds of c_attn
-            if value.shape != target.shape:
-                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            with torch.no_grad():
-                target.copy_(value)
-            loaded.add((name, part))
-        expected = {(name, part) for name in sd if name not in ('lm_head.weight', 'mlm_head.decoder.weight')
-                    for part in ((0, 1, 2) if '.attn.c_attn.' in name else (None,))}
-        missing = sorted(f'{name}' + ('' if part is None else f'[{part}]') for name, part in expected - loaded)
-        if missing:
-            raise ValueError(f"{directory} lacks weights for {missing[:3]}...: incomplete BERT checkpoint")
-        return model
+    def from_hf(cls, hf_config, state_dict, dropout=0.0):
+        """The model of an HF config.json dict and state dict, by its model_type: GPT2Model / GPT2LMHeadModel,
+        BertModel / BertForMaskedLM / BertForPreTraining (the heads present in the weights are built),
+        LlamaForCausalLM, Qwen3ForCausalLM. A one-line ValueError for a checkpoint model.py cannot represent."""
+        arch = hf_config.get('model_type', 'gpt2')
+        if arch not in HF_ARCHS:
+            raise ValueError(f"model_type {arch!r} is not one model.py reads ({', '.join(HF_ARCHS)})")
+        hf = {**hf_defaults(arch), **hf_config}
+        for key, values in HF_DEFAULTS[arch].items():
+            if isinstance(values, tuple) and hf[key] not in values:
+                raise ValueError(f"{arch} checkpoint with {key}={hf[key]!r}: model.py supports {', '.join(map(repr, values))}")
+        args = {**HF_ARCHS[arch], **{f: hf[k] for k, f in HF_CONFIG[arch].items() if k in hf}, 'dropout': dropout}
+        if arch == 'gpt2':  # GPT2Model files lack the 'transformer.' prefix
+            args['activation'] = 'gelu' if hf['activation_function'] == 'gelu' else 'gelu_tanh'
+            state_dict = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in state_dict.items()}
+        elif arch == 'bert':  # the 'bert.' prefix of the models with heads; gamma / beta: TF-converted LayerNorm names
+            args['activation'] = 'gelu' if hf['hidden_act'] == 'gelu' else 'gelu_tanh'
+            state_dict = {re.sub(r'\.gamma$', '.weight', re.sub(r'\.beta$', '.bias', k.removeprefix('bert.'))): v
+                          for k, v in state_dict.items()}
+            args.update({head: any(k.startswith(prefix) for k in state_dict) for head, prefix in (
+                ('mlm_head', 'cls.predictions.'), ('pooler', 'pooler.'), ('nsp_head', 'cls.seq_relationship.'))})
+        else:  # llama, qwen3
+            rope = hf.get('rope_parameters') or {**(hf.get('rope_scaling') or {}), 'rope_theta': hf.get('rope_theta', 1e4)}
+            if rope.get('rope_type', rope.get('type', 'default')) != 'default':
+                raise ValueError(f"{arch} checkpoint with scaled rotary embeddings ({rope}): model.py has plain rope only")
+            args['rope_theta'] = rope['rope_theta']
+            state_dict = {k if k.startswith(('model.', 'lm_head.')) else 'model.' + k: v for k, v in state_dict.items()}
+        return load_hf_weights(cls(ModelConfig(**args)), state_dict, arch)
+
+    def to_hf(self):
+        """(config.json dict, state dict) of the transformers model this one equals, weight for weight (the inverse
+        of from_hf): GPT2LMHeadModel; BertModel, BertForMaskedLM or BertForPreTraining, by the heads it has;
+        LlamaForCausalLM; Qwen3ForCausalLM. A ValueError for a configuration none of them expresses."""
+        c = self.config
+        differ = {arch: [k for k, v in fixed.items() if getattr(c, k) != v] for arch, fixed in HF_ARCHS.items()}
+        arch = min(differ, key=lambda a: len(differ[a]))  # the architecture whose fixed fields c has, or the closest
+        if differ[arch]:
+            raise ValueError(f"no transformers architecture has this configuration; the closest, {arch}, needs "
+                             + ', '.join(f"{k}={HF_ARCHS[arch][k]!r}" for k in differ[arch]))
+        resolved = dict(mlp_hidden=self.transformer.h[0].mlp.c_fc.out_features, n_kv_head=c.kv_heads, head_dim=c.head_size)
+        hf = {'model_type': arch, **hf_defaults(arch), **{k: resolved.get(f, getattr(c, f)) for k, f in HF_CONFIG[arch].items()}}
+        state = {k: view.clone(memory_format=torch.contiguous_format) for k, (_, _, view) in hf_views(self, arch)[0].items()}
+        if arch == 'gpt2':
+            hf.update(architectures=['GPT2LMHeadModel'], activation_function='gelu_new' if c.activation == 'gelu_tanh' else 'gelu')
+        elif arch == 'bert':
+            kind = 'BertForPreTraining' if c.nsp_head else 'BertForMaskedLM' if c.mlm_head else 'BertModel'
+            prefix = '' if kind == 'BertModel' else 'bert.'  # the trunk under 'bert.', the heads under 'cls.'
+            state = {k if k.startswith('cls.') else prefix + k: v for k, v in state.items()}
+            if not c.type_vocab_size:  # HF BERT always has token-type embeddings: one row of zeros adds nothing
+                state[prefix + 'embeddings.token_type_embeddings.weight'] = torch.zeros(1, c.n_embd)
+            hf.update(architectures=[kind], type_vocab_size=max(c.type_vocab_size, 1),
+                      hidden_act='gelu' if c.activation == 'gelu' else 'gelu_new')
+        else:
+            hf.update(architectures=['LlamaForCausalLM' if arch == 'llama' else 'Qwen3ForCausalLM'],
+                      rope_parameters={'rope_type': 'default', 'rope_theta': c.rope_theta})
+        return hf, state
 
 
-# HF BERT module names (after the 'bert.' prefix of BertForMaskedLM / BertForPreTraining) -> ours; {i} is the layer.
-# Everything else maps by the same rule as GPT-2's names; q, k and v are the thirds of our fused c_attn.
-BERT_NAMES = {
-    'embeddings.word_embeddings': 'transformer.wte',
-    'embeddings.position_embeddings': 'transformer.wpe',
-    'embeddings.token_type_embeddings': 'transformer.wtype',
-    'embeddings.LayerNorm': 'transformer.ln_emb',
-    'encoder.layer.{i}.attention.self.query': 'transformer.h.{i}.attn.c_attn',  # rows [0, C)
-    'encoder.layer.{i}.attention.self.key': 'transformer.h.{i}.attn.c_attn',  # rows [C, 2C)
-    'encoder.layer.{i}.attention.self.value': 'transformer.h.{i}.attn.c_attn',  # rows [2C, 3C)
-    'encoder.layer.{i}.attention.output.dense': 'transformer.h.{i}.attn.c_proj',
-    'encoder.layer.{i}.attention.output.LayerNorm': 'transformer.h.{i}.ln_1',  # post-LN: after attention
-    'encoder.layer.{i}.intermediate.dense': 'transformer.h.{i}.mlp.c_fc',
-    'encoder.layer.{i}.output.dense': 'transformer.h.{i}.mlp.c_proj',
-    'encoder.layer.{i}.output.LayerNorm': 'transformer.h.{i}.ln_2',
-    'pooler.dense': 'pooler.dense',
-    'cls.predictions.transform.dense': 'mlm_head.dense',
-    'cls.predictions.transform.LayerNorm': 'mlm_head.ln',
-    'cls.predictions': 'mlm_head.decoder',  # its 'bias' is the output bias
-    'cls.predictions.decoder': 'mlm_head.decoder',  # the same bias, tied, in some files
-    'cls.seq_relationship': 'nsp_head',
+# The fixed fields of each architecture transformers knows (to_hf refuses a config that differs from all of them)...
+HF_ARCHS = {
+    'gpt2': dict(pos_embedding='learned', norm='layer', mlp='gelu', norm_position='pre', embedding_norm=False,
+                 causal=True, bias=True, qk_norm=False, tie_embeddings=True, n_kv_head=None, head_dim=None,
+                 type_vocab_size=0, mlm_head=False, pooler=False, task_head=''),
+    'bert': dict(pos_embedding='learned', norm='layer', mlp='gelu', norm_position='post', embedding_norm=True,
+                 causal=False, bias=True, qk_norm=False, tie_embeddings=True, n_kv_head=None, head_dim=None, task_head=''),
+    'llama': dict(pos_embedding='rope', norm='rms', mlp='swiglu', norm_position='pre', embedding_norm=False,
+                  causal=True, bias=False, qk_norm=False, type_vocab_size=0, mlm_head=False, pooler=False, task_head=''),
 }
-BERT_QKV = {'query': 0, 'key': 1, 'value': 2}
-# a buffer, and the decoder weight that is wte itself (tied)
-BERT_SKIP = {'embeddings.position_ids', 'cls.predictions.decoder.weight'}
+HF_ARCHS['qwen3'] = {**HF_ARCHS['llama'], 'qk_norm': True}
+# ... their config.json keys -> our fields, read by from_hf and written by to_hf ...
+BERT_LLAMA_CONFIG = dict(max_position_embeddings='block_size', vocab_size='vocab_size', num_hidden_layers='n_layer',
+                      num_attention_heads='n_head', hidden_size='n_embd', intermediate_size='mlp_hidden')
+HF_CONFIG = {'gpt2': dict(n_positions='block_size', vocab_size='vocab_size', n_layer='n_layer', n_head='n_head',
+                          n_embd='n_embd', n_inner='mlp_hidden', layer_norm_epsilon='layer_norm_eps'),
+             'bert': dict(BERT_LLAMA_CONFIG, layer_norm_eps='layer_norm_eps', type_vocab_size='type_vocab_size'),
+             'llama': dict(BERT_LLAMA_CONFIG, num_key_value_heads='n_kv_head', head_dim='head_dim', rms_norm_eps='layer_norm_eps',
+                           rope_theta='rope_theta', tie_word_embeddings='tie_embeddings')}
+# ... transformers' defaults for keys a config.json may lack; a tuple: the values model.py can represent, default first ...
+HF_DEFAULTS = {'gpt2': dict(activation_function=('gelu_new', 'gelu_pytorch_tanh', 'gelu'), layer_norm_epsilon=1e-5,
+                            scale_attn_by_inverse_layer_idx=(False,)),
+               'bert': dict(hidden_act=('gelu', 'gelu_new', 'gelu_pytorch_tanh'), layer_norm_eps=1e-12, type_vocab_size=2,
+                            position_embedding_type=('absolute',)),
+               'llama': dict(hidden_act=('silu',), rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=(False,))}
+HF_CONFIG['qwen3'], HF_DEFAULTS['qwen3'] = HF_CONFIG['llama'], HF_DEFAULTS['llama']
+# ... and their weight names -> ours, module by module ('.weight' / '.bias' follow): hf=ours, or hf=ours:how, where
+# T = stored transposed (GPT-2's Conv1D); q, k, v = that part of our fused c_attn (rows [0, nh hs), then n_kv_head hs
+# each); skip = buffers we do not keep. First the modules of layer {i}, then the rest. BERT's names are without their
+# 'bert.' prefix (as from_hf reads them), Llama's and Qwen3's (one table) with their 'model.'.
+def name_table(hf_layer, layer_names, names):
+    pairs = [(hf_layer + hf, 'transformer.h.{i}.' + ours) for hf, ours in (w.split('=') for w in layer_names.split())]
+    pairs += [tuple(w.split('=')) for w in names.split()]
+    return [(hf, *(ours.split(':') + [''])[:2]) for hf, ours in pairs]  # [(HF module, our module, how)]
 
 
-def bert_name(key):
-    """(our parameter name, third of c_attn or None) for a HF BERT weight name."""
-    module, _, leaf = key.rpartition('.')
-    leaf = {'gamma': 'weight', 'beta': 'bias'}.get(leaf, leaf)  # LayerNorm names of TF-converted files
-    parts = module.split('.')
-    layer = parts[2] if module.startswith('encoder.layer.') else None
-    pattern = '.'.join(parts[:2] + ['{i}'] + parts[3:]) if layer is not None else module
-    if pattern not in BERT_NAMES:
-        return key, None
-    part = BERT_QKV.get(parts[-1]) if '.attention.self.' in module else None
-    return BERT_NAMES[pattern].replace('{i}', str(layer)) + '.' + leaf, part
+HF_NAMES = {
+    'gpt2': name_table('transformer.h.{i}.', """
+        ln_1=ln_1  attn.c_attn=attn.c_attn:T  attn.c_proj=attn.c_proj:T  attn=-:skip  ln_2=ln_2
+        mlp.c_fc=mlp.c_fc:T  mlp.c_proj=mlp.c_proj:T""", """
+        transformer.wte=transformer.wte  transformer.wpe=transformer.wpe  transformer.ln_f=transformer.ln_f  lm_head=lm_head"""),
+    'bert': name_table('encoder.layer.{i}.', """
+        attention.self.query=attn.c_attn:q  attention.self.key=attn.c_attn:k  attention.self.value=attn.c_attn:v
+        attention.output.dense=attn.c_proj  attention.output.LayerNorm=ln_1
+        intermediate.dense=mlp.c_fc  output.dense=mlp.c_proj  output.LayerNorm=ln_2""", """
+        embeddings.word_embeddings=transformer.wte  embeddings.position_embeddings=transformer.wpe
+        embeddings.token_type_embeddings=transformer.wtype  embeddings.LayerNorm=transformer.ln_emb  embeddings=-:skip
+        pooler.dense=pooler.dense  cls.predictions.transform.dense=mlm_head.dense  cls.predictions.transform.LayerNorm=mlm_head.ln
+        cls.predictions=mlm_head.decoder  cls.predictions.decoder=mlm_head.decoder  cls.seq_relationship=nsp_head"""),
+    'llama': name_table('model.layers.{i}.', """
+        input_layernorm=ln_1  self_attn.q_proj=attn.c_attn:q  self_attn.k_proj=attn.c_attn:k  self_attn.v_proj=attn.c_attn:v
+        self_attn.q_norm=attn.q_norm  self_attn.k_norm=attn.k_norm  self_attn.o_proj=attn.c_proj  self_attn.rotary_emb=-:skip
+        post_attention_layernorm=ln_2  mlp.gate_proj=mlp.c_gate  mlp.up_proj=mlp.c_fc  mlp.down_proj=mlp.c_proj""", """
+        model.embed_tokens=transformer.wte  model.norm=transformer.ln_f  lm_head=lm_head"""),
+}
+HF_NAMES['qwen3'] = HF_NAMES['llama']
+QKV = ('q', 'k', 'v')
+
+
+def qkv_rows(config, part):
+    q, kv = config.n_head * config.head_size, config.kv_heads * config.head_size
+    return {'q': slice(0, q), 'k': slice(q, q + kv), 'v': slice(q + kv, q + 2 * kv)}[part]
+
+
+def hf_defaults(arch):
+    return {k: v[0] if isinstance(v, tuple) else v for k, v in HF_DEFAULTS[arch].items()}
+
+
+def hf_views(model, arch):
+    """({HF key: (our key, how, our weight as HF lays it out: a view into it)}, [HF keys and modules we read past])
+    for every weight of model, by HF_NAMES[arch]. Read past: the head weights that are wte itself (tied), and the
+    modules marked skip."""
+    ours = model.state_dict()  # tensors that share their storage with the parameters
+    wte = ours['transformer.wte.weight'].data_ptr()
+    views, ignored = {}, []
+    for hf, our, how in HF_NAMES[arch]:
+        for i in range(model.config.n_layer) if '{i}' in hf else [0]:
+            for leaf in ('weight', 'bias'):
+                key, name = (f"{n.replace('{i}', str(i))}.{leaf}" for n in (hf, our))
+                if how == 'skip' or (name in ours and 'wte' not in name and ours[name].data_ptr() == wte):
+                    ignored.append(key.rpartition('.')[0] if how == 'skip' else key)
+                elif name in ours:
+                    t = ours[name]
+                    views[key] = name, how, t[qkv_rows(model.config, how)] if how in QKV else t.t() if how == 'T' else t
+    return views, ignored
+
+
+def load_hf_weights(model, state_dict, arch):
+    """model, with the HF weights of state_dict copied in by HF_NAMES[arch]; a one-line ValueError for a weight that
+    is unknown, misshapen or missing."""
+    views, ignored = hf_views(model, arch)
+    loaded = set()
+    for key, value in state_dict.items():
+        if key in views:
+            name, how, view = views[key]
+            if value.shape != view.shape:
+                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(view.shape)}")
+            with torch.no_grad():
+                view.copy_(value)
+            loaded.add((name, how))
+        elif key not in ignored and key.rpartition('.')[0] not in ignored:
+            raise ValueError(f"unexpected weight {key!r}: not a {arch} checkpoint model.py can read")
+    missing = sorted({name for name, how, _ in views.values() if (name, how) not in loaded})
+    if missing:
+        raise ValueError(f"no weights for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: incomplete {arch} checkpoint")
+    return model
 
 
 class LoRALinear(nn.Module):
@@ -606,7 +713,7 @@ class LoRALinear(nn.Module):
         return self.base.weight + (self.lora_b @ self.lora_a) * self.scale
 
 
-def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 'c_fc')):
+def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 'c_fc', 'c_gate')):
     """Freeze every weight of model and wrap its attention and MLP Linears (the names in targets) in LoRALinear.
     Unfreeze what must train in full (the task head) afterwards."""
     model.requires_grad_(False)
@@ -700,124 +807,6 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-def fused_adamw_available(device_type):
-    """Fused AdamW runs on CUDA, and on CPU since torch 2.4; MPS has it in recent releases."""
-    if 'fused' not in inspect.signature(torch.optim.AdamW).parameters:
-        return False
-    try:
-        p = torch.zeros(1, device=device_type, requires_grad=True)
-        p.grad = torch.zeros(1, device=device_type)
-        torch.optim.AdamW([p], fused=True).step()
-        return True
-    except (RuntimeError, ValueError):
-        return False
-
-
-# dense bf16 peak FLOP/s of known accelerators; bench.py measures the peak of the machine it runs on
-PEAK_FLOPS = {
-    'A100': 312e12,
-    'H100': 989e12,
-    'H200': 989e12,
-    'L4': 121e12,
-    'A10': 125e12,
-    'RTX 4090': 165e12,
-    'RTX 3090': 71e12,
-}
-
-
-def peak_flops_for(device_name):
-    """Look up the table by a device name such as torch.cuda.get_device_name(); None if unknown."""
-    for key, value in PEAK_FLOPS.items():
-        if key.lower() in device_name.lower():
-            return value
-    return None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reading HF checkpoints with torch alone
-
-HF_URL = 'https://huggingface.co/{name}/resolve/main/{file}'
-
-
-def resolve_pretrained(name_or_path, files=('config.json',), weight_files=('model.safetensors', 'pytorch_model.bin')):
-    """A local directory holding config.json and one weight file: the path itself, the HF cache, or a download."""
-    if os.path.isdir(name_or_path):
-        if not os.path.exists(os.path.join(name_or_path, 'config.json')):
-            raise FileNotFoundError(f"{name_or_path} has no config.json: not a HF checkpoint directory")
-        return name_or_path
-    hub = os.environ.get('HF_HUB_CACHE') or os.path.join(
-        os.environ.get('HF_HOME', os.path.expanduser('~/.cache/huggingface')), 'hub')
-    snapshots = os.path.join(hub, 'models--' + name_or_path.replace('/', '--'), 'snapshots')
-    if os.path.isdir(snapshots):
-        for snap in sorted(os.listdir(snapshots)):
-            d = os.path.join(snapshots, snap)
-            if os.path.exists(os.path.join(d, 'config.json')) and any(os.path.exists(os.path.join(d, w)) for w in weight_files):
-                return d
-    target = os.path.join(hub, 'models--' + name_or_path.replace('/', '--'), 'snapshots', 'scratchlm')
-    try:
-        for file in files:
-            download(HF_URL.format(name=name_or_path, file=file), os.path.join(target, file))
-        for file in weight_files:
-            try:
-                download(HF_URL.format(name=name_or_path, file=file), os.path.join(target, file))
-                return target
-            except OSError:
-                continue
-        raise OSError('no weight file')
-    except OSError as e:
-        raise FileNotFoundError(f"cannot find {name_or_path!r}: not a local directory, not in the HF cache ({hub}), "
-                                f"and the download failed ({e}); pass a directory with config.json and weights") from None
-
-
-def download(url, path):
-    """Fetch url to path atomically (temp file + rename), printing progress."""
-    import urllib.request
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.part'
-    with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
-        total = int(response.headers.get('Content-Length') or 0)
-        done = 0
-        while chunk := response.read(1 << 20):
-            f.write(chunk)
-            done += len(chunk)
-            if total:
-                print(f"\rdownloading {os.path.basename(path)}: {done / 1e6:.0f}/{total / 1e6:.0f} MB", end='', flush=True)
-    print()
-    os.replace(tmp, path)
-
-
-SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16,
-                      'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8,
-                      'U8': torch.uint8, 'BOOL': torch.bool}
-
-
-def load_safetensors(path):
-    """Read a .safetensors file: 8-byte little-endian header length, JSON header, raw little-endian tensor bytes."""
-    with open(path, 'rb') as f:
-        (header_len,) = struct.unpack('<Q', f.read(8))
-        header = json.loads(f.read(header_len))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == '__metadata__':
-            continue
-        start, end = info['data_offsets']
-        dtype = SAFETENSORS_DTYPES[info['dtype']]
-        t = torch.frombuffer(bytearray(data[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
-        tensors[name] = t.reshape(info['shape'])
-    return tensors
-
-
-def load_state_dict_file(directory):
-    safetensors_path = os.path.join(directory, 'model.safetensors')
-    if os.path.exists(safetensors_path):
-        return load_safetensors(safetensors_path)
-    bin_path = os.path.join(directory, 'pytorch_model.bin')
-    if os.path.exists(bin_path):
-        return torch.load(bin_path, map_location='cpu', weights_only=True)
-    raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
 
 
 def config_dict(config):

@@ -78,7 +78,7 @@ def fill_masks(model, tokenizer, special, text, top_k=5):
                                f"block_size {model.config.block_size}: shorten it")
     device = next(model.parameters()).device
     idx = torch.tensor([ids], device=device)
-    logits, _ = model.masked_lm(model.hidden_states(idx))  # (1, T, V)
+    logits = model.mlm_head(model.hidden_states(idx))  # (1, T, V)
     names = {}
     for name, token_id in special.items():
         if name != 'n_random':

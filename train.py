@@ -26,7 +26,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from configurator import configure, config_defaults
-from model import ModelConfig, Transformer, config_dict, peak_flops_for
+import hf
+from model import ModelConfig, Transformer, config_dict
+import optim
 import plot
 import prepare
 from tokenizer import special_tokens, wordpiece_meta
@@ -60,11 +62,21 @@ bias = False
 causal = True  # False: bidirectional attention, which objective='mlm' needs
 norm_position = 'pre'  # 'post': LayerNorm after each residual add, as BERT
 embedding_norm = False  # LayerNorm on the embeddings, as BERT
+# GPT-2's architecture by default; rope + rms + swiglu + tie_embeddings=False (bias=False) is Llama's, + qk_norm
+# Qwen3's, so that export.py maps it one to one
+pos_embedding = 'learned'  # 'rope': rotary positions (Su et al. 2021) instead of a learned table
+norm = 'layer'  # 'rms': RMSNorm (Zhang & Sennrich 2019)
+mlp = 'gelu'  # 'swiglu': gated (Shazeer 2020), 'relu2': squared ReLU (So et al. 2021, "Primer")
+qk_norm = False  # RMSNorm of each head's queries and keys before attention
+tie_embeddings = True  # False: an LM head of its own instead of wte's transpose
 # objective
 objective = 'clm'  # 'clm': predict the next token (GPT); 'mlm': masked LM (BERT), needs causal=False
 mlm_probability = 0.15  # mlm: share of non-special positions predicted (of those 80% -> mask, 10% random, 10% kept)
 nsp = False  # mlm: also next-sentence prediction on `[CLS] A [SEP] B [SEP]` pairs, with token types
-# AdamW
+# optimizer
+optimizer = 'adamw'  # 'muon': Muon (Jordan et al. 2024) for the blocks' weight matrices, AdamW for the rest
+muon_lr = None  # None: learning_rate (Muon's update is scaled to AdamW's typical RMS, so one rate fits both)
+muon_momentum = 0.95
 learning_rate = 1e-3
 max_iters = 1000
 weight_decay = 0.1
@@ -147,12 +159,16 @@ def train(config, checkpoint, runtime):
     heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       dropout=dropout, causal=causal, vocab_size=padded_vocab_size(n_ids),
-                      norm_position=norm_position, embedding_norm=embedding_norm, **heads)
+                      norm_position=norm_position, embedding_norm=embedding_norm, pos_embedding=pos_embedding,
+                      norm=norm, mlp=mlp, qk_norm=qk_norm, tie_embeddings=tie_embeddings, **heads)
     iter_num, best_val_loss = 0, float('inf')
     if init_from == 'scratch':
         model = Transformer(ModelConfig(**model_args))
-    elif common.is_hf_name(init_from):
-        model, hf_dir, model_type = common.load_hf_model(init_from, dropout=dropout)
+    elif hf.is_hf_name(init_from):
+        try:
+            model, hf_dir, model_type = hf.load_model(init_from, dropout=dropout, allow_pickle=trust_checkpoint)
+        except (OSError, ValueError) as e:  # not found, not readable, not a model model.py can represent
+            raise common.UserError(str(e)) from None
         check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
     else:  # 'resume' or a checkpoint path
         path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
@@ -178,10 +194,18 @@ def train(config, checkpoint, runtime):
                                f"block_size={block_size}: use --block_size={model.config.block_size} or less")
     model.to(runtime.device)
     scaler = common.grad_scaler(runtime)
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), runtime.device_type,
-                                           fused=None if fused_adam else False)
+    try:
+        opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+                                         betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
+                                         muon_momentum=muon_momentum, fused=None if fused_adam else False)
+    except ValueError as e:
+        raise common.UserError(str(e)) from None
     if init_from == 'resume':
-        optimizer.load_state_dict(checkpoint['optimizer'])
+        try:
+            opt.load_state_dict(checkpoint['optimizer'])
+        except (ValueError, KeyError) as e:
+            raise common.UserError(f"{out_dir}/last.pt holds the state of another optimizer than optimizer="
+                                   f"{optimizer!r} ({e}): resume with the run's own optimizer") from None
         scaler.load_state_dict(checkpoint['scaler'])
         common.set_rng_states(checkpoint['rng_states'])
     checkpoint = None  # free memory
@@ -192,11 +216,11 @@ def train(config, checkpoint, runtime):
     if runtime.ddp:
         model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
                     find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
-    peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
+    peak = common.peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
 
     def save(name):
         common.save_checkpoint(os.path.join(out_dir, name), {
-            'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+            'model': raw_model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
             'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
             'rng_states': common.rng_states(), 'data_state': {'seed': seed, 'next_iter': iter_num},
             'meta': meta, 'data_dir': data_dir,
@@ -230,7 +254,7 @@ def train(config, checkpoint, runtime):
     loss_count = 0
     while True:
         lr = common.get_lr(iter_num, lr_schedule, learning_rate, warmup_iters, decay_iters, final_lr)
-        for group in optimizer.param_groups:
+        for group in opt.param_groups:
             group['lr'] = lr
 
         if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
@@ -272,7 +296,7 @@ def train(config, checkpoint, runtime):
             batches = [mlm_batch(train_data, train_docs, key) for key in keys]
         else:
             batches = [common.get_batch(train_data, batch_size, block_size, key, runtime.device) for key in keys]
-        loss_sum += common.train_step(model, optimizer, scaler, batches, runtime, grad_clip)
+        loss_sum += common.train_step(model, opt, scaler, batches, runtime, grad_clip)
         loss_count += 1
         iter_num += 1
 
@@ -312,7 +336,8 @@ def padded_vocab_size(vocab_size):
     return (vocab_size + 63) // 64 * 64
 
 
-MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'bias', 'vocab_size')
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'bias', 'vocab_size', 'pos_embedding', 'norm', 'mlp', 'qk_norm',
+              'tie_embeddings')
 
 
 def check_compatible(checkpoint, model_args, meta, path, strict):
@@ -343,6 +368,9 @@ def check_compatible(checkpoint, model_args, meta, path, strict):
 
 def check_hf_compatible(init_from, model, model_type, directory, meta, data_dir):
     """An HF checkpoint must fit the data's tokenizer: GPT-2 BPE for GPT-2, the checkpoint's own vocab.txt for BERT."""
+    if model_type not in ('gpt2', 'bert'):
+        raise common.UserError(f"init_from={init_from} is a {model_type} checkpoint: its weights load, but scratchlm has "
+                               f"no tokenizer for it yet; continue from GPT-2, BERT or a checkpoint of ours")
     if model_type == 'gpt2' and meta['tokenizer'] != 'gpt2':
         raise common.UserError(f"init_from={init_from} needs GPT-2 BPE data but {data_dir} uses {meta['tokenizer']!r}")
     if model_type == 'bert':

@@ -46,6 +46,15 @@ def tiny_model_config(**overrides):
     return ModelConfig(**args)
 
 
+def with_config(model, **changes):
+    """A copy of model, weights and all, with config fields changed (e.g. fused_loss=False for the plain loss path)."""
+    from dataclasses import replace
+    from model import Transformer
+    copy = Transformer(replace(model.config, **changes))
+    copy.load_state_dict(model.state_dict())
+    return copy.to(next(model.parameters()).device).train(model.training)
+
+
 @pytest.fixture
 def tiny_config():
     """A factory: tiny_config(causal=False, ...) -> ModelConfig."""

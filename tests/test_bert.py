@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import common
+import hf
 import prepare
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
 
-from conftest import REPO, make_english_text, tiny_model_config
+from conftest import REPO, make_english_text, tiny_model_config, with_config
 from tokenizer import DataError, special_tokens
 
 
@@ -30,12 +31,12 @@ def tiny_hf_bert(kind='BertForMaskedLM', seed=8, **overrides):
                 attention_probs_dropout_prob=0.0, layer_norm_eps=1e-12, hidden_act='gelu')
     args.update(overrides)
     torch.manual_seed(seed)
-    hf = getattr(transformers, kind)(transformers.BertConfig(**args)).eval()
+    theirs = getattr(transformers, kind)(transformers.BertConfig(**args)).eval()
     with torch.no_grad():  # non-zero biases and LayerNorm affines, so a mis-mapped one shows
-        for name, p in hf.named_parameters():
+        for name, p in theirs.named_parameters():
             if name.endswith('bias') or 'LayerNorm' in name:
                 p.add_(0.1 * torch.randn_like(p))
-    return hf
+    return theirs
 
 
 def random_tokens(B, T, vocab=64, seed=1):
@@ -60,9 +61,9 @@ def assert_close_at(got, expected, lengths, atol=1e-5):
 @pytest.mark.parametrize('padded', [False, True])
 def test_bert_for_masked_lm_parity(tmp_path, padded):
     """Hidden states and MLM logits equal HF BertForMaskedLM's (safetensors), with and without padding and types."""
-    hf = tiny_hf_bert()
-    hf.save_pretrained(tmp_path)
-    ours = Transformer.from_pretrained_bert(str(tmp_path)).eval()
+    theirs = tiny_hf_bert()
+    theirs.save_pretrained(tmp_path)
+    ours = hf.load_model(str(tmp_path))[0].eval()
     cfg = ours.config
     assert (cfg.norm_position, cfg.embedding_norm, cfg.type_vocab_size, cfg.causal, cfg.activation) == \
         ('post', True, 2, False, 'gelu')
@@ -72,7 +73,7 @@ def test_bert_for_masked_lm_parity(tmp_path, padded):
     mask, types = padding_and_types(lengths=lengths)
     for token_types in (None, types):
         with torch.no_grad():
-            out = hf(input_ids=idx, attention_mask=mask if padded else None, token_type_ids=token_types,
+            out = theirs(input_ids=idx, attention_mask=mask if padded else None, token_type_ids=token_types,
                      output_hidden_states=True)
             hidden = ours.hidden_states(idx, attn_mask=mask if padded else None, token_type_ids=token_types)
             logits, loss = ours(idx, attn_mask=mask if padded else None, token_type_ids=token_types)
@@ -83,30 +84,31 @@ def test_bert_for_masked_lm_parity(tmp_path, padded):
 
 def test_mlm_head_only_at_targets_and_loss_matches_hf(tmp_path):
     """With targets the MLM head runs on the N selected positions only; logits and loss equal HF's there."""
-    hf = tiny_hf_bert()
-    hf.save_pretrained(tmp_path)
-    ours = Transformer.from_pretrained_bert(str(tmp_path)).eval()
+    theirs = tiny_hf_bert()
+    theirs.save_pretrained(tmp_path)
+    ours = hf.load_model(str(tmp_path))[0].eval()
     idx = random_tokens(2, 16)
     labels = torch.full((2, 16), IGNORE_INDEX)
     labels[0, [1, 5, 9]] = idx[0, [1, 5, 9]]
     labels[1, [0, 15]] = idx[1, [0, 15]]
     calls = []
     handle = ours.mlm_head.dense.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    plain = with_config(ours, fused_loss=False)
+    handle_plain = plain.mlm_head.dense.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
     with torch.no_grad():
-        out = hf(input_ids=idx, labels=labels)
+        out = theirs(input_ids=idx, labels=labels)
         no_logits, fused_loss = ours(idx, labels)  # fused_loss (the default): no logits at all
-        ours.fused_loss = False
-        logits, loss = ours(idx, labels)
+        logits, loss = plain(idx, labels)
     handle.remove()
+    handle_plain.remove()
     assert calls == [torch.Size([5, 32])] * 2  # the head saw 5 rows, not 32, on both paths
     assert no_logits is None
     torch.testing.assert_close(logits, out.logits[labels != IGNORE_INDEX], atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, out.loss, atol=1e-5, rtol=0)
     torch.testing.assert_close(fused_loss, out.loss, atol=1e-5, rtol=0)
     # nothing selected: a zero loss that still backpropagates, not NaN, on both paths
-    for fused in (True, False):
-        ours.fused_loss = fused
-        _, loss = ours(idx, torch.full((2, 16), IGNORE_INDEX))
+    for model in (ours, plain):
+        _, loss = model(idx, torch.full((2, 16), IGNORE_INDEX))
         assert loss.item() == 0.0
 
 
@@ -118,8 +120,7 @@ def test_mlm_fused_loss_matches_plain():
     targets = torch.where(idx % 3 == 0, idx, IGNORE_INDEX)
     results = []
     for fused in (True, False):
-        model.zero_grad(set_to_none=True)
-        model.fused_loss = fused
+        model = with_config(model, fused_loss=fused)
         _, loss = model(idx, targets)
         loss.backward()
         results.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
@@ -133,30 +134,30 @@ def test_mlm_fused_loss_matches_plain():
 def test_bert_for_pretraining_pytorch_bin(tmp_path):
     """An old-style pytorch_model.bin of BertForPreTraining (gamma/beta names, tied decoder weight and bias, a
     position_ids buffer) loads, with pooler and next-sentence head matching HF."""
-    hf = tiny_hf_bert('BertForPreTraining')
-    hf.config.save_pretrained(tmp_path)
+    theirs = tiny_hf_bert('BertForPreTraining')
+    theirs.config.save_pretrained(tmp_path)
     sd = {k.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias', 'LayerNorm.beta'): v
-          for k, v in hf.state_dict().items()}
-    sd['cls.predictions.decoder.weight'] = hf.bert.embeddings.word_embeddings.weight.detach().clone()
-    sd['cls.predictions.decoder.bias'] = hf.cls.predictions.bias.detach().clone()
+          for k, v in theirs.state_dict().items()}
+    sd['cls.predictions.decoder.weight'] = theirs.bert.embeddings.word_embeddings.weight.detach().clone()
+    sd['cls.predictions.decoder.bias'] = theirs.cls.predictions.bias.detach().clone()
     sd['bert.embeddings.position_ids'] = torch.arange(16)[None]
     torch.save(sd, tmp_path / 'pytorch_model.bin')
-    ours = Transformer.from_pretrained_bert(str(tmp_path)).eval()
+    ours = hf.load_model(str(tmp_path), allow_pickle=True)[0].eval()
     assert ours.config.mlm_head and ours.config.pooler and ours.config.nsp_head
     idx = random_tokens(3, 16)
     mask, types = padding_and_types()
     with torch.no_grad():
-        out = hf(input_ids=idx, attention_mask=mask, token_type_ids=types)
+        out = theirs(input_ids=idx, attention_mask=mask, token_type_ids=types)
         x = ours.hidden_states(idx, attn_mask=mask, token_type_ids=types)
-        mlm_logits, _ = ours.masked_lm(x)
-        nsp_logits = ours.next_sentence(x)
+        mlm_logits = ours.mlm_head(x)
+        nsp_logits = ours.nsp_head(ours.pooler(x))
     assert_close_at(mlm_logits, out.prediction_logits, (16, 11, 5))
     torch.testing.assert_close(nsp_logits, out.seq_relationship_logits, atol=1e-5, rtol=0)
     # the joint loss: MLM + NSP, as HF's BertForPreTraining computes it
     labels = torch.where(mask.bool() & (idx % 3 == 0), idx, IGNORE_INDEX)
     nsp_labels = torch.tensor([0, 1, 1])
     with torch.no_grad():
-        expected = hf(input_ids=idx, attention_mask=mask, token_type_ids=types, labels=labels,
+        expected = theirs(input_ids=idx, attention_mask=mask, token_type_ids=types, labels=labels,
                       next_sentence_label=nsp_labels).loss
         _, loss = ours(idx, labels, attn_mask=mask, token_type_ids=types, nsp_labels=nsp_labels)
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
@@ -164,35 +165,43 @@ def test_bert_for_pretraining_pytorch_bin(tmp_path):
 
 def test_bert_model_with_pooler(tmp_path):
     """A plain BertModel file (no 'bert.' prefix, no MLM head) gives HF's last hidden state and pooled output."""
-    hf = tiny_hf_bert('BertModel')
-    hf.save_pretrained(tmp_path)
-    ours = Transformer.from_pretrained_bert(str(tmp_path)).eval()
+    theirs = tiny_hf_bert('BertModel')
+    theirs.save_pretrained(tmp_path)
+    ours = hf.load_model(str(tmp_path))[0].eval()
     assert not ours.config.mlm_head and ours.config.pooler and not ours.config.nsp_head
     idx = random_tokens(2, 16)
     with torch.no_grad():
-        out = hf(input_ids=idx)
+        out = theirs(input_ids=idx)
         x = ours.hidden_states(idx)
     torch.testing.assert_close(x, out.last_hidden_state, atol=1e-5, rtol=0)
     torch.testing.assert_close(ours.pooler(x), out.pooler_output, atol=1e-5, rtol=0)
 
 
 def test_bert_loading_errors(tmp_path):
-    """Checkpoints model.py cannot represent are one-line ValueErrors; GPT-2's loader points BERT to its own."""
-    hf = tiny_hf_bert('BertModel')
-    hf.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match='from_pretrained_bert'):
-        Transformer.from_pretrained(str(tmp_path))
+    """Checkpoints model.py cannot represent are one-line ValueErrors."""
+    theirs = tiny_hf_bert('BertModel')
+    theirs.save_pretrained(tmp_path)
     config = json.loads((tmp_path / 'config.json').read_text())
-    for change, message in (({'intermediate_size': 100}, '4 x width'),
-                            ({'position_embedding_type': 'relative_key'}, 'absolute'),
-                            ({'hidden_act': 'relu'}, 'activation'),
-                            ({'model_type': 'roberta'}, 'reads BERT')):
+    for change, message in (({'position_embedding_type': 'relative_key'}, "position_embedding_type='relative_key'"),
+                            ({'hidden_act': 'relu'}, "hidden_act='relu'"),
+                            ({'model_type': 'roberta'}, "model_type 'roberta' is not one model.py reads")):
         (tmp_path / 'config.json').write_text(json.dumps({**config, **change}))
         with pytest.raises(ValueError, match=message):
-            Transformer.from_pretrained_bert(str(tmp_path))
+            hf.load_model(str(tmp_path))
     (tmp_path / 'config.json').write_text(json.dumps({**config, 'num_hidden_layers': 3}))
-    with pytest.raises(ValueError, match='incomplete BERT checkpoint'):
-        Transformer.from_pretrained_bert(str(tmp_path))
+    with pytest.raises(ValueError, match='incomplete bert checkpoint'):
+        hf.load_model(str(tmp_path))
+
+
+def test_bert_mlp_of_any_width(tmp_path):
+    """An intermediate_size other than 4 x hidden_size (mlp_hidden) loads and matches HF."""
+    theirs = tiny_hf_bert('BertForMaskedLM', intermediate_size=100)
+    theirs.save_pretrained(tmp_path)
+    ours = hf.load_model(str(tmp_path))[0].eval()
+    assert ours.config.mlp_hidden == 100
+    idx = random_tokens(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], theirs(input_ids=idx).logits, atol=1e-5, rtol=0)
 
 
 def test_bert_config_flags_from_scratch():
@@ -318,11 +327,10 @@ def test_estimate_mlm_counts():
     batch = {'idx': idx, 'targets': targets, 'token_type_ids': torch.zeros_like(idx), 'nsp_labels': torch.tensor([0, 1])}
     scores = common.estimate_mlm(model, [batch, batch], runtime)
     assert scores['mlm_baseline_acc'] == 0.75  # token 5 is 3 of the 4 targets
-    model.fused_loss = False
     with torch.no_grad():
         x = model.hidden_states(idx, token_type_ids=batch['token_type_ids'])
-        logits, loss = model.masked_lm(x, targets)
-        nsp = model.next_sentence(x)
+        logits, loss = model.mlm_head.logits_and_loss(x, targets, fused=False)
+        nsp = model.nsp_head(model.pooler(x))
     assert scores['mlm_loss'] == pytest.approx(loss.item(), abs=1e-5)
     assert scores['mlm_acc'] == (logits.argmax(-1) == torch.tensor([5, 5, 7, 5])).float().mean().item()
     assert scores['nsp_acc'] == (nsp.argmax(-1) == torch.tensor([0, 1])).float().mean().item()
@@ -437,22 +445,22 @@ def letters_vocab(swap=False):
 
 def bert_dir(path, vocab, vocab_size=None):
     """A tiny HF BertForMaskedLM saved with a vocab.txt (vocab_size: the embedding rows, default len(vocab))."""
-    hf = tiny_hf_bert(vocab_size=vocab_size or len(vocab), max_position_embeddings=64)
-    hf.save_pretrained(path)
+    theirs = tiny_hf_bert(vocab_size=vocab_size or len(vocab), max_position_embeddings=64)
+    theirs.save_pretrained(path)
     (path / 'vocab.txt').write_text('\n'.join(vocab) + '\n', encoding='utf-8')
-    return hf
+    return theirs
 
 
 def test_fill_mask_from_hf_bert_matches_hf(tmp_path):
     """sample.py's fill-mask on an HF BertForMaskedLM directory: our WordPiece ids, HF's probabilities."""
     import sample
     vocab = letters_vocab()
-    hf = bert_dir(tmp_path, vocab)
+    theirs = bert_dir(tmp_path, vocab)
     model, tokenizer, special = sample.load_model(str(tmp_path), None, 'cpu')
     results = sample.fill_masks(model.eval(), tokenizer, special, 'The [MASK] of England said.', top_k=4)
     ids = [vocab.index(t) for t in ['[CLS]', 'the', '[MASK]', 'of', 'england', 'said', '.', '[SEP]']]
     with torch.no_grad():
-        probs = torch.softmax(hf(input_ids=torch.tensor([ids])).logits[0, 2], dim=-1)
+        probs = torch.softmax(theirs(input_ids=torch.tensor([ids])).logits[0, 2], dim=-1)
     top = torch.topk(probs, 4)
     assert len(results) == 1
     assert [token for token, _ in results[0]] == [vocab[i] for i in top.indices.tolist()]

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 import common
 import finetune
 import prepare
-from conftest import LEARN_DTYPE, LEARN_SEED, REPO, reached
+from conftest import LEARN_DTYPE, LEARN_SEED, REPO, reached, with_config
 from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
@@ -62,7 +62,8 @@ def test_sequence_head_pools_last_token_causal_first_bidirectional(tiny_config):
         model = Transformer(tiny_config(causal=causal, task_head='sequence', num_labels=2)).eval()
         ids = torch.randint(0, 64, (1, 6))
         x = model.hidden_states(ids)
-        torch.testing.assert_close(model.classify(x), model.classifier(x[:, pooled_position]))
+        torch.testing.assert_close(model(ids)[0], torch.nn.functional.linear(x[:, pooled_position], model.classifier.weight,
+                                                                            model.classifier.bias))
 
 
 def test_token_head_loss_ignores_unlabelled_positions(tiny_config):
@@ -81,9 +82,9 @@ def test_class_weights_weigh_the_loss(tiny_config):
     torch.manual_seed(0)
     model = Transformer(tiny_config(task_head='sequence', num_labels=3))
     ids, targets = torch.randint(0, 64, (4, 6)), torch.tensor([0, 1, 2, 2])
-    model.label_weights = torch.tensor([1.0, 2.0, 0.5])
-    logits, loss = model(ids, targets)
-    torch.testing.assert_close(loss, F.cross_entropy(logits, targets, weight=model.label_weights))
+    label_weights = torch.tensor([1.0, 2.0, 0.5])
+    logits, loss = model(ids, targets, label_weights=label_weights)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, targets, weight=label_weights))
 
 
 def test_for_task_keeps_the_trunk_and_drops_pretraining_heads(tiny_config):
@@ -158,8 +159,7 @@ def test_sft_loss_only_on_response_tokens(tiny_config):
     model = Transformer(tiny_config(vocab_size=50304, block_size=64))
     batch = finetune.collate('sft', [ex], special['pad'], 'cpu')
     _, loss = model(**batch)
-    model.fused_loss = False
-    logits, _ = model(**batch)
+    logits, _ = with_config(model, fused_loss=False)(**batch)
     keep = batch['targets'] != IGNORE_INDEX
     assert keep.sum() == len(response)
     torch.testing.assert_close(loss, F.cross_entropy(logits[keep], batch['targets'][keep]))

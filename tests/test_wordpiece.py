@@ -121,17 +121,17 @@ def test_minilm_hidden_states_equal_hf_bert_model(minilm):
     """Our Transformer loaded from the MiniLM safetensors, fed our WordPiece ids with [CLS]/[SEP] and padding,
     gives transformers.BertModel's last hidden states (atol 1e-4) and pooled output."""
     transformers = pytest.importorskip('transformers')
-    from model import Transformer
+    import hf
     tok = WordPiece.from_path(minilm)
-    ours = Transformer.from_pretrained_bert(minilm).eval()
+    ours = hf.load_model(minilm)[0].eval()
     assert ours.config.n_layer == 6 and ours.config.n_embd == 384 and ours.config.vocab_size == len(tok)
-    hf = transformers.BertModel.from_pretrained(minilm).eval()
+    theirs = transformers.BertModel.from_pretrained(minilm).eval()
     rows = [[tok.cls_id] + tok.encode(s) + [tok.sep_id] for s in SENTENCES]
     T = max(map(len, rows))
     idx = torch.tensor([row + [tok.pad_id] * (T - len(row)) for row in rows])
     mask = (torch.arange(T)[None, :] < torch.tensor([len(row) for row in rows])[:, None]).long()
     with torch.no_grad():
-        expected = hf(input_ids=idx, attention_mask=mask)
+        expected = theirs(input_ids=idx, attention_mask=mask)
         got = ours.hidden_states(idx, attn_mask=mask)
     for row, n in enumerate(mask.sum(1).tolist()):
         torch.testing.assert_close(got[row, :n], expected.last_hidden_state[row, :n], atol=1e-4, rtol=0)
