@@ -562,7 +562,7 @@ class Transformer(nn.Module):
         LlamaForCausalLM; Qwen3ForCausalLM. A ValueError for a configuration none of them expresses."""
         c = self.config
         differ = {arch: [k for k, v in fixed.items() if getattr(c, k) != v] for arch, fixed in HF_ARCHS.items()}
-        arch = min(differ, key=lambda a: len(differ[a]))  # the architecture whose fixed fields c has, or the closest
+        arch = min(differ, key=lambda a: (len(differ[a]), 'causal' in differ[a]))  # the one c matches, or the closest
         if differ[arch]:
             raise ValueError(f"no transformers architecture has this configuration; the closest, {arch}, needs "
                              + ', '.join(f"{k}={HF_ARCHS[arch][k]!r}" for k in differ[arch]))
