@@ -543,13 +543,18 @@ def model_from_checkpoint(checkpoint, dropout=None):
 
 def load_pretrained(init_from, device='cpu', dropout=None, trust=False):
     """(model, meta) to fine-tune or sample from: a train.py / finetune.py checkpoint (a .pt file or a run directory)
-    or an HF GPT-2 / BERT checkpoint (hf.is_hf_name; trust: read a pytorch_model.bin). meta names the tokenizer and
-    holds what it needs (the WordPiece vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
+    or an HF GPT-2 / BERT checkpoint (hf.is_hf_name; trust: read a pytorch_model.bin), or an export.py directory of
+    any architecture (its scratchlm_meta.json). meta names the tokenizer and holds what it needs (the WordPiece
+    vocabulary, a char list), so the tokenizer always comes from the checkpoint."""
     if hf.is_hf_name(init_from):
         try:
             model, directory, model_type = hf.load_model(init_from, dropout=dropout or 0.0, allow_pickle=trust)
         except (OSError, ValueError) as e:  # not found, not readable, not a model model.py can represent
             raise UserError(str(e)) from None
+        exported = os.path.join(directory, hf.EXPORT_META)
+        if os.path.isfile(exported):  # written by export.py: the tokenizer the model was trained with
+            with open(exported, encoding='utf-8') as f:
+                return model.to(device), json.load(f)
         if model_type not in ('gpt2', 'bert'):
             raise UserError(f"{init_from} is a {model_type} checkpoint: its weights load (hf.load_model), but scratchlm "
                             f"has no tokenizer for it yet (GPT-2 BPE, chars and WordPiece only)")

@@ -24,6 +24,7 @@ HF_URL = 'https://huggingface.co/{name}/resolve/main/{file}'
 SAFETENSORS = 'model.safetensors'
 SAFETENSORS_INDEX = 'model.safetensors.index.json'  # the weights in shards, named by its weight_map
 PICKLE = 'pytorch_model.bin'
+EXPORT_META = 'scratchlm_meta.json'  # beside the weights of an export.py directory: our tokenizer, any architecture
 TRUST_HINT = ("a pickle, which can run code when read: convert it to model.safetensors, or pass "
               "--trust_checkpoint=True to read it anyway (torch.load with weights_only=True)")
 
