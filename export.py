@@ -341,6 +341,10 @@ def model_card(checkpoint, model, hf_config, source, path):
              '| | |', '|---|---|', *[f'| {k} | {v} |' for k, v in rows], '', '## Use', '', '```python',
              f'from transformers import {auto}, AutoTokenizer', f"model = {auto}.from_pretrained('{path}')",
              f"tokenizer = AutoTokenizer.from_pretrained('{path}')", '```', '']
+    if c.causal and c.task_head == 'sequence':
+        lines += ["The classifier reads a text's last token, the end-of-text token (eos_token) the tokenizer appends."
+                  + (" transformers' score layer has no bias: ours is folded into ln_f's bias, so the last hidden "
+                     "states differ from ours by that constant and the logits are the same." if kind.startswith('GPT2') else ''), '']
     if task == 'sft':
         lines += ['## Prompt template', '', 'Instruction-tuned: give it prompts in this template (`{prompt}` is the '
                   'prompt) and read the response up to `<|endoftext|>`:', '', '```', meta['prompt_template'], '```', '']

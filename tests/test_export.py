@@ -133,6 +133,7 @@ def vocab_rows(meta):
 def exports(metas, tmp_path_factory):
     """name -> (export directory, our model, meta) for every kind in KINDS, exported from a checkpoint file."""
     root = tmp_path_factory.mktemp('exports')
+    (root / 'test_results.json').write_text(json.dumps({'task': 'classification', 'n_examples': 40, 'accuracy': 0.75}))
     made = {}
     for seed, (name, (args, tokenizer_name, task, _)) in enumerate(KINDS.items()):
         meta = metas[tokenizer_name]
@@ -209,7 +210,9 @@ def test_files_of_every_kind(exports):
     card = open(os.path.join(exports['gpt2'][0], 'README.md')).read()
     assert f"| val loss | 5.5000 nats/token, {5.5 * 1000 / 4400 / math.log(2):.4f} bits/byte |" in card
     assert '20 iterations x 512 tokens/iter = 10,240 tokens' in card and '| data | test text, 9,000 train tokens |' in card
-    assert 'labels | business, sport, tech' in open(os.path.join(exports['classify_bert'][0], 'README.md')).read()
+    card = open(os.path.join(exports['classify_bert'][0], 'README.md')).read()  # finetune.py's test_results.json beside
+    assert '| labels | business, sport, tech |' in card and '| test accuracy (40 examples) | 0.7500 |' in card
+    assert '| val accuracy | 0.6000 |' in card and 'pipeline_tag: text-classification' in card
 
 
 @pytest.mark.parametrize('name', KINDS)
