@@ -9,6 +9,7 @@ Our machines are shared and noisy: absolute numbers mean little, the ratios prin
 the point. Plain and fast runs are interleaved and the median of each is reported.
 Sections:
   train     tokens/s and MFU of common.train_step with each fast path off and on; peak memory
+  recipes   a step of pretrain_small's recipe (trained BPE, modern architecture, AdamW or Muon) against round 1's
   generate  tokens/s of model.generate with and without the KV cache (identical greedy output checked)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
             encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
@@ -37,7 +38,7 @@ from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
 # -----------------------------------------------------------------------------
-sections = 'train,generate,prepare,finetune,memory'
+sections = 'train,recipes,generate,prepare,finetune,memory'
 device = 'auto'
 # model and batch of the training benchmark: config/pretrain_small.py's
 n_layer = 4
@@ -86,13 +87,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile):
-    """A fresh model, optimizer and scaler exactly as train.py builds them."""
+def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile, arch=None, optimizer_name='adamw'):
+    """A fresh model, optimizer and scaler exactly as train.py builds them; arch: ModelConfig fields over the
+    benchmark's sizes (another vocabulary, the modern options)."""
     torch.manual_seed(seed)
-    model = Transformer(ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                                    vocab_size=vocab_size, bias=False, fused_loss=fused_loss)).to(runtime.device)
-    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
-                                           device_type=runtime.device_type, fused=None if fused_adam else False)
+    config = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
+                  bias=False, fused_loss=fused_loss, **(arch or {}))
+    model = Transformer(ModelConfig(**config)).to(runtime.device)
+    optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
+                                           betas=(0.9, 0.95), device_type=runtime.device_type,
+                                           fused=None if fused_adam else False)
     step_runtime = common.Runtime(**{**runtime.__dict__, 'dtype': dtype})
     t = time.perf_counter()
     compiled = torch.compile(model) if use_compile else model
@@ -160,6 +164,39 @@ def bench_train(runtime, data, peaks):
         print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 
+# pretrain_small's recipe against round 1's (docs/results.md): what a step costs; the bits per byte each reaches in
+# the same time are in the README. Text per token differs (BBC News val: 4.67 bytes a GPT-2 token, 3.66 a bpe:4096
+# one), so the last column compares text read per second.
+RECIPES = [
+    ('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(vocab_size=50304), 'adamw', 4.67),
+    ('pretrain_small: bpe:4096, rope + RMSNorm + SwiGLU + untied head, AdamW',
+     dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False), 'adamw', 3.66),
+    ('the same with Muon', dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False),
+     'muon', 3.66),
+]
+
+
+def bench_recipes(runtime, data):
+    fast_dtype = 'bfloat16' if runtime.dtype == 'bfloat16' else runtime.dtype
+    results = {name: [] for name, *_ in RECIPES}
+    for _ in range(repeats):
+        for name, arch, optimizer_name, _ in RECIPES:
+            tokens = (data % arch['vocab_size']).astype('int64')  # ids inside each vocabulary: the cost is the same
+            dt, *_ = time_train(runtime, tokens, dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
+                                                      use_compile=False, arch=arch, optimizer_name=optimizer_name))
+            results[name].append(dt)
+    tokens = batch_size * block_size
+    base = statistics.median(results[RECIPES[0][0]])
+    print(f"\n## recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {fast_dtype}, "
+          f"median of {repeats} x {steps} steps")
+    print("| recipe | ms/step | tokens/s | text KB/s | speed-up |")
+    print("|---|---|---|---|---|")
+    for name, _, _, bytes_per_token in RECIPES:
+        dt = statistics.median(results[name])
+        print(f"| {name} | {dt * 1000:.0f} | {tokens / dt:,.0f} | {tokens * bytes_per_token / dt / 1e3:,.1f} | "
+              f"{base / dt:.2f}x |")
+
+
 def load_generation_model(runtime):
     """The trained checkpoint when its block holds prompt + new tokens; otherwise a random model of the same shape
     with a long enough block (the cost of a token does not depend on the weights)."""
@@ -191,7 +228,8 @@ def bench_generate(runtime, data):
     print("| batch | full recomputation tokens/s | KV cache tokens/s | speed-up | identical greedy output |")
     print("|---|---|---|---|---|")
     for batch in (1, generate_batch):
-        prompt = torch.from_numpy(data[:batch * prompt_tokens].astype('int64')).view(batch, prompt_tokens)
+        ids = data[:batch * prompt_tokens].astype('int64') % model.config.vocab_size  # any vocabulary's ids
+        prompt = torch.from_numpy(ids).view(batch, prompt_tokens)
         prompt = prompt.to(runtime.device)
         results = {True: [], False: []}
         outputs = {}
@@ -352,6 +390,8 @@ def main():
         prepare.prepare()
     if 'train' in wanted:
         bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks)
+    if 'recipes' in wanted:
+        bench_recipes(runtime, prepare.open_split(data_dir, 'train'))
     if 'generate' in wanted:
         bench_generate(runtime, prepare.open_split(data_dir, 'val'))
     if 'prepare' in wanted:

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -390,6 +391,21 @@ def write_jsonl(path, rows):
         f.writelines(json.dumps(row, ensure_ascii=False) + '\n' for row in rows)
 
 
+def swap_in(new, path, old):
+    """Move the complete directory new to path. An existing path is renamed to old first (and put back if the move
+    fails), then removed: at every moment path is either the old directory or the new one."""
+    if not os.path.exists(path):
+        os.replace(new, path)
+        return
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except OSError:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old)
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -397,6 +413,8 @@ def pid_alive(pid):
         return False
     except PermissionError:  # alive, another user's
         return True
+    except (OverflowError, ValueError):  # not a pid this system can have
+        return False
     return True
 
 

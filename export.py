@@ -156,16 +156,7 @@ def fresh_directory(path):
     os.makedirs(tmp)
     try:
         yield tmp
-        if os.path.exists(path):
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except OSError:
-                os.replace(old, path)  # put the old one back
-                raise
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        common.swap_in(tmp, path, old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

