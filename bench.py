@@ -91,8 +91,8 @@ def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile, arch=None, 
     """A fresh model, optimizer and scaler exactly as train.py builds them; arch: ModelConfig fields over the
     benchmark's sizes (another vocabulary, the modern options)."""
     torch.manual_seed(seed)
-    config = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
-                  bias=False, fused_loss=fused_loss, **(arch or {}))
+    config = {**dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
+                     bias=False, fused_loss=fused_loss), **(arch or {})}
     model = Transformer(ModelConfig(**config)).to(runtime.device)
     optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type=runtime.device_type,
