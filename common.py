@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hf
 from configurator import CHOICES, ConfigError
@@ -112,6 +114,16 @@ def grad_scaler(runtime):
     """A GradScaler that is active only for float16 (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(runtime.device_type if runtime.device_type == 'cuda' else 'cpu',
                                 enabled=runtime.dtype == 'float16')
+
+
+def same_on_all_ranks(value, runtime):
+    """Rank 0's value of a float on every process: decisions taken on it (save best.pt) are then taken by all,
+    which a collective save (FSDP) needs."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=runtime.device)
+    dist.broadcast(t, src=0)
+    return t.item()
 
 
 def cleanup_runtime(runtime):
@@ -208,11 +220,15 @@ def get_batch(data, batch_size, block_size, key, device):
 def train_step(model, optimizer, scaler, batches, runtime, grad_clip):
     """One optimizer step over the micro-batches [(x, y), ...] (gradient accumulation); returns the mean loss as a
     0-dim tensor, left on the device so that the caller decides when to sync. Under DDP gradients are all-reduced
-    on the last micro-batch only. A micro-batch may also be a dict of forward's keyword arguments (get_mlm_batch)."""
+    on the last micro-batch only (under FSDP reduce-scattered then). A micro-batch may also be a dict of forward's
+    keyword arguments (get_mlm_batch)."""
     loss_sum = torch.zeros((), device=runtime.device)
     for micro, batch in enumerate(batches):
-        if runtime.ddp:
-            model.require_backward_grad_sync = micro == len(batches) - 1
+        sync = micro == len(batches) - 1
+        if isinstance(model, DDP):
+            model.require_backward_grad_sync = sync
+        elif hasattr(unwrap(model), 'set_requires_gradient_sync'):  # FSDP: reduce-scatter on the last one only
+            unwrap(model).set_requires_gradient_sync(sync)
         with runtime.autocast():
             _, loss = model(**batch) if isinstance(batch, dict) else model(*batch)
             loss = loss / len(batches)
@@ -363,6 +379,7 @@ def estimate_mlm(model, batches, runtime):
 # checkpoints
 
 TEMP_PREFIX = '.tmp-'  # every temp file we write is <dir>/.tmp-<pid>-<name>: a later run knows and removes it
+SHARDED_JSON = 'checkpoint.json'  # a sharded checkpoint's plain values, beside torch.distributed.checkpoint's files
 
 
 @contextlib.contextmanager
@@ -419,13 +436,15 @@ def pid_alive(pid):
 
 
 def remove_stale_temps(directory):
-    """Remove the temp files (atomic_path) that processes no longer alive left in directory; returns their names."""
+    """Remove the temp files (atomic_path) and directories (a sharded checkpoint being written) that processes no
+    longer alive left in directory; returns their names."""
     removed = []
     for name in os.listdir(directory) if os.path.isdir(directory) else ():
         pid = name[len(TEMP_PREFIX):].split('-', 1)[0]
         if name.startswith(TEMP_PREFIX) and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            path = os.path.join(directory, name)
             with contextlib.suppress(OSError):
-                os.remove(os.path.join(directory, name))
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
                 removed.append(name)
     return removed
 
@@ -454,14 +473,18 @@ def save_checkpoint(path, checkpoint):
                         f"(or raise the limit) and run again") from None
 
 
+CHECKPOINT_NAMES = ('best.pt', 'best.dcp', 'last.pt', 'last.dcp')  # a run directory's, in the order they are read
+
+
 def checkpoint_path(path):
-    """The checkpoint file a path means, for every script: a .pt file as given; a run directory means its best.pt
-    (the lowest val loss, what fine-tuning and sampling want), else its last.pt. --init_from=resume reads last.pt."""
-    if os.path.isdir(path):
-        best, last = os.path.join(path, 'best.pt'), os.path.join(path, 'last.pt')
-        if not (os.path.exists(best) or os.path.exists(last)):
+    """The checkpoint a path means, for every script: a .pt file, or a .dcp directory (a sharded checkpoint of an
+    FSDP run, fsdp.py), as given; a run directory means its best.pt (the lowest val loss, what fine-tuning and
+    sampling want), else its best.dcp, last.pt, last.dcp. --init_from=resume reads last.pt (last.dcp under FSDP)."""
+    if os.path.isdir(path) and not path.rstrip(os.sep).endswith('.dcp'):
+        held = [os.path.join(path, name) for name in CHECKPOINT_NAMES if os.path.exists(os.path.join(path, name))]
+        if not held:
             raise UserError(f"{path} holds no checkpoint (best.pt or last.pt): train one first or pass a .pt file")
-        return best if os.path.exists(best) else last
+        return held[0]
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train one first or pass the path of a .pt file")
     return path
@@ -472,6 +495,8 @@ def load_checkpoint(path, device='cpu', trust=False):
     torch.load(weights_only=True): tensors and plain Python values only, so a checkpoint can never run code. A
     pickle that needs more is refused, unless trust=True (--trust_checkpoint=True), for old or foreign files."""
     path = checkpoint_path(path)
+    if os.path.isdir(path):
+        return read_sharded(path, device)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -487,6 +512,64 @@ def load_checkpoint(path, device='cpu', trust=False):
     if not isinstance(checkpoint, dict) or 'model' not in checkpoint or 'model_args' not in checkpoint:
         raise UserError(f"{path} is not a scratchlm checkpoint (no model / model_args)")
     checkpoint['model'] = clean_state_dict(checkpoint['model'])
+    return checkpoint
+
+
+class SafeCheckpointReader(dcp.FileSystemReader):
+    """torch.distributed.checkpoint's file reader, whose .metadata (an index of the tensors' pieces) is a pickle:
+    read here by an unpickler that builds only the index's own classes, so a sharded checkpoint cannot run code
+    either. Entries that are not tensors (pickled Python objects, which we never write) are refused."""
+
+    class Unpickler(pickle.Unpickler):
+        allowed = {'torch.distributed.checkpoint.metadata', 'torch.distributed.checkpoint.filesystem', 'pathlib'}
+
+        def find_class(self, module, name):
+            if module in self.allowed and not name.startswith('__'):
+                return super().find_class(module, name)
+            if (module, name) in (('torch', 'Size'), ('torch.serialization', '_get_layout')) or (
+                    module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype)):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"Unsupported global {module}.{name} in a checkpoint's .metadata")
+
+    def read_metadata(self, *args, **kwargs):
+        path = os.path.join(self.path, '.metadata')
+        try:
+            with open(path, 'rb') as f:
+                metadata = self.Unpickler(f).load()
+        except pickle.UnpicklingError:
+            raise UserError(f"{path} holds Python objects besides the tensor index, which could run code: refused") from None
+        except (OSError, EOFError, AttributeError, TypeError) as e:
+            raise UserError(f"{path} cannot be read ({type(e).__name__}): the sharded checkpoint is incomplete or damaged") from None
+        if any(isinstance(entry, dcp.metadata.BytesStorageMetadata) for entry in metadata.state_dict_metadata.values()):
+            raise UserError(f"{self.path} holds pickled Python objects besides tensors, which could run code: refused")
+        if getattr(metadata, 'storage_meta', None) is None:
+            metadata.storage_meta = dcp.metadata.StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def read_sharded_json(path):
+    try:
+        with open(os.path.join(path, SHARDED_JSON), encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a complete sharded checkpoint ({SHARDED_JSON}: {type(e).__name__})") from None
+
+
+def read_sharded(path, device='cpu'):
+    """A sharded checkpoint directory (fsdp.save_sharded) read whole by one process, without a process group: the
+    same dict as a .pt checkpoint (model weights as full tensors, model_args, config, meta, ...), except the
+    optimizer state, which a resumed FSDP run reads itself (fsdp.load_sharded)."""
+    checkpoint = read_sharded_json(path)
+    checkpoint.pop('optimizer', None)
+    SafeCheckpointReader(path).read_metadata()  # an unsafe index refused here, in one line, not inside dcp's retries
+    # what torch's own dcp_to_torch_save does: a planner that allocates every tensor the index names, then load
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    state = {}
+    _load_state_dict(state, storage_reader=SafeCheckpointReader(path), planner=_EmptyStateDictLoadPlanner(keys={'model'}),
+                     no_dist=True)
+    checkpoint['model'] = {k: v.to(device) for k, v in state['model'].items()}
     return checkpoint
 
 

@@ -9,6 +9,7 @@ Fine-tune a pretrained model on a task: text classification, named-entity recogn
     python finetune.py --out_dir=out/finetune_bbc --predict="Shares in the bank rose 5% on Monday"
     python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt                      # one text a line
     torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py
+    torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py --fsdp=True   # sharded (fsdp.py)
 
 init_from: a train.py checkpoint (a .pt file or its out_dir), an HF GPT-2 name ('gpt2', ...), an HF BERT directory
 or 'hf:org/name', or 'scratch'. The tokenizer always comes from the checkpoint. Each epoch ends with an evaluation
@@ -29,6 +30,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
+import fsdp as sharding
 import plot
 from configurator import configure, config_defaults
 from model import IGNORE_INDEX, ModelConfig, Transformer, add_lora, config_dict, merged_state_dict
@@ -97,6 +99,9 @@ device = 'auto'
 dtype = 'auto'
 compile = False
 seed = 1337
+fsdp = False  # torchrun: shard weights, gradients and optimizer state over the processes (fsdp.py) instead of DDP
+activation_checkpointing = False  # recompute each block's activations in backward: less memory, more compute
+cpu_offload = False  # fsdp on GPUs: keep the sharded weights and optimizer state in CPU memory
 # -----------------------------------------------------------------------------
 
 def main():
@@ -114,6 +119,8 @@ def main():
     if truncation not in ('head', 'tail', 'windows') or (truncation == 'windows' and task != 'classification'):
         raise common.UserError(f"truncation {truncation!r} unknown for task {task!r}: use 'head' or 'tail' "
                                f"('windows' is for classification)")
+    if cpu_offload and not fsdp:
+        raise common.UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
     runtime = common.setup_runtime(device, dtype, seed)
     with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
         if runtime.master and os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
@@ -160,13 +167,18 @@ def finetune(config, runtime, metric_name):
         label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
     trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
     model.to(runtime.device)
+    if activation_checkpointing:
+        for block in model.transformer.h:
+            sharding.checkpoint_activations(block)
+    if fsdp:
+        model = sharding.shard(model, runtime, cpu_offload=cpu_offload)  # before the optimizer: it holds the shards
     optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,
                                            betas=(beta1, beta2), device_type=runtime.device_type)
     scaler = common.grad_scaler(runtime)
     raw_model = model
     if compile:
         model = torch.compile(model, dynamic=True)  # every batch has its own length
-    if runtime.ddp:
+    if runtime.ddp and not fsdp:
         model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None)
 
     steps_per_epoch = len(batch_order(encoded['train'], batch_size, 0, seed, bucket)) // runtime.world_size  # rest dropped
@@ -186,10 +198,12 @@ def finetune(config, runtime, metric_name):
     log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if runtime.master else None
 
     def save(name, scores):
-        common.save_checkpoint(os.path.join(out_dir, name), {
-            'model': merged_state_dict(raw_model), 'model_args': config_dict(raw_model.config), 'config': config,
-            'meta': meta, 'iter_num': step, 'epoch': epoch, 'val': scores,
-        })
+        """A plain .pt (LoRA merged) by rank 0; under FSDP the shards are gathered into it first, by every process."""
+        state = sharding.full_state_dict(raw_model) if fsdp else raw_model.state_dict()
+        if runtime.master:
+            common.save_checkpoint(os.path.join(out_dir, name), {
+                'model': merged_state_dict(raw_model, state), 'model_args': config_dict(raw_model.config),
+                'config': config, 'meta': meta, 'iter_num': step, 'epoch': epoch, 'val': scores})
 
     pad_id = special['pad']
     better = (lambda a, b: a < b) if metric_name == 'loss' else (lambda a, b: a > b)
@@ -223,10 +237,10 @@ def finetune(config, runtime, metric_name):
             log.log({'iter': step, 'epoch': epoch, 'tokens': tokens_seen, 'elapsed_s': round(elapsed, 1), 'lr': lr,
                      **{f'val_{k}': v for k, v in scores.items() if isinstance(v, float)}})
             plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
-        if best is None or better(scores[metric_name], best):
-            best, best_epoch = scores[metric_name], epoch
-            if runtime.master:
-                save('best.pt', {k: v for k, v in scores.items() if isinstance(v, float)})
+        value = common.same_on_all_ranks(scores[metric_name], runtime)  # every process takes the same decision
+        if best is None or better(value, best):
+            best, best_epoch = value, epoch
+            save('best.pt', {k: v for k, v in scores.items() if isinstance(v, float)})
         elif patience and epoch - best_epoch >= patience:
             if runtime.master:
                 print(f"early stop: val {metric_name} has not improved for {patience} epochs (best {best:.4f}, epoch {best_epoch})")

@@ -709,9 +709,6 @@ class LoRALinear(nn.Module):
     def forward(self, x):
         return self.base(x) + (self.dropout(x) @ self.lora_a.t() @ self.lora_b.t()) * self.scale
 
-    def merged_weight(self):
-        return self.base.weight + (self.lora_b @ self.lora_a) * self.scale
-
 
 def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 'c_fc', 'c_gate')):
     """Freeze every weight of model and wrap its attention and MLP Linears (the names in targets) in LoRALinear.
@@ -724,18 +721,17 @@ def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 
     return model
 
 
-def merged_state_dict(model):
-    """model's state dict with every LoRA update folded into its base weight, under the names of the plain model:
-    what a checkpoint holds, so that it loads without LoRA."""
-    state = model.state_dict()
+def merged_state_dict(model, state=None):
+    """model's state dict (or state, the same names' full tensors, e.g. gathered from shards) with every LoRA update
+    folded into its base weight, under the names of the plain model: what a checkpoint holds, loadable without LoRA."""
+    state = dict(model.state_dict() if state is None else state)
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
             prefix = f'{name}.' if name else ''
-            for key in ('base.weight', 'base.bias', 'lora_a', 'lora_b'):
-                state.pop(prefix + key, None)
-            state[prefix + 'weight'] = module.merged_weight().detach()
-            if module.base.bias is not None:
-                state[prefix + 'bias'] = module.base.bias.detach()
+            lora_a, lora_b = state.pop(prefix + 'lora_a'), state.pop(prefix + 'lora_b')
+            state[prefix + 'weight'] = (state.pop(prefix + 'base.weight') + (lora_b @ lora_a) * module.scale).detach()
+            if prefix + 'base.bias' in state:
+                state[prefix + 'bias'] = state.pop(prefix + 'base.bias').detach()
     return state
 
 

@@ -18,6 +18,7 @@ import inspect
 import math
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 def zeropower_via_newtonschulz5(G, steps=5):
@@ -54,7 +55,11 @@ def muon_update(group, state, lr):
         buf = state[p]['momentum_buffer']
         buf.mul_(group['momentum']).add_(p.grad)
         g = p.grad.add(buf, alpha=group['momentum']) if group['nesterov'] else buf
-        update = zeropower_via_newtonschulz5(g, group['ns_steps'])
+        if isinstance(g, DTensor):  # FSDP: a shard of rows; orthogonalise the whole matrix, keep this rank's rows
+            update = zeropower_via_newtonschulz5(g.full_tensor(), group['ns_steps'])
+            update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
+        else:
+            update = zeropower_via_newtonschulz5(g, group['ns_steps'])
         # an orthogonalised (rows, cols) matrix has RMS 1/sqrt(max(rows, cols)); times 0.2 sqrt(max) gives RMS 0.2,
         # about AdamW's (Liu et al. 2025, sec. 2.2), so Muon shares AdamW's learning rate and weight decay
         scale = 0.2 * math.sqrt(max(p.shape))
@@ -101,7 +106,9 @@ class Muon(torch.optim.Optimizer):
     """Muon(matrices, lr=6e-4, momentum=0.95): SGD-momentum (Nesterov by default), orthogonalised, for 2-D params.
 
     Under DDP the gradients are all-reduced before step(), so every rank computes the same update and no extra
-    communication is needed. The lr is in AdamW units (see muon_update's scale rule)."""
+    communication is needed. Under FSDP each rank holds a block of rows of a matrix (and of its momentum): the
+    momentum is all-gathered, every rank orthogonalises the whole matrix (the same result everywhere) and keeps
+    its own rows. The lr is in AdamW units (see muon_update's scale rule)."""
 
     def __init__(self, params, lr=6e-4, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
@@ -118,7 +125,8 @@ class MuonAdamW(torch.optim.Optimizer):
     Every group's step uses group['lr'] * group['lr_scale']: the LR schedule writes group['lr'] into every group
     as it does for AdamW, and lr_scale (1.0 by default) sets a group's rate relative to that. One
     torch.optim.Optimizer, so GradScaler's unscale_/step, clip_grad_norm_ and state_dict/load_state_dict work
-    natively. Under DDP gradients are all-reduced before step(), so every rank computes the same update."""
+    natively. Under DDP gradients are all-reduced before step(), so every rank computes the same update; under
+    FSDP see Muon."""
 
     def __init__(self, params, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95, nesterov=True,
                  ns_steps=5):

@@ -6,11 +6,12 @@ Pretrain a GPT-style (next-token) or BERT-style (masked-LM) language model.
     python train.py config/pretrain_bert_small.py             # a BERT-style encoder: masked LM, causal=False
     python train.py config/pretrain_bert_small.py --nsp=True  # ... plus next-sentence prediction
     torchrun --standalone --nproc_per_node=8 train.py config/pretrain_gpt2.py
+    torchrun --standalone --nproc_per_node=8 train.py config/pretrain_gpt2.py --fsdp=True   # sharded, see fsdp.py
 
 init_from: 'scratch', 'resume' (continue the run in out_dir exactly), a checkpoint path (continued
 pretraining: its weights, a fresh optimizer and schedule), an HF GPT-2 name ('gpt2', 'gpt2-medium', ...),
 or an HF GPT-2 / BERT checkpoint: a local directory with config.json, or 'hf:org/name' (HF cache or download).
-SIGINT/SIGTERM save out_dir/last.pt before exiting.
+SIGINT/SIGTERM save out_dir/last.pt (last.dcp under FSDP) before exiting.
 """
 
 import contextlib
@@ -28,6 +29,7 @@ import common
 from configurator import configure, config_defaults
 import hf
 from model import ModelConfig, Transformer, config_dict
+import fsdp as sharding
 import optim
 import plot
 import prepare
@@ -95,6 +97,10 @@ device = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'auto' (bf16 where the hardware has it), 'float32', 'bfloat16', 'float16'
 compile = False  # torch.compile the model
 seed = 1337
+# scaling out (torchrun): DDP by default, a full copy of everything on every process
+fsdp = False  # shard weights, gradients and optimizer state over the processes instead (fsdp.py); any count resumes
+activation_checkpointing = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+cpu_offload = False  # fsdp on GPUs: keep the sharded weights and optimizer state in CPU memory
 # -----------------------------------------------------------------------------
 
 
@@ -103,9 +109,10 @@ def main():
     config = configure(config_defaults(globals()), sys.argv[1:], explicit=explicit)
     checkpoint = None
     if config['init_from'] == 'resume':
-        path = os.path.join(config['out_dir'], 'last.pt')
-        checkpoint = common.load_checkpoint(path, trust=config['trust_checkpoint'])
+        checkpoint = resume_checkpoint(config['out_dir'], config['fsdp'] if 'fsdp' in explicit else None,
+                                       config['trust_checkpoint'])
         config = {**config, **{k: v for k, v in checkpoint['config'].items() if k not in explicit and k in config}}
+        config = keep_tokens_per_iter(config, checkpoint, explicit)
     globals().update(config)
     if objective == 'mlm' and causal:
         raise common.UserError("objective='mlm' needs a bidirectional model: set causal=False "
@@ -114,10 +121,12 @@ def main():
         raise common.UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
     if nsp and objective != 'mlm':
         raise common.UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
+    if cpu_offload and not fsdp:
+        raise common.UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
     runtime = common.setup_runtime(device, dtype, seed)
     with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
         if runtime.master and init_from != 'resume' and not overwrite:
-            held = [name for name in ('best.pt', 'last.pt') if os.path.exists(os.path.join(out_dir, name))]
+            held = [name for name in common.CHECKPOINT_NAMES if os.path.exists(os.path.join(out_dir, name))]
             if held:
                 raise common.UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
                                        f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
@@ -172,10 +181,13 @@ def train(config, checkpoint, runtime):
             raise common.UserError(str(e)) from None
         check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
     else:  # 'resume' or a checkpoint path
-        path = os.path.join(out_dir, 'last.pt') if init_from == 'resume' else init_from
+        path = checkpoint['path'] if init_from == 'resume' else init_from
         checkpoint = checkpoint or common.load_checkpoint(path, trust=trust_checkpoint)
         check_compatible(checkpoint, model_args, meta, path, strict=init_from == 'resume')
-        model = common.model_from_checkpoint(checkpoint, dropout=dropout)
+        if 'model' in checkpoint:
+            model = common.model_from_checkpoint(checkpoint, dropout=dropout)
+        else:  # resuming a sharded run: the weights load into the shards below
+            model = Transformer(ModelConfig.from_dict({**checkpoint['model_args'], 'dropout': dropout}))
         if init_from == 'resume':
             iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     if init_from != 'scratch':
@@ -194,6 +206,11 @@ def train(config, checkpoint, runtime):
         raise common.UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
                                f"block_size={block_size}: use --block_size={model.config.block_size} or less")
     model.to(runtime.device)
+    if activation_checkpointing:
+        for block in model.transformer.h:
+            sharding.checkpoint_activations(block)
+    if fsdp:
+        model = sharding.shard(model, runtime, cpu_offload=cpu_offload)  # before the optimizer: it holds the shards
     scaler = common.grad_scaler(runtime)
     try:
         opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
@@ -201,7 +218,10 @@ def train(config, checkpoint, runtime):
                                          muon_momentum=muon_momentum, fused=None if fused_adam else False)
     except ValueError as e:
         raise common.UserError(str(e)) from None
-    if init_from == 'resume':
+    if init_from == 'resume' and fsdp:
+        sharding.load_sharded(checkpoint['path'], model, opt)
+        common.set_rng_states(sharding.tensor_rng(checkpoint['rng_states']))
+    elif init_from == 'resume':
         try:
             opt.load_state_dict(checkpoint['optimizer'])
         except (ValueError, KeyError) as e:
@@ -214,18 +234,23 @@ def train(config, checkpoint, runtime):
     if compile:
         print("compiling the model (takes a minute)...")
         model = torch.compile(model)
-    if runtime.ddp:
+    if runtime.ddp and not fsdp:
         model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
                     find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
     peak = common.peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
 
     def save(name):
-        common.save_checkpoint(os.path.join(out_dir, name), {
-            'model': raw_model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
-            'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-            'rng_states': common.rng_states(), 'data_state': {'seed': seed, 'next_iter': iter_num},
-            'meta': meta, 'data_dir': data_dir,
-        })
+        """name.pt by rank 0 alone; under FSDP name.dcp, written by every process (each its shards)."""
+        plain = {'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+                 'data_state': {'seed': seed, 'next_iter': iter_num}, 'meta': meta, 'data_dir': data_dir,
+                 'world_size': runtime.world_size}
+        if fsdp:
+            sharding.save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, opt,
+                                  {**plain, 'rng_states': sharding.jsonable_rng(common.rng_states())}, runtime)
+        elif runtime.master:
+            common.save_checkpoint(os.path.join(out_dir, name), {
+                **plain, 'model': raw_model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
+                'rng_states': common.rng_states()})
 
     if objective == 'mlm':  # BERT-style batches: masked afresh at every step; NSP pairs within documents
         train_docs, val_docs = ((common.document_spans(data, meta['eot_id']) if nsp else None)
@@ -276,18 +301,19 @@ def train(config, checkpoint, runtime):
                 if val_bpb is not None:
                     scores['val_bpb'] = val_bpb
                 summary = f"val ppl {math_exp(val_loss):.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
+            val_loss = common.same_on_all_ranks(val_loss, runtime)  # one decision to save, taken by all processes
             if runtime.master:
                 elapsed = time.time() - t_start
                 print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
                 log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
                          'val_loss': val_loss, **scores, 'lr': lr})
                 plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
-                if val_loss < best_val_loss:
-                    best_val_loss = val_loss
-                    if iter_num > 0:
-                        save('best.pt')
-                if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
-                    save('last.pt')
+            if val_loss < best_val_loss:
+                best_val_loss = val_loss
+                if iter_num > 0:
+                    save('best.pt')
+            if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
+                save('last.pt')
             t0 = time.time()  # evaluation time is not training time
         if iter_num >= max_iters or eval_only:
             break
@@ -318,14 +344,51 @@ def train(config, checkpoint, runtime):
                 log.log(record)
             loss_sum.zero_()
             loss_count, t0 = 0, time.time()
-        if stop['signal'] is not None:
+        signum = stop['signal'] or 0
+        if fsdp and runtime.ddp:  # a sharded save needs every process: all stop at the same iteration
+            flag = torch.tensor([signum], device=runtime.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag.item())
+        if signum:
+            save('last.pt')
             if runtime.master:
-                save('last.pt')
-                print(f"signal {stop['signal']}: saved {out_dir}/last.pt at iter {iter_num}; "
+                print(f"signal {signum}: saved {out_dir}/last.{'dcp' if fsdp else 'pt'} at iter {iter_num}; "
                       f"continue with --init_from=resume")
             common.cleanup_runtime(runtime)
-            sys.exit(128 + stop['signal'])
+            sys.exit(128 + signum)
     common.cleanup_runtime(runtime)
+
+
+def resume_checkpoint(out_dir, fsdp_setting, trust):
+    """The checkpoint --init_from=resume continues, with its 'path': out_dir/last.pt, or out_dir/last.dcp of an
+    FSDP run (then its plain values only: the shards load into the sharded model). fsdp_setting: --fsdp if given."""
+    held = [os.path.join(out_dir, name) for name in ('last.pt', 'last.dcp') if os.path.exists(os.path.join(out_dir, name))]
+    if not held:
+        raise common.UserError(f"{out_dir} holds no last.pt (or last.dcp) to resume: train there first, or pass the "
+                               f"out_dir of the run to continue")
+    path = max(held, key=os.path.getmtime)  # both: a run that moved between DDP and FSDP; the newer one
+    sharded = path.endswith('.dcp')
+    if fsdp_setting is not None and fsdp_setting != sharded:
+        raise common.UserError(f"{path} is a {'sharded (FSDP)' if sharded else 'single-file'} checkpoint but "
+                               f"--fsdp={fsdp_setting}: drop the flag to resume it as it was saved" +
+                               ('' if sharded else ", or start an FSDP run from it with --init_from=" + path))
+    checkpoint = common.read_sharded_json(path) if sharded else common.load_checkpoint(path, trust=trust)
+    return {**checkpoint, 'path': path}
+
+
+def keep_tokens_per_iter(config, checkpoint, explicit):
+    """A run resumed on another number of processes keeps its tokens per iteration (and so its batches and its
+    losses): gradient_accumulation_steps is rescaled, unless given on the command line."""
+    saved, world = checkpoint.get('world_size', 1), int(os.environ.get('WORLD_SIZE', 1))
+    if saved == world or 'gradient_accumulation_steps' in explicit:
+        return config
+    micro_batches = config['gradient_accumulation_steps'] * saved  # per iteration, over all processes
+    if micro_batches % world:
+        raise common.UserError(f"the run was saved by {saved} process(es) x {config['gradient_accumulation_steps']} "
+                               f"micro-batches; {world} processes cannot split {micro_batches}: resume on a divisor of "
+                               f"{micro_batches} processes, or pass --gradient_accumulation_steps")
+    print(f"resuming on {world} process(es) instead of {saved}: gradient_accumulation_steps = {micro_batches // world}")
+    return {**config, 'gradient_accumulation_steps': micro_batches // world}
 
 
 def math_exp(x):
