@@ -15,6 +15,8 @@ Sections:
             encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
   finetune  examples/s of classification fine-tuning steps, batches padded dynamically vs to a fixed block_size
   memory    RSS / max-allocated over a long run of train steps, to show it does not grow
+  sharding  per-process bytes of parameters, gradients and optimizer state, and ms per step, under DDP and under
+            FSDP at 2 processes (torchrun, started by this script) on the same model; gloo on CPU, NCCL on GPUs
 MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
 """
 
@@ -33,12 +35,13 @@ import prepare
 import tokenizer
 from configurator import configure, config_defaults
 from model import ModelConfig, Transformer, config_dict as model_config_dict
+import fsdp
 import optim
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
 # -----------------------------------------------------------------------------
-sections = 'train,recipes,generate,prepare,finetune,memory'
+sections = 'train,recipes,generate,prepare,finetune,memory,sharding'
 device = 'auto'
 # model and batch of the training benchmark: config/pretrain_small.py's
 n_layer = 4
@@ -62,6 +65,8 @@ finetune_examples = 128
 finetune_repeats = 2
 # memory
 memory_steps = 60
+# sharding
+sharding_processes = 2
 seed = 1337
 # -----------------------------------------------------------------------------
 
@@ -375,8 +380,60 @@ def bench_memory(runtime, data_dir):
     print(f"growth over the second half: {growth:+.0f} MiB")
 
 
+def launch_sharding():
+    """This script again, under torchrun, for the sharding section alone; its table is printed by rank 0."""
+    import subprocess
+    overrides = [a for a in sys.argv[1:] if not a.startswith('--sections=')]
+    print(f"\n## sharding: DDP vs FSDP at {sharding_processes} processes (torchrun)", flush=True)
+    subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                    f'--nproc_per_node={sharding_processes}', __file__, '--sections=sharding', *overrides],
+                   check=True, env={**os.environ, 'OMP_NUM_THREADS': str(max(1, (os.cpu_count() or 1) // sharding_processes))})
+
+
+def bench_sharding(runtime, data):
+    """Under torchrun: the benchmark's model trained a few steps wrapped in DDP, then sharded by FSDP (AdamW,
+    the run's dtype); what each process holds (fsdp.state_bytes, after a backward) and the median step time."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    rows = []
+    for name in ('DDP', 'FSDP'):
+        torch.manual_seed(seed)
+        model = Transformer(ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                                        vocab_size=vocab_size, bias=False)).to(runtime.device)
+        wrapped = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None) \
+            if name == 'DDP' else fsdp.shard(model, runtime)
+        optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
+                                               device_type=runtime.device_type)
+        scaler, times = common.grad_scaler(runtime), []
+        for it in range(2 + steps):
+            batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, runtime.rank], runtime.device)]
+            sync(runtime.device)
+            t = time.perf_counter()
+            common.train_step(wrapped, optimizer, scaler, batch, runtime, 1.0)
+            sync(runtime.device)
+            times.append(time.perf_counter() - t)
+        with runtime.autocast():
+            loss = wrapped(*batch[0])[1]
+        loss.backward()  # gradients present for the count
+        rows.append((name, fsdp.state_bytes(model, optimizer), statistics.median(times[2:])))
+        del wrapped, model, optimizer
+    if runtime.master:
+        print(f"model {n_layer}x{n_embd}, vocab {vocab_size:,}, batch {batch_size}x{block_size} a process, {runtime.dtype}, "
+              f"{runtime.world_size} processes; MiB held by each process:")
+        print("| | params | grads | optimizer | total | ms/step |")
+        print("|---|---|---|---|---|---|")
+        for name, held, dt in rows:
+            mib = [held[k] / 2**20 for k in ('params', 'grads', 'optimizer')]
+            print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in mib) + f" | {sum(mib):,.1f} | {dt * 1000:,.0f} |")
+        (_, ddp, ddp_dt), (_, sharded, fsdp_dt) = rows
+        print(f"FSDP / DDP: {sum(sharded.values()) / sum(ddp.values()):.2f}x the bytes, {fsdp_dt / ddp_dt:.2f}x the time")
+
+
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
+    if 'RANK' in os.environ:  # started by launch_sharding
+        runtime = common.setup_runtime(device, 'auto', seed)
+        bench_sharding(runtime, prepare.open_split(os.path.join('data', 'bbc_news'), 'train'))
+        return common.cleanup_runtime(runtime)
     runtime = common.setup_runtime(device, 'auto', seed)
     torch_device = runtime.device
     peaks = {'float32': measure_peak_flops(torch_device, torch.float32)}
@@ -400,6 +457,10 @@ def main():
         bench_finetune(runtime)
     if 'memory' in wanted:
         bench_memory(runtime, data_dir)
+    if 'sharding' in wanted:
+        if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+            prepare.prepare()
+        launch_sharding()
 
 
 if __name__ == '__main__':

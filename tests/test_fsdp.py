@@ -8,8 +8,10 @@ resumed on another number of processes, a rank killed during a save, fine-tuning
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -89,6 +91,25 @@ def test_sharded_checkpoint_resumes_on_another_number_of_processes(char_dataset,
     proc = subprocess.run([sys.executable, 'fsdp.py', str(tmp_path / 'a' / 'last.dcp')], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and 'exists' in proc.stderr  # nothing is overwritten
+
+
+def test_sigterm_saves_a_sharded_checkpoint_from_every_rank(char_dataset, tmp_path):
+    """SIGTERM to torchrun (which passes it to both ranks, each at its own moment): the ranks agree on one
+    iteration, write last.dcp together and stop; the checkpoint holds that iteration and the log agrees."""
+    out_dir = tmp_path / 'run'
+    args = [*TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--eval_interval=100000', '--max_iters=100000',
+            '--fsdp=True']
+    with open(tmp_path / 'stderr.txt', 'w') as stderr:
+        proc = subprocess.Popen([sys.executable, *TORCHRUN, 'train.py', *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=stderr, env={**os.environ, **ONE_THREAD})
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(out_dir / 'metrics.jsonl') and len(metrics(out_dir)) >= 4):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    saved = common.read_sharded_json(str(out_dir / 'last.dcp'))
+    assert saved['iter_num'] == metrics(out_dir)[-1]['iter'] >= 3
+    common.load_checkpoint(str(out_dir / 'last.dcp'))
 
 
 def test_fsdp_halves_per_rank_state_bytes(tmp_path):
