@@ -30,7 +30,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard,
+                                    register_fsdp_forward_method)
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint as recompute
 
@@ -40,7 +41,7 @@ from configurator import configure
 # -----------------------------------------------------------------------------
 # sharding a model
 
-def shard(model, runtime, activation_checkpointing=False, cpu_offload=False):
+def shard(model, runtime, cpu_offload=False):
     """model (a Transformer on runtime.device) sharded in place over all processes: each block, then the root
     (embeddings, final norm, heads), becomes one FSDP unit whose weights are gathered for its forward and backward
     only. bf16 / fp16 runs compute in that dtype and reduce gradients in float32; the sharded weights and the
@@ -61,10 +62,11 @@ def shard(model, runtime, activation_checkpointing=False, cpu_offload=False):
         options['mp_policy'] = MixedPrecisionPolicy(param_dtype=getattr(torch, runtime.dtype), reduce_dtype=torch.float32)
     options = {k: v for k, v in options.items() if v is not None}
     for block in model.transformer.h:
-        if activation_checkpointing:
-            checkpoint_activations(block)
         fully_shard(block, **options)
     fully_shard(model, **options)
+    # evaluation and generation call hidden_states, then a head: it gathers like forward (the root's own weights,
+    # embeddings and heads, stay gathered after a forward until backward, as FSDP2 keeps the root's)
+    register_fsdp_forward_method(model, 'hidden_states')
     return model
 
 

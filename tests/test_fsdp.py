@@ -41,12 +41,13 @@ def weights(path):
 # -----------------------------------------------------------------------------
 # training
 
-@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
-def test_fsdp_matches_one_process_with_doubled_accumulation(char_dataset, tmp_path, optimizer):
+@pytest.mark.parametrize('objective,optimizer', [('clm', 'muon'), ('mlm', 'adamw')])
+def test_fsdp_matches_one_process_with_doubled_accumulation(char_dataset, tmp_path, objective, optimizer):
     """2 FSDP processes x 1 micro-batch give the losses and weights of 1 plain process x 2 micro-batches over 5
-    steps (fp32; Muon orthogonalises the gathered matrix and keeps each rank's rows)."""
-    args = [*TINY, *data_args(char_dataset), '--max_iters=5', '--eval_interval=1000', '--eval_iters=1',
-            f'--optimizer={optimizer}']
+    steps (fp32; Muon orthogonalises the gathered matrix and keeps each rank's rows; the masked-LM evaluation
+    calls hidden_states and a head, not forward). AdamW on GPT-style runs: the resume test below."""
+    args = [*TINY, *data_args(char_dataset), '--max_iters=5', '--eval_interval=5', '--eval_iters=1',
+            f'--optimizer={optimizer}', f'--objective={objective}', f'--causal={objective == "clm"}']
     run('train.py', *args, f'--out_dir={tmp_path / "fsdp"}', '--fsdp=True', launcher=TORCHRUN, env=ONE_THREAD)
     run('train.py', *args, f'--out_dir={tmp_path / "single"}', '--gradient_accumulation_steps=2', env=ONE_THREAD)
     sharded, single = train_losses(tmp_path / 'fsdp'), train_losses(tmp_path / 'single')
@@ -54,6 +55,9 @@ def test_fsdp_matches_one_process_with_doubled_accumulation(char_dataset, tmp_pa
     for it in single:
         assert sharded[it] == pytest.approx(single[it], abs=LOSS_TOLERANCE), it
     assert os.path.isdir(tmp_path / 'fsdp' / 'last.dcp') and not os.path.exists(tmp_path / 'fsdp' / 'last.pt')
+    sharded_evals = [r['val_loss'] for r in metrics(tmp_path / 'fsdp') if 'val_loss' in r]
+    single_evals = [r['val_loss'] for r in metrics(tmp_path / 'single') if 'val_loss' in r]
+    assert sharded_evals == pytest.approx(single_evals, abs=LOSS_TOLERANCE) and len(single_evals) == 2
     ours, theirs = weights(tmp_path / 'fsdp' / 'last.dcp'), weights(tmp_path / 'single' / 'last.pt')
     assert ours.keys() == theirs.keys()
     for name in theirs:
