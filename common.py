@@ -473,18 +473,20 @@ def save_checkpoint(path, checkpoint):
                         f"(or raise the limit) and run again") from None
 
 
-CHECKPOINT_NAMES = ('best.pt', 'best.dcp', 'last.pt', 'last.dcp')  # a run directory's, in the order they are read
+CHECKPOINT_NAMES = ('best.pt', 'best.dcp', 'last.pt', 'last.dcp')  # what a run directory can hold
 
 
 def checkpoint_path(path):
     """The checkpoint a path means, for every script: a .pt file, or a .dcp directory (a sharded checkpoint of an
-    FSDP run, fsdp.py), as given; a run directory means its best.pt (the lowest val loss, what fine-tuning and
-    sampling want), else its best.dcp, last.pt, last.dcp. --init_from=resume reads last.pt (last.dcp under FSDP)."""
+    FSDP run, fsdp.py), as given; a run directory means its best checkpoint (the lowest val loss, what fine-tuning
+    and sampling want: best.pt, or best.dcp, the newer if both), else its last. --init_from=resume reads the last."""
     if os.path.isdir(path) and not path.rstrip(os.sep).endswith('.dcp'):
-        held = [os.path.join(path, name) for name in CHECKPOINT_NAMES if os.path.exists(os.path.join(path, name))]
-        if not held:
-            raise UserError(f"{path} holds no checkpoint (best.pt or last.pt): train one first or pass a .pt file")
-        return held[0]
+        for kind in ('best', 'last'):
+            held = [name for name in (os.path.join(path, kind + '.pt'), os.path.join(path, kind + '.dcp'))
+                    if os.path.exists(name)]
+            if held:
+                return max(held, key=os.path.getmtime)  # both: a .pt consolidated from a sharded run that went on
+        raise UserError(f"{path} holds no checkpoint (best.pt or last.pt): train one first or pass a .pt file")
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train one first or pass the path of a .pt file")
     return path
