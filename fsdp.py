@@ -44,18 +44,18 @@ from configurator import configure
 def shard(model, runtime, cpu_offload=False):
     """model (a Transformer on runtime.device) sharded in place over all processes: each block, then the root
     (embeddings, final norm, heads), becomes one FSDP unit whose weights are gathered for its forward and backward
-    only. bf16 / fp16 runs compute in that dtype and reduce gradients in float32; the sharded weights and the
-    optimizer stay float32. One process without torchrun gets a process group of its own, so that the same code
-    and checkpoints serve any number of processes."""
-    if not dist.is_initialized():
-        dist.init_process_group('nccl' if runtime.device_type == 'cuda' else 'gloo', store=dist.HashStore(),
-                                rank=0, world_size=1)
+    only. bf16 runs compute in bf16 and reduce gradients in float32; the sharded weights and the optimizer stay
+    float32. One process without torchrun gets a process group of its own, so that the same code and checkpoints
+    serve any number of processes."""
     if cpu_offload and runtime.device_type != 'cuda':
         raise common.UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
                                f"{runtime.device_type}, where they already are; drop --cpu_offload")
     if runtime.dtype == 'float16':
         raise common.UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
                                "use --dtype=bfloat16")
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if runtime.device_type == 'cuda' else 'gloo', store=dist.HashStore(),
+                                rank=0, world_size=1)
     mesh = init_device_mesh(runtime.device_type, (dist.get_world_size(),))
     options = dict(mesh=mesh, offload_policy=CPUOffloadPolicy() if cpu_offload else None)
     if runtime.dtype != 'float32':
