@@ -335,12 +335,8 @@ def encode_classification(ex, text_id, ctx):
     'text_id' naming the text they came from (evaluation averages their votes)."""
     body = ctx.tok.encode(ex['text'])
     room = ctx.max_len - (1 if ctx.causal else 2)
-    if ctx.truncation == 'windows':
-        windows = [body[i:i + room] for i in range(0, max(len(body), 1), room)]
-        cut, windows = len(windows) > ctx.max_windows, windows[:ctx.max_windows]
-    else:
-        cut = len(body) > room
-        windows = [body[:room] if ctx.truncation == 'head' else body[max(0, len(body) - room):]]
+    spans, cut = common.text_windows(len(body), room, ctx.truncation, ctx.max_windows)
+    windows = [body[start:end] for start, end in spans]
     label = ctx.names.index(ex['label']) if 'label' in ex else IGNORE_INDEX  # a text to predict has none
     special = ctx.special
     return [{'ids': np.array(window + [special['eot']] if ctx.causal else [special['cls'], *window, special['sep']],
