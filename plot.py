@@ -33,6 +33,7 @@ import torch
 
 import common
 import features
+import hf
 import prepare
 import sample
 from configurator import configure, config_defaults
@@ -330,11 +331,9 @@ def token_counts(data_dir, meta):
 
 def training_data_dir(config):
     """--data_dir, else the dataset directory a train.py checkpoint names (its data_root/dataset), or None."""
-    if config['data_dir'] or config['init_from'] in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'):
-        return config['data_dir']
     path = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
-    if not (os.path.isdir(path) or path.endswith('.pt')):
-        return None  # an HF directory or name: no dataset recorded
+    if config['data_dir'] or hf.is_hf_name(path):  # an HF checkpoint records no dataset
+        return config['data_dir']
     trained = common.load_checkpoint(path, trust=config['trust_checkpoint']).get('config', {})
     if isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str):
         found = os.path.join(trained['data_root'], trained['dataset'])
@@ -350,12 +349,11 @@ def embeddings_command(config, runtime):
     tokenizer, special = sample.tokenizer_of(meta)
     embedding = model.transformer.wte.weight.detach().float().cpu().numpy()  # (V, C) input embeddings
     candidates = features.ordinary_ids(tokenizer, special, len(embedding))
-    for word in (config['neighbours'] or '').split(','):
-        if word.strip():
-            vector = features.word_vectors(embedding, tokenizer, [word.strip()])[0]
-            near = features.nearest_tokens(embedding, tokenizer, vector, candidates,
-                                           exclude=features.word_ids(tokenizer, word.strip()))
-            print(f"{word.strip()}: " + ', '.join(f"{text} {cosine:.2f}" for text, cosine in near))
+    for word in [w.strip() for w in (config['neighbours'] or '').split(',') if w.strip()]:
+        ids = features.word_ids(tokenizer, word)
+        near = features.nearest_tokens(embedding, tokenizer, embedding[ids].mean(0), candidates, exclude=ids)
+        pieces = f" ({len(ids)} tokens, {'|'.join(sample.token_text(tokenizer, i) for i in ids)}: their mean)"
+        print(f"{word}{pieces if len(ids) > 1 else ''}: " + ', '.join(f"{text} {cosine:.2f}" for text, cosine in near))
     source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
     if config['texts']:
         rows = features.read_texts(config['texts'])
