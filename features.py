@@ -93,6 +93,7 @@ def read_labels(path, lines, label_field='label'):
     return [('(none)' if label is None else str(label)) for label in labels] if any(
         label is not None for label in labels) else None
 
+
 def encode(tokenizer, text, block_size, special=None):
     """(ids, truncated): text's token ids, inside [CLS] ... [SEP] when special is given (encoders), cut to fit
     block_size."""
@@ -428,9 +429,9 @@ def explain_text(model, tokenizer, special, names, text, truncation='head', max_
     no window holds, cut off by truncation); for integrated gradients also 'baseline_logprob', 'ig_points' (of
     the path, all windows) and 'completeness_gap' (the scores' sum minus f - f(baseline))."""
     if model.config.task_head != 'sequence':
-        raise common.UserError(f"explanations are of a text classifier's label, and this model has "
-                               f"{'a ' + model.config.task_head + ' head' if model.config.task_head else 'no task head'}: "
-                               f"use a checkpoint fine-tuned with task='classification'")
+        head = f"a {model.config.task_head} head" if model.config.task_head else 'no task head'
+        raise common.UserError(f"explanations are of a text classifier's label, and this model has {head}: use a "
+                               f"checkpoint fine-tuned with task='classification'")
     words = text.split()
     if not words:
         raise common.UserError("the text to explain is empty")

@@ -48,7 +48,7 @@ predict = None  # text, or FILE:path (one text a line): predict with out_dir/bes
 explain = False  # with predict (classification): each word's contribution to the predicted label (features.py)
 explain_method = 'both'  # 'occlusion' (drop without the word), 'integrated_gradients', or 'both'
 ig_steps = 32  # integrated gradients: intervals of the path to begin with (split further where the rule needs it)
-explain_output = None  # --explain of a FILE:path: the JSON lines written, one a text; None: path's stem + .explain.jsonl
+explain_output = None  # --explain: where the records go as JSON lines; None: for FILE:path, its stem + .explain.jsonl
 overwrite = False  # replace the fine-tuned model an earlier run left in out_dir (--explain: an explain_output file)
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 tensorboard = False
@@ -112,7 +112,7 @@ def main():
     if explain and predict is None:
         raise common.UserError("--explain=True explains predictions: add --predict='a text' or --predict=FILE:path")
     if predict is not None:
-        return run_predict(predict, out_dir, device, explain, explain_method, ig_steps, explain_output)
+        return run_predict(predict, out_dir, device, explain, explain_method, ig_steps, explain_output, overwrite)
     if task not in TASKS:
         raise common.UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
     metric_name = metric or TASKS[task].metrics[0]
@@ -597,7 +597,8 @@ def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None
     return scores
 
 
-def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_steps=32, explain_output=None):
+def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_steps=32, explain_output=None,
+                overwrite=False):
     """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text. With
     explain (classifiers), each word's score as well: see explain_predictions."""
     path = os.path.join(out_dir, 'best.pt')
@@ -617,7 +618,7 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
     truncation = trained.get('truncation', 'head')
     if explain:
         return explain_predictions(model, tok, meta, texts, text, truncation, trained.get('max_windows', 4),
-                                   explain_method, ig_steps, explain_output)
+                                   explain_method, ig_steps, explain_output, overwrite)
     encoded, n_truncated = encode(task, [TASKS[task].from_text(t) for t in texts], tok, special, names, max_len,
                                   model.config.causal, truncation, meta.get('prompt_template') or '',
                                   trained.get('max_windows', 4))
@@ -631,27 +632,28 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
         print(line)
 
 
-def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output):
-    """--explain: each text's label and every word's scores (features.explain_text, read as the training run cut
-    texts). One text: printed as a table. A FILE: the predictions printed, and a JSON line a text written to output
-    (default: beside the file), atomically; an existing one is kept unless --overwrite=True."""
+def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output,
+                        overwrite=False):
+    """--explain: each text's label and every word's scores (features.explain_text), the texts cut as the training
+    run cut them. One text is printed as a table, a FILE:'s predictions a line each; the records go to output as
+    JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl), and an existing
+    output is kept unless overwrite."""
     if meta['task'] != 'classification':
         raise common.UserError(f"--explain explains a classifier's label, and this checkpoint is fine-tuned for "
                                f"task={meta['task']!r}: use one fine-tuned with task='classification'")
-    if source.startswith('FILE:'):
-        output = output or os.path.splitext(source[5:])[0] + '.explain.jsonl'
-        if os.path.exists(output) and not overwrite:
-            raise common.UserError(f"{output} exists: pass --overwrite=True to replace it, or --explain_output=PATH")
+    from_file = source.startswith('FILE:')
+    output = output or (os.path.splitext(source[5:])[0] + '.explain.jsonl' if from_file else None)
+    if output and os.path.exists(output) and not overwrite:
+        raise common.UserError(f"{output} exists: pass --overwrite=True to replace it, or --explain_output=PATH")
     methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
     records = [features.explain_text(model, tok, meta['special_tokens'], meta['label_names'], text, truncation,
                                      max_windows, methods, ig_steps) for text in texts]
-    if not source.startswith('FILE:'):
-        print('\n'.join(features.explanation_table(records[0])))
-        return
-    common.write_jsonl(output, records)
-    for record in records:
-        print(f"{record['label']}\t{record['probabilities'][record['label']]:.3f}")
-    print(f"wrote {output} ({len(records)} texts: words and their scores)", file=sys.stderr)
+    lines = [f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records] if from_file else \
+        features.explanation_table(records[0])
+    print('\n'.join(lines))
+    if output:
+        common.write_jsonl(output, records)
+        print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)
 
 
 def draw_test_pictures(task, scores, names, out_dir):

@@ -249,7 +249,8 @@ def test_nearest_neighbour_of_a_copied_embedding(tmp_path, capsys):
     plot.main(['embeddings', f'--init_from={tmp_path / "copied.pt"}', '--neighbours=a, cat', '--device=cpu',
                f'--output={tmp_path / "words.png"}'])
     out = capsys.readouterr()
-    assert out.out.splitlines()[0].startswith('a: b 1.00, ') and out.out.splitlines()[1].startswith('cat: ')
+    lines = out.out.splitlines()
+    assert lines[0].startswith('a: b 1.00, ') and lines[1].startswith('cat (3 tokens, c|a|t: their mean): ')
     assert 'token-id order' in out.err  # no training data to count the words
     assert_png(str(tmp_path / 'words.png'))
 
@@ -294,7 +295,8 @@ def test_embedding_map_bad_input_is_one_line(tmp_path, capsys, monkeypatch, char
         code, err = script_error(capsys, lambda: plot.main(base + args))
         assert_one_line_error(code, err, *needles)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'sklearn' else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name == 'sklearn' else real_find_spec(name, *args))
     code, err = script_error(capsys, lambda: plot.main(base + ['--projection=tsne']))
     assert_one_line_error(code, err, 'pip install scikit-learn')
     monkeypatch.setitem(sys.modules, 'matplotlib', None)  # `import matplotlib...` now raises ImportError
