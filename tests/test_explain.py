@@ -183,10 +183,13 @@ def test_finetune_explain(classifiers, tmp_path, monkeypatch, capsys):
     atomically and keeps an existing one; plot.py explain draws both the file and a --text."""
     model, _, _ = classifiers[False]
     save_classifier(tmp_path / 'run' / 'best.pt', model)
-    finetune_main(monkeypatch, f'--out_dir={tmp_path / "run"}', f'--predict={TEXT}', '--explain=True', '--device=cpu')
+    finetune_main(monkeypatch, f'--out_dir={tmp_path / "run"}', f'--predict={TEXT}', '--explain=True', '--device=cpu',
+                  f'--explain_output={tmp_path / "one.jsonl"}')
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith('alarm\t') and lines[1] == 'word\tocclusion\tintegrated_gradients'
     assert [line.split('\t')[0] for line in lines[2:7]] == TEXT.split() and 'completeness gap' in lines[7]
+    (record,) = [json.loads(line) for line in (tmp_path / 'one.jsonl').read_text().splitlines()]
+    assert record['words'] == TEXT.split() and len(record['integrated_gradients']) == 5
     (tmp_path / 'texts.txt').write_text(f'{TEXT}\nthe cat sat\n')
     finetune_main(monkeypatch, f'--out_dir={tmp_path / "run"}', f'--predict=FILE:{tmp_path / "texts.txt"}',
                   '--explain=True', '--explain_method=occlusion', '--device=cpu')
