@@ -217,6 +217,17 @@ def get_batch(data, batch_size, block_size, key, device):
     return xy[:, :-1], xy[:, 1:]
 
 
+def text_windows(n_tokens, room, truncation='head', max_windows=4):
+    """([(start, end)], cut): the spans of a text's n_tokens tokens that a classifier reads, each at most room long,
+    and whether tokens were left out. 'head' keeps the first room tokens, 'tail' the last, 'windows' up to
+    max_windows consecutive windows (finetune.py trains and predicts on them; features.py explains them)."""
+    if truncation == 'windows':
+        spans = [(start, min(start + room, n_tokens)) for start in range(0, max(n_tokens, 1), room)]
+        return spans[:max_windows], len(spans) > max_windows
+    start = 0 if truncation == 'head' else max(0, n_tokens - room)
+    return [(start, min(start + room, n_tokens))], n_tokens > room
+
+
 def train_step(model, optimizer, scaler, batches, runtime, grad_clip):
     """One optimizer step over the micro-batches [(x, y), ...] (gradient accumulation); returns the mean loss as a
     0-dim tensor, left on the device so that the caller decides when to sync. Under DDP gradients are all-reduced

@@ -30,8 +30,9 @@ RULES = {
     **dict.fromkeys(('batch_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'max_iters', 'eval_iters',
                      'eval_interval', 'log_interval', 'gradient_accumulation_steps', 'epochs', 'num_samples',
                      'max_new_tokens', 'max_windows', 'fill_mask_top_k', 'top_k', 'steps', 'repeats',
-                     'prompt_tokens', 'new_tokens', 'generate_batch', 'memory_steps', 'lora_alpha',
-                     'finetune_block_size', 'finetune_batch_size', 'finetune_examples', 'finetune_repeats'),
+                     'prompt_tokens', 'new_tokens', 'generate_batch', 'memory_steps', 'lora_alpha', 'n_words',
+                     'finetune_block_size', 'finetune_batch_size', 'finetune_examples', 'finetune_repeats',
+                     'ig_steps'),
                     AT_LEAST_1),
     **dict.fromkeys(('warmup_iters', 'weight_decay', 'grad_clip', 'temperature', 'min_lr', 'lora_rank', 'patience',
                      'seed', 'eval_generate', 'muon_momentum'), AT_LEAST_0),
@@ -52,6 +53,8 @@ CHOICES = {
     'pos_embedding': ('learned', 'rope'),
     'norm': ('layer', 'rms'),
     'mlp': ('gelu', 'swiglu', 'relu2'),
+    'explain_method': ('occlusion', 'integrated_gradients', 'both'),
+    'projection': ('pca', 'tsne', 'umap'),
 }
 
 

@@ -17,8 +17,14 @@ text_field). Written, for N texts in input order:
 Encoders see `[CLS] text [SEP]` (their special tokens count in n_tokens). A text longer than the model's block_size
 is cut to its first block_size tokens, with a warning. Outputs go to temp files renamed into place at the end; an
 existing output is never replaced unless --overwrite=True.
+
+Also here, as plain functions for finetune.py --explain and plot.py (embeddings, explain): nearest neighbours and a
+2-D map of the input embeddings, and each word's attribution to a classifier's label (occlusion, integrated
+gradients), the long texts' windows combined as finetune.py combines their votes.
 """
 
+import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -28,7 +34,7 @@ import torch
 
 import common
 import sample
-from configurator import configure, config_defaults
+from configurator import CHOICES, configure, config_defaults
 from tokenizer import DataError
 
 # -----------------------------------------------------------------------------
@@ -76,6 +82,18 @@ def read_texts(path, text_field='text'):
     return texts
 
 
+def read_labels(path, lines, label_field='label'):
+    """The label_field of the given lines (read_texts' line numbers) of a .jsonl file, as strings ('(none)' where a
+    line has none), or None when the file is not .jsonl or no line has a label."""
+    if not path.endswith('.jsonl'):
+        return None
+    with open(path, encoding='utf-8') as f:
+        records = f.read().splitlines()
+    labels = [json.loads(records[n - 1]).get(label_field) for n in lines]
+    return [('(none)' if label is None else str(label)) for label in labels] if any(
+        label is not None for label in labels) else None
+
+
 def encode(tokenizer, text, block_size, special=None):
     """(ids, truncated): text's token ids, inside [CLS] ... [SEP] when special is given (encoders), cut to fit
     block_size."""
@@ -86,17 +104,23 @@ def encode(tokenizer, text, block_size, special=None):
     return ([special['cls'], *ids, special['sep']] if special else ids), truncated
 
 
+def padded(sequences, pad_id, device):
+    """(idx, real), both (B, T): token-id lists right-padded with pad_id to the longest, and the mask of the real
+    tokens (1), which keeps the padding out of every real token's attention and out of the pooling."""
+    T = max(len(ids) for ids in sequences)
+    idx = torch.full((len(sequences), T), pad_id, dtype=torch.long)
+    real = torch.zeros(len(sequences), T, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        idx[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        real[row, :len(ids)] = 1
+    return idx.to(device), real.to(device)
+
+
 @torch.no_grad()
 def hidden_states(model, sequences, runtime):
     """Final hidden states (B, T, n_embd) of a batch of token-id lists, right-padded, and the (B, T) key-padding
     mask (1 for real tokens) that keeps the padding out of every real token's attention."""
-    T = max(len(ids) for ids in sequences)
-    idx = torch.zeros(len(sequences), T, dtype=torch.long)
-    real = torch.zeros(len(sequences), T, dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        idx[row, :len(ids)] = torch.tensor(ids)
-        real[row, :len(ids)] = 1
-    idx, real = idx.to(runtime.device), real.to(runtime.device)
+    idx, real = padded(sequences, 0, runtime.device)
     with runtime.autocast():
         x = model.hidden_states(idx, attn_mask=real)
     return x.float(), real
@@ -166,6 +190,292 @@ def output_paths(output, per_token):
     if per_token:
         paths.update(tokens=f'{stem}.tokens.npy', offsets=f'{stem}.offsets.npy')
     return paths
+
+
+# -----------------------------------------------------------------------------
+# the input embeddings: nearest neighbours and a 2-D map (plot.py embeddings)
+
+def ordinary_ids(tokenizer, special, n_rows):
+    """The ids that stand for text: not eot, not a special token, not a padding row of an n_rows embedding table."""
+    skip = {tokenizer.eot_id, *(i for name, i in (special or {}).items() if name != 'n_random')}
+    return [i for i in range(min(tokenizer.vocab_size, n_rows)) if i not in skip]
+
+
+def word_ids(tokenizer, word):
+    """The token ids of word as it reads inside a sentence (' word'), whitespace-only tokens left out."""
+    try:
+        ids = tokenizer.encode(' ' + word)
+    except DataError as e:  # a character the char vocabulary lacks
+        raise common.UserError(f"word {word!r}: {e}") from None
+    ids = [i for i in ids if sample.token_text(tokenizer, i).strip()]
+    if not ids:
+        raise common.UserError(f"word {word!r} has no tokens of its own: give a word with letters in it")
+    return ids
+
+
+def word_vectors(embedding, tokenizer, words):
+    """(len(words), C): each word's input embedding, the mean of its tokens' rows (word_ids) of embedding (V, C)."""
+    return np.stack([embedding[word_ids(tokenizer, word)].mean(0) for word in words])
+
+
+def frequent_words(tokenizer, ids, n, counts=None):
+    """[(word, id)]: up to n of ids that are whole words (two letters or more, as single letters are mostly the
+    start of a longer word, except in a char vocabulary; a byte-level BPE's with its leading space), one a spelling,
+    the most frequent first when counts (a count an id, e.g. of the training split) is given, else in id order (a
+    BPE's ids follow its merges: roughly by frequency)."""
+    spelled = {}
+    for i in sorted(ids, key=lambda i: -counts[i]) if counts is not None else ids:
+        text = sample.token_text(tokenizer, i)
+        starts_word = tokenizer.name not in ('gpt2', 'bpe') or tokenizer.decode([i]).startswith(' ')
+        long_enough = len(text) > 1 or tokenizer.name == 'char'  # a char vocabulary's letters are all it has
+        if long_enough and text.isalpha() and starts_word and (counts is None or counts[i] > 0):
+            spelled.setdefault(text, i)
+    return list(spelled.items())[:n]
+
+
+def nearest_tokens(embedding, tokenizer, vector, candidates, k=8, exclude=()):
+    """[(token text, cosine)]: the k ids of candidates whose rows of embedding (V, C) point most nearly the way
+    vector (C,) does, nearest first; ids in exclude (the query's own tokens) left out."""
+    ids = np.array([i for i in candidates if i not in set(exclude)])
+    rows = embedding[ids]
+    cosine = rows @ vector / np.maximum(np.linalg.norm(rows, axis=1) * np.linalg.norm(vector), 1e-12)
+    top = np.argsort(-cosine, kind='stable')[:k]
+    return [(sample.token_text(tokenizer, int(ids[j])), float(cosine[j])) for j in top]
+
+
+PROJECTIONS = CHOICES['projection']
+
+
+def check_projection(projection):
+    """A one-line UserError for a projection that is unknown, or whose package is not installed."""
+    if projection not in PROJECTIONS:
+        raise common.UserError(f"projection {projection!r} unknown: use one of {', '.join(PROJECTIONS)}")
+    package = {'tsne': 'sklearn', 'umap': 'umap'}.get(projection)
+    if package and importlib.util.find_spec(package) is None:
+        name = {'sklearn': 'scikit-learn', 'umap': 'umap-learn'}[package]
+        raise common.UserError(f"projection={projection!r} needs {name}, which is not installed: pip install {name}, "
+                               f"or use projection='pca'")
+
+
+def project_2d(X, projection='pca', seed=0):
+    """((N, 2) coordinates of the rows of X, the two axis names): PCA by numpy's SVD of the centred rows (each axis
+    names the share of the variance it keeps), or t-SNE (scikit-learn) / UMAP (umap-learn) when installed."""
+    X = np.asarray(X, dtype=np.float64)
+    check_projection(projection)
+    if len(X) < 3:
+        raise common.UserError(f"a map needs at least 3 points, got {len(X)}")
+    if projection == 'pca':
+        centred = X - X.mean(0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        share = s ** 2 / max(float((s ** 2).sum()), 1e-30)
+        return centred @ vt[:2].T, [f"PC{n + 1} ({share[n]:.0%} of the variance)" for n in range(2)]
+    if projection == 'tsne':
+        from sklearn.manifold import TSNE
+        points = TSNE(n_components=2, perplexity=min(30.0, (len(X) - 1) / 3), init='pca', random_state=seed)
+        return points.fit_transform(X), ['t-SNE 1', 't-SNE 2']
+    import umap
+    return umap.UMAP(n_neighbors=min(15, len(X) - 1), random_state=seed).fit_transform(X), ['UMAP 1', 'UMAP 2']
+
+
+# -----------------------------------------------------------------------------
+# attributions: how much each word of a text moves a classifier's label (finetune.py --explain, plot.py explain)
+#
+# A word is a whitespace-separated piece of the text, punctuation attached. The text is read with its whitespace
+# collapsed to single spaces and encoded word by word (' word' after the first), which for byte-level BPE, chars and
+# WordPiece gives the ids of encoding the collapsed text whole, so each token belongs to exactly one word. A long
+# text is cut as finetune.py cuts it (common.text_windows), and what is explained is what its prediction averages:
+# f = the mean over the windows of log p(label | window) (finetune.text_logprobs).
+
+EXPLAIN_METHODS = ('occlusion', 'integrated_gradients')
+
+
+def word_tokens(tokenizer, words):
+    """(ids, owner): the token ids of the words joined by single spaces, and the index of the word of each id."""
+    ids, owner = [], []
+    for n, word in enumerate(words):
+        pieces = tokenizer.encode(word if n == 0 else ' ' + word)
+        ids += pieces
+        owner += [n] * len(pieces)
+    return ids, owner
+
+
+def classifier_windows(model, tokenizer, special, words, truncation='head', max_windows=4):
+    """[(ids, owner)], a window each: what the classifier reads of the words, `window <eot>` (causal) or
+    `[CLS] window [SEP]`, cut as finetune.py cuts a text, and the word of each position (-1: a special token)."""
+    ids, owner = word_tokens(tokenizer, words)
+    room = model.config.block_size - (1 if model.config.causal else 2)
+    windows = []
+    for start, end in common.text_windows(len(ids), room, truncation, max_windows)[0]:
+        if model.config.causal:
+            windows.append((ids[start:end] + [special['eot']], owner[start:end] + [-1]))
+        else:
+            windows.append(([special['cls'], *ids[start:end], special['sep']], [-1, *owner[start:end], -1]))
+    return windows
+
+
+@torch.no_grad()
+def label_logprobs(model, sequences, pad_id, batch_size=64):
+    """(N, num_labels) float32 on the CPU: a classifier's log-probabilities for token-id lists, in padded batches
+    (the padding masked, so each sequence scores as it would alone)."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        idx, real = padded(sequences[start:start + batch_size], pad_id, device)
+        logits, _ = model(idx, attn_mask=real)
+        out.append(torch.log_softmax(logits.float(), -1).cpu())
+    return torch.cat(out)
+
+
+def occlusion(model, windows, label, pad_id, n_words, batch_size=64):
+    """(n_words,): each word's drop in f when its tokens are removed from the windows that hold them (the other
+    windows read as they are); NaN for a word no window holds. Every occluded window goes through the model in
+    batches of batch_size, after the whole ones."""
+    variants, whose = [], []
+    for w, (ids, owner) in enumerate(windows):
+        for word in sorted(set(owner) - {-1}):
+            variants.append([i for i, o in zip(ids, owner) if o != word])
+            whose.append((w, word))
+    logp = label_logprobs(model, [ids for ids, _ in windows] + variants, pad_id, batch_size)[:, label].tolist()
+    scores, seen = np.zeros(n_words), np.zeros(n_words, dtype=bool)
+    for (w, word), occluded in zip(whose, logp[len(windows):]):
+        scores[word] += (logp[w] - occluded) / len(windows)
+        seen[word] = True
+    scores[~seen] = np.nan
+    return scores
+
+
+@contextlib.contextmanager
+def token_embeddings(model, embeddings):
+    """Inside the block the model's token-embedding lookup (wte) returns embeddings (B, T, C) whatever ids it is
+    given, so the forward runs on chosen input embeddings; a forward hook, removed on the way out."""
+    handle = model.transformer.wte.register_forward_hook(lambda module, args, output: embeddings)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+IG_TOLERANCE = 0.01  # nats of f the trapezoid rule may miss over the path (and per unit of it, in one interval)
+IG_SPLITS, IG_ROUNDS = 8, 4  # an interval splits into 8, at most 4 times over; each round splits the ig_steps worst
+
+
+def path_gradients(model, idx, x, delta, alphas, label, batch_size=64):
+    """(f (S,), h (S, T)) at the points x - (1 - alpha) delta of the path, alpha in alphas (S,): log p(label) of
+    the window idx (1, T) read with those token embeddings, and each position's gradient . delta. batch_size points
+    a forward and backward; the embeddings go in by a forward hook on wte (token_embeddings)."""
+    f, h = [], []
+    for start in range(0, len(alphas), batch_size):
+        a = alphas[start:start + batch_size, None, None]
+        path = (x - (1 - a) * delta).requires_grad_()  # (S, T, C)
+        with torch.enable_grad(), token_embeddings(model, path):
+            logits, _ = model(idx.expand(len(a), -1))
+            logp = torch.log_softmax(logits.float(), -1)[:, label]  # (S,)
+            grad, = torch.autograd.grad(logp.sum(), path)
+        f.append(logp.detach())
+        h.append((grad * delta).sum(-1))  # (S, T)
+    return torch.cat(f), torch.cat(h)
+
+
+def integrated_gradients(model, windows, label, baseline_id, n_words, steps=32, batch_size=64):
+    """(scores (n_words,), f, f at the baseline, points of the path evaluated): integrated gradients (Sundararajan
+    et al. 2017, "Axiomatic attribution for deep networks") of f on the token embeddings. The baseline puts the
+    embedding of baseline_id (the [PAD] token, a blank) at every text position; special tokens and positions stay.
+    A token's attribution is (x - baseline) . (the mean gradient along the straight path), a word's the sum over its
+    tokens (NaN for a word no window holds); they sum to f - f(baseline) (completeness) up to the integration error.
+    The integral is the trapezoid rule on steps intervals; f is known at every point, so while the rule misses f's
+    change by more than IG_TOLERANCE over the path, the intervals that miss more than IG_TOLERANCE x their width are
+    split (a saturated classifier can turn within 1/1000 of the path, which no uniform grid of a few dozen points
+    sees)."""
+    wte = model.transformer.wte
+    device = wte.weight.device
+    scores, seen = np.zeros(n_words), np.zeros(n_words, dtype=bool)
+    f, f_baseline, n_points = 0.0, 0.0, 0
+    for ids, owner in windows:
+        idx = torch.tensor([ids], device=device)
+        x = wte.weight[idx[0]].detach()  # (T, C)
+        is_text = torch.tensor(owner, device=device)[:, None] >= 0  # (T, 1)
+        delta = torch.where(is_text, x - wte.weight[baseline_id].detach(), torch.zeros_like(x))  # x - baseline
+        alphas = torch.linspace(0, 1, steps + 1, device=device)
+        path_f, h = path_gradients(model, idx, x, delta, alphas, label, batch_size)
+        for _ in range(IG_ROUNDS):
+            width = alphas.diff()
+            missed = (path_f.diff() - width * (h[1:] + h[:-1]).sum(-1) / 2).abs()  # (intervals,)
+            worst = missed.argsort(descending=True)[:steps]
+            split = worst[missed[worst] > IG_TOLERANCE * width[worst]]
+            if missed.sum() <= IG_TOLERANCE or not len(split):
+                break
+            new = (alphas[split, None] + width[split, None] * torch.arange(1, IG_SPLITS, device=device) / IG_SPLITS)
+            new_f, new_h = path_gradients(model, idx, x, delta, new.flatten(), label, batch_size)
+            alphas, order = torch.cat([alphas, new.flatten()]).sort()
+            path_f, h = torch.cat([path_f, new_f])[order], torch.cat([h, new_h])[order]
+        per_token = (alphas.diff()[:, None] * (h[1:] + h[:-1]) / 2).sum(0)  # (T,)
+        for value, word in zip(per_token.tolist(), owner):
+            if word >= 0:
+                scores[word] += value / len(windows)
+                seen[word] = True
+        f += path_f[-1].item() / len(windows)
+        f_baseline += path_f[0].item() / len(windows)
+        n_points += len(alphas)
+    scores[~seen] = np.nan
+    return scores, f, f_baseline, n_points
+
+
+def explain_text(model, tokenizer, special, names, text, truncation='head', max_windows=4, methods=EXPLAIN_METHODS,
+                 ig_steps=32, label=None, batch_size=64):
+    """What a classifier predicts for text and which words decide it, as one JSON-ready record: 'text' (its
+    whitespace collapsed), 'label' (the one explained: the predicted one unless label names another),
+    'probabilities' {name: p} (as finetune.py --predict gives them: the softmax of the windows' mean
+    log-probabilities), 'words', 'n_windows', 'logprob' (f of the label); per method a score a word (None: a word
+    no window holds, cut off by truncation); for integrated gradients also 'baseline_logprob', 'ig_points' (of
+    the path, all windows) and 'completeness_gap' (the scores' sum minus f - f(baseline))."""
+    if model.config.task_head != 'sequence':
+        head = f"a {model.config.task_head} head" if model.config.task_head else 'no task head'
+        raise common.UserError(f"explanations are of a text classifier's label, and this model has {head}: use a "
+                               f"checkpoint fine-tuned with task='classification'")
+    words = text.split()
+    if not words:
+        raise common.UserError("the text to explain is empty")
+    try:
+        windows = classifier_windows(model, tokenizer, special, words, truncation, max_windows)
+    except DataError as e:  # a character the char vocabulary lacks
+        raise common.UserError(str(e)) from None
+    was_training = model.training
+    model.eval()
+    logprobs = label_logprobs(model, [ids for ids, _ in windows], special['pad'], batch_size).mean(0)  # (num_labels,)
+    label = int(logprobs.argmax()) if label is None else names.index(label)
+    record = {'text': ' '.join(words), 'label': names[label],
+              'probabilities': {name: round(p, 6) for name, p in zip(names, logprobs.softmax(-1).tolist())},
+              'words': words, 'n_windows': len(windows), 'logprob': round(float(logprobs[label]), 6)}
+    if 'occlusion' in methods:
+        record['occlusion'] = rounded(occlusion(model, windows, label, special['pad'], len(words), batch_size))
+    if 'integrated_gradients' in methods:
+        scores, f, f_baseline, n_points = integrated_gradients(model, windows, label, special['pad'], len(words),
+                                                               ig_steps, batch_size)
+        record.update(integrated_gradients=rounded(scores), baseline_logprob=round(f_baseline, 6), ig_points=n_points,
+                      completeness_gap=round(float(np.nansum(scores)) - (f - f_baseline), 6))
+    model.train(was_training)
+    return record
+
+
+def rounded(scores):
+    """A list of floats rounded to 6 decimals for JSON, None for NaN."""
+    return [None if np.isnan(s) else round(float(s), 6) for s in scores]
+
+
+def explanation_table(record):
+    """Lines to print for an explain_text record: the label, then a word a line with its scores (tab-separated)."""
+    methods = [m for m in EXPLAIN_METHODS if m in record]
+    lines = [f"{record['label']}\t{record['probabilities'][record['label']]:.3f}\t(log-probability "
+             f"{record['logprob']:.3f}; scores: its drop without the word / integrated gradients)",
+             '\t'.join(['word', *methods])]
+    for n, word in enumerate(record['words']):
+        lines.append('\t'.join([word, *('-' if record[m][n] is None else f"{record[m][n]:+.4f}" for m in methods)]))
+    if 'completeness_gap' in record:
+        total = record['logprob'] - record['baseline_logprob']
+        lines.append(f"integrated gradients ({record['ig_points']} points of the path from a [PAD] baseline): the "
+                     f"scores sum to {total + record['completeness_gap']:.4f}, the log-probability gained over the "
+                     f"baseline is {total:.4f} (completeness gap {record['completeness_gap']:+.4f})")
+    return lines
 
 
 def main():

@@ -8,6 +8,7 @@ Fine-tune a pretrained model on a task: text classification, named-entity recogn
     python finetune.py --data=reviews.csv --init_from=out/pretrain_small --out_dir=out/reviews   # your own CSV
     python finetune.py --out_dir=out/finetune_bbc --predict="Shares in the bank rose 5% on Monday"
     python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt                      # one text a line
+    python finetune.py --out_dir=out/finetune_bbc --predict="Shares rose 5%" --explain=True    # each word's part
     torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py
     torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py --fsdp=True   # sharded (fsdp.py)
 
@@ -30,6 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
+import features
 import fsdp as sharding
 import plot
 from configurator import configure, config_defaults
@@ -45,7 +47,11 @@ _PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's defa
 out_dir = 'out/finetune'
 init_from = 'out/pretrain_small'  # a checkpoint or its out_dir, 'gpt2', an HF dir, 'hf:org/name', or 'scratch'
 predict = None  # text, or FILE:path (one text a line): predict with out_dir/best.pt instead of training
-overwrite = False  # replace the fine-tuned model an earlier run left in out_dir
+explain = False  # with predict (classification): each word's contribution to the predicted label (features.py)
+explain_method = 'both'  # 'occlusion' (drop without the word), 'integrated_gradients', or 'both'
+ig_steps = 32  # integrated gradients: intervals of the path to begin with (split further where the rule needs it)
+explain_output = None  # --explain: where the records go as JSON lines; None: for FILE:path, its stem + .explain.jsonl
+overwrite = False  # replace the fine-tuned model an earlier run left in out_dir (--explain: an explain_output file)
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 tensorboard = False
 wandb_project = None
@@ -108,8 +114,10 @@ def main():
     predicting = any(arg.startswith('--predict=') for arg in sys.argv[1:])  # then stdout holds predictions alone
     config = configure(config_defaults(globals()), sys.argv[1:], quiet=predicting)
     globals().update(config)
+    if explain and predict is None:
+        raise common.UserError("--explain=True explains predictions: add --predict='a text' or --predict=FILE:path")
     if predict is not None:
-        return run_predict(predict, out_dir, device)
+        return run_predict(predict, out_dir, device, explain, explain_method, ig_steps, explain_output, overwrite)
     if task not in TASKS:
         raise common.UserError(f"task {task!r} unknown: use one of {', '.join(TASKS)}")
     metric_name = metric or TASKS[task].metrics[0]
@@ -349,12 +357,8 @@ def encode_classification(ex, text_id, ctx):
     'text_id' naming the text they came from (evaluation averages their votes)."""
     body = ctx.tok.encode(ex['text'])
     room = ctx.max_len - (1 if ctx.causal else 2)
-    if ctx.truncation == 'windows':
-        windows = [body[i:i + room] for i in range(0, max(len(body), 1), room)]
-        cut, windows = len(windows) > ctx.max_windows, windows[:ctx.max_windows]
-    else:
-        cut = len(body) > room
-        windows = [body[:room] if ctx.truncation == 'head' else body[max(0, len(body) - room):]]
+    spans, cut = common.text_windows(len(body), room, ctx.truncation, ctx.max_windows)
+    windows = [body[start:end] for start, end in spans]
     label = ctx.names.index(ex['label']) if 'label' in ex else IGNORE_INDEX  # a text to predict has none
     special = ctx.special
     return [{'ids': np.array(window + [special['eot']] if ctx.causal else [special['cls'], *window, special['sep']],
@@ -607,8 +611,10 @@ def evaluate(model, task, examples, names, runtime, pad_id, batch_size, tok=None
     return scores
 
 
-def run_predict(text, out_dir, device):
-    """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text."""
+def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_steps=32, explain_output=None,
+                overwrite=False):
+    """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text. With
+    explain (classifiers), each word's score as well: see explain_predictions."""
     path = os.path.join(out_dir, 'best.pt')
     checkpoint = common.load_checkpoint(path, trust=trust_checkpoint)
     meta = checkpoint.get('meta') or {}
@@ -624,6 +630,9 @@ def run_predict(text, out_dir, device):
     trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
     max_len = model.config.block_size
     truncation = trained.get('truncation', 'head')
+    if explain:
+        return explain_predictions(model, tok, meta, texts, text, truncation, trained.get('max_windows', 4),
+                                   explain_method, ig_steps, explain_output, overwrite)
     encoded, n_truncated = encode(task, [TASKS[task].from_text(t) for t in texts], tok, special, names, max_len,
                                   model.config.causal, truncation, meta.get('prompt_template') or '',
                                   trained.get('max_windows', 4))
@@ -635,6 +644,30 @@ def run_predict(text, out_dir, device):
                   max_new_tokens=trained.get('max_new_tokens', 64))
     for line in TASKS[task].predict(encoded, logits, ctx):
         print(line)
+
+
+def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output,
+                        overwrite=False):
+    """--explain: each text's label and every word's scores (features.explain_text), the texts cut as the training
+    run cut them. One text is printed as a table, a FILE:'s predictions a line each; the records go to output as
+    JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl), and an existing
+    output is kept unless overwrite."""
+    if meta['task'] != 'classification':
+        raise common.UserError(f"--explain explains a classifier's label, and this checkpoint is fine-tuned for "
+                               f"task={meta['task']!r}: use one fine-tuned with task='classification'")
+    from_file = source.startswith('FILE:')
+    output = output or (os.path.splitext(source[5:])[0] + '.explain.jsonl' if from_file else None)
+    if output and os.path.exists(output) and not overwrite:
+        raise common.UserError(f"{output} exists: pass --overwrite=True to replace it, or --explain_output=PATH")
+    methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
+    records = [features.explain_text(model, tok, meta['special_tokens'], meta['label_names'], text, truncation,
+                                     max_windows, methods, ig_steps) for text in texts]
+    lines = [f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records] if from_file else \
+        features.explanation_table(records[0])
+    print('\n'.join(lines))
+    if output:
+        common.write_jsonl(output, records)
+        print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)
 
 
 def draw_test_pictures(task, scores, names, out_dir):

@@ -1,10 +1,20 @@
 """
-Pictures of runs and models: training curves, attention maps, confusion matrices, per-entity F1.
+Pictures of runs and models: training curves, attention maps, embedding maps, word attributions, confusion
+matrices, per-entity F1.
 
     python plot.py curves out/pretrain_small                          # -> out/pretrain_small/curves.png
     python plot.py curves out/run_a out/run_b --output=compare.png     # two configs on the same axes
     python plot.py attention --out_dir=out/pretrain_small --text="The government said it would cut taxes."
     python plot.py attention --init_from=path/to/bert --text="Paris is the capital of France." --output=attn.png
+    python plot.py embeddings --out_dir=out/pretrain_small --neighbours=king,bank,match   # -> embeddings.png
+    python plot.py embeddings --out_dir=out/finetune_bbc --texts=texts.jsonl --projection=tsne   # pooled texts
+    python plot.py explain --out_dir=out/finetune_bbc --text="Shares in the bank rose 5% on Monday"
+    python plot.py explain --explanations=texts.explain.jsonl --output=explain.png    # finetune.py --explain's file
+
+embeddings maps the input embeddings (wte) of the n_words most frequent whole-word tokens of the training split
+(or --words=a,b,c) to 2-D, labelled; with --texts, the pooled features of each text instead (features.py's),
+coloured by the file's label field when it has one; --neighbours prints each word's nearest tokens by cosine.
+explain shades each word by its score for a classifier's label (features.explain_text, as finetune.py --explain).
 
 Needs matplotlib (pip install matplotlib), imported only when a picture is drawn: nothing else in the repository
 needs it. train.py redraws out_dir/curves.png after every evaluation when matplotlib is installed
@@ -22,6 +32,9 @@ import numpy as np
 import torch
 
 import common
+import features
+import hf
+import prepare
 import sample
 from configurator import configure, config_defaults
 
@@ -31,8 +44,19 @@ init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkp
 out_dir = 'out/pretrain_small'
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 text = "The government said on Monday that it would cut taxes for small firms."
-output = None  # the PNG; default: <first run>/curves.png, or <out_dir>/attention.png
+output = None  # the PNG; default: <first run>/curves.png, or <out_dir>/<command>.png
 device = 'auto'
+# embeddings: a 2-D map of the input embeddings (or of texts' pooled features), and nearest neighbours
+words = None  # comma-separated words to map ('king,queen,bank'); None: the n_words most frequent whole-word tokens
+n_words = 100
+texts = None  # a .txt (one text a line) or .jsonl file (text, and label if it has one): map their pooled features
+neighbours = None  # comma-separated words: print each one's nearest tokens, by cosine of the input embeddings
+projection = 'pca'  # 'pca' (numpy), 'tsne' (scikit-learn) or 'umap' (umap-learn), the last two when installed
+data_dir = None  # a prepared dataset whose train split counts the words; None: the checkpoint's own, when there
+# explain: the words of --text shaded by their contribution to a classifier's label, or those of a --explain file
+explanations = None  # a JSON lines file of finetune.py --predict=FILE:... --explain=True; None: explain --text
+explain_method = 'both'  # 'occlusion', 'integrated_gradients' or 'both'
+ig_steps = 32
 # -----------------------------------------------------------------------------
 
 METRIC_SUFFIXES = ('_acc', '_accuracy', '_f1')  # scores in [0, 1] in a metrics log: the curves' second panel
@@ -49,12 +73,12 @@ def require_matplotlib():
         raise common.UserError("pictures need matplotlib, which is not installed: pip install matplotlib") from None
 
 
-def figure(width, height):
+def figure(width, height, layout='constrained'):
     """A matplotlib Figure on the file-only Agg canvas: no pyplot, no GUI, no global state."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), layout='constrained')
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -271,6 +295,187 @@ def attention_for_text(model, tokenizer, special, text):
 
 
 # -----------------------------------------------------------------------------
+# embedding maps and neighbours
+
+def plot_map(points, axis_names, path, names=None, classes=None, title=None):
+    """A scatter of 2-D points (N, 2) with the two axis names: each point labelled with names[i] when names are
+    given; coloured by classes[i] (a class name a point, one colour a class, a legend) when classes are. Returns
+    path."""
+    points = np.asarray(points, dtype=float)
+    fig = figure(9, 7.5)
+    ax = fig.subplots()
+    if classes is not None:
+        for n, name in enumerate(sorted(set(classes))):
+            rows = [i for i, c in enumerate(classes) if c == name]
+            ax.scatter(points[rows, 0], points[rows, 1], s=14, color=f'C{n % 10}', label=name, alpha=0.8)
+        ax.legend(fontsize=8, markerscale=1.5)
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=8, color='C0', alpha=0.6)
+    for i, name in enumerate(names or []):
+        ax.annotate(name, points[i], xytext=(2, 2), textcoords='offset points', fontsize=7, parse_math=False)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"{len(points)} points")
+    return save(fig, path)
+
+
+def token_counts(data_dir, meta):
+    """A count an id of the tokens of data_dir's train split; a one-line error when its tokenizer is not meta's."""
+    data_meta = prepare.load_meta(data_dir)
+    if any(data_meta.get(key) != meta.get(key) for key in ('tokenizer', 'vocab_size', 'vocab_sha256', 'chars')):
+        raise common.UserError(f"{data_dir} was tokenized with {data_meta['tokenizer']} ({data_meta['vocab_size']:,} "
+                               f"ids), not the checkpoint's tokenizer: pass --data_dir of the data it was trained on")
+    return np.bincount(prepare.open_split(data_dir, 'train'), minlength=data_meta['vocab_size'])
+
+
+def training_data_dir(config):
+    """--data_dir, else the dataset directory a train.py checkpoint names (its data_root/dataset), or None."""
+    path = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+    if config['data_dir'] or hf.is_hf_name(path):  # an HF checkpoint records no dataset
+        return config['data_dir']
+    trained = common.load_checkpoint(path, trust=config['trust_checkpoint']).get('config', {})
+    if isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str):
+        found = os.path.join(trained['data_root'], trained['dataset'])
+        return found if os.path.isfile(os.path.join(found, 'meta.json')) else None
+    return None
+
+
+def embeddings_command(config, runtime):
+    """plot.py embeddings: neighbours printed, then the map of words (or of --texts) drawn; returns the PNG path."""
+    features.check_projection(config['projection'])  # before anything is loaded
+    model, meta = sample.load_model_meta(config['init_from'], config['out_dir'], runtime.device,
+                                         config['trust_checkpoint'])
+    tokenizer, special = sample.tokenizer_of(meta)
+    embedding = model.transformer.wte.weight.detach().float().cpu().numpy()  # (V, C) input embeddings
+    candidates = features.ordinary_ids(tokenizer, special, len(embedding))
+    for word in [w.strip() for w in (config['neighbours'] or '').split(',') if w.strip()]:
+        ids = features.word_ids(tokenizer, word)
+        near = features.nearest_tokens(embedding, tokenizer, embedding[ids].mean(0), candidates, exclude=ids)
+        pieces = f" ({len(ids)} tokens, {'|'.join(sample.token_text(tokenizer, i) for i in ids)}: their mean)"
+        print(f"{word}{pieces if len(ids) > 1 else ''}: " + ', '.join(f"{text} {cosine:.2f}" for text, cosine in near))
+    source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+    if config['texts']:
+        rows = features.read_texts(config['texts'])
+        encoded = features.encode_texts(model, tokenizer, special, rows)
+        pooled = np.zeros((len(rows), model.config.n_embd), dtype=np.float32)
+        features.extract(model, [ids for ids, _ in encoded], runtime, pooled_out=pooled)
+        classes = features.read_labels(config['texts'], [line for line, _ in rows])
+        points, axis_names = features.project_2d(pooled, config['projection'])
+        title = f"pooled features of {len(rows)} texts, {source} ({config['projection'].upper()})"
+        return plot_map(points, axis_names, config['output'] or default_output(config, 'texts_map'), classes=classes,
+                        title=title)
+    if config['words']:
+        names = [w.strip() for w in config['words'].split(',') if w.strip()]
+        vectors, how = features.word_vectors(embedding, tokenizer, names), 'given words'
+    else:
+        data_dir = training_data_dir(config)
+        counts = token_counts(data_dir, meta) if data_dir else None
+        if counts is None:
+            print("note: no training data found (pass --data_dir=data/NAME): the words are taken in token-id order, "
+                  "for a BPE its merge order, roughly by frequency", file=sys.stderr)
+        chosen = features.frequent_words(tokenizer, candidates, config['n_words'], counts)
+        names = [word for word, _ in chosen]
+        vectors, how = embedding[[i for _, i in chosen]], 'most frequent words' if counts is not None else 'words'
+    points, axis_names = features.project_2d(vectors, config['projection'])
+    return plot_map(points, axis_names, config['output'] or default_output(config, 'embeddings'), names=list(names),
+                    title=f"input embeddings of {len(names)} {how}, {source} ({config['projection'].upper()})")
+
+
+def default_output(config, name):
+    """<out_dir>/<name>.png for a run directory, else <name>.png here."""
+    return os.path.join(config['out_dir'], f'{name}.png') if config['init_from'] == 'out_dir' else f'{name}.png'
+
+
+# -----------------------------------------------------------------------------
+# word attributions of a classifier (features.explain_text)
+
+def read_explanations(path):
+    """The records of a finetune.py --explain JSON lines file; a one-line error for a line that is not one."""
+    if not os.path.isfile(path):
+        raise common.UserError(f"--explanations={path} not found: write one with finetune.py --predict=FILE:... "
+                               f"--explain=True")
+    records = []
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                record = False
+            if record is False or (record is not None and not (
+                    isinstance(record, dict) and {'words', 'label', 'probabilities'} <= set(record)
+                    and any(m in record for m in features.EXPLAIN_METHODS))):
+                raise common.UserError(f"{path} line {n} is not a finetune.py --explain record (words, label, scores)")
+            records += [record] if record else []
+    if not records:
+        raise common.UserError(f"{path} holds no explanations")
+    return records
+
+
+def explain_command(config, runtime):
+    """The records plot.py explain draws: those of --explanations, or --text explained with the checkpoint."""
+    if config['explanations']:
+        return read_explanations(config['explanations'])
+    path = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+    checkpoint = common.load_checkpoint(path, trust=config['trust_checkpoint'])
+    meta, trained = checkpoint.get('meta') or {}, checkpoint.get('config') or {}
+    if meta.get('task') != 'classification':
+        raise common.UserError(f"{path} is not a fine-tuned classifier (task {meta.get('task')!r}): plot.py explain "
+                               f"needs one, e.g. --out_dir=out/finetune_bbc")
+    model = common.model_from_checkpoint(checkpoint).to(runtime.device)
+    tokenizer, _ = sample.tokenizer_of(meta)
+    methods = features.EXPLAIN_METHODS if config['explain_method'] == 'both' else (config['explain_method'],)
+    return [features.explain_text(model, tokenizer, meta['special_tokens'], meta['label_names'], config['text'],
+                                  trained.get('truncation', 'head'), trained.get('max_windows', 4), methods,
+                                  config['ig_steps'])]
+
+
+def plot_explanations(records, path, title=None, line_chars=110):
+    """Each record's words (features.explain_text) laid out as text, one block a method, each word on a colour
+    for its score: red raises the explained label's log-probability, blue lowers it, white is none, the full colour
+    each block's largest |score|; grey: a word the model never read (cut off). Returns path."""
+    require_matplotlib()
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+    cmap = colormaps['RdBu_r']
+    blocks = []  # (heading, [(x, line, word, colour)], lines)
+    for n, record in enumerate(records):
+        for method in [m for m in features.EXPLAIN_METHODS if m in record]:
+            scores = record[method]
+            scale = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
+            placed, x, line = [], 0, 0
+            for word, score in zip(record['words'], scores):
+                if x and x + len(word) > line_chars:
+                    x, line = 0, line + 1
+                colour = '0.8' if score is None else cmap(0.5 + 0.45 * score / scale)
+                placed.append((x, line, word, colour))
+                x += len(word) + 1
+            gap = f", completeness gap {record['completeness_gap']:+.3f}" if method == 'integrated_gradients' else ''
+            heading = (f"{'text ' + str(n + 1) + ': ' if len(records) > 1 else ''}{method.replace('_', ' ')} for "
+                       f"'{record['label']}' (p {record['probabilities'][record['label']]:.3f}); full colour = "
+                       f"{scale:.3g} nats{gap}")
+            blocks.append((heading, placed, line + 1))
+    n_lines = sum(lines + 2 for _, _, lines in blocks)
+    fontsize = 9
+    fig = figure(line_chars * fontsize * 0.6 / 72 + 0.4, n_lines * fontsize * 1.9 / 72 + 0.6, layout=None)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 if not title else 0.94))
+    ax.set_axis_off()
+    ax.set_xlim(0, line_chars)
+    ax.set_ylim(n_lines, 0)
+    top = 0
+    for heading, placed, lines in blocks:
+        ax.text(0, top + 0.5, heading, fontsize=fontsize, fontweight='bold', va='center', parse_math=False)
+        for x, line, word, colour in placed:
+            y = top + 1.5 + line
+            ax.add_patch(Rectangle((x - 0.1, y - 0.42), len(word) + 0.2, 0.84, color=colour, lw=0))
+            ax.text(x, y, word, fontsize=fontsize, family='monospace', va='center', parse_math=False)
+        top += lines + 2
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+# -----------------------------------------------------------------------------
 # fine-tuning results (called by finetune.py after evaluation)
 
 def plot_confusion(matrix, names, path, title=None):
@@ -330,9 +535,9 @@ def plot_entity_f1(per_type, path, title=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else None
-    if command not in ('curves', 'attention'):
-        raise common.UserError("usage: python plot.py curves RUN_DIR [RUN_DIR ...] [--output=FILE], or "
-                               "python plot.py attention --out_dir=RUN_DIR --text='...' [--output=FILE]")
+    if command not in ('curves', 'attention', 'embeddings', 'explain'):
+        raise common.UserError("usage: python plot.py curves RUN_DIR [RUN_DIR ...] [--output=FILE], or python plot.py "
+                               "attention|embeddings|explain --out_dir=RUN_DIR [--text='...'] [--output=FILE]")
     positional = [a for a in argv[1:] if not a.startswith('--')]
     require_matplotlib()  # before a model is loaded for nothing
     config = configure(config_defaults(globals()), [a for a in argv[1:] if a.startswith('--')], quiet=True)
@@ -340,18 +545,23 @@ def main(argv=None):
         if not positional:
             raise common.UserError("plot.py curves needs at least one run directory: python plot.py curves out/run")
         path = plot_curves(positional, config['output'] or os.path.join(positional[0], 'curves.png'))
+    elif positional:
+        raise common.UserError(f"plot.py {command} takes --key=value options only, not {positional[0]!r}: "
+                               f"--out_dir=RUN_DIR ...")
+    elif command == 'embeddings':
+        path = embeddings_command(config, common.setup_runtime(config['device'], 'float32'))
+    elif command == 'explain':
+        records = explain_command(config, common.setup_runtime(config['device'], 'float32'))
+        path = plot_explanations(records, config['output'] or (default_output(config, 'explain') if not
+                                 config['explanations'] else os.path.splitext(config['explanations'])[0] + '.png'))
     else:
-        if positional:
-            raise common.UserError(f"plot.py attention takes --key=value options only, not {positional[0]!r}: "
-                                   f"--out_dir=RUN_DIR --text='...'")
         runtime = common.setup_runtime(config['device'], 'float32')
         model, tokenizer, special = sample.load_model(config['init_from'], config['out_dir'], runtime.device,
                                                    config['trust_checkpoint'])
         weights, tokens = attention_for_text(model, tokenizer, special, config['text'])
         source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
-        default = os.path.join(config['out_dir'], 'attention.png') if config['init_from'] == 'out_dir' else 'attention.png'
         kind = 'causal' if model.config.causal else 'bidirectional'
-        path = plot_attention(weights, tokens, config['output'] or default,
+        path = plot_attention(weights, tokens, config['output'] or default_output(config, 'attention'),
                               title=f"attention of {source} ({kind}, {len(tokens)} tokens)")
     print(f"wrote {path}")
 
