@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 import common
 import finetune
-import prepare
 from conftest import LEARN_DTYPE, LEARN_SEED, REPO, reached, with_config
 from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
@@ -33,6 +32,18 @@ def save_tiny_checkpoint(path, config, meta, seed=0):
     common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(config),
                                        'config': {}, 'meta': meta})
     return model
+
+
+def write_news_csv(path, n=160):
+    """A CSV of two kinds of sentence, sport and business, told apart by their words."""
+    rows = ['text,label']
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sport = i % 2 == 0
+        words = rng.choice(['match', 'goal', 'league', 'striker', 'coach'] if sport else
+                           ['shares', 'profit', 'bank', 'market', 'investor'], size=6)
+        rows.append(f'"The {" ".join(words)}, said {i}",{"sport" if sport else "business"}')
+    path.write_text('\n'.join(rows) + '\n', encoding='utf-8')
 
 
 def run_finetune(*args, timeout=300):
@@ -294,14 +305,7 @@ def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, 
 def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
     """A CSV of two kinds of sentence -> finetune.py (subprocess, LoRA) -> test_results.json, test_predictions.jsonl
     and --predict."""
-    rows = ['text,label']
-    rng = np.random.default_rng(0)
-    for i in range(160):
-        sport = i % 2 == 0
-        words = rng.choice(['match', 'goal', 'league', 'striker', 'coach'] if sport else
-                           ['shares', 'profit', 'bank', 'market', 'investor'], size=6)
-        rows.append(f'"The {" ".join(words)}, said {i}",{"sport" if sport else "business"}')
-    (tmp_path / 'news.csv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+    write_news_csv(tmp_path / 'news.csv')
     save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META, seed=LEARN_SEED)
     out = tmp_path / 'out'
     result = run_finetune(f'--init_from={tmp_path}/base.pt', f'--data={tmp_path}/news.csv', f'--out_dir={out}',

@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 import common
 import fsdp
 from conftest import REPO
-from test_finetune import run_finetune, save_tiny_checkpoint
+from test_finetune import save_tiny_checkpoint, write_news_csv
 from test_train import TINY, data_args, metrics, run
 from tokenizer import GPT2_META
 
@@ -150,14 +149,7 @@ def test_a_rank_killed_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_
 def test_finetune_with_fsdp_matches_ddp(tmp_path, tiny_config):
     """Fine-tuning (LoRA) a small CSV with fsdp=True at 2 processes reaches the accuracy and val loss of DDP at
     2 processes: the same batches, the same gradients; best.pt is a plain model either way."""
-    rows = ['text,label']
-    rng = np.random.default_rng(0)
-    for i in range(160):
-        sport = i % 2 == 0
-        words = rng.choice(['match', 'goal', 'league', 'striker', 'coach'] if sport else
-                           ['shares', 'profit', 'bank', 'market', 'investor'], size=6)
-        rows.append(f'"The {" ".join(words)}, said {i}",{"sport" if sport else "business"}')
-    (tmp_path / 'news.csv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+    write_news_csv(tmp_path / 'news.csv')
     save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META)
     results = {}
     for name, extra in (('ddp', []), ('fsdp', ['--fsdp=True'])):

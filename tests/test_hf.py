@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hf
-from model import ModelConfig, Transformer
+from model import Transformer
 
 from conftest import tiny_model_config
 

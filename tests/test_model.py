@@ -3,7 +3,6 @@ Tests for model.py on tiny configs (CPU; the `gpu` ones need CUDA):
 
     python -m pytest -q tests/test_model.py
 """
-import json
 import math
 
 import pytest

@@ -3,7 +3,6 @@ Tests for optim.py on tiny configs (CPU; the `gpu` one needs CUDA):
 
     python -m pytest -q tests/test_optim.py
 """
-import io
 
 import pytest
 import torch

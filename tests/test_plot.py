@@ -16,7 +16,6 @@ import torch
 
 import common
 import plot
-import prepare
 from conftest import tiny_model_config
 from model import KVCache, Transformer, config_dict
 from tokenizer import get_tokenizer, special_tokens

@@ -4,7 +4,6 @@ Tests for train.py, sample.py and common.py: end-to-end subprocess runs on a tin
 
     python -m pytest -q tests/test_train.py
 """
-import importlib
 import json
 import math
 import os
