@@ -123,6 +123,9 @@ def main():
         raise common.UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
     if cpu_offload and not fsdp:
         raise common.UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
+    if cpu_offload and optimizer == 'muon':  # its all-gather of each matrix would see shards in CPU memory
+        raise common.UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
+                               "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
     runtime = common.setup_runtime(device, dtype, seed)
     with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
         if runtime.master and init_from != 'resume' and not overwrite:

@@ -290,6 +290,7 @@ BAD_SETTINGS = [
     ('train', ['--lr_schedule=step'], "lr_schedule='step'"),
     ('train', ['--cpu_offload=True'], 'use it with --fsdp=True'),
     ('train', ['--fsdp=True', '--cpu_offload=True'], 'drop --cpu_offload'),
+    ('train', ['--fsdp=True', '--cpu_offload=True', '--optimizer=muon'], 'use --optimizer=adamw with offload'),
     ('finetune', ['--cpu_offload=True'], 'use it with --fsdp=True'),
     ('finetune', ['--epochs=0'], 'epochs=0'),
     ('finetune', ['--batch_size=0'], 'batch_size=0'),
