@@ -105,7 +105,7 @@ def test_bad_config_files(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['pretrain_small', 'pretrain_small_gpt2', 'pretrain_gpt2', 'pretrain_bert_small',
-                                  'pretrain_bert_small_gpt2', 'finetune_bbc',
+                                  'pretrain_bert_small_bpe4k', 'finetune_bbc',
                                   'finetune_bbc_bert', 'finetune_ner', 'finetune_sft', 'finetune_gpt2_sentiment'])
 def test_real_config_files_are_valid(name):
     """Each shipped config only sets keys its script (train.py, finetune.py) has, with the right types, and all of
