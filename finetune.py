@@ -130,6 +130,8 @@ def main():
     if cpu_offload and not fsdp:
         raise common.UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
     runtime = common.setup_runtime(device, dtype, seed)
+    if fsdp:
+        sharding.check_settings(runtime, cpu_offload)
     with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
         if runtime.master and os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
             raise common.UserError(f"{out_dir} already holds a fine-tuned model (best.pt): pass --overwrite=True to "

@@ -47,12 +47,7 @@ def shard(model, runtime, cpu_offload=False):
     only. bf16 runs compute in bf16 and reduce gradients in float32; the sharded weights and the optimizer stay
     float32. One process without torchrun gets a process group of its own, so that the same code and checkpoints
     serve any number of processes."""
-    if cpu_offload and runtime.device_type != 'cuda':
-        raise common.UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
-                               f"{runtime.device_type}, where they already are; drop --cpu_offload")
-    if runtime.dtype == 'float16':
-        raise common.UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
-                               "use --dtype=bfloat16")
+    check_settings(runtime, cpu_offload)
     if not dist.is_initialized():
         dist.init_process_group('nccl' if runtime.device_type == 'cuda' else 'gloo', store=dist.HashStore(),
                                 rank=0, world_size=1)
@@ -68,6 +63,16 @@ def shard(model, runtime, cpu_offload=False):
     # embeddings and heads, stay gathered after a forward until backward, as FSDP2 keeps the root's)
     register_fsdp_forward_method(model, 'hidden_states')
     return model
+
+
+def check_settings(runtime, cpu_offload):
+    """What shard() cannot do, refused in one line (the scripts call it at start, before any data is prepared)."""
+    if cpu_offload and runtime.device_type != 'cuda':
+        raise common.UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
+                               f"{runtime.device_type}, where they already are; drop --cpu_offload")
+    if runtime.dtype == 'float16':
+        raise common.UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
+                               "use --dtype=bfloat16")
 
 
 def checkpoint_activations(block):

@@ -127,6 +127,8 @@ def main():
         raise common.UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
                                "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
     runtime = common.setup_runtime(device, dtype, seed)
+    if fsdp:
+        sharding.check_settings(runtime, cpu_offload)  # before any data is prepared
     with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
         if runtime.master and init_from != 'resume' and not overwrite:
             held = [name for name in common.CHECKPOINT_NAMES if os.path.exists(os.path.join(out_dir, name))]
@@ -367,8 +369,8 @@ def resume_checkpoint(out_dir, fsdp_setting, trust):
     FSDP run (then its plain values only: the shards load into the sharded model). fsdp_setting: --fsdp if given."""
     held = [os.path.join(out_dir, name) for name in ('last.pt', 'last.dcp') if os.path.exists(os.path.join(out_dir, name))]
     if not held:
-        raise common.UserError(f"{out_dir} holds no last.pt (or last.dcp) to resume: train there first, or pass the "
-                               f"out_dir of the run to continue")
+        raise common.UserError(f"{os.path.join(out_dir, 'last.pt')} not found (nor last.dcp): nothing to resume; train "
+                               f"there first, or pass the out_dir of the run to continue")
     path = max(held, key=os.path.getmtime)  # both: a run that moved between DDP and FSDP; the newer one
     sharded = path.endswith('.dcp')
     if fsdp_setting is not None and fsdp_setting != sharded:
