@@ -1,7 +1,7 @@
 """
 Shared fixtures for the test suite (CPU, tiny configs):
 
-    python -m pytest -q                 # the whole suite, a few minutes on two cores
+    python -m pytest -q                 # the whole suite, ~10 minutes on two cores
     python -m pytest -q -m gpu          # only the checks that need CUDA (skipped without it)
 """
 import os
