@@ -528,37 +528,79 @@ def load_checkpoint(path, device='cpu', trust=False):
     return checkpoint
 
 
+# The exact globals the .metadata index of torch.distributed.checkpoint names (read off the index torch 2.13
+# writes: its dataclasses, torch.Size, the dtypes, a layout by name, the checkpoint's path): nothing else is built.
+# Names are matched whole, so a dotted name ('os.system' inside an allowed module) is never followed.
+DCP_GLOBALS = {
+    ('torch.distributed.checkpoint.metadata', name) for name in (
+        'Metadata', 'TensorStorageMetadata', 'BytesStorageMetadata', 'ChunkStorageMetadata', 'TensorProperties',
+        'MetadataIndex', 'StorageMeta', '_MEM_FORMAT_ENCODING')} | {
+    ('torch.distributed.checkpoint.filesystem', '_StorageInfo'), ('torch', 'Size'),
+    ('torch.serialization', '_get_layout'), ('pathlib', 'PosixPath')} | {
+    ('torch', name) for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
+
+
 class SafeCheckpointReader(dcp.FileSystemReader):
     """torch.distributed.checkpoint's file reader, whose .metadata (an index of the tensors' pieces) is a pickle:
-    read here by an unpickler that builds only the index's own classes, so a sharded checkpoint cannot run code
-    either. Entries that are not tensors (pickled Python objects, which we never write) are refused."""
+    read here by an unpickler that builds only the index's own classes (DCP_GLOBALS, exact names), and checked to
+    be an index and nothing else, so a sharded checkpoint cannot run code either. Entries that are not tensors
+    (pickled Python objects, which we never write) are refused, and so are pieces outside the directory."""
 
     class Unpickler(pickle.Unpickler):
-        allowed = {'torch.distributed.checkpoint.metadata', 'torch.distributed.checkpoint.filesystem', 'pathlib'}
 
         def find_class(self, module, name):
-            if module in self.allowed and not name.startswith('__'):
-                return super().find_class(module, name)
-            if (module, name) in (('torch', 'Size'), ('torch.serialization', '_get_layout')) or (
-                    module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype)):
+            if (module, name) in DCP_GLOBALS:
                 return super().find_class(module, name)
             raise pickle.UnpicklingError(f"Unsupported global {module}.{name} in a checkpoint's .metadata")
+
+        def persistent_load(self, pid):
+            raise pickle.UnpicklingError("persistent ids in a checkpoint's .metadata")
 
     def read_metadata(self, *args, **kwargs):
         path = os.path.join(self.path, '.metadata')
         try:
             with open(path, 'rb') as f:
                 metadata = self.Unpickler(f).load()
+                trailing = f.read(1)
         except pickle.UnpicklingError:
             raise UserError(f"{path} holds Python objects besides the tensor index, which could run code: refused") from None
-        except (OSError, EOFError, AttributeError, TypeError) as e:
+        except Exception as e:  # a damaged file: EOFError, a bad opcode's ValueError, a dataclass's TypeError, ...
             raise UserError(f"{path} cannot be read ({type(e).__name__}): the sharded checkpoint is incomplete or damaged") from None
+        problem = 'bytes after the index' if trailing else index_problem(metadata)
+        if problem:
+            raise UserError(f"{path} is not a tensor index torch wrote ({problem}): refused")
         if any(isinstance(entry, dcp.metadata.BytesStorageMetadata) for entry in metadata.state_dict_metadata.values()):
             raise UserError(f"{self.path} holds pickled Python objects besides tensors, which could run code: refused")
         if getattr(metadata, 'storage_meta', None) is None:
             metadata.storage_meta = dcp.metadata.StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+def index_problem(metadata):
+    """What makes an unpickled .metadata something other than the index torch writes, or '' for a sound one: its
+    types, and the relative paths of its pieces (plain file names in the checkpoint directory)."""
+    md = dcp.metadata
+    if not isinstance(metadata, md.Metadata):
+        return f"a {type(metadata).__name__}, not a Metadata"
+    entries, storage = metadata.state_dict_metadata, metadata.storage_data
+    if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(
+            v, (md.TensorStorageMetadata, md.BytesStorageMetadata)) for k, v in entries.items()):
+        return "state_dict_metadata is not a dict of tensor entries"
+    for entry in entries.values():
+        if isinstance(entry, md.TensorStorageMetadata) and not (
+                isinstance(entry.properties, md.TensorProperties) and isinstance(entry.size, torch.Size)
+                and isinstance(entry.chunks, list) and all(isinstance(c, md.ChunkStorageMetadata) for c in entry.chunks)):
+            return "a tensor entry of the wrong shape"
+    if not isinstance(storage, dict) or not all(isinstance(k, md.MetadataIndex) for k in storage):
+        return "storage_data is not a dict of MetadataIndex"
+    for info in storage.values():
+        if not isinstance(info, dcp.filesystem._StorageInfo):
+            return f"a piece described by a {type(info).__name__}"
+        relative = info.relative_path
+        if not isinstance(relative, str) or os.path.basename(relative) != relative or relative in ('', '.', '..'):
+            return f"a piece stored at {relative!r}, not a file of the checkpoint directory"
+    return ''
 
 
 def read_sharded_json(path):

@@ -72,9 +72,7 @@ def resolve_pretrained(name_or_path, allow_pickle=False):
             except OSError:
                 continue
             if file == SAFETENSORS_INDEX:  # then its shards
-                with open(os.path.join(target, file)) as f:
-                    shards = sorted(set(json.load(f)['weight_map'].values()))
-                for shard in shards:
+                for shard in shard_names(os.path.join(target, file)):
                     download(HF_URL.format(name=name_or_path, file=shard), os.path.join(target, shard))
             return target
         raise OSError('no safetensors weights' + ('' if allow_pickle else ' (pytorch_model.bin not tried: --trust_checkpoint=True)'))
@@ -99,6 +97,21 @@ def download(url, path):
     os.replace(tmp, path)
 
 
+def shard_names(index_path):
+    """The shard files a model.safetensors.index.json names, sorted: plain .safetensors file names beside it, so that
+    an index (from a hub repository, say) can never make us read or write outside its directory."""
+    try:
+        with open(index_path, encoding='utf-8') as f:
+            weight_map = json.load(f)['weight_map']
+        names = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{index_path} is not a safetensors index ({type(e).__name__}): no weight_map of file names") from None
+    for name in names:
+        if not isinstance(name, str) or os.path.basename(name) != name or name in ('', '.', '..') or not name.endswith('.safetensors'):
+            raise ValueError(f"{index_path} names the shard {name!r}: only .safetensors files beside the index are read")
+    return names
+
+
 def load_safetensors(path):
     """The tensors of a .safetensors file, by the safetensors package (a requirement): it checks the header
     against the file, and maps the file instead of reading it into memory twice as a pure-torch reader would."""
@@ -118,8 +131,7 @@ def load_state_dict_file(directory, allow_pickle=False):
     if os.path.exists(os.path.join(directory, SAFETENSORS)):
         return load_safetensors(os.path.join(directory, SAFETENSORS))
     if os.path.exists(os.path.join(directory, SAFETENSORS_INDEX)):
-        with open(os.path.join(directory, SAFETENSORS_INDEX)) as f:
-            shards = sorted(set(json.load(f)['weight_map'].values()))
+        shards = shard_names(os.path.join(directory, SAFETENSORS_INDEX))
         return {k: v for shard in shards for k, v in load_safetensors(os.path.join(directory, shard)).items()}
     bin_path = os.path.join(directory, PICKLE)
     if not os.path.exists(bin_path):

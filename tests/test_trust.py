@@ -129,6 +129,136 @@ def test_hf_weights_are_safetensors_only(tmp_path):
         common.load_pretrained(str(tmp_path / 'hf'))
 
 
+def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypatch):
+    """model.safetensors.index.json names the shards to read (or download): a name with a directory in it ('../',
+    an absolute path) is refused in one line, locally and from a hub repository, and nothing is written outside
+    the cache."""
+    import hf
+    transformers = pytest.importorskip('transformers')
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=64)
+    for bad in ('../outside.safetensors', str(tmp_path / 'abs.safetensors'), 'sub/dir.safetensors'):
+        local = tmp_path / 'local'
+        config.save_pretrained(local)
+        (local / hf.SAFETENSORS_INDEX).write_text(json.dumps({'weight_map': {'transformer.wte.weight': bad}}))
+        with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
+            common.load_pretrained(str(local))
+    served = {'config.json': config.to_json_string(),
+              hf.SAFETENSORS_INDEX: json.dumps({'weight_map': {'transformer.wte.weight': '../../../escaped.safetensors'}})}
+
+    def fake_download(url, path):
+        name = url.rsplit('/', 1)[1]
+        if name not in served:
+            raise OSError('404')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(served[name])
+    monkeypatch.setattr(hf, 'download', fake_download)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'cache'))
+    with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
+        common.load_pretrained('hf:someone/evil-model')
+    written = {p.name for p in tmp_path.rglob('*') if p.is_file()}
+    assert 'escaped.safetensors' not in written
+
+
+# --- a sharded checkpoint's .metadata (a pickle torch writes) never runs code ---------------------------------
+
+def pickled_str(s):
+    data = s.encode()
+    return b'\x8c' + bytes([len(data)]) + data if len(data) < 256 else b'X' + len(data).to_bytes(4, 'little') + data
+
+
+def pickled_global(module, name):
+    """STACK_GLOBAL: protocol 4 follows a dotted name attribute by attribute."""
+    return pickled_str(module) + pickled_str(name) + b'\x93'
+
+
+def call(callable_ops, *args):
+    """REDUCE: callable(*args), each arg a str or already pickled ops (bytes)."""
+    return callable_ops + b'(' + b''.join(pickled_str(a) if isinstance(a, str) else a for a in args) + b't' + b'R'
+
+
+def crafted_metadata(marker, valid_index):
+    """{case: the bytes of a .metadata} that run code (create marker) under an unpickler that admits too much."""
+    touch = f'touch {marker}'
+    via_getattr = lambda module, name, obj_ops, attr, *args: call(call(pickled_global(module, name), obj_ops, attr), *args)
+    allowed = ('pathlib', 'torch', 'torch.serialization', 'torch.distributed.checkpoint.metadata',
+               'torch.distributed.checkpoint.filesystem')
+    cases = {f'{m}:os.system': call(pickled_global(m, 'os.system'), touch) for m in allowed}
+    cases.update({
+        'torch:builtins.open': call(pickled_global('torch', 'builtins.open'), str(marker), 'w'),
+        'torch:builtins.exec': call(pickled_global('torch', 'builtins.exec'), f'open({str(marker)!r}, "w")'),
+        'torch:importlib->subprocess': via_getattr('torch', 'builtins.getattr', call(pickled_global(
+            'torch', 'importlib.import_module'), 'subprocess'), 'call', b'](' + pickled_str('touch') + pickled_str(
+            str(marker)) + b'e'),
+        'torch.serialization:sys.modules->os': via_getattr('torch', 'builtins.getattr', call(pickled_global(
+            'torch.serialization', 'sys.modules.get'), 'os'), 'system', touch),
+        'os.system': call(pickled_global('os', 'system'), touch),
+        'posix.system': call(pickled_global('posix', 'system'), touch),
+        'builtins.open': call(pickled_global('builtins', 'open'), str(marker), 'w'),
+        'subprocess.call': call(pickled_global('subprocess', 'call'), b'](' + pickled_str('touch') + pickled_str(str(marker)) + b'e'),
+        'INST os.system': b'(' + pickled_str(touch) + b'ios\nsystem\n',
+        'OBJ builtins.open': b'(' + pickled_global('builtins', 'open') + pickled_str(str(marker)) + pickled_str('w') + b'o',
+        'NEWOBJ disallowed': pickled_global('subprocess', 'Popen') + b')' + b'\x81',
+        'REDUCE allowed, not an index': call(pickled_global('torch.serialization', '_get_layout'), 'torch.strided'),
+        'NEWOBJ + BUILD allowed, not an index': pickled_global('torch.distributed.checkpoint.metadata', 'Metadata')
+            + b')' + b'\x81' + b'}' + pickled_str('state_dict_metadata') + pickled_str('x') + b's' + b'b',
+        'persistent_load': pickled_str('payload') + b'Q',
+        'payload before the index': call(pickled_global('pathlib', 'os.system'), touch) + b'0' + valid_index,
+        'payload after the index': valid_index + call(pickled_global('pathlib', 'os.system'), touch) + b'0',
+        'a second pickle after the index': valid_index + b'.' + b'\x80\x04' + call(pickled_global('pathlib', 'os.system'), touch),
+    })
+    return {case: (ops if ops.startswith(b'\x80') else b'\x80\x04' + ops) + (b'' if ops.endswith(b'.') else b'.')
+            for case, ops in cases.items()}
+
+
+def sharded_checkpoint(path, meta):
+    """A small .dcp directory as fsdp.save_sharded writes one (model tensors + checkpoint.json); returns the bytes
+    of its index without PROTO and STOP, protocol 2, so that other opcodes can go around it."""
+    import pickle
+    import torch.distributed.checkpoint as dcp
+    model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32))
+    dcp.save({'model': model.state_dict()}, storage_writer=dcp.FileSystemWriter(str(path)), no_dist=True)
+    common.write_json(os.path.join(path, common.SHARDED_JSON), {
+        'model_args': config_dict(model.config), 'meta': meta, 'config': {}, 'iter_num': 1, 'best_val_loss': 9.0})
+    with open(path / '.metadata', 'rb') as f:
+        index = common.SafeCheckpointReader.Unpickler(f).load()
+    return pickle.dumps(index, protocol=2)[2:-1]
+
+
+def test_a_crafted_sharded_index_never_runs_code(char_dataset, script_main, tmp_path):
+    """Every crafted .metadata (dotted names inside the allowed modules reaching os, sys, builtins, subprocess and
+    importlib; REDUCE, INST, OBJ, NEWOBJ and BUILD on allowed and other callables; a persistent id; a payload
+    before or after a real index) is refused in one line and runs nothing; every script that reads checkpoints
+    refuses it with exit code 2, and the untouched checkpoint still loads."""
+    _, _, meta = char_dataset
+    marker = tmp_path / 'payload-ran'
+    path = tmp_path / 'run' / 'best.dcp'
+    valid_index = sharded_checkpoint(path, meta)
+    original = (path / '.metadata').read_bytes()
+    assert set(common.load_checkpoint(str(path))['model']) == set(Transformer(tiny_model_config(
+        vocab_size=meta['vocab_size'] + 4, block_size=32)).state_dict())
+    for case, payload in crafted_metadata(marker, valid_index).items():
+        (path / '.metadata').write_bytes(payload)
+        with pytest.raises(common.UserError) as refused:
+            common.load_checkpoint(str(path))
+        assert '\n' not in str(refused.value) and not marker.exists(), (case, str(refused.value))
+    (path / '.metadata').write_bytes(crafted_metadata(marker, valid_index)['pathlib:os.system'])
+    texts = tmp_path / 'texts.txt'
+    texts.write_text('some text\n')
+    for script, *args in [('sample', f'--init_from={path}'), ('sample', f'--out_dir={path.parent}'),
+                          ('export', f'--init_from={path}', f'--to={tmp_path / "hf"}'),
+                          ('finetune', f'--init_from={path}', f'--out_dir={tmp_path / "ft"}'),
+                          ('train', f'--init_from={path}', f'--out_dir={tmp_path / "tr"}', *data_args(char_dataset)),
+                          ('plot', 'attention', f'--out_dir={path.parent}'),
+                          ('features', f'--out_dir={path.parent}', f'--input={texts}', f'--output={tmp_path / "f.npy"}'),
+                          ('fsdp', str(path.parent))]:
+        code, stderr = script_main(script, *args)
+        assert_one_line_error(code, stderr, 'refused')
+        assert not marker.exists(), script
+    (path / '.metadata').write_bytes(original)
+    common.load_checkpoint(str(path))
+
+
 # -----------------------------------------------------------------------------
 # 2. no run is lost
 
