@@ -27,7 +27,9 @@ text_column = 'text'
 label_column = 'label'
 val_fraction = 0.1  # a single file is split into train / val / test (finetune.py's defaults and seed)
 test_fraction = 0.1
-seed = 1337
+seed = 1337  # the split of a single file (unless split_seed), the sample of train_examples, the solver
+split_seed = None  # the seed of a single file's split; None: seed (as finetune.py)
+train_examples = None  # a stratified sample of this many training examples, the one finetune.py draws; None: all
 C = None  # inverse regularisation strength; None: the best of C_grid on val
 C_grid = '0.3,1,3,10,30'
 max_features = 200000  # per vectoriser (words, characters)
@@ -80,7 +82,9 @@ def main():
     if any(c <= 0 for c in C_values):
         raise common.UserError(f"C must be above 0, got {C_values}")
     splits = tasks.load_task_data('classification', data, text_column=text_column, label_column=label_column,
-                                  val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+                                  val_fraction=val_fraction, test_fraction=test_fraction,
+                                  seed=seed if split_seed is None else split_seed)
+    splits['train'] = [splits['train'][i] for i in tasks.subsample(splits['train'], train_examples, seed)]
     names = tasks.label_names(splits['train'], 'classification')
     print(', '.join(f"{split} {len(examples):,}" for split, examples in splits.items()) + f" examples; {len(names)} classes")
     t0 = time.time()
@@ -94,6 +98,7 @@ def main():
     print(tasks.format_report(report, names))
     if out_dir:
         results = {'task': 'classification', 'data': data, 'model': 'tfidf+logreg', 'C': best,
+                   'train_examples': len(splits['train']), 'train_sample': tasks.sample_fingerprint(splits['train']), 'seed': seed,
                    'val_accuracy': val_accuracy[best], 'n_examples': len(splits['test']),
                    **{k: v for k, v in report.items() if k != 'predictions'}}
         common.write_json(os.path.join(out_dir, 'test_results.json'), results)

@@ -45,7 +45,7 @@ _PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's defa
 # -----------------------------------------------------------------------------
 # I/O
 out_dir = 'out/finetune'
-init_from = 'out/pretrain_small'  # a checkpoint or its out_dir, 'gpt2', an HF dir, 'hf:org/name', or 'scratch'
+init_from = 'out/pretrain_small'  # a checkpoint or its out_dir, 'gpt2', an HF dir, 'hf:org/name', 'scratch' or 'scratch:PATH'
 predict = None  # text, or FILE:path (one text a line): predict with out_dir/best.pt instead of training
 explain = False  # with predict (classification): each word's contribution to the predicted label (features.py)
 explain_method = 'both'  # 'occlusion' (drop without the word), 'integrated_gradients', or 'both'
@@ -65,6 +65,8 @@ prompt_column = 'prompt'
 response_column = 'response'
 val_fraction = 0.1  # a single file is split into train / val / test
 test_fraction = 0.1
+split_seed = None  # the seed of that split; None: seed (label-efficiency curves keep it fixed while seed varies)
+train_examples = None  # fine-tune on a stratified sample of this many training examples (seeded by seed); None: all
 block_size = None  # longest example in tokens; None: the model's block_size
 truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('tail'), or 'windows' (see README)
 max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
@@ -145,7 +147,13 @@ def finetune(config, runtime, metric_name):
     # data: examples as dicts of strings, then token ids for this checkpoint's tokenizer
     splits = tasks.load_task_data(task, data, text_column=text_column, label_column=label_column,
                                     prompt_column=prompt_column, response_column=response_column,
-                                    val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+                                    val_fraction=val_fraction, test_fraction=test_fraction,
+                                    seed=seed if split_seed is None else split_seed)
+    if train_examples is not None:  # fewer labels: val and test stay whole
+        if task != 'classification':
+            raise common.UserError(f"train_examples draws a stratified sample of labelled texts: use it with "
+                                   f"task='classification', not {task!r}")
+        splits['train'] = [splits['train'][i] for i in tasks.subsample(splits['train'], train_examples, seed)]
     names = tasks.label_names(splits['train'], task)
     if init_from == 'scratch' and tokenizer != 'gpt2':
         raise common.UserError("init_from='scratch' fine-tunes with GPT-2 BPE only: --tokenizer=gpt2")
@@ -268,6 +276,7 @@ def finetune(config, runtime, metric_name):
             print(TASKS[task].table(scores, names))
             common.write_json(os.path.join(out_dir, 'test_results.json'), {
                 'task': task, 'data': data, 'init_from': init_from, 'best_epoch': best_epoch, 'n_examples': len(splits['test']),
+                'train_examples': len(splits['train']), 'train_sample': tasks.sample_fingerprint(splits['train']), 'seed': seed,
                 **{k: v for k, v in scores.items() if k != 'predictions'}})
             common.write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
                         [{**ex, 'predicted': p} for ex, p in zip(splits['test'], scores['predictions'])])
@@ -281,9 +290,14 @@ def finetune(config, runtime, metric_name):
 
 def load_base_model(init_from, dropout, scratch_args=None, trust=False):
     """(model, meta): meta names the tokenizer (and holds its vocabulary where it has one). init_from='scratch'
-    builds a fresh GPT-2 BPE model of scratch_args (ModelConfig fields: sizes, block_size, causal)."""
+    builds a fresh GPT-2 BPE model of scratch_args (ModelConfig fields: sizes, block_size, causal); 'scratch:PATH'
+    builds PATH's model (any checkpoint init_from takes) with fresh weights, keeping its tokenizer and special
+    tokens, so that pretrained and random initialisation differ in the weights alone."""
     if init_from == 'scratch':
         return Transformer(ModelConfig(**scratch_args, vocab_size=50304, dropout=dropout, bias=False)), dict(GPT2_META)
+    if init_from.startswith('scratch:'):  # the fair control: PATH's architecture, tokenizer and special tokens, fresh weights
+        model, meta = common.load_pretrained(init_from.removeprefix('scratch:'), dropout=dropout, trust=trust)
+        return Transformer(model.config), meta
     return common.load_pretrained(init_from, dropout=dropout, trust=trust)
 
 

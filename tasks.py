@@ -9,10 +9,12 @@ Labelled data for fine-tuning and the scores of each task. Not a script: `import
     report = entity_report(true_tags, predicted_tags)       # conlleval's entity precision / recall / F1
 """
 import csv
+import hashlib
 import importlib.util
 import itertools
 import json
 import os
+import random
 
 from prepare import BBC_NAME, BBC_SEED, BBC_TEST_FRACTION, BBC_VAL_FRACTION, DEDUP_THRESHOLD, bbc_news_articles, \
     bbc_news_split_of, prepare_command, split_articles, without_lone_surrogates
@@ -415,3 +417,32 @@ def format_report(report, names=None):
     for name, counts in zip(classes, report['confusion']):
         rows.append(f"{name:<{first}}" + ''.join(f"  {count:>{width},}" for count in counts))
     return '\n'.join(rows)
+
+
+def subsample(examples, n, seed):
+    """The indices (sorted) of a stratified, seeded sample of n of the examples (classification: {'label'}): each
+    label gets its share of n (at least one), drawn at random with the seed; n at least len(examples): all of them.
+    finetune.py and baseline.py draw the same sample for the same (n, seed), whatever else they are told."""
+    if n is None or n >= len(examples):
+        return list(range(len(examples)))
+    by_label = {}
+    for i, example in enumerate(examples):
+        by_label.setdefault(example['label'], []).append(i)
+    if n < len(by_label):
+        raise DataError(f"train_examples={n} is fewer than the {len(by_label)} classes: give at least one a class")
+    share = {label: max(1, round(n * len(members) / len(examples))) for label, members in sorted(by_label.items())}
+    while sum(share.values()) != n:  # rounding: take from the largest share, give to the smallest
+        step = -1 if sum(share.values()) > n else 1
+        pick = (max if step < 0 else min)(share, key=lambda label: (share[label], label))
+        share[pick] += step
+    rng = random.Random(seed)
+    return sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], share[label]))
+
+
+def sample_fingerprint(examples):
+    """A short sha256 of a list of examples (their texts and labels, in order): runs that trained on the same sample
+    record the same fingerprint in their results."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.get('text'), example.get('label')], ensure_ascii=False).encode() + b'\n')
+    return digest.hexdigest()[:16]
