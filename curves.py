@@ -9,13 +9,14 @@ stratified samples of the training split (tasks.subsample, as finetune.py and ba
     python curves.py --finetune_sizes=50,all               # also full fine-tuning by finetune.py at those sizes
 
 Each model is read as finetune.py reads it for classification (config's block_size, truncation and max_windows:
-a long text becomes windows of `text <eot>`, or `[CLS] text [SEP]` for encoders). Its frozen features, the vector
-finetune.py's classifier head pools (the last real token for causal models, the first for bidirectional ones),
-averaged over a text's windows, are computed once; for every (size, seed) a logistic regression on the sample's
-features, its C chosen by val accuracy, is scored on the test split: the feature-based approach of Devlin et al.
-2019 (sec. 5.3). 'scratch' is the same architecture, tokenizer and special tokens with fresh weights
+a long text becomes windows of `text <eot>`, or `[CLS] text [SEP]` for encoders), and given finetune.py's sequence
+head. The vector that head pools from each window (the last real token for causal models, the first for
+bidirectional ones) is computed once, the trunk frozen; for every (size, seed) the head is fitted as a logistic
+regression on the sample's windows, its C chosen by val accuracy, and scored on the test split with a text's
+windows averaged: exactly `finetune.py --probe=True` (features.fit_head), the feature-based approach of Devlin et
+al. 2019 (sec. 5.3). 'scratch' is the same architecture, tokenizer and special tokens with fresh weights
 (finetune.py's --init_from=scratch:PATH), a new initialisation per seed: the two differ in the weights alone.
-'tfidf' is baseline.py's model on the same sample. --finetune_sizes adds finetune.py runs (all weights trained)
+'tfidf' is baseline.py's model on the same sample. --finetune_sizes adds finetune.py runs that train all weights,
 of the pretrained model and of its scratch twin, with epochs scaled so that a small sample still gets
 finetune_min_passes text passes. Writes out_dir/curves.json (every run), curves.md (mean and min-max per size)
 and curves.png (accuracy against labelled examples, log x, the min-max spread shaded).
@@ -49,7 +50,7 @@ config = 'config/finetune_bbc.py'  # finetune.py's config: how texts are read (b
 sizes = '25,50,100,200,500,all'  # labelled training examples; 'all': the whole training split
 seeds = '0,1,2'  # one stratified sample (and one scratch initialisation) per seed
 split_seed = 1337  # the seed of a single file's train / val / test split, the same for every sample
-C_grid = '0.01,0.03,0.1,0.3,1'  # logistic regression on the features: the C with the best val accuracy
+C_grid = '0.01,0.03,0.1,0.3,1'  # the head's logistic regression: the C with the best val accuracy
 finetune_sizes = ''  # e.g. '50,all': also full fine-tuning (finetune.py) at these sizes
 finetune_min_passes = 1000  # fine-tuning: epochs = max(config's, ceil(this / size)) up to finetune_max_epochs
 finetune_max_epochs = 30
@@ -81,9 +82,9 @@ def reading_of(config_path):
     return {key: read[key] for key in keys}
 
 
-@torch.no_grad()
-def text_features(model, meta, splits, names, reading, runtime, batch_size):
-    """{split: (texts, C) float32}: the pooled features of each text's windows (finetune.py's encoding), averaged."""
+def window_features(model, meta, splits, names, reading, runtime, batch_size):
+    """{split: (encoded windows, their pooled features)}: each text as finetune.py encodes it for classification,
+    and what the sequence head of model (common.for_task, pooling 'auto') reads from each window."""
     tok = get_tokenizer(meta['tokenizer'], meta)
     special = finetune.task_special_tokens(meta, model)
     max_len = min(reading['block_size'] or model.config.block_size, model.config.block_size)
@@ -91,28 +92,20 @@ def text_features(model, meta, splits, names, reading, runtime, batch_size):
     for split, examples in splits.items():
         windows, _ = finetune.encode('classification', examples, tok, special, names, max_len, model.config.causal,
                                      reading['truncation'], max_windows=reading['max_windows'])
-        pooled = np.zeros((len(windows), model.config.n_embd), dtype=np.float32)
-        features.extract(model, [w['ids'] for w in windows], runtime, 'auto', batch_size, pooled_out=pooled)
-        text_ids = np.array([w['text_id'] for w in windows])
-        sums = np.zeros((len(examples), pooled.shape[1]), dtype=np.float64)
-        np.add.at(sums, text_ids, pooled)
-        out[split] = (sums / np.bincount(text_ids, minlength=len(examples))[:, None]).astype(np.float32)
+        out[split] = windows, features.head_inputs(model, windows, runtime, batch_size)
     return out
 
 
-def probe(feats, labels, sample, C_values, seed):
-    """(val accuracy, C, test accuracy) of a logistic regression on the sample's standardised features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    scaler = StandardScaler().fit(feats['train'][sample])
-    x = {split: scaler.transform(f) for split, f in feats.items()}
-    best = None
-    for c in C_values:
-        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x['train'][sample], labels['train'][sample])
-        val = float((clf.predict(x['val']) == labels['val']).mean())
-        if best is None or val > best[0]:  # ties: the smaller C (the grid ascends)
-            best = (val, c, float((clf.predict(x['test']) == labels['test']).mean()))
-    return best
+def probe(model, feats, sample, C_values, seed):
+    """(val accuracy, C, test accuracy) of model's head fitted on the sample's windows (features.fit_head, as
+    finetune.py --probe=True fits it)."""
+    chosen = set(sample)
+    windows, x = feats['train']
+    rows = [i for i, w in enumerate(windows) if w['text_id'] in chosen]
+    c, val = features.fit_head(model, x[rows], [windows[i] for i in rows], feats['val'][1], feats['val'][0],
+                               C_values, seed)
+    test = features.text_accuracy(features.head_logprobs(model, feats['test'][1]), feats['test'][0])
+    return val, c, test
 
 
 def finetune_run(init, size, seed, epochs, path):
@@ -197,7 +190,6 @@ def main():
         raise common.UserError(f"{data} has no test split: the curves are test accuracy; give a test file")
     names = tasks.label_names(splits['train'], 'classification')
     sizes_ = parse_sizes(sizes, len(splits['train']))
-    labels = {split: np.array([names.index(ex['label']) for ex in examples]) for split, examples in splits.items()}
     samples = {(label, seed): tasks.subsample(splits['train'], size, seed) for label, size in sizes_ for seed in seed_list}
     runtime = common.setup_runtime(device, dtype)
     runs = []
@@ -212,11 +204,12 @@ def main():
         for seed in seed_list if method == 'scratch' else [None]:
             if method == 'scratch':
                 torch.manual_seed(seed)
-            model = (pretrained if method == 'pretrained' else Transformer(pretrained.config)).to(runtime.device)
-            feats = text_features(model, meta, splits, names, reading, runtime, batch_size)
+            trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
+            model = common.for_task(trunk, 'sequence', len(names)).to(runtime.device)
+            feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
             for label, _ in sizes_:
                 for s in seed_list if seed is None else [seed]:
-                    val, c, test = probe(feats, labels, samples[label, s], C_values, s)
+                    val, c, test = probe(model, feats, samples[label, s], C_values, s)
                     record(method, label, s, test, val=val, C=c)
     fitted = {}  # a sample drawn twice ('all' under every seed) is fitted once: TF-IDF + lbfgs is deterministic
     for label, _ in sizes_:

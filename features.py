@@ -527,3 +527,72 @@ def main():
 
 if __name__ == '__main__':
     common.run_main(main)
+
+
+# -----------------------------------------------------------------------------
+# a classifier head fitted on frozen features: finetune.py --probe=True and curves.py
+
+@torch.no_grad()
+def head_inputs(model, windows, runtime, batch_size=32):
+    """(windows, n_embd) float32: the vector model's sequence head (model.classifier) pools from each encoded
+    window ({'ids'}), the trunk as it is: the last real token (causal), the first (through BERT's pooler when the
+    model has one) or the mean, as ClassifierHead computes it before its Linear."""
+    pooling = model.classifier.pooling
+    out = np.zeros((len(windows), model.config.n_embd), dtype=np.float32)
+    order = np.argsort([len(w['ids']) for w in windows], kind='stable')  # similar lengths batched: little padding
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        x, real = hidden_states(model, [windows[i]['ids'] for i in rows], runtime)
+        pooled = model.pooler(x) if pooling == 'first' and hasattr(model, 'pooler') else pool(x, real, pooling)
+        out[rows] = pooled.float().cpu().numpy()
+    return out
+
+
+def text_accuracy(window_logprobs, windows):
+    """Accuracy over texts of window log-probabilities (windows, classes), a text's windows averaged as
+    finetune.py averages them."""
+    text_ids = np.array([w['text_id'] for w in windows])
+    n_texts = text_ids.max() + 1
+    total = np.zeros((n_texts, window_logprobs.shape[1]))
+    np.add.at(total, text_ids, window_logprobs)
+    gold = np.zeros(n_texts, dtype=np.int64)
+    gold[text_ids] = [w['labels'] for w in windows]
+    return float((total.argmax(1) == gold).mean())
+
+
+def fit_head(model, train_x, train_windows, val_x, val_windows, C_values=(0.01, 0.03, 0.1, 0.3, 1.0), seed=0):
+    """Set model.classifier (num_labels x n_embd) to a logistic regression on the frozen features train_x of the
+    training windows (each labelled with its text's label), its C the one of C_values with the best val accuracy
+    over texts (ties: the smaller). The standardisation of the features is folded into the weights, so the model
+    computes the regression's log-probabilities by itself. Returns (C, val accuracy)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    y = np.array([w['labels'] for w in train_windows])
+    scaler = StandardScaler().fit(train_x)
+    best = None
+    for c in sorted(C_values):
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(train_x), y)
+        logprobs = np.full((len(val_x), model.classifier.weight.size(0)), -1e9)
+        logprobs[:, clf.classes_] = clf.predict_log_proba(scaler.transform(val_x))  # columns: the classes seen
+        accuracy = text_accuracy(logprobs, val_windows)
+        if best is None or accuracy > best[0]:
+            best = (accuracy, c, clf)
+    accuracy, c, clf = best
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn's binary model: one row, the logit of the second class against the first
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    num_labels = model.classifier.weight.size(0)
+    weight, bias = np.zeros((num_labels, coef.shape[1])), np.full(num_labels, -30.0)  # an unseen class: never
+    weight[clf.classes_], bias[clf.classes_] = coef / scaler.scale_, intercept - (coef / scaler.scale_) @ scaler.mean_
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight))
+        model.classifier.bias.copy_(torch.from_numpy(bias))
+    return c, accuracy
+
+
+def head_logprobs(model, x):
+    """(windows, classes) log-probabilities model.classifier gives the pooled features x (head_inputs), in numpy."""
+    weight, bias = (p.detach().double().cpu().numpy() for p in (model.classifier.weight, model.classifier.bias))
+    logits = x.astype(np.float64) @ weight.T + bias
+    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)

@@ -94,6 +94,7 @@ min_lr = 0.0
 class_weights = False  # classification: weigh the loss by inverse class frequency (imbalanced labels)
 freeze_embeddings = False  # keep the token / position embeddings as pretrained (most of a small model's weights)
 freeze_layers = 0  # freeze the embeddings and the first N blocks; -1: the whole trunk (train the head only)
+probe = False  # classification: no epochs; the head alone, a logistic regression on the frozen model's pooled features
 lora_rank = 0  # > 0: LoRA adapters of this rank on attention and MLP weights, the rest frozen (Hu et al. 2021)
 lora_alpha = 16
 lora_dropout = 0.0
@@ -227,7 +228,20 @@ def finetune(config, runtime, metric_name):
     better = (lambda a, b: a < b) if metric_name == 'loss' else (lambda a, b: a > b)
     best, best_epoch, step, tokens_seen = None, 0, 0, 0
     t_start = time.time()
-    for epoch in range(1, epochs + 1):
+    epoch = 0
+    if probe:  # the feature-based approach (Devlin et al. 2019, sec. 5.3): what wins the label-efficiency curves
+        if TASKS[task].head != 'sequence' or runtime.world_size > 1:
+            raise common.UserError("probe=True fits a text classifier's head in one process: use it with "
+                                   "task='classification', without torchrun")
+        c, _ = features.fit_head(raw_model, features.head_inputs(raw_model, encoded['train'], runtime, batch_size),
+                                 encoded['train'], features.head_inputs(raw_model, encoded['val'], runtime, batch_size),
+                                 encoded['val'], seed=seed)
+        scores = evaluate(raw_model, task, encoded['val'], names, runtime, pad_id, batch_size, tok, 0, 0, special)
+        print(f"probe: logistic regression on the frozen features, C={c:g}: val " + ', '.join(
+            f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)))
+        best = scores[metric_name]
+        save('best.pt', {k: v for k, v in scores.items() if isinstance(v, float)})
+    for epoch in range(1, 0 if probe else epochs + 1):
         order = batch_order(encoded['train'], batch_size, epoch, seed, bucket)
         for i in range(runtime.rank, steps_per_epoch * runtime.world_size, runtime.world_size):  # DDP: a batch a rank
             lr = common.get_lr(step, lr_schedule, learning_rate, warmup_steps, total_steps, min_lr)

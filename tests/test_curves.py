@@ -106,3 +106,22 @@ def test_curves_end_to_end(tmp_path, tiny_config):
 def test_curves_bad_sizes_are_one_line(script_main, tmp_path):
     code, stderr = script_main('curves', '--sizes=25,lots', f'--out_dir={tmp_path}')
     assert code == 2 and 'lots' in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_probe_fits_the_head_that_the_model_then_computes(tmp_path, tiny_config, monkeypatch, capsys):
+    """finetune.py --probe=True: no epochs; the sequence head becomes a logistic regression on the frozen features
+    (its standardisation folded into the weights), so best.pt predicts, scores and explains like any fine-tuned
+    model, and the trunk is the pretrained one, unchanged."""
+    write_news_csv(tmp_path / 'news.csv')
+    base = save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META)
+    out = tmp_path / 'probe'
+    finetune_in_process(monkeypatch, f'--init_from={tmp_path}/base.pt', f'--data={tmp_path}/news.csv', '--probe=True',
+                        f'--out_dir={out}', '--device=cpu', '--dtype=float32')
+    scores = json.loads((out / 'test_results.json').read_text())
+    assert scores['accuracy'] >= 0.9, scores['accuracy']  # word-disjoint classes, even for random features
+    checkpoint = common.load_checkpoint(str(out / 'best.pt'))
+    for name, value in base.state_dict().items():
+        torch.testing.assert_close(checkpoint['model'][name], value)  # the trunk as pretrained
+    capsys.readouterr()
+    finetune.run_predict('The goal striker league match coach', str(out), 'cpu')
+    assert capsys.readouterr().out.split('\t')[0] == 'sport'
