@@ -50,7 +50,7 @@ config = 'config/finetune_bbc.py'  # finetune.py's config: how texts are read (b
 sizes = '25,50,100,200,500,all'  # labelled training examples; 'all': the whole training split
 seeds = '0,1,2'  # one stratified sample (and one scratch initialisation) per seed
 split_seed = 1337  # the seed of a single file's train / val / test split, the same for every sample
-C_grid = '0.01,0.03,0.1,0.3,1'  # the head's logistic regression: the C with the best val accuracy
+C_grid = '0.001,0.003,0.01,0.03,0.1,0.3,1'  # the head's logistic regression: the C with the best val accuracy
 finetune_sizes = ''  # e.g. '50,all': also full fine-tuning (finetune.py) at these sizes
 finetune_min_passes = 1000  # fine-tuning: epochs = max(config's, ceil(this / size)) up to finetune_max_epochs
 finetune_max_epochs = 30
