@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
+import corpus  # noqa: E402
 import dedup  # noqa: E402
 import prepare as P  # noqa: E402
 import tokenizer as Tok  # noqa: E402
@@ -570,7 +571,7 @@ def test_bbc_news(tmp_path):
     assert set(splits['labels'].values()) == {'business', 'entertainment', 'politics', 'sports', 'tech'}
     assert (meta['val_fraction'], meta['test_fraction'], meta['dtype']) == (0.05, 0.1, 'uint16')
 
-    articles = {path: text for path, _, text in P.bbc_news_articles()}
+    articles = {path: text for path, _, text in corpus.bbc_news_articles()}
     tok = Tok.get_tokenizer('gpt2')
     for split in ('train', 'val', 'test'):
         assert meta['splits'][split]['documents'] == len(splits[split])
