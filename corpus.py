@@ -40,6 +40,13 @@ def bbc_news_articles():
     return articles
 
 
+def bbc_news_events(articles, split_of):
+    """prepare.py's events (split, text, nbytes) of the articles, each in its split."""
+    for path, _, text in articles:
+        yield split_of[path], text, len(text.encode())
+        yield split_of[path], None, 0
+
+
 def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC_TEST_FRACTION, seed=BBC_SEED,
                       dedup_threshold=DEDUP_THRESHOLD):
     """BBC News's article split, {path: split}, and its dedup report (None when dedup_threshold is 0): the seeded

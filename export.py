@@ -34,9 +34,9 @@ import torch
 
 import checkpoints
 import hf
-import prepare
 from configurator import UserError, config_defaults, configure, run_main
 from files import fresh_directory, write_failed, write_json
+from metrics import bits_per_byte
 from model import Transformer
 from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, bpe_tokenizer_json, gpt2_files, special_tokens
 
@@ -289,7 +289,7 @@ def model_card(checkpoint, model, meta, hf_config, source, path):
                               f"{checkpoint['iter_num'] * tokens_per_iter:,} tokens (per process under DDP)")]
     loss = checkpoint.get('best_val_loss')
     if loss is not None and loss != float('inf'):
-        bpb = prepare.bits_per_byte(loss, meta)
+        bpb = bits_per_byte(loss, meta)
         rows += [('val loss', f"{loss:.4f} nats/token" + (f", {bpb:.4f} bits/byte" if bpb else '')
                   + (' (masked tokens)' if c.mlm_head else ''))]
     lines = ['---', 'library_name: transformers', f'pipeline_tag: {pipeline}', '---', '',

@@ -5,10 +5,12 @@ logged step, and the progress of long phases. No torch at import (plot.py draws 
     log = MetricsLog(out_dir, config)                # tensorboard=True / wandb_project mirror it
     log_step(log, {'iter': 10, 'train_loss': 4.1, 'grad_norm': 0.5, 'lr': 1e-3, ...})  # printed and logged
     update = progress(total_bytes, 'tokenizing'); update(n); update(None)
+    bits_per_byte(val_loss, meta)                    # nats per token -> bits per UTF-8 byte of the val text
 """
 
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -83,6 +85,16 @@ def log_step(log, record, heading):
              if record.get(k) is not None]
     print(f"{heading}: {', '.join(shown)}")
     log.log(record)
+
+
+def bits_per_byte(loss, meta, split='val'):
+    """Bits per UTF-8 byte of a split's text from a loss in nats per token (the mean over that split's .bin,
+    eot included): loss / ln 2 / bytes_per_token, comparable across tokenizers. None for a dataset prepared before
+    meta.json recorded bytes."""
+    stats = meta.get('splits', {}).get(split, {})
+    if not stats.get('bytes') or not stats.get('tokens'):
+        return None
+    return loss * stats['tokens'] / stats['bytes'] / math.log(2)
 
 
 def progress(total, desc, unit='B'):

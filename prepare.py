@@ -17,7 +17,7 @@ Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=133
     meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
     train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
     tok = tokenizer.get_tokenizer(meta['tokenizer'], meta)  # .encode(text), .decode(ids)
-    bits_per_byte(val_loss, meta)                      # nats per token -> bits per UTF-8 byte of val text
+    metrics.bits_per_byte(val_loss, meta)              # nats per token -> bits per UTF-8 byte of val text
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
 with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
@@ -43,7 +43,6 @@ import importlib.metadata
 import importlib.util
 import itertools
 import json
-import math
 import os
 import random
 import re
@@ -58,8 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_split_of, prepare_command, \
-    without_lone_surrogates
+from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_events, bbc_news_split_of, \
+    prepare_command, without_lone_surrogates
+from configurator import run_main
 from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles, summary_line
 from files import pid_alive, swap_in
 from metrics import progress
@@ -234,12 +234,6 @@ def _hf_events(dataset_name, config, text_field):
         text = without_lone_surrogates(row[text_field])
         yield None, text, len(text)
         yield None, None, 0
-
-
-def _articles_events(articles, split_of):
-    for path, _, text in articles:
-        yield split_of[path], text, len(text.encode())
-        yield split_of[path], None, 0
 
 
 def _download(url, out_root):
@@ -433,7 +427,7 @@ def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed
                        for split in ('train', 'val', 'test')}
         splits_json['labels'] = {path: label for path, label, _ in articles}
         total_bytes = sum(len(text.encode()) for _, _, text in articles)
-        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
+        return lambda: bbc_news_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
     if source.startswith('hf:'):
         dataset_name, _, config = source[3:].partition(':')
         if importlib.util.find_spec('datasets') is None:
@@ -635,16 +629,6 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     return data_dir
 
 
-def bits_per_byte(loss, meta, split='val'):
-    """Bits per UTF-8 byte of a split's text from a loss in nats per token (the mean over that split's .bin,
-    eot included): loss / ln 2 / bytes_per_token, comparable across tokenizers. None for a dataset prepared before
-    meta.json recorded bytes."""
-    stats = meta.get('splits', {}).get(split, {})
-    if not stats.get('bytes') or not stats.get('tokens'):
-        return None
-    return loss * stats['tokens'] / stats['bytes'] / math.log(2)
-
-
 def load_meta(data_dir):
     """The meta.json of a prepared dataset as a dict."""
     meta_path = os.path.join(data_dir, 'meta.json')
@@ -708,10 +692,7 @@ def main(argv=None):
                              'to train; 0 turns it off')
     args = parser.parse_args(argv)
     try:
-        prepare(**vars(args))
-    except DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        run_main(lambda: prepare(**vars(args)))  # a DataError: one line, exit status 2
     except KeyboardInterrupt:
         print('interrupted: nothing was written', file=sys.stderr)
         sys.exit(130)

@@ -38,7 +38,7 @@ import optim
 import prepare
 from configurator import UserError, config_defaults, configure, run_main, settings_of
 from files import run_lock
-from metrics import MetricsLog, log_step
+from metrics import MetricsLog, bits_per_byte, log_step
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
 from runtime import cleanup_runtime, grad_scaler, peak_flops_for, same_on_all_ranks, setup_runtime, unwrap
 from tokenizer import special_tokens
@@ -458,12 +458,12 @@ def main():
                     scores = estimate_mlm(raw_model, (batch(val_data, val_docs, [seed, 1, k])
                                                       for k in range(eval_iters)), runtime)
                     val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
-                    scores['mlm_bpb'] = prepare.bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes
+                    scores['mlm_bpb'] = bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes
                     summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
                                f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
                 else:
                     val_loss = estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
-                    val_bpb = prepare.bits_per_byte(val_loss, meta)  # tokenizer-independent: any vocabulary compares
+                    val_bpb = bits_per_byte(val_loss, meta)  # tokenizer-independent: any vocabulary compares
                     scores = {'val_ppl': math.exp(min(val_loss, 700.0)), 'val_bpb': val_bpb}
                     summary = f"val ppl {scores['val_ppl']:.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
                 val_loss = same_on_all_ranks(val_loss, runtime)  # one decision to save, taken by all processes

@@ -18,6 +18,7 @@ import torch
 import checkpoints
 import export
 import hf
+import metrics
 import prepare
 import sample
 from model import Transformer, config_dict
@@ -389,7 +390,7 @@ def test_export_a_train_run(train_run, tmp_path):
     card = (target / 'README.md').read_text()
     tokens = checkpoint['iter_num'] * 8 * 64
     assert f"= {tokens:,} tokens" in card
-    bpb = prepare.bits_per_byte(checkpoint['best_val_loss'], meta)
+    bpb = metrics.bits_per_byte(checkpoint['best_val_loss'], meta)
     assert f"| val loss | {checkpoint['best_val_loss']:.4f} nats/token, {bpb:.4f} bits/byte |" in card
 
 
