@@ -171,13 +171,9 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
     return config
 
 
-def field_names(fields_of):
-    return [f.name for f in dataclasses.fields(fields_of)]
-
-
 def settings_of(config, fields_of):
     """The entries of config that are fields of the dataclass fields_of: what a script builds its ModelConfig from."""
-    return {name: config[name] for name in field_names(fields_of) if name in config}
+    return {f.name: config[f.name] for f in dataclasses.fields(fields_of) if f.name in config}
 
 
 def read_config_file(path):

@@ -432,12 +432,7 @@ def main():
             label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)),
                                          dtype=torch.float32)
         trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
-        model.to(runtime.device)
-        if activation_checkpointing:
-            for block in model.transformer.h:
-                sharding.checkpoint_activations(block)
-        if fsdp:
-            model = sharding.shard(model, runtime, cpu_offload=cpu_offload)  # before the optimizer: it holds the shards
+        model = sharding.place(model, runtime, fsdp, activation_checkpointing, cpu_offload)  # device, recompute, shards
         optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,
                                                betas=(beta1, beta2), device_type=runtime.device_type)
         scaler = grad_scaler(runtime)

@@ -67,6 +67,16 @@ def shard(model, runtime, cpu_offload=False):
     return model
 
 
+def place(model, runtime, fsdp=False, activation_checkpointing=False, cpu_offload=False):
+    """model on runtime.device, its blocks recomputed in backward if activation_checkpointing, sharded if fsdp: what
+    train.py and finetune.py do before building the optimizer (which must hold the shards)."""
+    model.to(runtime.device)
+    if activation_checkpointing:
+        for block in model.transformer.h:
+            checkpoint_activations(block)
+    return shard(model, runtime, cpu_offload=cpu_offload) if fsdp else model
+
+
 def check_settings(runtime, cpu_offload):
     """What shard() cannot do, refused in one line (the scripts call it at start, before any data is prepared)."""
     if cpu_offload and runtime.device_type != 'cuda':

@@ -110,15 +110,8 @@ def cleanup_runtime(runtime):
 
 
 # dense bf16 peak FLOP/s of known accelerators, for the MFU train.py logs; bench.py measures the machine's own
-PEAK_FLOPS = {
-    'A100': 312e12,
-    'H100': 989e12,
-    'H200': 989e12,
-    'L4': 121e12,
-    'A10': 125e12,
-    'RTX 4090': 165e12,
-    'RTX 3090': 71e12,
-}
+PEAK_FLOPS = {'A100': 312e12, 'H100': 989e12, 'H200': 989e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12,
+              'RTX 3090': 71e12}
 
 
 def peak_flops_for(device_name):

@@ -372,12 +372,7 @@ def main():
         if block_size > model.config.block_size:  # else the first forward fails deep inside the model
             raise UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
                             f"block_size={block_size}: use --block_size={model.config.block_size} or less")
-        model.to(runtime.device)
-        if activation_checkpointing:
-            for block in model.transformer.h:
-                sharding.checkpoint_activations(block)
-        if fsdp:
-            model = sharding.shard(model, runtime, cpu_offload=cpu_offload)  # before the optimizer: it holds the shards
+        model = sharding.place(model, runtime, fsdp, activation_checkpointing, cpu_offload)  # device, recompute, shards
 
         # optimizer (and on resume its state, the scaler's and the random generators')
         scaler = grad_scaler(runtime)

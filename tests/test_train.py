@@ -353,3 +353,15 @@ def test_model_from_checkpoint_round_trip(tiny_config, tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a, b), name
     assert rebuilt.lm_head.weight is rebuilt.transformer.wte.weight  # tying survives loading
+
+
+def test_resume_compares_every_field_but_the_changeable_ones(tiny_config):
+    """Resuming refuses a model setting that differs from the checkpoint's, for every ModelConfig field (a new one
+    too, with no list to add it to), except those marked changeable (dropout, fused_loss)."""
+    import train
+    from model import config_dict
+    saved = config_dict(tiny_config())
+    train.check_resumable(saved, {**saved, 'dropout': 0.3, 'fused_loss': False}, 'last.pt')
+    for field, value in (('mlp', 'swiglu'), ('rope_theta', 500.0), ('n_kv_head', 1), ('layer_norm_eps', 1e-6)):
+        with pytest.raises(configurator.UserError, match=f"has {field}=.* but the config asks for {value}"):
+            train.check_resumable(saved, {field: value}, 'last.pt')
