@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import urllib.request
+from dataclasses import fields
 
 import torch
 
@@ -194,6 +195,11 @@ def to_hf(model):
     if differ[arch]:
         raise ValueError(f"no transformers architecture has this configuration; the closest, {arch}, needs "
                          + ', '.join(f"{k}={HF_ARCHS[arch][k]!r}" for k in differ[arch]))
+    mapped = set(HF_ARCHS[arch]) | set(HF_CONFIG[arch].values()) | HANDLED
+    unmapped = [f for f in fields(c) if f.name not in mapped and getattr(c, f.name) != f.default]
+    if unmapped:  # a field the tables do not name (a new option) goes out only at its default, GPT-2's behaviour
+        raise ValueError(f"no transformers architecture has {unmapped[0].name}={getattr(c, unmapped[0].name)!r}: "
+                         f"export it at its default, {unmapped[0].default!r}, or map it in hf.py's tables")
     resolved = dict(mlp_hidden=model.transformer.h[0].mlp.c_fc.out_features, n_kv_head=c.kv_heads, head_dim=c.head_size)
     hf = {'model_type': arch, **hf_defaults(arch), **{k: resolved.get(f, getattr(c, f)) for k, f in HF_CONFIG[arch].items()}}
     state = {k: view.clone(memory_format=torch.contiguous_format) for k, (_, _, view) in hf_views(model, arch)[0].items()}
@@ -224,6 +230,9 @@ HF_ARCHS = {
                   causal=True, bias=False, qk_norm=False, type_vocab_size=0, mlm_head=False, pooler=False, task_head=''),
 }
 HF_ARCHS['qwen3'] = {**HF_ARCHS['llama'], 'qk_norm': True}
+# ... (the fields to_hf and export.py write out themselves, or that no config.json holds) ...
+HANDLED = {'activation', 'mlm_head', 'pooler', 'nsp_head', 'type_vocab_size', 'rope_theta', 'task_head', 'num_labels',
+           'pooling', 'dropout', 'fused_loss'}
 # ... their config.json keys -> our fields, read by from_hf and written by to_hf ...
 BERT_LLAMA_CONFIG = dict(max_position_embeddings='block_size', vocab_size='vocab_size', num_hidden_layers='n_layer',
                       num_attention_heads='n_head', hidden_size='n_embd', intermediate_size='mlp_hidden')

@@ -240,3 +240,14 @@ def test_to_hf_refuses_what_no_architecture_expresses():
                                (dict(task_head='sequence', num_labels=3), "task_head=''")):
         with pytest.raises(ValueError, match=message):
             hf.to_hf(Transformer(tiny_model_config(**overrides)))
+
+
+def test_to_hf_refuses_a_field_its_tables_do_not_name():
+    """A new ModelConfig option that hf.py's tables do not map goes out only at its default (where it is GPT-2's
+    behaviour); any other value is refused with the field named, never exported as if it were not there."""
+    from dataclasses import field, make_dataclass
+    from model import ModelConfig
+    WithWindow = make_dataclass('WithWindow', [('sliding_window', int, field(default=0))], bases=(ModelConfig,))
+    hf.to_hf(Transformer(WithWindow(**vars(tiny_model_config()))))
+    with pytest.raises(ValueError, match='sliding_window=8'):
+        hf.to_hf(Transformer(WithWindow(**{**vars(tiny_model_config()), 'sliding_window': 8})))
