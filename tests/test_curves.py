@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import baseline
-import common
+import checkpoints
 import finetune
 import tasks
 from conftest import REPO
@@ -60,7 +60,7 @@ def test_finetune_and_baseline_draw_the_same_sample(tmp_path, tiny_config, monke
     splits = tasks.load_task_data('classification', str(tmp_path / 'news.csv'), seed=1337)
     drawn = [splits['train'][i] for i in tasks.subsample(splits['train'], 12, 3)]
     assert tasks.sample_fingerprint(drawn) == tuned['train_sample']
-    assert common.load_checkpoint(str(tmp_path / 'ft' / 'best.pt'))['config']['train_examples'] == 12
+    assert checkpoints.read(str(tmp_path / 'ft' / 'best.pt'))['config']['train_examples'] == 12
 
 
 def test_scratch_path_is_the_same_model_with_fresh_weights(tmp_path, tiny_config):
@@ -70,8 +70,8 @@ def test_scratch_path_is_the_same_model_with_fresh_weights(tmp_path, tiny_config
     saved = save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32, norm='rms',
                                                                    mlp='swiglu', pos_embedding='rope'), meta)
     torch.manual_seed(1)
-    fresh, fresh_meta = finetune.load_base_model(f'scratch:{tmp_path}/base.pt', dropout=0.0)
-    pretrained, pretrained_meta = finetune.load_base_model(f'{tmp_path}/base.pt', dropout=0.0)
+    fresh, fresh_meta = finetune.scratch_twin(f'{tmp_path}/base.pt')
+    pretrained, pretrained_meta, _ = checkpoints.load(f'{tmp_path}/base.pt', dropout=0.0)
     assert fresh.config == pretrained.config == saved.config
     assert fresh_meta == pretrained_meta and fresh_meta['special_tokens'] == meta['special_tokens']
     fresh_state, saved_state = fresh.state_dict(), saved.state_dict()
@@ -119,7 +119,7 @@ def test_probe_fits_the_head_that_the_model_then_computes(tmp_path, tiny_config,
                         f'--out_dir={out}', '--device=cpu', '--dtype=float32')
     scores = json.loads((out / 'test_results.json').read_text())
     assert scores['accuracy'] >= 0.9, scores['accuracy']  # word-disjoint classes, even for random features
-    checkpoint = common.load_checkpoint(str(out / 'best.pt'))
+    checkpoint = checkpoints.read(str(out / 'best.pt'))
     for name, value in base.state_dict().items():
         torch.testing.assert_close(checkpoint['model'][name], value)  # the trunk as pretrained
     capsys.readouterr()

@@ -140,9 +140,9 @@ def test_hf_tokenizer_json_gives_the_same_ids():
 
 def test_bbc_news_ids_equal_hf():
     """On real news text: trained on 300 BBC News articles, tiktoken's ids equal HF's on 40 others."""
-    import prepare as P
+    import corpus
     from tokenizers import Tokenizer as HFTokenizer
-    texts = [text for _, _, text in P.bbc_news_articles()[::5]]
+    texts = [text for _, _, text in corpus.bbc_news_articles()[::5]]
     meta = Tok.bpe_meta(Tok.train_bpe(texts[:300], 2000))
     tok, hf = Tok.get_tokenizer('bpe', meta), HFTokenizer.from_str(Tok.bpe_tokenizer_json(meta))
     for text in texts[300:340]:

@@ -16,7 +16,10 @@ import time
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import files
+from metrics import MetricsLog
 from conftest import REPO, tiny_model_config
 from model import Transformer, config_dict
 from test_train import TINY, assert_one_line_error, data_args, metrics, run
@@ -94,10 +97,10 @@ def test_malicious_pickle_never_runs(char_dataset, script_main, tmp_path):
         assert not marker.exists(), f"{script} {args} ran the checkpoint's code"
     import plot
     with pytest.raises(SystemExit):
-        common.run_main(lambda: plot.main(['attention', f'--init_from={evil}', '--device=cpu']))
+        configurator.run_main(lambda: plot.main(['attention', f'--init_from={evil}', '--device=cpu']))
     assert not marker.exists()
     # the explicit opt-in loads it, with a warning on stderr: here the payload does run
-    checkpoint = common.load_checkpoint(str(evil), trust=True)
+    checkpoint = checkpoints.read(str(evil), trust=True)
     assert marker.exists() and checkpoint['iter_num'] == 1
 
 
@@ -125,8 +128,8 @@ def test_hf_weights_are_safetensors_only(tmp_path):
     config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=64)
     config.save_pretrained(tmp_path / 'hf')
     torch.save(transformers.GPT2LMHeadModel(config).state_dict(), tmp_path / 'hf' / 'pytorch_model.bin')
-    with pytest.raises(common.UserError, match='trust_checkpoint'):
-        common.load_pretrained(str(tmp_path / 'hf'))
+    with pytest.raises(configurator.UserError, match='trust_checkpoint'):
+        checkpoints.load(str(tmp_path / 'hf'))
 
 
 def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypatch):
@@ -140,8 +143,8 @@ def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypa
         local = tmp_path / 'local'
         config.save_pretrained(local)
         (local / hf.SAFETENSORS_INDEX).write_text(json.dumps({'weight_map': {'transformer.wte.weight': bad}}))
-        with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
-            common.load_pretrained(str(local))
+        with pytest.raises(configurator.UserError, match='only .safetensors files beside the index'):
+            checkpoints.load(str(local))
     served = {'config.json': config.to_json_string(),
               hf.SAFETENSORS_INDEX: json.dumps({'weight_map': {'transformer.wte.weight': '../../../escaped.safetensors'}})}
 
@@ -154,8 +157,8 @@ def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypa
             f.write(served[name])
     monkeypatch.setattr(hf, 'download', fake_download)
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'cache'))
-    with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
-        common.load_pretrained('hf:someone/evil-model')
+    with pytest.raises(configurator.UserError, match='only .safetensors files beside the index'):
+        checkpoints.load('hf:someone/evil-model')
     written = {p.name for p in tmp_path.rglob('*') if p.is_file()}
     assert 'escaped.safetensors' not in written
 
@@ -218,10 +221,10 @@ def sharded_checkpoint(path, meta):
     import torch.distributed.checkpoint as dcp
     model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32))
     dcp.save({'model': model.state_dict()}, storage_writer=dcp.FileSystemWriter(str(path)), no_dist=True)
-    common.write_json(os.path.join(path, common.SHARDED_JSON), {
+    files.write_json(os.path.join(path, checkpoints.SHARDED_JSON), {
         'model_args': config_dict(model.config), 'meta': meta, 'config': {}, 'iter_num': 1, 'best_val_loss': 9.0})
     with open(path / '.metadata', 'rb') as f:
-        index = common.SafeCheckpointReader.Unpickler(f).load()
+        index = checkpoints.SafeCheckpointReader.Unpickler(f).load()
     return pickle.dumps(index, protocol=2)[2:-1]
 
 
@@ -235,12 +238,12 @@ def test_a_crafted_sharded_index_never_runs_code(char_dataset, script_main, tmp_
     path = tmp_path / 'run' / 'best.dcp'
     valid_index = sharded_checkpoint(path, meta)
     original = (path / '.metadata').read_bytes()
-    assert set(common.load_checkpoint(str(path))['model']) == set(Transformer(tiny_model_config(
+    assert set(checkpoints.read(str(path))['model']) == set(Transformer(tiny_model_config(
         vocab_size=meta['vocab_size'] + 4, block_size=32)).state_dict())
     for case, payload in crafted_metadata(marker, valid_index).items():
         (path / '.metadata').write_bytes(payload)
-        with pytest.raises(common.UserError) as refused:
-            common.load_checkpoint(str(path))
+        with pytest.raises(configurator.UserError) as refused:
+            checkpoints.read(str(path))
         assert '\n' not in str(refused.value) and not marker.exists(), (case, str(refused.value))
     (path / '.metadata').write_bytes(crafted_metadata(marker, valid_index)['pathlib:os.system'])
     texts = tmp_path / 'texts.txt'
@@ -256,7 +259,7 @@ def test_a_crafted_sharded_index_never_runs_code(char_dataset, script_main, tmp_
         assert_one_line_error(code, stderr, 'refused')
         assert not marker.exists(), script
     (path / '.metadata').write_bytes(original)
-    common.load_checkpoint(str(path))
+    checkpoints.read(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -318,8 +321,8 @@ def slow_save(obj, f, *args, **kwargs):  # the second save of last.pt writes hal
     return real_save(obj, f, *args, **kwargs)
 torch.save = slow_save
 sys.argv = ['train.py', *sys.argv[1:]]
-import common, train
-common.run_main(train.main)
+import configurator, train
+configurator.run_main(train.main)
 '''
 
 
@@ -339,12 +342,12 @@ def test_kill_during_save_keeps_the_checkpoint_and_the_next_run_cleans_up(char_d
         proc.wait(timeout=30)
     finally:
         stop(proc)
-    temps = [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    temps = [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
     assert temps, os.listdir(out_dir)  # the killed save's half file
     assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 2  # the previous one, whole
     run('train.py', f'--out_dir={out_dir}', '--init_from=resume', '--max_iters=4')
     assert max(r['iter'] for r in metrics(out_dir)) == 4
-    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert not [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
     assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 4
 
 
@@ -353,9 +356,9 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing us
 limit = int(sys.argv[1])
 sys.argv = ['train.py', *sys.argv[2:]]
-import common, train
+import configurator, train
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-common.run_main(train.main)
+configurator.run_main(train.main)
 '''
 
 
@@ -373,18 +376,18 @@ def test_file_size_limit_while_saving_is_one_line(char_dataset, tmp_path):
     assert_one_line_error(proc.returncode, proc.stderr, 'no space left / file too large while writing',
                           'is intact')
     assert (out_dir / 'last.pt').read_bytes() == before
-    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert not [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
 
 
 def test_metrics_log_agrees_with_the_checkpoint_on_resume(tmp_path):
     """Resuming drops the records logged after the checkpoint's iteration and a torn last line, so nothing is logged
     twice and the next record starts a line of its own."""
-    log = common.MetricsLog(str(tmp_path), {})
+    log = MetricsLog(str(tmp_path), {})
     for it in (10, 20, 30):
         log.log({'iter': it, 'train_loss': 1.0 / it})
     with open(tmp_path / 'metrics.jsonl', 'a') as f:
         f.write('{"iter": 40, "train_lo')  # killed mid-append by an older version, or a full disk
-    log = common.MetricsLog(str(tmp_path), {}, resume_iter=20)
+    log = MetricsLog(str(tmp_path), {}, resume_iter=20)
     log.log({'iter': 21, 'train_loss': 0.5})
     assert [r['iter'] for r in metrics(tmp_path)] == [10, 20, 21]
 
@@ -392,11 +395,11 @@ def test_metrics_log_agrees_with_the_checkpoint_on_resume(tmp_path):
 def test_stale_temp_files_are_removed(tmp_path):
     """Temp files of processes that are gone are removed; those of a live process (this one) stay."""
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
-    stale = tmp_path / f"{common.TEMP_PREFIX}{int(dead.stdout)}-last.pt"
-    live = tmp_path / f"{common.TEMP_PREFIX}{os.getpid()}-best.pt"
+    stale = tmp_path / f"{files.TEMP_PREFIX}{int(dead.stdout)}-last.pt"
+    live = tmp_path / f"{files.TEMP_PREFIX}{os.getpid()}-best.pt"
     stale.write_bytes(b'x')
     live.write_bytes(b'x')
-    assert common.remove_stale_temps(str(tmp_path)) == [stale.name]
+    assert files.remove_stale_temps(str(tmp_path)) == [stale.name]
     assert live.exists() and not stale.exists()
 
 
