@@ -552,16 +552,21 @@ def head_inputs(model, windows, runtime, batch_size=32):
     return out
 
 
-def text_accuracy(window_logprobs, windows):
-    """Accuracy over texts of window log-probabilities (windows, classes), a text's windows averaged as
-    finetune.py averages them."""
+def text_scores(window_logprobs, windows):
+    """(accuracy, mean negative log-likelihood) over texts of window log-probabilities (windows, classes), a text's
+    windows averaged as finetune.py averages them."""
     text_ids = np.array([w['text_id'] for w in windows])
     n_texts = text_ids.max() + 1
     total = np.zeros((n_texts, window_logprobs.shape[1]))
     np.add.at(total, text_ids, window_logprobs)
+    total /= np.bincount(text_ids, minlength=n_texts)[:, None]
     gold = np.zeros(n_texts, dtype=np.int64)
     gold[text_ids] = [w['labels'] for w in windows]
-    return float((total.argmax(1) == gold).mean())
+    return float((total.argmax(1) == gold).mean()), float(-total[np.arange(n_texts), gold].mean())
+
+
+def text_accuracy(window_logprobs, windows):
+    return text_scores(window_logprobs, windows)[0]
 
 
 PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the regressions fit_head tries (0.01 was the edge at 200+ texts)
@@ -569,9 +574,10 @@ PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the regressions fit_head 
 
 def fit_head(model, train_x, train_windows, val_x, val_windows, C_values=PROBE_C, seed=0):
     """Set model.classifier (num_labels x n_embd) to a logistic regression on the frozen features train_x of the
-    training windows (each labelled with its text's label), its C the one of C_values with the best val accuracy
-    over texts (ties: the smaller). The standardisation of the features is folded into the weights, so the model
-    computes the regression's log-probabilities by itself. Returns (C, val accuracy)."""
+    training windows (each labelled with its text's label), its C the one of C_values with the lowest val loss over
+    texts (smoother than val accuracy, which ties often on a small val split). The standardisation of the features
+    is folded into the weights, so the model computes the regression's log-probabilities by itself. Returns (C, val
+    accuracy)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     y = np.array([w['labels'] for w in train_windows])
@@ -579,12 +585,12 @@ def fit_head(model, train_x, train_windows, val_x, val_windows, C_values=PROBE_C
     best = None
     for c in sorted(C_values):
         clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(train_x), y)
-        logprobs = np.full((len(val_x), model.classifier.weight.size(0)), -1e9)
+        logprobs = np.full((len(val_x), model.classifier.weight.size(0)), -30.0)
         logprobs[:, clf.classes_] = clf.predict_log_proba(scaler.transform(val_x))  # columns: the classes seen
-        accuracy = text_accuracy(logprobs, val_windows)
-        if best is None or accuracy > best[0]:
-            best = (accuracy, c, clf)
-    accuracy, c, clf = best
+        accuracy, loss = text_scores(logprobs, val_windows)
+        if best is None or loss < best[0]:
+            best = (loss, c, clf, accuracy)
+    _, c, clf, accuracy = best
     coef, intercept = clf.coef_, clf.intercept_
     if len(clf.classes_) == 2:  # sklearn's binary model: one row, the logit of the second class against the first
         coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
