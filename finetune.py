@@ -470,9 +470,10 @@ def main():
                 'prompt_template': prompt_template if unit.generates else None}
         if master:
             total = raw_model.num_params(non_embedding=False)
-            print(f"device {runtime.device}, dtype {runtime.dtype}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M "
-                  f"parameters train; {epochs} epochs x {steps_per_epoch} steps of {batch_size * runtime.world_size} "
-                  f"examples")
+            print(f"device {runtime.device}, dtype {runtime.dtype}; " + (
+                f"probe: the {raw_model.classifier.weight.numel():,} weights of the head, fitted on the frozen features"
+                if probe else f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train; {epochs} epochs x "
+                              f"{steps_per_epoch} steps of {batch_size * runtime.world_size} examples"))
             if os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):  # an earlier run's: kept aside
                 os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))
         log = MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if master else None
