@@ -71,11 +71,11 @@ RULES = {
                      'gradient_accumulation_steps', 'epochs', 'num_samples', 'max_new_tokens', 'max_windows',
                      'fill_mask_top_k', 'top_k', 'steps', 'repeats', 'prompt_tokens', 'new_tokens', 'generate_batch',
                      'memory_steps', 'lora_alpha', 'n_words', 'finetune_block_size', 'finetune_batch_size',
-                     'finetune_examples', 'finetune_repeats', 'ig_steps', 'train_examples'), AT_LEAST_1),
+                     'finetune_examples', 'finetune_repeats', 'ig_steps', 'train_examples', 'lr_decay_iters'), AT_LEAST_1),
     **dict.fromkeys(('warmup_iters', 'weight_decay', 'grad_clip', 'temperature', 'min_lr', 'lora_rank', 'patience',
-                     'seed', 'split_seed', 'eval_generate', 'muon_momentum'), AT_LEAST_0),
+                     'seed', 'split_seed', 'eval_generate'), AT_LEAST_0),
     **dict.fromkeys(('learning_rate', 'muon_lr'), ABOVE_0),
-    **dict.fromkeys(('lora_dropout', 'warmup', 'augment', 'test_fraction'), FRACTION),
+    **dict.fromkeys(('lora_dropout', 'warmup', 'augment', 'test_fraction', 'muon_momentum'), FRACTION),
     'val_fraction': (0, 1, False),
     'mlm_probability': (0, 1, False),
     'top_p': (0, 1, False),  # 0 < top_p <= 1: the upper end is allowed, see check_value
@@ -163,6 +163,10 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
     for key, value in defaults.items():  # the defaults too: a script's own defaults obey the same rules
         if config[key] is value:
             check_value(key, value, 'default', *rules)
+    if isinstance(config.get('min_lr'), (int, float)) and isinstance(config.get('learning_rate'), (int, float)) \
+            and config['min_lr'] > config['learning_rate']:
+        raise ConfigError(f"min_lr={config['min_lr']} is above learning_rate={config['learning_rate']}: the schedule "
+                          f"decays to min_lr, so give one at most learning_rate (None: a tenth of it)")
     if fields_of:
         try:
             fields_of(**settings_of(config, fields_of))

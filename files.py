@@ -12,6 +12,7 @@ removes them. read_records(path) reads a JSON-lines log back, skipping the lines
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -134,37 +135,38 @@ def write_failed(e):
 
 @contextlib.contextmanager
 def run_lock(out_dir):
-    """Hold out_dir/.lock (the owner's pid) while a run writes there: a second run into the same out_dir fails at
-    start with one line. A lock whose pid is no longer alive (a run killed with SIGKILL) is taken over. An out_dir
-    made here and still empty at the end (the run stopped on bad input) is removed again."""
+    """Hold out_dir/.lock (the owner's pid, under an flock) while a run writes there: a second run into the same
+    out_dir fails at start with one line. The kernel drops the flock of a process that dies however it dies
+    (SIGKILL too), so a stale lock is simply taken; two runs starting at once cannot both take it, as the lock is
+    the flock itself, not a test of the file's pid followed by a removal. An out_dir made here and still empty at
+    the end (the run stopped on bad input) is removed again."""
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, '.lock')
-    for _ in range(2):
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                with open(path) as f:
-                    owner = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and pid_alive(owner):
-                raise UserError(f"{out_dir} is in use by another run (pid {owner}, see {path}): wait for it to end "
-                                f"or choose another --out_dir") from None
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)  # stale: its run is gone
-    else:
-        raise UserError(f"cannot take the lock {path}: another run is starting in {out_dir}; try again")
-    with os.fdopen(fd, 'w') as f:
-        f.write(str(os.getpid()))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors='replace').strip() or '?'
+            os.close(fd)
+            raise UserError(f"{out_dir} is in use by another run (pid {owner}, see {path}): wait for it to end "
+                            f"or choose another --out_dir") from None
+        try:  # the file we locked is still the lock: not one its owner removed while we opened it
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
     remove_stale_temps(out_dir)
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+            os.remove(path)  # while holding the flock: a run that opened the old file sees it is gone and retries
+        os.close(fd)
         if created:
             with contextlib.suppress(OSError):
                 os.rmdir(out_dir)  # only if empty

@@ -91,6 +91,9 @@ class ModelConfig:
                              f"n_embd / n_head is a whole head size (e.g. 256 / 4), or give head_dim")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.kv_heads}")
+        if self.pos_embedding == 'rope' and (self.head_size % 2 or self.head_size < 2):
+            raise ValueError(f"rotary positions turn a head's dimensions in pairs: a head of {self.head_size} needs to "
+                             f"be even (change n_embd, n_head or head_dim)")
 
     @property
     def head_size(self):

@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -316,6 +317,8 @@ def main():
             if held:
                 raise UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
                                 f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
+        if master and init_from != 'resume' and overwrite:
+            set_aside(out_dir)  # no tool may read the old run's best.pt as this one's
         tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
         if master:
             print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
@@ -345,7 +348,7 @@ def main():
         # model: the settings that are ModelConfig fields, the vocabulary of the data, the objective's heads
         heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
         model_args = {**settings_of(config, ModelConfig), 'vocab_size': padded_vocab_size(n_ids), **heads}
-        iter_num, best_val_loss = 0, float('inf')
+        iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
         if init_from == 'scratch':
             model = Transformer(ModelConfig(**model_args))
         else:  # resume, or continued pretraining from a checkpoint of ours or an HF one (its weights, a new optimizer)
@@ -355,6 +358,7 @@ def main():
                 check_resumable(checkpoint['model_args'], {**settings_of(config, ModelConfig),
                                                            'vocab_size': model_args['vocab_size']}, source)
                 iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+                elapsed_before = checkpoint.get('elapsed_s', 0.0)
             else:
                 model, source_meta, _ = checkpoints.load(init_from, trust=trust_checkpoint, dropout=dropout)
             check_compatible(source_meta, model.config.vocab_size, meta, source, data_dir)
@@ -407,7 +411,10 @@ def main():
             """name.pt by rank 0 alone; under FSDP name.dcp, written by every process (each its shards)."""
             plain = {'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
                      'data_state': {'seed': seed, 'next_iter': iter_num}, 'meta': meta, 'data_dir': data_dir,
-                     'world_size': runtime.world_size}
+                     'world_size': runtime.world_size, 'elapsed_s': round(time.time() - t_start, 1)}
+            if not (fsdp or all(torch.isfinite(p).all() for p in raw_model.parameters())):
+                raise UserError(f"not saving {name}: the weights are no longer finite at iteration {iter_num}; "
+                                + diverged_hint(out_dir, saved_iter, learning_rate))
             if fsdp:
                 sharding.save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, opt,
                                       {**plain, 'rng_states': sharding.jsonable_rng(checkpoints.rng_states())}, runtime)
@@ -415,6 +422,7 @@ def main():
                 checkpoints.save_checkpoint(os.path.join(out_dir, name), {
                     **plain, 'model': raw_model.state_dict(), 'optimizer': opt.state_dict(),
                     'scaler': scaler.state_dict(), 'rng_states': checkpoints.rng_states()})
+            saved_iter[name] = iter_num
 
         def batch(data, docs, key):
             """A training or evaluation micro-batch: next-token windows, or BERT-style rows masked afresh."""
@@ -439,7 +447,10 @@ def main():
 
         decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
         final_lr = min_lr if min_lr is not None else learning_rate / 10
-        t_start = t0 = time.time()
+        t0 = time.time()
+        t_start = t0 - elapsed_before  # elapsed time goes on across resumes
+        resumed_at = iter_num if init_from == 'resume' else None  # its evaluation is in the log already
+        saved_iter = {} if resumed_at is None else {'last.dcp' if fsdp else 'last.pt': iter_num}  # what each holds
         sums = torch.zeros(2, device=runtime.device)  # loss and grad norm, summed on device; read back at log time
         n_steps = 0
         while True:
@@ -447,7 +458,7 @@ def main():
             for group in opt.param_groups:
                 group['lr'] = lr
 
-            if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
+            if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != resumed_at:
                 # val only: the running train loss is logged every log_interval, and eval time is training time lost
                 if objective == 'mlm':
                     scores = estimate_mlm(raw_model, (batch(val_data, val_docs, [seed, 1, k])
@@ -462,6 +473,9 @@ def main():
                     scores = {'val_ppl': math.exp(min(val_loss, 700.0)), 'val_bpb': val_bpb}
                     summary = f"val ppl {scores['val_ppl']:.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
                 val_loss = same_on_all_ranks(val_loss, runtime)  # one decision to save, taken by all processes
+                if not math.isfinite(val_loss):
+                    raise UserError(f"val loss is {val_loss} at iteration {iter_num}: the run diverged; "
+                                    + diverged_hint(out_dir, saved_iter, learning_rate))
                 if master:
                     elapsed = time.time() - t_start
                     print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
@@ -492,6 +506,9 @@ def main():
                 if runtime.ddp:  # the mean over processes (gloo has no AVG: sum, then divide)
                     torch.distributed.all_reduce(sums)
                     sums /= runtime.world_size
+                if not torch.isfinite(sums).all():  # every process sees the same sums: all stop together
+                    raise UserError(f"the training loss is {(sums[0] / n_steps).item()} at iteration {iter_num}: the "
+                                    f"run diverged; " + diverged_hint(out_dir, saved_iter, learning_rate))
                 if master:
                     dt = (time.time() - t0) / n_steps
                     train_loss, grad_norm = (sums / n_steps).tolist()  # the one host sync per log_interval
@@ -549,6 +566,28 @@ def keep_tokens_per_iter(config, checkpoint, explicit):
     return {**config, 'gradient_accumulation_steps': micro_batches // world}
 
 
+def set_aside(out_dir):
+    """--overwrite: the run in out_dir becomes its *.previous.* files (best.previous.pt, last.previous.dcp,
+    metrics.previous.jsonl, each an atomic rename over an older one) before the new run writes anything, so that
+    no script reads the old run's checkpoint as the new run's."""
+    for name in (*checkpoints.CHECKPOINT_NAMES, 'metrics.jsonl'):
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            aside = os.path.join(out_dir, f'{stem}.previous{ext}')
+            if os.path.isdir(aside):  # a directory cannot be renamed over a full one: clear the older one first
+                shutil.rmtree(aside)
+            os.replace(path, aside)
+
+
+def diverged_hint(out_dir, saved_iter, learning_rate):
+    """The last good checkpoint of a run that diverged, and what to try."""
+    last = max(saved_iter.items(), key=lambda item: item[1], default=None)
+    kept = (f"{out_dir}/{last[0]} holds the last finite weights (iteration {last[1]})" if last else
+            "nothing of this run was saved")
+    return (f"{kept}; try a lower --learning_rate (now {learning_rate:g}), --grad_clip=1.0 or more --warmup_iters")
+
+
 def padded_vocab_size(vocab_size):
     """Round the vocabulary up to a multiple of 64: faster matmuls, and spare ids for special tokens."""
     return (vocab_size + 63) // 64 * 64
@@ -574,6 +613,9 @@ def check_compatible(source_meta, n_embedded, meta, source, data_dir):
     if theirs and theirs != meta['tokenizer']:
         raise UserError(f"{source} was trained on {theirs!r} tokens but the data uses {meta['tokenizer']!r}: "
                         f"prepare the data with --tokenizer={theirs}")
+    if meta['tokenizer'] == 'char' and source_meta.get('chars') not in (None, meta.get('chars')):
+        raise UserError(f"{source} was trained on another character set than {data_dir} (its ids would mean other "
+                        f"characters): prepare the data from the checkpoint's corpus, or train from scratch on this one")
     if source_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies, or two trained BPEs
         if meta['tokenizer'] == 'bpe':
             raise UserError(f"{source} was trained with another BPE vocabulary than {meta.get('vocab_sha256', '')[:12]} "

@@ -433,6 +433,17 @@ BAD_SETTINGS = [
     ('sample', ['--top_k=0'], 'top_k=0'),
     ('sample', ['--num_samples=-1'], 'num_samples=-1'),
     ('sample', ['--max_new_tokens=-1'], 'max_new_tokens=-1'),
+    # keys whose default is None are checked too, and settings that contradict each other
+    ('train', ['--muon_lr=abc'], 'not a number'),
+    ('train', ['--min_lr=abc'], 'not a number'),
+    ('train', ['--lr_decay_iters=abc'], 'not a number'),
+    ('train', ['--lr_decay_iters=0'], 'lr_decay_iters=0'),
+    ('train', ['--min_lr=0.5', '--learning_rate=0.1'], 'above learning_rate'),
+    ('train', ['--muon_momentum=1.5'], 'muon_momentum=1.5'),
+    ('train', ['--pos_embedding=rope', '--n_embd=30', '--n_head=2'], 'in pairs'),
+    ('train', ['--pos_embedding=rope', '--n_embd=2', '--n_head=2'], 'in pairs'),
+    ('finetune', ['--block_size=abc'], 'not a number'),
+    ('finetune', ['--pooling=bogus'], "pooling='bogus'"),
 ]
 
 
@@ -472,3 +483,93 @@ def test_corrupt_meta_is_one_line(char_dataset, script_main, tmp_path):
         code, err = script_main('train', *TINY, f'--data_root={tmp_path / "data"}', '--dataset=broken',
                                 f'--out_dir={tmp_path / "out"}')
         assert_one_line_error(code, err, 'meta.json')
+
+
+# -----------------------------------------------------------------------------
+# 5. round 2: nothing of an earlier run read as this one's, no non-finite weights saved, wrong answers refused
+
+def test_overwrite_sets_the_old_run_aside_at_once(char_dataset, tmp_path):
+    """--overwrite=True: the old run's best.pt / last.pt / metrics become *.previous.* before the new run writes
+    anything, so no script reads the old model (another width) as the new run's while it trains."""
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=4', '--eval_interval=2')
+    old = (out_dir / 'best.pt').read_bytes()
+    new = start([*TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--overwrite=True', '--n_embd=48',
+                 '--max_iters=100000', '--eval_interval=100000', '--log_interval=1'], tmp_path, 'new')
+    try:
+        wait_for(lambda: (out_dir / 'metrics.previous.jsonl').exists() and (out_dir / 'metrics.jsonl').exists()
+                 and 'train_loss' in (out_dir / 'metrics.jsonl').read_text(), new, what='the new run')
+        assert not (out_dir / 'best.pt').exists() and not (out_dir / 'last.pt').exists()
+        assert (out_dir / 'best.previous.pt').read_bytes() == old and (out_dir / 'metrics.previous.jsonl').exists()
+    finally:
+        stop(new)
+
+
+def test_a_diverged_run_stops_and_never_saves_non_finite_weights(char_dataset, tmp_path):
+    """At --learning_rate=1e6 the loss is NaN within a few steps: the run stops with one line (the iteration, the
+    last good checkpoint, what to try), and every checkpoint it left holds finite weights."""
+    out_dir = tmp_path / 'run'
+    proc = run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--learning_rate=1e6',
+               '--max_iters=200', '--eval_interval=2', '--log_interval=1', '--warmup_iters=0', '--grad_clip=0',
+               check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'diverged', 'at iteration', '--learning_rate')
+    for path in out_dir.glob('*.pt'):
+        state = torch.load(path, weights_only=True)['model']
+        assert all(torch.isfinite(t).all() for t in state.values()), path
+
+
+def test_resume_keeps_one_record_a_step_and_the_elapsed_time(char_dataset, tmp_path):
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=4', '--eval_interval=2')
+    run('train.py', '--init_from=resume', f'--out_dir={out_dir}', '--max_iters=6')
+    records = [json.loads(line) for line in (out_dir / 'metrics.jsonl').read_text().splitlines()]
+    evaluations = [r['iter'] for r in records if 'val_loss' in r]
+    assert evaluations == [0, 2, 4, 6], evaluations
+    elapsed = {r['iter']: r['elapsed_s'] for r in records if 'val_loss' in r}
+    assert elapsed[6] >= elapsed[4] > 0
+
+
+def test_a_char_checkpoint_is_refused_on_another_character_set(char_dataset, tmp_path):
+    """The ids of a char checkpoint mean its own characters: on char data of another set, --init_from and
+    resume with another --dataset are one-line errors."""
+    import prepare
+    data_root, name, _ = char_dataset
+    (tmp_path / 'other.txt').write_text('ZYXWVUTSRQ zyxwv 0123\n' * 400, encoding='utf-8')
+    prepare.prepare(source=str(tmp_path / 'other.txt'), name='other', tokenizer='char', out_root=data_root)
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2', '--eval_interval=2')
+    proc = run('train.py', *TINY, f'--data_root={data_root}', '--dataset=other', f'--init_from={out_dir}',
+               f'--out_dir={tmp_path / "continued"}', '--max_iters=2', check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'character set')
+    proc = run('train.py', '--init_from=resume', f'--out_dir={out_dir}', '--dataset=other', '--max_iters=4',
+               check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'character set')
+
+
+LOCK_RACE = r'''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from configurator import UserError
+from files import run_lock
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # all start at the same moment
+try:
+    with run_lock(sys.argv[2]):
+        print('held', flush=True)
+        time.sleep(1.5)
+except UserError:
+    print('refused', flush=True)
+'''
+
+
+def test_a_stale_lock_is_taken_by_one_run_only(tmp_path):
+    """Eight runs start at once on an out_dir whose .lock a killed run left: exactly one takes it."""
+    out_dir = tmp_path / 'run'
+    out_dir.mkdir()
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    (out_dir / '.lock').write_text(dead.stdout.strip())
+    (tmp_path / 'race.py').write_text(LOCK_RACE)
+    at = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / 'race.py'), str(REPO), str(out_dir), str(at)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    outcomes = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(outcomes) == ['held'] + ['refused'] * 7, outcomes
