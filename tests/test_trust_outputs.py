@@ -1,0 +1,132 @@
+"""
+The fault suite, outputs (README "Reliability"): what a script writes never replaces what the user had without
+--overwrite=True, never the files the same command reads, and never a run; what it prints lines up with what it read;
+a local path is never taken for a hub name. CPU, tiny checkpoints written here (no training), a few seconds:
+
+    python -m pytest -q tests/test_trust_outputs.py
+"""
+import hashlib
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+
+import checkpoints
+import hf
+from configurator import UserError
+from conftest import tiny_model_config
+from model import Transformer, config_dict
+from test_train import assert_one_line_error
+
+
+def tiny_run(run_dir, meta, **extra):
+    """A run directory as train.py leaves it, without training: best.pt, last.pt (a tiny model) and metrics.jsonl."""
+    os.makedirs(run_dir, exist_ok=True)
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32))
+    checkpoint = {'model': model.state_dict(), 'model_args': config_dict(model.config), 'meta': meta,
+                  'config': {'batch_size': 8, 'block_size': 32, 'gradient_accumulation_steps': 1},
+                  'iter_num': 20, 'best_val_loss': 3.0, **extra}
+    for name in ('best.pt', 'last.pt'):
+        checkpoints.save_checkpoint(os.path.join(run_dir, name), checkpoint)
+    with open(os.path.join(run_dir, 'metrics.jsonl'), 'w') as f:
+        f.write('{"iter": 0, "val_loss": 4.0}\n{"iter": 20, "train_loss": 3.0}\n')
+    return str(run_dir)
+
+
+def main_of(monkeypatch, script, *args):
+    """script's main run in this process with fresh globals, for a call that must succeed (an error raises)."""
+    monkeypatch.setattr(sys, 'argv', [f'{script}.py', *map(str, args)])
+    importlib.reload(importlib.import_module(script)).main()
+
+
+def digests(directory):
+    """{relative path: sha256} of every file under directory: what must survive a refused command unchanged."""
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+# -----------------------------------------------------------------------------
+# export.py --overwrite=True replaces an earlier export only
+
+def test_export_overwrite_never_deletes_a_run(char_dataset, script_main, tmp_path, monkeypatch):
+    """--overwrite=True --to= the source run, a parent of runs, another run, a directory that is no export, or a
+    path under a file: one line, exit 2, every file kept. An earlier export is still replaced."""
+    _, _, meta = char_dataset
+    runs = tmp_path / 'runs'
+    source, other = tiny_run(runs / 'a', meta), tiny_run(runs / 'b', meta)
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'notes.txt').write_text('keep me')
+    (tmp_path / 'plain.txt').write_text('a file')
+    before = digests(tmp_path)
+    refusals = [(source, 'holds the checkpoint'), (runs, 'holds the checkpoint'), (other, 'holds a run'),
+                (mine, 'not an earlier export'), (tmp_path / 'plain.txt' / 'sub', 'is under'),
+                (tmp_path / 'plain.txt', 'is a file')]
+    for to, needle in refusals:
+        code, err = script_main('export', f'--out_dir={source}', f'--to={to}', '--overwrite=True')
+        assert_one_line_error(code, err, needle)
+        assert digests(tmp_path) == before, to
+    # an earlier export is replaced, whatever else it holds
+    target = tmp_path / 'hf'
+    main_of(monkeypatch, 'export', f'--out_dir={source}', f'--to={target}')
+    (target / 'extra.txt').write_text('from before')
+    main_of(monkeypatch, 'export', f'--out_dir={other}', f'--to={target}', '--overwrite=True')
+    assert not (target / 'extra.txt').exists() and (target / hf.EXPORT_META).exists()
+    code, err = script_main('export', f'--out_dir={source}', f'--to={tmp_path / "plain.txt" / "sub"}')
+    assert_one_line_error(code, err, 'is under', 'plain.txt')
+
+
+# -----------------------------------------------------------------------------
+# local paths win over hub names
+
+def test_a_local_path_named_gpt2_is_a_path(char_dataset, tmp_path, monkeypatch):
+    """gpt2_runs/ (a run directory) and gpt2_small_char.pt load from disk, never from the hub; 'gpt2' still names
+    the hub model when no such path exists."""
+    _, _, meta = char_dataset
+    monkeypatch.chdir(tmp_path)
+    tiny_run('gpt2_runs', meta)
+    os.replace('gpt2_runs/last.pt', 'gpt2_small_char.pt')
+
+    def no_download(*args, **kwargs):
+        raise AssertionError('a download was tried')
+    monkeypatch.setattr(hf, 'download', no_download)
+    for path in ('gpt2_runs', 'gpt2_small_char.pt', os.path.join('.', 'gpt2_runs')):
+        assert not hf.is_hf_name(path), path
+        model, loaded_meta, checkpoint = checkpoints.load(path)
+        assert loaded_meta['tokenizer'] == 'char' and checkpoint['iter_num'] == 20
+    assert hf.is_hf_name('gpt2') and hf.is_hf_name('gpt2-medium') and hf.is_hf_name('hf:org/name')
+
+
+# -----------------------------------------------------------------------------
+# bench.py names keys it takes
+
+class Note:
+    """A harmless Python object in a checkpoint: torch.load(weights_only=True) refuses it all the same."""
+
+def test_bench_refusal_names_a_key_bench_takes(char_dataset, tmp_path, monkeypatch):
+    """bench.py refuses a checkpoint that holds more than tensors with a hint naming --trust_checkpoint, which
+    bench.py takes (and which then loads it)."""
+    import bench
+    from configurator import config_defaults
+    from runtime import setup_runtime
+    _, _, meta = char_dataset
+    run_dir = tiny_run(tmp_path / 'run', meta, notes=Note())  # a Python object: refused
+    monkeypatch.setattr(bench, 'checkpoint', run_dir)
+    monkeypatch.setattr(bench, 'prompt_tokens', 8)
+    monkeypatch.setattr(bench, 'new_tokens', 8)
+    runtime = setup_runtime('cpu', 'float32')
+    with pytest.raises(UserError) as refused:
+        bench.load_generation_model(runtime)
+    hint = str(refused.value)
+    assert '--trust_checkpoint=True' in hint and 'trust_checkpoint' in config_defaults(vars(bench))
+    monkeypatch.setattr(bench, 'trust_checkpoint', True)
+    model, source = bench.load_generation_model(runtime)
+    assert source.endswith('best.pt')
