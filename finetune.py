@@ -278,7 +278,7 @@ def answerer(model, tok, eot_id, max_new_tokens, runtime):
         room = model.config.block_size - len(prompt_ids)
         with runtime.autocast():
             out = model.generate(torch.tensor([prompt_ids], device=runtime.device), min(max_new_tokens, max(room, 1)),
-                                 temperature=0, stop_token=eot_id)
+                                 temperature=0, stop_token=eot_id, vocab_limit=tok.vocab_size)
         ids = out[0, len(prompt_ids):].tolist()
         return tok.decode(ids[:ids.index(eot_id)] if eot_id in ids else ids)
     return answer

@@ -142,13 +142,12 @@ def main():
     generator = torch.Generator(device=runtime.device).manual_seed(seed)
     with torch.no_grad(), runtime.autocast():
         y = generate(model, x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     use_cache=use_cache, generator=generator)
+                     use_cache=use_cache, generator=generator, vocab_limit=tokenizer.vocab_size)
     samples = []
     for row in y.tolist():
         new = row[len(ids):]
         if tokenizer.eot_id in new:  # stop at the end of the document
             new = new[:new.index(tokenizer.eot_id)]
-        new = [t for t in new if t < tokenizer.vocab_size]  # padding ids of the embedding table decode to nothing
         samples.append(prompt + tokenizer.decode(new))
     text = '\n---------------\n'.join(samples) + '\n'
     if output:

@@ -130,3 +130,37 @@ def test_bench_refusal_names_a_key_bench_takes(char_dataset, tmp_path, monkeypat
     monkeypatch.setattr(bench, 'trust_checkpoint', True)
     model, source = bench.load_generation_model(runtime)
     assert source.endswith('best.pt')
+
+
+# -----------------------------------------------------------------------------
+# sample.py draws only ids its tokenizer decodes
+
+def padding_loving_run(run_dir, meta):
+    """A run whose model puts almost all its probability on the padding ids of its embedding table (past the
+    tokenizer's vocab_size) and none on end-of-text: the hidden state is a constant (ln_f's gain 0, bias e_0) and
+    the tied head reads column 0 of wte."""
+    tiny_run(run_dir, meta)
+    path = os.path.join(run_dir, 'best.pt')
+    checkpoint = checkpoints.read(path)
+    state, n = checkpoint['model'], meta['vocab_size']
+    state['transformer.ln_f.weight'].zero_()
+    state['transformer.ln_f.bias'].zero_()
+    state['transformer.ln_f.bias'][0] = 1.0
+    state['transformer.wte.weight'][:, 0] = 0.0
+    state['transformer.wte.weight'][n:, 0] = 20.0  # the padding ids
+    state['transformer.wte.weight'][meta['eot_id'], 0] = -20.0  # never end the document early
+    checkpoints.save_checkpoint(path, checkpoint)
+    return str(run_dir)
+
+
+@pytest.mark.parametrize('temperature', ['0.8', '0'])
+def test_sample_never_draws_padding_ids(char_dataset, tmp_path, monkeypatch, temperature):
+    """A 60-token request gives 60 characters (a char tokenizer: one id, one character), sampled or greedy, even
+    from a model that prefers the padding ids."""
+    _, _, meta = char_dataset
+    run_dir = padding_loving_run(tmp_path / 'run', meta)
+    output = tmp_path / 'samples.txt'
+    main_of(monkeypatch, 'sample', f'--out_dir={run_dir}', '--start=T', '--num_samples=2', '--max_new_tokens=60',
+            f'--temperature={temperature}', '--top_k=None', '--device=cpu', '--dtype=float32', f'--output={output}')
+    samples = output.read_text().removesuffix('\n').split('\n---------------\n')
+    assert len(samples) == 2 and all(len(s) == 61 and s.startswith('T') for s in samples), samples
