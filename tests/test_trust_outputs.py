@@ -164,3 +164,63 @@ def test_sample_never_draws_padding_ids(char_dataset, tmp_path, monkeypatch, tem
             f'--temperature={temperature}', '--top_k=None', '--device=cpu', '--dtype=float32', f'--output={output}')
     samples = output.read_text().removesuffix('\n').split('\n---------------\n')
     assert len(samples) == 2 and all(len(s) == 61 and s.startswith('T') for s in samples), samples
+
+
+# -----------------------------------------------------------------------------
+# --output never replaces what the command reads, nor an existing file without --overwrite=True
+
+def test_sample_output_refusals(char_dataset, script_main, tmp_path, monkeypatch):
+    """sample.py --output= the checkpoint it reads (best.pt), the run's metrics.jsonl or the --start=FILE: prompt:
+    refused even with --overwrite=True; another existing file only without it. Nothing is changed by a refusal;
+    --overwrite=True replaces the other file, atomically (no temp file left)."""
+    _, _, meta = char_dataset
+    run_dir = tiny_run(tmp_path / 'run', meta)
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('The ')
+    (tmp_path / 'old.txt').write_text('mine')
+    before = digests(tmp_path)
+    common = [f'--out_dir={run_dir}', f'--start=FILE:{prompt}', '--num_samples=1', '--max_new_tokens=4', '--device=cpu']
+    for output in (f'{run_dir}/best.pt', f'{run_dir}/metrics.jsonl', prompt):
+        for overwrite in ('False', 'True'):
+            code, err = script_main('sample', *common, f'--output={output}', f'--overwrite={overwrite}')
+            assert_one_line_error(code, err, 'which this command reads')
+    code, err = script_main('sample', f'--init_from={run_dir}/best.pt', *common[1:], f'--output={run_dir}/best.pt',
+                            '--overwrite=True')
+    assert_one_line_error(code, err, 'which this command reads')
+    code, err = script_main('sample', *common, f'--output={tmp_path / "old.txt"}')
+    assert_one_line_error(code, err, 'exists', '--overwrite=True')
+    assert digests(tmp_path) == before
+    main_of(monkeypatch, 'sample', *common, f'--output={tmp_path / "old.txt"}', '--overwrite=True')
+    assert (tmp_path / 'old.txt').read_text().startswith('The ')
+    assert not [name for name in os.listdir(tmp_path) if name.startswith('.tmp-')]
+
+
+def test_plot_output_refusals(char_dataset, tmp_path, capsys):
+    """plot.py curves RUN --output=RUN/metrics.jsonl, attention --output= its checkpoint, explain --output= its
+    --explanations file: refused even with --overwrite=True; an existing PNG only without it."""
+    import configurator
+    import plot
+    _, _, meta = char_dataset
+    run_dir = tiny_run(tmp_path / 'run', meta)
+    explanations = tmp_path / 'texts.explain.jsonl'
+    explanations.write_text('{"words": ["a"], "label": "x", "probabilities": {"x": 1.0}, "occlusion": [0.1]}\n')
+    (tmp_path / 'old.png').write_bytes(b'mine')
+    before = digests(tmp_path)
+
+    def plot_error(*argv):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            configurator.run_main(lambda: plot.main(list(argv)))
+        return info.value.code, capsys.readouterr().err
+    for overwrite in ('False', 'True'):
+        for argv in (['curves', run_dir, f'--output={run_dir}/metrics.jsonl'],
+                     ['attention', f'--out_dir={run_dir}', f'--output={run_dir}/best.pt', '--device=cpu'],
+                     ['attention', f'--init_from={run_dir}/last.pt', f'--output={run_dir}/last.pt', '--device=cpu'],
+                     ['explain', f'--explanations={explanations}', f'--output={explanations}']):
+            code, err = plot_error(*argv, f'--overwrite={overwrite}')
+            assert_one_line_error(code, err, 'which this command reads')
+    code, err = plot_error('curves', run_dir, f'--output={tmp_path / "old.png"}')
+    assert_one_line_error(code, err, 'exists', '--overwrite=True')
+    assert digests(tmp_path) == before
+    plot.main(['curves', run_dir, f'--output={tmp_path / "old.png"}', '--overwrite=True'])
+    assert (tmp_path / 'old.png').read_bytes().startswith(b'\x89PNG')
