@@ -224,3 +224,54 @@ def test_plot_output_refusals(char_dataset, tmp_path, capsys):
     assert digests(tmp_path) == before
     plot.main(['curves', run_dir, f'--output={tmp_path / "old.png"}', '--overwrite=True'])
     assert (tmp_path / 'old.png').read_bytes().startswith(b'\x89PNG')
+
+
+# -----------------------------------------------------------------------------
+# finetune.py --predict=FILE: lines up with its file
+
+def classifier_run(run_dir, meta):
+    """out_dir of a fine-tuned classifier as finetune.py leaves it (best.pt with task, labels and special tokens),
+    its head random: the tests read the form of the predictions, not their quality."""
+    from tokenizer import special_tokens
+    os.makedirs(run_dir, exist_ok=True)
+    torch.manual_seed(0)
+    base = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32))
+    model = checkpoints.for_task(base, 'sequence', 2)
+    tuned = {**meta, 'task': 'classification', 'label_names': ['business', 'sport'], 'special_tokens': special_tokens(meta)}
+    checkpoints.save_checkpoint(os.path.join(run_dir, 'best.pt'), {
+        'model': model.state_dict(), 'model_args': config_dict(model.config), 'meta': tuned,
+        'config': {'truncation': 'head', 'max_windows': 4}, 'iter_num': 4, 'epoch': 1})
+    return str(run_dir)
+
+
+def test_predict_file_keeps_one_line_per_input_line(char_dataset, tmp_path, monkeypatch, capsys):
+    """--predict=FILE: prints one line per line of the file, numbered: LINE<TAB>label<TAB>probability, and
+    LINE<TAB>(blank) for a blank line; each prediction equals that of the line given alone, which keeps its form
+    (label<TAB>probability). --explain=True numbers its lines and its records the same way."""
+    import json
+    _, _, meta = char_dataset
+    run_dir = classifier_run(tmp_path / 'run', meta)
+    texts = ['the bank said shares rose', '', 'the team won the match', '   ', 'a third text']
+    path = tmp_path / 'texts.txt'
+    path.write_text('\n'.join(texts) + '\n')
+
+    def predict(*args):
+        capsys.readouterr()
+        main_of(monkeypatch, 'finetune', f'--out_dir={run_dir}', '--device=cpu', *args)
+        return capsys.readouterr().out.strip('\n').split('\n')
+    printed = predict(f'--predict=FILE:{path}')
+    assert len(printed) == len(texts)
+    for n, (text, line) in enumerate(zip(texts, printed), 1):
+        number, rest = line.split('\t', 1)
+        assert int(number) == n
+        if not text.strip():
+            assert rest == '(blank)'
+        else:
+            label, prob = rest.split('\t')
+            assert label in ('business', 'sport') and 0.5 <= float(prob) <= 1.0
+            assert predict(f'--predict={text}') == [rest]  # the single-text form, as it was
+    explained = predict(f'--predict=FILE:{path}', '--explain=True', '--explain_method=occlusion')
+    assert [line.split('\t')[0] for line in explained] == [str(n) for n in range(1, len(texts) + 1)]
+    assert [line.split('\t', 1)[1] for line in explained] == [line.split('\t', 1)[1] for line in printed]
+    with open(tmp_path / 'texts.explain.jsonl') as f:
+        assert [json.loads(line)['line'] for line in f] == [1, 3, 5]
