@@ -317,7 +317,7 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
     truncation, max_windows = trained.get('truncation', 'head'), trained.get('max_windows', 4)
     if explain:
         return explain_predictions(model, tok, meta, texts, text, truncation, max_windows, explain_method, ig_steps,
-                                   explain_output, overwrite, numbers, lines)
+                                   explain_output, overwrite, numbers, lines, checkpoints.files_read(path))
     if not texts:
         print('\n'.join(numbered([], numbers, lines)))
         return
@@ -344,20 +344,20 @@ def numbered(predictions, numbers, lines):
 
 
 def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output,
-                        overwrite=False, numbers=None, lines=None):
+                        overwrite=False, numbers=None, lines=None, inputs=()):
     """--explain: each text's label and every word's scores (features.explain_text), the texts cut as the training
     run cut them. One text is printed as a table, a FILE:'s predictions a line each (numbered, see numbered: numbers
     are the lines of texts, lines the file's); the records (with their line for a FILE:) go to output as
     JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl), and an existing
-    output is kept unless overwrite."""
+    output is kept unless overwrite; never one of inputs (the checkpoint's files) nor the FILE: read."""
     import features
     if not tasks.get(meta['task']).explainable:
         raise UserError(f"--explain explains a text classifier's label, and this checkpoint is fine-tuned for "
                         f"task={meta['task']!r}: use one fine-tuned for classification")
     from_file = source.startswith('FILE:')
     output = output or (os.path.splitext(source[5:])[0] + '.explain.jsonl' if from_file else None)
-    if output and os.path.exists(output) and not overwrite:
-        raise UserError(f"{output} exists: pass --overwrite=True to replace it, or --explain_output=PATH")
+    if output:
+        checkpoints.check_output(output, [*inputs, *([source[5:]] if from_file else [])], overwrite, 'explain_output')
     methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
     records = [features.explain_text(model, tok, meta['special_tokens'], meta['label_names'], text, truncation,
                                      max_windows, methods, ig_steps) for text in texts]

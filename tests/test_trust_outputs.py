@@ -275,3 +275,18 @@ def test_predict_file_keeps_one_line_per_input_line(char_dataset, tmp_path, monk
     assert [line.split('\t', 1)[1] for line in explained] == [line.split('\t', 1)[1] for line in printed]
     with open(tmp_path / 'texts.explain.jsonl') as f:
         assert [json.loads(line)['line'] for line in f] == [1, 3, 5]
+
+
+def test_explain_output_never_replaces_an_input(char_dataset, script_main, tmp_path):
+    """--predict=FILE: --explain=True --explain_output= the texts file or the checkpoint: refused even with
+    --overwrite=True, both kept."""
+    _, _, meta = char_dataset
+    run_dir = classifier_run(tmp_path / 'run', meta)
+    path = tmp_path / 'texts.txt'
+    path.write_text('the bank said shares rose\n')
+    before = digests(tmp_path)
+    for output in (path, f'{run_dir}/best.pt'):
+        code, err = script_main('finetune', f'--out_dir={run_dir}', '--device=cpu', f'--predict=FILE:{path}',
+                                '--explain=True', f'--explain_output={output}', '--overwrite=True')
+        assert_one_line_error(code, err, 'which this command reads')
+    assert digests(tmp_path) == before
