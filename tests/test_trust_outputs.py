@@ -290,3 +290,16 @@ def test_explain_output_never_replaces_an_input(char_dataset, script_main, tmp_p
                                 '--explain=True', f'--explain_output={output}', '--overwrite=True')
         assert_one_line_error(code, err, 'which this command reads')
     assert digests(tmp_path) == before
+
+
+def test_generate_vocab_limit():
+    """model.generate(vocab_limit=n) draws only ids below n, greedy, sampled, top-k and top-p, cached or not."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config()).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight[40:] += 5 * model.transformer.wte.weight[40:].sign()  # loud ids past the limit
+    idx = torch.randint(0, 40, (3, 4))
+    for kwargs in ({'temperature': 0}, {'temperature': 1.5, 'top_k': None}, {'top_k': 50}, {'top_p': 0.99},
+                   {'temperature': 1.5, 'top_k': None, 'use_cache': False}):
+        out = model.generate(idx, 24, vocab_limit=40, generator=torch.Generator().manual_seed(0), **kwargs)
+        assert out.shape == (3, 28) and int(out.max()) < 40, kwargs
