@@ -59,6 +59,7 @@ repeats = 3  # plain and fast runs alternate this many times
 compile = False  # also measure torch.compile (its compile time is reported separately)
 # generation
 checkpoint = 'out/pretrain_small'  # a run directory (checkpoints.checkpoint_path) or .pt; else a random model of the sizes above
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 prompt_tokens = 64
 new_tokens = 256
 generate_batch = 4  # besides batch 1; sample.py draws num_samples=3 at once by default
@@ -214,7 +215,7 @@ def load_generation_model(runtime):
     path = checkpoints.checkpoint_path(checkpoint) if has_checkpoint else None
     needed = prompt_tokens + new_tokens
     if path:
-        model = checkpoints.load(path)[0]
+        model = checkpoints.load(path, trust=trust_checkpoint)[0]
         if model.config.block_size >= needed:
             return model.to(runtime.device).eval(), path
         config = ModelConfig(**{**model_config_dict(model.config), 'block_size': needed})

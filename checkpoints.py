@@ -49,6 +49,43 @@ def load(source, device='cpu', trust=False, dropout=None):
     return model_of(checkpoint, dropout).to(device), checkpoint['meta'], checkpoint
 
 
+def files_read(source):
+    """The files that load(source) reads, or may, with the run's metrics.jsonl beside them: what no output of the
+    same command may replace (check_output). Nothing for a hub name."""
+    if os.path.isfile(source):
+        directory, names = os.path.dirname(source), ['metrics.jsonl']
+        found = [source]
+    elif os.path.isdir(source):
+        directory, found = source, []
+        names = [*CHECKPOINT_NAMES, 'metrics.jsonl', 'config.json', 'vocab.txt', hf.SAFETENSORS, hf.SAFETENSORS_INDEX,
+                 hf.PICKLE, hf.EXPORT_META]
+        if source.rstrip(os.sep).endswith('.dcp'):
+            names = ['.']
+    else:
+        return []
+    for name in names:
+        path = os.path.join(directory or '.', name)
+        if os.path.isfile(path):
+            found.append(path)
+        elif os.path.isdir(path):  # a sharded checkpoint: every file in it
+            found += [os.path.join(root, f) for root, _, files in os.walk(path) for f in files]
+    return found
+
+
+def check_output(path, inputs, overwrite=False, key='output'):
+    """A one-line UserError unless --key=path may be written: never one of inputs (the files the same command reads),
+    whatever overwrite says; never a directory; an existing file only with overwrite."""
+    if not os.path.exists(path):
+        return
+    for read in inputs:
+        if os.path.exists(read) and os.path.samefile(read, path):
+            raise UserError(f"--{key}={path} is {read}, which this command reads: choose another --{key}")
+    if os.path.isdir(path):
+        raise UserError(f"--{key}={path} is a directory: name a file")
+    if not overwrite:
+        raise UserError(f"{path} exists: pass --overwrite=True to replace it, or choose another --{key}")
+
+
 def model_of(checkpoint, dropout=None):
     """The Transformer of a checkpoint dict (read, or train.py's resume): built from its model_args (dropout
     changed if given) with its weights, when it holds them (a sharded run resumed by FSDP loads them into the

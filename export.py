@@ -45,7 +45,7 @@ out_dir = 'out/pretrain_small'  # the run directory to export (best.pt, else las
 init_from = ''  # a checkpoint file or run directory to export instead of out_dir
 to = ''  # the export directory to write (required)
 dtype = 'float32'  # of the exported weights: 'float32' ('auto' too), 'bfloat16' or 'float16'
-overwrite = False  # replace an existing export directory (swapped away only once the new one is complete)
+overwrite = False  # replace an earlier export at --to (swapped away only once the new one is complete); never a run
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 # -----------------------------------------------------------------------------
 
@@ -73,11 +73,9 @@ def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     if not to:
         raise UserError("--to=DIR is required: the directory to write the export to")
-    if os.path.exists(to) and not (overwrite and os.path.isdir(to)):
-        raise UserError(f"{to} already exists: pass --overwrite=True to replace it, or choose another --to"
-                               if os.path.isdir(to) else f"--to={to} is a file: name a directory")
-    started = time.time()
     source = init_from or out_dir
+    check_target(to, source, overwrite)
+    started = time.time()
     model, meta, checkpoint = checkpoints.load(source, trust=trust_checkpoint)
     try:
         with fresh_directory(to) as directory:
@@ -89,6 +87,35 @@ def main():
             raise
         raise UserError(f"no space left / file too large while writing {to}: nothing was replaced") from None
     print(f"wrote {to}: {kind} ({', '.join(sorted(os.listdir(to)))}) in {time.time() - started:.1f} s")
+
+
+def check_target(to, source, overwrite=False):
+    """A one-line UserError unless --to can be written: a new directory (not under a file), or with overwrite an
+    earlier export (config.json and scratchlm_meta.json) that holds no run (no checkpoint, no metrics.jsonl, at any
+    depth) and is not, nor contains, the source."""
+    path = os.path.abspath(to)
+    above = path
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if os.path.isfile(above):
+        raise UserError(f"--to={to} is a file: name a directory" if above == path else
+                        f"--to={to} is under {above}, a file: name a directory")
+    if above != path:
+        return
+    if not overwrite:
+        raise UserError(f"{to} already exists: pass --overwrite=True to replace it, or choose another --to")
+    real = os.path.realpath(path)
+    if os.path.exists(source) and os.path.commonpath([real, os.path.realpath(source)]) == real:
+        raise UserError(f"--to={to} holds the checkpoint being exported ({source}): --overwrite=True replaces only "
+                        f"an earlier export; choose another --to")
+    for directory, subdirs, names in os.walk(path):
+        for name in subdirs + names:
+            if name.endswith(('.pt', '.dcp')) or name == 'metrics.jsonl':
+                raise UserError(f"--to={to} holds a run ({os.path.join(directory, name)}): --overwrite=True replaces "
+                                f"only an earlier export; choose another --to")
+    if not all(os.path.isfile(os.path.join(path, name)) for name in ('config.json', hf.EXPORT_META)):
+        raise UserError(f"--to={to} is not an earlier export (no config.json and {hf.EXPORT_META}): --overwrite=True "
+                        f"replaces only those; choose another --to")
 
 
 def export(model, meta, checkpoint, directory, dtype='float32', source='', name=None):

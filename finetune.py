@@ -7,7 +7,7 @@ Fine-tune a pretrained model on a task: text classification, named-entity recogn
     python finetune.py config/finetune_sft.py                         # prompt -> response pairs (causal models)
     python finetune.py --data=reviews.csv --init_from=out/pretrain_small --out_dir=out/reviews   # your own CSV
     python finetune.py --out_dir=out/finetune_bbc --predict="Shares in the bank rose 5% on Monday"
-    python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt                      # one text a line
+    python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt     # one text a line -> LINE, label, prob
     python finetune.py --out_dir=out/finetune_bbc --predict="Shares rose 5%" --explain=True    # each word's part
     torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py
     torchrun --standalone --nproc_per_node=2 finetune.py config/finetune_bbc.py --fsdp=True   # sharded (fsdp.py)
@@ -278,7 +278,7 @@ def answerer(model, tok, eot_id, max_new_tokens, runtime):
         room = model.config.block_size - len(prompt_ids)
         with runtime.autocast():
             out = model.generate(torch.tensor([prompt_ids], device=runtime.device), min(max_new_tokens, max(room, 1)),
-                                 temperature=0, stop_token=eot_id)
+                                 temperature=0, stop_token=eot_id, vocab_limit=tok.vocab_size)
         ids = out[0, len(prompt_ids):].tolist()
         return tok.decode(ids[:ids.index(eot_id)] if eot_id in ids else ids)
     return answer
@@ -310,13 +310,17 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
     model.eval()
     tok, unit = get_tokenizer(meta['tokenizer'], meta), tasks.get(meta['task'])
     special, names = meta['special_tokens'], meta['label_names']
-    texts = [line for line in read_text_arg(text, 'predict').splitlines() if line.strip()] if text.startswith(
-        'FILE:') else [text]
+    lines = read_text_arg(text, 'predict').splitlines() if text.startswith('FILE:') else None
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip()] if lines is not None else None
+    texts = [lines[n - 1] for n in numbers] if lines is not None else [text]
     trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
     truncation, max_windows = trained.get('truncation', 'head'), trained.get('max_windows', 4)
     if explain:
         return explain_predictions(model, tok, meta, texts, text, truncation, max_windows, explain_method, ig_steps,
-                                   explain_output, overwrite)
+                                   explain_output, overwrite, numbers, lines, checkpoints.files_read(path))
+    if not texts:
+        print('\n'.join(numbered([], numbers, lines)))
+        return
     encoded, n_truncated = tasks.encode(unit.name, [unit.from_text(t) for t in texts], tok, special, names,
                                         model.config.block_size, model.config.causal, truncation,
                                         meta.get('prompt_template') or '', max_windows)
@@ -325,30 +329,43 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
               f"(truncation={truncation!r})", file=sys.stderr)
     logits, _ = forward_batches(model, unit, encoded, runtime, special['pad'], 16) if unit.head else ([], 0)
     answer = answerer(model, tok, special['eot'], trained.get('max_new_tokens', 64), runtime)
-    for line in unit.predict(encoded, logits, tasks.Context(names=names, answer=answer)):
-        print(line)
+    predictions = unit.predict(encoded, logits, tasks.Context(names=names, answer=answer))
+    print('\n'.join(numbered(predictions, numbers, lines)))
+
+
+def numbered(predictions, numbers, lines):
+    """--predict=FILE:'s output, one line per input line: LINE<TAB>prediction (a newline in it written as \\n),
+    LINE<TAB>(blank) for a blank line, so that the output lines up with the file; a single text's prediction as is."""
+    if lines is None:
+        return predictions
+    by_line = dict(zip(numbers, predictions))
+    return [f"{n}\t{by_line[n]}".replace('\n', '\\n') if n in by_line else f"{n}\t(blank)"
+            for n in range(1, len(lines) + 1)]
 
 
 def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output,
-                        overwrite=False):
+                        overwrite=False, numbers=None, lines=None, inputs=()):
     """--explain: each text's label and every word's scores (features.explain_text), the texts cut as the training
-    run cut them. One text is printed as a table, a FILE:'s predictions a line each; the records go to output as
+    run cut them. One text is printed as a table, a FILE:'s predictions a line each (numbered, see numbered: numbers
+    are the lines of texts, lines the file's); the records (with their line for a FILE:) go to output as
     JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl), and an existing
-    output is kept unless overwrite."""
+    output is kept unless overwrite; never one of inputs (the checkpoint's files) nor the FILE: read."""
     import features
     if not tasks.get(meta['task']).explainable:
         raise UserError(f"--explain explains a text classifier's label, and this checkpoint is fine-tuned for "
                         f"task={meta['task']!r}: use one fine-tuned for classification")
     from_file = source.startswith('FILE:')
     output = output or (os.path.splitext(source[5:])[0] + '.explain.jsonl' if from_file else None)
-    if output and os.path.exists(output) and not overwrite:
-        raise UserError(f"{output} exists: pass --overwrite=True to replace it, or --explain_output=PATH")
+    if output:
+        checkpoints.check_output(output, [*inputs, *([source[5:]] if from_file else [])], overwrite, 'explain_output')
     methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
     records = [features.explain_text(model, tok, meta['special_tokens'], meta['label_names'], text, truncation,
                                      max_windows, methods, ig_steps) for text in texts]
-    lines = [f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records] if from_file else \
-        features.explanation_table(records[0])
-    print('\n'.join(lines))
+    if from_file:
+        records = [{'line': n, **r} for n, r in zip(numbers, records)]
+    printed = numbered([f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records], numbers, lines) \
+        if from_file else features.explanation_table(records[0])
+    print('\n'.join(printed))
     if output:
         write_jsonl(output, records)
         print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)

@@ -37,9 +37,12 @@ TRUST_HINT = ("a pickle, which can run code when read: convert it to model.safet
 
 def is_hf_name(init_from):
     """Whether init_from names an HF checkpoint: 'gpt2', 'gpt2-medium', ..., 'hf:org/name' (HF cache or download),
-    or a local directory with config.json and weights (safetensors, or a pickle that load_model refuses by default)."""
-    return init_from.startswith(('gpt2', 'hf:')) or (os.path.isfile(os.path.join(init_from, 'config.json')) and any(
-        os.path.isfile(os.path.join(init_from, w)) for w in (SAFETENSORS, SAFETENSORS_INDEX, PICKLE)))
+    or a local directory with config.json and weights (safetensors, or a pickle that load_model refuses by default).
+    An existing local path is never a hub name: gpt2_runs/ or gpt2_small.pt is a path, whatever it starts with."""
+    if os.path.exists(init_from):
+        return os.path.isfile(os.path.join(init_from, 'config.json')) and any(
+            os.path.isfile(os.path.join(init_from, w)) for w in (SAFETENSORS, SAFETENSORS_INDEX, PICKLE))
+    return init_from.startswith(('gpt2', 'hf:'))
 
 
 def load_model(init_from, dropout=0.0, allow_pickle=False):

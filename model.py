@@ -503,9 +503,10 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                 generator=None, stop_token=None):
+                 generator=None, stop_token=None, vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens. temperature 0 is greedy. With use_cache each new token costs one
-        position; once the context passes block_size both paths slide the window and recompute it exactly."""
+        position; once the context passes block_size both paths slide the window and recompute it exactly.
+        vocab_limit: only ids below it are drawn (the tokenizer's; the rest of the embedding table is padding)."""
         if not self.config.causal:
             raise ValueError("generate needs a causal model; this one is bidirectional (use fill-mask instead)")
         B, T = idx.size()
@@ -521,7 +522,7 @@ class Transformer(nn.Module):
             else:  # one new position over the cached ones
                 context = tokens[:, T - 1:T]
             logits = self.lm_head(self.hidden_states(context, kv_cache=cache)[:, [-1], :])
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx_next = sample_next(logits[:, -1, :vocab_limit], temperature, top_k, top_p, generator)
             tokens[:, T:T + 1] = idx_next
             T += 1
             if stop_token is not None and bool((idx_next == stop_token).all()):

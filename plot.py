@@ -48,6 +48,7 @@ out_dir = 'out/pretrain_small'
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 text = "The government said on Monday that it would cut taxes for small firms."
 output = None  # the PNG; default: <first run>/curves.png, or <out_dir>/<command>.png
+overwrite = False  # replace an existing --output file (never a file the command reads: a checkpoint, a log, --texts)
 device = 'auto'
 # embeddings: a 2-D map of the input embeddings (or of texts' pooled features), and nearest neighbours
 words = None  # comma-separated words to map ('king,queen,bank'); None: the n_words most frequent whole-word tokens
@@ -532,6 +533,10 @@ def main(argv=None):
     positional = [a for a in argv[1:] if not a.startswith('--')]
     require_matplotlib()  # before a model is loaded for nothing
     config = configure(config_defaults(globals()), [a for a in argv[1:] if a.startswith('--')], quiet=True)
+    if config['output']:  # never over what this command reads
+        inputs = [os.path.join(run_dir, 'metrics.jsonl') for run_dir in positional] if command == 'curves' else \
+            checkpoints.files_read(source_of(config)) + [p for p in (config['texts'], config['explanations']) if p]
+        checkpoints.check_output(config['output'], inputs, config['overwrite'])
     if command == 'curves':
         if not positional:
             raise UserError("plot.py curves needs at least one run directory: python plot.py curves out/run")

@@ -3,7 +3,7 @@ Sample text from a trained model.
 
     python sample.py --out_dir=out/pretrain_small --start="The government said"
     python sample.py --init_from=gpt2 --start=FILE:prompt.txt --num_samples=3 --top_p=0.9
-    python sample.py --out_dir=out/pretrain_small --temperature=0 --output=samples.txt   # greedy, to a file
+    python sample.py --out_dir=out/pretrain_small --temperature=0 --output=samples.txt   # greedy, to a new file
     python sample.py --out_dir=out/pretrain_bert_small --fill_mask="The [MASK] of England"  # encoders: top-k fillers
     python sample.py --init_from=path/to/bert --fill_mask="Paris is the [MASK] of France."  # HF BertForMaskedLM dir
     python sample.py --out_dir=out/finetune_sft --start="Capitalise: cash prison phone" --temperature=0 --num_samples=1
@@ -20,6 +20,7 @@ import torch.nn as nn
 
 import checkpoints
 from configurator import UserError, config_defaults, configure, read_text_arg, run_main
+from files import atomic_path
 from runtime import setup_runtime
 from tokenizer import token_text, tokenizer_of
 
@@ -37,6 +38,7 @@ device = 'auto'
 dtype = 'auto'
 use_cache = True  # KV cache: each new token costs one position
 output = None  # write the samples to this file instead of printing them
+overwrite = False  # replace an existing --output file (never the checkpoint or the --start=FILE: prompt read)
 fill_mask = None  # text with [MASK] in it: print the likeliest fillers of each mask (masked-LM checkpoints)
 fill_mask_top_k = 5  # fillers shown per mask
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
@@ -117,8 +119,12 @@ def fill_masks(model, tokenizer, special, text, top_k=5):
 
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
+    source = out_dir if init_from == 'out_dir' else init_from
+    if output:
+        checkpoints.check_output(output, checkpoints.files_read(source) + ([start[5:]] if start.startswith('FILE:') else []),
+                                 overwrite)
     runtime = setup_runtime(device, dtype, seed)
-    model, meta, _ = checkpoints.load(out_dir if init_from == 'out_dir' else init_from, runtime.device, trust_checkpoint)
+    model, meta, _ = checkpoints.load(source, runtime.device, trust_checkpoint)
     tokenizer, special = tokenizer_of(meta)
     model.eval()
     if fill_mask is not None:
@@ -142,17 +148,16 @@ def main():
     generator = torch.Generator(device=runtime.device).manual_seed(seed)
     with torch.no_grad(), runtime.autocast():
         y = generate(model, x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     use_cache=use_cache, generator=generator)
+                     use_cache=use_cache, generator=generator, vocab_limit=tokenizer.vocab_size)
     samples = []
     for row in y.tolist():
         new = row[len(ids):]
         if tokenizer.eot_id in new:  # stop at the end of the document
             new = new[:new.index(tokenizer.eot_id)]
-        new = [t for t in new if t < tokenizer.vocab_size]  # padding ids of the embedding table decode to nothing
         samples.append(prompt + tokenizer.decode(new))
     text = '\n---------------\n'.join(samples) + '\n'
     if output:
-        with open(output, 'w', encoding='utf-8') as f:
+        with atomic_path(output) as tmp, open(tmp, 'w', encoding='utf-8') as f:
             f.write(text)
         print(f"wrote {len(samples)} samples to {output}")
     else:

@@ -197,10 +197,10 @@ def test_finetune_explain(classifiers, tmp_path, monkeypatch, capsys):
     finetune_main(monkeypatch, f'--out_dir={tmp_path / "run"}', f'--predict=FILE:{tmp_path / "texts.txt"}',
                   '--explain=True', '--explain_method=occlusion', '--device=cpu')
     out = capsys.readouterr()
-    assert [line.split('\t')[0] for line in out.out.split('\n') if line] == ['alarm', 'calm']
+    assert [line.split('\t')[:2] for line in out.out.split('\n') if line] == [['1', 'alarm'], ['2', 'calm']]
     records = [json.loads(line) for line in (tmp_path / 'texts.explain.jsonl').read_text().splitlines()]
     assert [r['text'] for r in records] == [TEXT, 'the cat sat'] and [r['label'] for r in records] == NAMES
-    assert set(records[0]) == {'text', 'label', 'probabilities', 'words', 'n_windows', 'logprob', 'occlusion'}
+    assert set(records[0]) == {'line', 'text', 'label', 'probabilities', 'words', 'n_windows', 'logprob', 'occlusion'}
     assert not [f for f in os.listdir(tmp_path) if '.tmp-' in f]
     code, err = call_script_main(monkeypatch, capsys, 'finetune', f'--out_dir={tmp_path / "run"}', '--explain=True',
                                  f'--predict=FILE:{tmp_path / "texts.txt"}')

@@ -327,7 +327,7 @@ def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
     (tmp_path / 'texts.txt').write_text('The goal striker league match coach\nThe bank profit shares market\n')
     result = run_finetune(f'--out_dir={out}', f'--predict=FILE:{tmp_path}/texts.txt', '--device=cpu')
     assert result.returncode == 0, result.stderr
-    labels = [line.split('\t')[0] for line in result.stdout.strip().splitlines()]
+    labels = [line.split('\t')[1] for line in result.stdout.strip().splitlines()]  # LINE, label, probability
     assert labels == ['sport', 'business']
 
 
