@@ -13,7 +13,7 @@ not generalisation. prepare.py (and tasks.py for BBC News's fine-tuning split) m
 Each document is a set of hashed word 8-shingles; a val document with at least DEDUP_THRESHOLD of its shingles in
 train's, or a test document with that much in train's or val's, moves to train (nothing is thrown away, and a
 near-copy in train teaches what its twin does). near_duplicates holds every document's shingles (8 bytes a word);
-HeldOut holds only the val and test documents' (~26 bytes a held-out word) and asks of each train shingle whether
+HeldOut holds only the val and test documents' (~21 bytes a held-out word) and asks of each train shingle whether
 it is one of them, so its memory does not grow with train. Hashing is vectorised over batches of documents
 (~1 MB of text at a time; numpy releases the GIL, so batches hash in parallel threads). numpy and the standard
 library only.
@@ -36,6 +36,7 @@ _BASE = 0xD6E8FEB86659FD93
 _SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _SEGMENT = 1 << 20  # code points hashed per prefix sum: the tables of powers hold this many
 _SPECIAL = 0xFFFFFFFF  # in the code point table: ask Python
+_CHUNK = 1 << 20  # shingles at a time where a whole array's temporaries would cost memory
 
 
 @functools.lru_cache(maxsize=None)
@@ -206,7 +207,7 @@ def near_duplicates(splits, doc_shingles, threshold):
 
 class HeldOut:
     """The val and test documents' shingles, and which of them occur in train: train's shingles are streamed past
-    (found, then mark), so memory is the held-out documents' alone, ~21 bytes a shingle (25 while it is built).
+    (found, then mark), so memory is the held-out documents' alone: 15-17 bytes a shingle (~25 while it is built).
     near_duplicates then decides as the function near_duplicates does with every document in memory: the same moved
     documents and containments."""
 
@@ -218,16 +219,23 @@ class HeldOut:
         self.pool = np.sort(shingles)  # every held-out shingle once, sorted
         self.pool = self.pool[np.concatenate(([True], self.pool[1:] != self.pool[:-1]))] if len(shingles) else self.pool
         self.doc_index = np.empty(len(shingles), dtype=np.int32 if len(self.pool) < 2 ** 31 else np.int64)
-        for start in range(0, len(shingles), 1 << 22):  # each document's shingles as positions in pool
-            self.doc_index[start:start + (1 << 22)] = np.searchsorted(self.pool, shingles[start:start + (1 << 22)])
+        for start in range(0, len(shingles), _CHUNK):  # each document's shingles as positions in pool
+            chunk = shingles[start:start + _CHUNK]
+            order = np.argsort(chunk)  # (sorted keys find their places several times faster)
+            self.doc_index[start:start + _CHUNK][order] = np.searchsorted(self.pool, chunk[order])
         self.in_train = np.zeros(len(self.pool), dtype=bool)
-        # a filter of 32-64 bits per pool shingle, set at its top bits: most train shingles stop there (1 in 32 or
-        # fewer pass by chance), the rest are looked up in pool
-        bits = max(16, len(self.pool).bit_length() + 5)
-        self.shift = np.uint64(64 - bits)
-        top = self.pool >> self.shift
+        # a Bloom filter of 16-32 bits per pool shingle, two of them set for each (at its top and its bottom bits):
+        # 1 train shingle in ~100-300 passes by chance, and is looked up in pool
+        bits = max(16, len(self.pool).bit_length() + 4)
+        self.shift, self.low = np.uint64(64 - bits), np.uint64((1 << bits) - 1)
         self.filter = np.zeros(1 << (bits - 3), dtype=np.uint8)
-        np.bitwise_or.at(self.filter, top >> np.uint64(3), np.left_shift(1, top & np.uint64(7)).astype(np.uint8))
+        for start in range(0, len(self.pool), _CHUNK):
+            chunk = self.pool[start:start + _CHUNK]
+            for bit in (chunk >> self.shift, chunk & self.low):
+                np.bitwise_or.at(self.filter, bit >> np.uint64(3), np.left_shift(1, bit & np.uint64(7)).astype(np.uint8))
+
+    def _in_filter(self, bit):
+        return (self.filter[bit >> np.uint64(3)] >> (bit & np.uint64(7)).astype(np.uint8)) & 1 != 0
 
     @property
     def nbytes(self):
@@ -237,8 +245,9 @@ class HeldOut:
     def found(self, values):
         """The positions in pool of those of values (train shingles, any order) that are held-out shingles. Only
         reads: threads may call it at once."""
-        top = values >> self.shift
-        maybe = values[(self.filter[top >> np.uint64(3)] >> (top & np.uint64(7)).astype(np.uint8)) & 1 != 0]
+        maybe = values[self._in_filter(values >> self.shift)]
+        maybe = maybe[self._in_filter(maybe & self.low)]  # the second bit, for those that have the first
+        maybe.sort()  # (sorted keys find their places several times faster)
         pos = np.minimum(np.searchsorted(self.pool, maybe), max(len(self.pool) - 1, 0))
         return pos[self.pool[pos] == maybe]
 
@@ -246,30 +255,46 @@ class HeldOut:
         """Record found() positions as shingles train has."""
         self.in_train[found] = True
 
+    def _hits(self, against):
+        """How many of each document's shingles are flagged in against (a bool per pool shingle)."""
+        hits = np.zeros(len(self.splits), dtype=np.int64)
+        doc = 0
+        while doc < len(self.splits):  # documents of about _CHUNK shingles at a time
+            end = max(doc + 1, int(np.searchsorted(self.doc_starts, self.doc_starts[doc] + _CHUNK, side='right')) - 1)
+            lo, hi = self.doc_starts[doc], self.doc_starts[end]
+            prefix = np.zeros(hi - lo + 1, dtype=np.int64)
+            np.cumsum(against[self.doc_index[lo:hi]], out=prefix[1:])
+            hits[doc:end] = prefix[self.doc_starts[doc + 1:end + 1] - lo] - prefix[self.doc_starts[doc:end] - lo]
+            doc = end
+        return hits
+
+    def _flag(self, flags, documents):
+        """Set flags (a bool per pool shingle) at the shingles of the documents (a bool per document)."""
+        for doc in np.flatnonzero(documents).tolist():
+            flags[self.doc_index[self.doc_starts[doc]:self.doc_starts[doc + 1]]] = True
+
     def near_duplicates(self, threshold):
         """(set of moved i, {i: containment}) as near_duplicates() returns them, i numbering the held-out documents."""
         in_pool = self.in_train.copy()  # train's, then the moved documents' too
         lengths = np.diff(self.doc_starts)
-        nonempty = lengths > 0
         moved, containment = np.zeros(len(self.splits), dtype=bool), {}
         while True:
             newly = np.zeros(len(self.splits), dtype=bool)
             for split in ('val', 'test'):
+                if not (self.splits == split).any():
+                    continue
                 against = in_pool
                 if split == 'test':  # and the val documents' that stay
                     against = in_pool.copy()
-                    against[self.doc_index[np.repeat((self.splits == 'val') & ~moved, lengths)]] = True
-                hits = np.zeros(len(self.splits), dtype=np.int64)
-                hits[nonempty] = np.add.reduceat(against[self.doc_index].view(np.uint8), self.doc_starts[:-1][nonempty],
-                                                 dtype=np.int64)
-                fraction = hits / np.maximum(lengths, 1)  # the same float as containment_of's mean
+                    self._flag(against, (self.splits == 'val') & ~moved)
+                fraction = self._hits(against) / np.maximum(lengths, 1)  # the same float as containment_of's mean
                 for i in np.flatnonzero((self.splits == split) & ~moved).tolist():
                     containment.setdefault(i, float(fraction[i]))
                     newly[i] = fraction[i] >= threshold
             if not newly.any():
                 return set(np.flatnonzero(moved).tolist()), containment
             moved |= newly
-            in_pool[self.doc_index[np.repeat(newly, lengths)]] = True
+            self._flag(in_pool, newly)
 
 
 def dedup_report(splits, containment, moved, threshold):

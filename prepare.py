@@ -27,7 +27,12 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
 train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
-stream, which has no documents). meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+stream, which has no documents). For documents split by draws this reads the source twice before tokenizing: the
+val and test documents' shingles first, then train's documents streamed past them (dedup.HeldOut), so its memory
+grows with the held-out text (~21 bytes a word), not with the corpus; --num_threads hashes, as it tokenizes, in
+parallel. --tokenizer=bpe:N trains on at most BPE_SAMPLE_BYTES (100 MB) of train documents, a seeded sample spread
+over the split when there is more (meta.json's 'bpe_sample'): the trainer's memory grows with the distinct words it
+sees. meta.json records per split the tokens (eot included), documents and UTF-8 bytes
 of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
 for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
@@ -370,13 +375,13 @@ def _split_documents(events, val_fraction, test_fraction, seed, wanted, update):
         update(nbytes)
 
 
-def _batches(documents, chars=DEDUP_BATCH_CHARS):
-    """Lists of consecutive items of documents ((number, split, text)), each of about chars characters of text."""
+def _batches(documents):
+    """Lists of consecutive items of documents ((number, split, text)), each of about DEDUP_BATCH_CHARS characters."""
     batch, batch_chars = [], 0
     for document in documents:
         batch.append(document)
         batch_chars += len(document[2])
-        if batch_chars >= chars:
+        if batch_chars >= DEDUP_BATCH_CHARS:
             yield batch
             batch, batch_chars = [], 0
     if batch:
@@ -387,12 +392,15 @@ def _in_threads(fn, items, num_threads):
     """fn(item) for each of items, in order, computed in num_threads threads while items are read (a few ahead)."""
     with ThreadPoolExecutor(num_threads) as pool:
         pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > 2 * num_threads:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > 2 * num_threads:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C): what has not started never will
+            pool.shutdown(cancel_futures=True)
 
 
 # -----------------------------------------------------------------------------
@@ -860,7 +868,7 @@ def main(argv=None):
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
     parser.add_argument('--seed', type=int, default=1337)
     parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
-    parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
+    parser.add_argument('--num_threads', type=int, default=None, help='threads that tokenize, and hash for near-duplicates (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
     parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
                         help='val/test documents with at least this fraction of their word 8-shingles in train move '

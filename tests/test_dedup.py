@@ -4,6 +4,7 @@ Tests for dedup.py's near-duplicates at corpus scale (vectorised shingles, the s
     python -m pytest -q tests/test_dedup.py
 """
 import json
+import os
 import re
 import sys
 import tracemalloc
@@ -154,3 +155,24 @@ def test_held_out_memory_does_not_grow_with_train():
     assert held_out.nbytes == size
     assert peaks[1] < 1.1 * peaks[0], peaks
     assert not held_out.in_train.any()  # random words: no 8-word shingle shared by chance
+
+
+def test_interrupted_removal_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C (or any error) while train streams past the held-out documents, in a hashing thread: no dataset, no
+    build directory; the next run prepares it."""
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in random_word_docs(200)))
+    monkeypatch.setattr(P, 'DEDUP_BATCH_CHARS', 2000)
+    calls = []
+
+    def interrupted(texts):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return dedup.batch_shingles(texts)
+    with monkeypatch.context() as m:
+        m.setattr(P, 'batch_shingles', interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', num_threads=2)
+    assert len(calls) >= 3 and list((tmp_path / 'data').iterdir()) == []
+    data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', num_threads=2)
+    assert sorted(os.listdir(tmp_path / 'data')) == ['docs'] and P.load_meta(data_dir)['dedup']['moved_to_train']
