@@ -34,9 +34,9 @@ _WORD = re.compile(r'\w+')
 # its word hashes folded as h = h * _SHINGLE_MULTIPLIER + word + 1. Both odd multipliers, arithmetic wrapping mod 2**64.
 _BASE = 0xD6E8FEB86659FD93
 _SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_SEGMENT = 1 << 20  # code points hashed per prefix sum: the tables of powers hold this many
+_SEGMENT = 1 << 18  # code points hashed per prefix sum (8 bytes each): the tables of powers hold this many
 _SPECIAL = 0xFFFFFFFF  # in the code point table: ask Python
-_CHUNK = 1 << 20  # shingles at a time where a whole array's temporaries would cost memory
+_CHUNK = 1 << 18  # shingles at a time where temporaries of a whole array would cost memory
 
 
 @functools.lru_cache(maxsize=None)
