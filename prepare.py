@@ -334,31 +334,20 @@ def _download(url, out_root):
     return path
 
 
-def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads, total_bytes=None):
-    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report).
-    Two passes, holding the held-out documents' shingles alone: the val and test documents' first, then train's
-    documents streamed past them (dedup.HeldOut); each pass hashes batches of documents in num_threads threads."""
-    numbers, splits, lengths, held_out_shingles = [], [], [], []
-    update = progress(total_bytes, 'near-duplicates: reading the val and test documents')
+def _held_out_index(make_events, val_fraction, test_fraction, seed, num_threads, total_bytes=None):
+    """For a source of documents split by draws: a dedup.HeldOut of its val and test documents' shingles (hashed in
+    batches, num_threads at a time), which _write_bins streams train's documents past."""
+    splits, lengths, held_out_shingles = [], [], []
+    update = progress(total_bytes, 'near-duplicates: hashing the val and test documents')
     documents = _split_documents(make_events(), val_fraction, test_fraction, seed, ('val', 'test'), update)
     for batch, shingles_of_batch in _in_threads(
             lambda batch: (batch, doc_shingles([text for _, _, text in batch])), _batches(documents), num_threads):
-        numbers += [number for number, _, _ in batch]
         splits += [split for _, split, _ in batch]
         lengths += [len(shingles) for shingles in shingles_of_batch]
         held_out_shingles.append(np.concatenate([np.zeros(0, np.uint64), *shingles_of_batch]))
     update(None)
     held_out_shingles = np.concatenate([np.zeros(0, np.uint64), *held_out_shingles])
-    held_out = HeldOut(splits, held_out_shingles, lengths)
-    del held_out_shingles
-    update = progress(total_bytes, 'near-duplicates: streaming train past them')
-    documents = _split_documents(make_events(), val_fraction, test_fraction, seed, ('train',), update)
-    for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
-                             _batches(documents), num_threads):
-        held_out.mark(found)
-    update(None)
-    moved, containment = held_out.near_duplicates(threshold)
-    return {numbers[i] for i in moved}, dedup_report(splits, containment, moved, threshold)
+    return HeldOut(splits, held_out_shingles, lengths)
 
 
 def _split_documents(events, val_fraction, test_fraction, seed, wanted, update):
@@ -447,20 +436,16 @@ def _bpe_sample(pieces, total_bytes, held_out_fraction, seed, sample):
                 return
 
 
-def _assign_splits(events, val_fraction, test_fraction, seed, to_train=frozenset()):
-    """Give each document without a fixed split one by a seeded random draw (one per document, in order); the
-    documents numbered in to_train (0, 1, ... in order: near-duplicates of train) go to train after their draw."""
+def _assign_splits(events, val_fraction, test_fraction, seed):
+    """Give each document without a fixed split one by a seeded random draw (one per document, in order)."""
     rng = random.Random(seed)
-    split, n_documents = None, 0
+    split = None
     for fixed_split, text, nbytes in events:
         if split is None and text != '':
             split = fixed_split
             if split is None:
                 draw = rng.random()
                 split = 'val' if draw < val_fraction else 'test' if draw < val_fraction + test_fraction else 'train'
-                if n_documents in to_train:
-                    split = 'train'
-            n_documents += 1
         yield split, text, nbytes
         if text is None:
             split = None
@@ -485,73 +470,127 @@ def _document_pieces(events, update):
         update(nbytes)
 
 
-def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc):
-    """Tokenize events into out_dir/<split>.bin with eot after every document; returns per split the counts of
-    tokens (eot included), documents and bytes (UTF-8 bytes of the text, eot not counted)."""
+def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc, held_out=None, threshold=None):
+    """Tokenize events into out_dir/<split>.bin with eot after every document. Returns per split the counts of tokens
+    (eot included), documents and bytes (UTF-8 bytes of the text, eot not counted), and the near-duplicates: with
+    held_out (a dedup.HeldOut of the val and test documents), train's documents are hashed too, in num_threads
+    threads, and streamed past it, while the val and test documents' ids wait in memory; those with at least
+    threshold of their shingles in train's then go after train's documents instead, and the near-duplicates are
+    held_out.near_duplicates(threshold), (moved, containment); else None."""
     dtype = np.dtype(_dtype_name(tok.vocab_size))
     stats = {split: {'tokens': 0, 'documents': 0, 'bytes': 0} for split in split_names}
     doc_start = {split: (0, 0) for split in split_names}  # (tokens, bytes) where each split's current document began
     last_doc_start = dict(doc_start)  # ... and where its last finished document began
     batch, batch_chars = [], 0  # batch: (split, text, ends_document)
     eot = np.array([tok.eot_id], dtype=dtype)
+    held, holding = [], []  # (split, ids, bytes) of each held-out document; (ids, bytes) of the current one's pieces
+    train_parts, train_batch, train_chars, hashing = [], [], 0, collections.deque()
     update = progress(total_bytes, desc)
 
+    def count(split, n_tokens, n_bytes, ends_document):
+        stats[split]['tokens'] += n_tokens
+        stats[split]['bytes'] += n_bytes
+        if ends_document:
+            stats[split]['documents'] += 1
+            last_doc_start[split] = doc_start[split]
+            doc_start[split] = stats[split]['tokens'], stats[split]['bytes']
+
+    def write(pieces, ids_per_piece):
+        out = {split: [] for split in split_names}
+        for (split, text, ends_document), ids in zip(pieces, ids_per_piece):
+            nbytes = len(text.encode('utf-8'))
+            if held_out is not None and split != 'train':  # held until the near-duplicates are known
+                holding.append((ids, nbytes))
+                if ends_document:
+                    held.append((split, np.concatenate([ids for ids, _ in holding] + [eot]).astype(dtype),
+                                 sum(n for _, n in holding)))
+                    holding.clear()
+                continue
+            out[split] += [ids, eot] if ends_document else [ids]
+            count(split, len(ids) + ends_document, nbytes, ends_document)
+        for split, arrays in out.items():
+            if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
+                files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
+
+    def flush():  # write the batch encoded before, start encoding this one
+        nonlocal encoding
+        if encoding:
+            write(encoding[0], encoding[1].result())
+        encoding = (list(batch), encoder.submit(tok.encode_arrays, [text for _, text, _ in batch], num_threads)) \
+            if batch else None
+        batch.clear()
+
+    def hash_train(texts):  # a batch of train documents streamed past held_out, in a thread
+        hashing.append(hasher.submit(lambda: held_out.found(batch_shingles(texts))))
+        while hashing and (hashing[0].done() or len(hashing) > 2 * num_threads):
+            held_out.mark(hashing.popleft().result())
+
+    near_duplicates = None
     with contextlib.ExitStack() as stack:
         files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
                  for split in split_names}
         encoder = stack.enter_context(ThreadPoolExecutor(1))  # encodes a batch while the next one is read
         encoding = None  # (the batch being encoded, the future of its ids)
-
-        def write(pieces, ids_per_piece):
-            out = {split: [] for split in split_names}
-            for (split, text, ends_document), ids in zip(pieces, ids_per_piece):
-                out[split].append(ids)
-                stats[split]['tokens'] += len(ids)
-                stats[split]['bytes'] += len(text.encode('utf-8'))
-                if ends_document:
-                    out[split].append(eot)
-                    stats[split]['tokens'] += 1
-                    stats[split]['documents'] += 1
-                    last_doc_start[split] = doc_start[split]
-                    doc_start[split] = stats[split]['tokens'], stats[split]['bytes']
-            for split, arrays in out.items():
-                if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
-                    files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
-
-        def flush():  # write the batch encoded before, start encoding this one
-            nonlocal encoding
-            if encoding:
-                write(encoding[0], encoding[1].result())
-            encoding = (list(batch), encoder.submit(tok.encode_arrays, [text for _, text, _ in batch], num_threads)) \
-                if batch else None
-            batch.clear()
-
+        if held_out is not None:
+            hasher = stack.enter_context(ThreadPoolExecutor(num_threads))
+            stack.callback(hasher.shutdown, cancel_futures=True)  # (runs first on the way out: an error stops the rest)
         for split, text, ends_document in _document_pieces(events, update):
             batch.append((split, text, ends_document))
             batch_chars += len(text)
             if batch_chars >= BATCH_BYTES:
                 flush()
                 batch_chars = 0
+            if held_out is not None and split == 'train':
+                train_parts.append(text)
+                if ends_document:
+                    train_batch.append(''.join(train_parts))
+                    train_chars += len(train_batch[-1])
+                    train_parts = []
+                    if train_chars >= DEDUP_BATCH_CHARS:
+                        hash_train(train_batch)
+                        train_batch, train_chars = [], 0
         flush()
         flush()
+        if held_out is not None:
+            hash_train(train_batch)
+            while hashing:
+                held_out.mark(hashing.popleft().result())
+            near_duplicates = held_out.near_duplicates(threshold)
+            moved = near_duplicates[0]
+            assert len(held) == len(held_out.splits), 'the held-out documents are not those hashed'
+            if 'val' in stats and all(split != 'val' or i in moved for i, (split, _, _) in enumerate(held)):
+                files['train'].flush()  # val would be empty: train's last drawn document goes there
+                _last_train_document_to_val(out_dir, dtype, stats, last_doc_start['train'])
+                files['train'].seek(0, os.SEEK_END)
+            routed = [doc for i, doc in enumerate(held) if i not in moved]  # val and test in order,
+            routed += [('train', ids, nbytes) for i, (_, ids, nbytes) in enumerate(held) if i in moved]  # then these
+            for split, ids, nbytes in routed:
+                files[split].write(memoryview(ids))
+                count(split, len(ids), nbytes, True)
     update(None)
 
-    if 'val' in stats and stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
-        # the draws gave val nothing: move train's last document there, streamed
-        start_tokens, start_bytes = last_doc_start['train']
-        offset = start_tokens * dtype.itemsize
-        with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, \
-                open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
-            src.seek(offset)
-            while block := src.read(BATCH_BYTES):
-                dst.write(block)
-            src.truncate(offset)
-        train = stats['train']
-        stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
-        stats['train'] = {'tokens': start_tokens, 'documents': train['documents'] - 1, 'bytes': start_bytes}
+    if held_out is None and 'val' in stats and stats['val']['documents'] == 0:
+        _last_train_document_to_val(out_dir, dtype, stats, last_doc_start['train'])
     for split_stats in stats.values():
         split_stats['bytes_per_token'] = round(split_stats['bytes'] / max(split_stats['tokens'], 1), 4)
-    return stats
+    return stats, near_duplicates
+
+
+def _last_train_document_to_val(out_dir, dtype, stats, start):
+    """The draws left val nothing: move train's last document (start: its (tokens, bytes) offset) there, streamed,
+    when train has another."""
+    if stats['train']['documents'] < 2:
+        return
+    start_tokens, start_bytes = start
+    offset = start_tokens * dtype.itemsize
+    with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
+        src.seek(offset)
+        while block := src.read(BATCH_BYTES):
+            dst.write(block)
+        src.truncate(offset)
+    train = stats['train']
+    stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
+    stats['train'] = {'tokens': start_tokens, 'documents': train['documents'] - 1, 'bytes': start_bytes}
 
 
 def _dtype_name(vocab_size):
@@ -731,16 +770,17 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     shutil.rmtree(tmp_dir, ignore_errors=True)  # left by an earlier run that had our pid
     try:
         os.makedirs(tmp_dir)
-        to_train = frozenset()  # documents (numbered in order) that dedup moves to train
+        held_out = None  # documents split by draws: their val and test documents, which tokenizing streams train past
         if dedup == 'draws':
             if dedup_threshold:
-                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
-                                                  num_threads, total_bytes)
+                held_out = _held_out_index(make_events, val_fraction, test_fraction, seed, num_threads, total_bytes)
             else:
                 dedup = None
         if dedup is None:
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
-        print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
+        if held_out is None:
+            print(summary_line(dedup) if 'moved_to_train' in dedup else
+                  f"near-duplicates: not looked for, {dedup['skipped']}")
 
         meta = {'tokenizer': tokenizer}
         if tokenizer.startswith('wordpiece:'):
@@ -754,7 +794,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
             meta['chars'] = sorted(chars)
         if tokenizer.startswith('bpe:'):  # trained on (a sample of) the train split alone: val and test stay unseen
             started, update = time.time(), progress(total_bytes, f'training {tokenizer} on the train split of {name}')
-            pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed, to_train), update)
+            pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed), update)
             sample = {}
             meta = bpe_meta(train_bpe(_bpe_sample(pieces, total_bytes, val_fraction + test_fraction, seed, sample),
                                       bpe_size(tokenizer)))
@@ -763,8 +803,14 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
             print(f"trained {tokenizer} on {sample['bytes'] / 1e6:,.1f} MB of the train split of {name} "
                   f"({sample['documents']:,} documents) in {time.time() - started:.1f} s")
         tok = get_tokenizer(meta['tokenizer'], meta)
-        events = _assign_splits(make_events(), val_fraction, test_fraction, seed, to_train)
-        stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
+        events = _assign_splits(make_events(), val_fraction, test_fraction, seed)
+        stats, near_duplicates = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes,
+                                             f'tokenizing {name}', held_out, dedup_threshold)
+        if held_out is not None:
+            moved, containment = near_duplicates
+            dedup = dedup_report(held_out.splits, containment, moved, dedup_threshold)
+            print(summary_line(dedup))
+            del held_out
         if stats['train']['tokens'] - stats['train']['documents'] <= 0:
             raise DataError(f"corpus too small: the train split of {source_desc} is empty; give more text")
         if stats['val']['tokens'] < 2:

@@ -126,8 +126,8 @@ def test_planted_near_duplicates_are_found_streaming(tmp_path, monkeypatch):
     kept = [i for i, split in enumerate(splits) if split != 'train' and i not in planted]
     assert read_docs(data_dir, 'val') + read_docs(data_dir, 'test') == \
         [docs[i] for i in kept if splits[i] == 'val'] + [docs[i] for i in kept if splits[i] == 'test']
-    assert read_docs(data_dir, 'train') == [docs[i] for i, split in enumerate(splits) if split == 'train'
-                                            or i in planted]
+    assert read_docs(data_dir, 'train') == [docs[i] for i, split in enumerate(splits) if split == 'train'] + \
+        [docs[i] for i in planted]  # after train's own documents
     assert stream_held_out(splits, docs)[0] == set(planted)
 
 
@@ -176,3 +176,21 @@ def test_interrupted_removal_leaves_nothing(tmp_path, monkeypatch):
     assert len(calls) >= 3 and list((tmp_path / 'data').iterdir()) == []
     data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', num_threads=2)
     assert sorted(os.listdir(tmp_path / 'data')) == ['docs'] and P.load_meta(data_dir)['dedup']['moved_to_train']
+
+
+def test_val_left_empty_by_removal_gets_a_drawn_train_document(tmp_path):
+    """When removal moves every val document, val gets train's last drawn document (as when the draws give val
+    none), not a near-copy; the near-copies go after the rest of train."""
+    docs = random_word_docs(30, seed=4)
+    splits = draws(len(docs), 0.1)
+    [val] = [i for i, split in enumerate(splits) if split == 'val']  # (document 17)
+    train = [i for i, split in enumerate(splits) if split == 'train']
+    docs[val] = docs[train[0]]  # the only val document is a copy
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+    data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', val_fraction=0.1)
+    assert P.load_meta(data_dir)['dedup']['moved_to_train'] == {'val': 1}
+    assert read_docs(data_dir, 'val') == [docs[train[-1]]]
+    assert read_docs(data_dir, 'train') == [docs[i] for i in train[:-1]] + [docs[val]]
+    splits_meta = P.load_meta(data_dir)['splits']
+    assert splits_meta['val']['documents'] == 1 and splits_meta['train']['documents'] == len(train)
+    assert splits_meta['val']['bytes'] == len(docs[train[-1]].encode())
