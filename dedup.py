@@ -13,7 +13,7 @@ not generalisation. prepare.py (and tasks.py for BBC News's fine-tuning split) m
 Each document is a set of hashed word 8-shingles; a val document with at least DEDUP_THRESHOLD of its shingles in
 train's, or a test document with that much in train's or val's, moves to train (nothing is thrown away, and a
 near-copy in train teaches what its twin does). near_duplicates holds every document's shingles (8 bytes a word);
-HeldOut holds only the val and test documents' (~21 bytes a held-out word) and asks of each train shingle whether
+HeldOut holds only the val and test documents' (15-17 bytes a held-out word) and asks of each train shingle whether
 it is one of them, so its memory does not grow with train. Hashing is vectorised over batches of documents
 (~1 MB of text at a time; numpy releases the GIL, so batches hash in parallel threads). numpy and the standard
 library only.
@@ -40,9 +40,9 @@ _CHUNK = 1 << 18  # shingles at a time where temporaries of a whole array would 
 
 
 @functools.lru_cache(maxsize=None)
-def _powers():
-    """_BASE ** i and _BASE ** -i (mod 2**64) for i < _SEGMENT."""
-    base, inverse = np.full(_SEGMENT, _BASE, np.uint64), np.full(_SEGMENT, pow(_BASE, -1, 1 << 64), np.uint64)
+def _powers(n):
+    """_BASE ** i and _BASE ** -i (mod 2**64) for i < n."""
+    base, inverse = np.full(n, _BASE, np.uint64), np.full(n, pow(_BASE, -1, 1 << 64), np.uint64)
     base[0] = inverse[0] = 1
     return np.cumprod(base), np.cumprod(inverse)
 
@@ -97,7 +97,7 @@ def _word_hashes(values):
     if len(starts) and (ends - starts).max() > _SEGMENT:
         pieces = [(s, min(s + _SEGMENT, e)) for s, e in zip(starts.tolist(), ends.tolist()) for s in range(s, e, _SEGMENT)]
         starts, ends = (np.array(part, dtype=np.int64) for part in zip(*pieces))
-    powers, inverse_powers = _powers()
+    powers, inverse_powers = _powers(_SEGMENT)
     hashes = np.empty(len(starts), dtype=np.uint64)
     done = 0
     while done < len(starts):  # segments of whole words, each under _SEGMENT code points

@@ -27,12 +27,13 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
 train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
-stream, which has no documents). For documents split by draws this reads the source twice before tokenizing: the
-val and test documents' shingles first, then train's documents streamed past them (dedup.HeldOut), so its memory
-grows with the held-out text (~21 bytes a word), not with the corpus; --num_threads hashes, as it tokenizes, in
-parallel. --tokenizer=bpe:N trains on at most BPE_SAMPLE_BYTES (100 MB) of train documents, a seeded sample spread
-over the split when there is more (meta.json's 'bpe_sample'): the trainer's memory grows with the distinct words it
-sees. meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+stream, which has no documents). For documents split by draws, a pass before tokenizing hashes the val and test
+documents' shingles (dedup.HeldOut); tokenizing then streams train's documents past them, hashed in --num_threads
+threads, and holds the val and test documents' tokens until the end, when the near-copies go after train's own
+documents: memory grows with the held-out text (~20 bytes a word), not with the corpus. --tokenizer=bpe:N trains on
+the drawn train documents, at most BPE_SAMPLE_BYTES (100 MB) of them: a seeded sample spread over the split when
+there is more (meta.json's 'bpe_sample'), since the trainer's memory grows with the distinct words it sees.
+meta.json records per split the tokens (eot included), documents and UTF-8 bytes
 of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
 for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
