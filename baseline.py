@@ -17,9 +17,10 @@ import os
 import sys
 import time
 
-import common
 import tasks
-from configurator import configure, config_defaults
+from configurator import UserError, config_defaults, configure, run_main
+from files import write_json, write_jsonl
+from scores import classification_report, format_report
 
 # -----------------------------------------------------------------------------
 data = 'bbc_news'  # as finetune.py: 'bbc_news', a CSV / TSV / JSONL file, or a directory with train.* and val.*
@@ -27,7 +28,9 @@ text_column = 'text'
 label_column = 'label'
 val_fraction = 0.1  # a single file is split into train / val / test (finetune.py's defaults and seed)
 test_fraction = 0.1
-seed = 1337
+seed = 1337  # the split of a single file (unless split_seed), the sample of train_examples, the solver
+split_seed = None  # the seed of a single file's split; None: seed (as finetune.py)
+train_examples = None  # a stratified sample of this many training examples, the one finetune.py draws; None: all
 C = None  # inverse regularisation strength; None: the best of C_grid on val
 C_grid = '0.3,1,3,10,30'
 max_features = 200000  # per vectoriser (words, characters)
@@ -62,7 +65,7 @@ def fit_and_score(splits, names, C_values, max_features, seed):
     report = None
     if x_test is not None:
         predicted = models[best].predict(x_test).tolist()
-        report = tasks.classification_report(y['test'], predicted, names)
+        report = classification_report(y['test'], predicted, names)
         report['predictions'] = [names[p] for p in predicted]
     return val_accuracy, best, report
 
@@ -72,15 +75,17 @@ def main():
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise common.UserError("baseline.py needs scikit-learn: pip install scikit-learn") from None
+        raise UserError("baseline.py needs scikit-learn: pip install scikit-learn") from None
     try:
         C_values = [C] if C is not None else [float(c) for c in C_grid.split(',')]
     except ValueError:
-        raise common.UserError(f"C_grid={C_grid!r}: give numbers separated by commas, e.g. 0.3,1,3") from None
+        raise UserError(f"C_grid={C_grid!r}: give numbers separated by commas, e.g. 0.3,1,3") from None
     if any(c <= 0 for c in C_values):
-        raise common.UserError(f"C must be above 0, got {C_values}")
+        raise UserError(f"C must be above 0, got {C_values}")
     splits = tasks.load_task_data('classification', data, text_column=text_column, label_column=label_column,
-                                  val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+                                  val_fraction=val_fraction, test_fraction=test_fraction,
+                                  seed=seed if split_seed is None else split_seed)
+    splits['train'] = [splits['train'][i] for i in tasks.subsample(splits['train'], train_examples, seed)]
     names = tasks.label_names(splits['train'], 'classification')
     print(', '.join(f"{split} {len(examples):,}" for split, examples in splits.items()) + f" examples; {len(names)} classes")
     t0 = time.time()
@@ -91,16 +96,17 @@ def main():
         return
     print(f"test ({len(splits['test']):,} examples, TF-IDF words 1-2 + chars 2-5, logistic regression C={best:g}, "
           f"{time.time() - t0:.1f} s):")
-    print(tasks.format_report(report, names))
+    print(format_report(report, names))
     if out_dir:
         results = {'task': 'classification', 'data': data, 'model': 'tfidf+logreg', 'C': best,
+                   'train_examples': len(splits['train']), 'train_sample': tasks.sample_fingerprint(splits['train']), 'seed': seed,
                    'val_accuracy': val_accuracy[best], 'n_examples': len(splits['test']),
                    **{k: v for k, v in report.items() if k != 'predictions'}}
-        common.write_json(os.path.join(out_dir, 'test_results.json'), results)
-        common.write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
+        write_json(os.path.join(out_dir, 'test_results.json'), results)
+        write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
                            [{**ex, 'predicted': p} for ex, p in zip(splits['test'], report['predictions'])])
         print(f"wrote {out_dir}/test_results.json and test_predictions.jsonl")
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

@@ -8,9 +8,9 @@ Benchmark the real code paths, each fast path against the plain one, measured in
 Our machines are shared and noisy: absolute numbers mean little, the ratios printed beside them are
 the point. Plain and fast runs are interleaved and the median of each is reported.
 Sections:
-  train     tokens/s and MFU of common.train_step with each fast path off and on; peak memory
+  train     tokens/s and MFU of train.train_step (the real step) with each fast path off and on; peak memory
   recipes   a step of pretrain_small's recipe (trained BPE, modern architecture, AdamW or Muon) against round 1's
-  generate  tokens/s of model.generate with and without the KV cache (identical greedy output checked)
+  generate  tokens/s of sample.generate with and without the KV cache (identical greedy output checked)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
             encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
   prepare_scale  (only when named) MB/s and peak RSS of prepare.py on synthetic JSONL corpora of scale_sizes MB,
@@ -38,15 +38,19 @@ import time
 import numpy as np
 import torch
 
-import common
-import prepare
-import tokenizer
-from configurator import configure, config_defaults
-from model import ModelConfig, Transformer, config_dict as model_config_dict
+import checkpoints
+import corpus
 import fsdp
 import optim
-from tokenizer import GPT2_META, get_tokenizer, special_tokens
+import prepare
+import sample
 import tasks
+import tokenizer
+from configurator import config_defaults, configure, run_main
+from model import ModelConfig, Transformer, config_dict as model_config_dict
+from runtime import Runtime, cleanup_runtime, grad_scaler, setup_runtime
+from tokenizer import GPT2_META, get_tokenizer, special_tokens
+from train import get_batch, train_step
 
 # -----------------------------------------------------------------------------
 sections = 'train,recipes,generate,prepare,finetune,memory,sharding'
@@ -62,7 +66,8 @@ steps = 4  # timed steps per repeat (after 2 warm-up steps)
 repeats = 3  # plain and fast runs alternate this many times
 compile = False  # also measure torch.compile (its compile time is reported separately)
 # generation
-checkpoint = 'out/pretrain_small'  # a run directory (common.checkpoint_path) or .pt; else a random model of the sizes above
+checkpoint = 'out/pretrain_small'  # a run directory (checkpoints.checkpoint_path) or .pt; else a random model of the sizes above
+trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 prompt_tokens = 64
 new_tokens = 256
 generate_batch = 4  # besides batch 1; sample.py draws num_samples=3 at once by default
@@ -115,10 +120,10 @@ def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile, arch=None, 
     optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type=runtime.device_type,
                                            fused=None if fused_adam else False)
-    step_runtime = common.Runtime(**{**runtime.__dict__, 'dtype': dtype})
+    step_runtime = Runtime(**{**runtime.__dict__, 'dtype': dtype})
     t = time.perf_counter()
     compiled = torch.compile(model) if use_compile else model
-    return compiled, model, optimizer, common.grad_scaler(step_runtime), step_runtime, t
+    return compiled, model, optimizer, grad_scaler(step_runtime), step_runtime, t
 
 
 def time_train(runtime, data, variant):
@@ -126,18 +131,18 @@ def time_train(runtime, data, variant):
     compiled, model, optimizer, scaler, step_runtime, t_compile = train_setup(runtime, **variant)
     losses = []
     for it in range(2):  # warm-up (and compilation)
-        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
-        losses.append(common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0).item())
+        batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        losses.append(train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)['loss'].item())
     compile_s = time.perf_counter() - t_compile
     times = []
     for it in range(2, 2 + steps):
-        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
         sync(runtime.device)
         t = time.perf_counter()
-        loss = common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)
+        record = train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)
         sync(runtime.device)
         times.append(time.perf_counter() - t)
-        losses.append(loss.item())
+        losses.append(record['loss'].item())
     return statistics.median(times), losses, compile_s, model
 
 
@@ -220,10 +225,10 @@ def load_generation_model(runtime):
     with a long enough block (the cost of a token does not depend on the weights)."""
     has_checkpoint = os.path.isfile(checkpoint) or any(
         os.path.exists(os.path.join(checkpoint, name)) for name in ('best.pt', 'last.pt'))
-    path = common.checkpoint_path(checkpoint) if has_checkpoint else None
+    path = checkpoints.checkpoint_path(checkpoint) if has_checkpoint else None
     needed = prompt_tokens + new_tokens
     if path:
-        model = common.model_from_checkpoint(common.load_checkpoint(path))
+        model = checkpoints.load(path, trust=trust_checkpoint)[0]
         if model.config.block_size >= needed:
             return model.to(runtime.device).eval(), path
         config = ModelConfig(**{**model_config_dict(model.config), 'block_size': needed})
@@ -255,7 +260,7 @@ def bench_generate(runtime, data):
             for use_cache in (False, True):
                 sync(runtime.device)
                 t = time.perf_counter()
-                outputs[use_cache] = model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
+                outputs[use_cache] = sample.generate(model, prompt, new_tokens, temperature=0, use_cache=use_cache)
                 sync(runtime.device)
                 results[use_cache].append(time.perf_counter() - t)
         plain, cached = statistics.median(results[False]), statistics.median(results[True])
@@ -265,16 +270,16 @@ def bench_generate(runtime, data):
 
 
 def bench_prepare():
-    articles = prepare.bbc_news_articles()
+    articles = corpus.bbc_news_articles()
     texts = [text for _, _, text in articles]
     megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
     threads = os.cpu_count()
     encoding = get_tokenizer('gpt2')
     raw, ours = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = os.path.join(tmp, 'bbc.jsonl')
+        corpus_path = os.path.join(tmp, 'bbc.jsonl')
         import json
-        with open(corpus, 'w') as f:
+        with open(corpus_path, 'w') as f:
             for t in texts:
                 f.write(json.dumps({'text': t}) + '\n')
         for r in range(repeats):
@@ -283,7 +288,7 @@ def bench_prepare():
             raw.append(time.perf_counter() - t)
             t = time.perf_counter()
             with contextlib.redirect_stderr(open(os.devnull, 'w')), contextlib.redirect_stdout(open(os.devnull, 'w')):
-                prepare.prepare(corpus, name=f'bench{r}', out_root=tmp, num_threads=threads)
+                prepare.prepare(corpus_path, name=f'bench{r}', out_root=tmp, num_threads=threads)
             ours.append(time.perf_counter() - t)
     raw_s, ours_s = statistics.median(raw), statistics.median(ours)
     print(f"\n## prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads")
@@ -297,7 +302,7 @@ def bench_prepare():
 def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
     """Encode speed of a BPE trained on BBC News's train split (prepare --tokenizer=bpe:8192) against GPT-2's BPE,
     on the same text (all the articles), and bytes per token of each (the val split's, eot excluded)."""
-    split_of, _ = prepare.bbc_news_split_of(articles)
+    split_of, _ = corpus.bbc_news_split_of(articles)
     t0 = time.perf_counter()
     bpe_meta = tokenizer.bpe_meta(tokenizer.train_bpe(
         (text for path, _, text in articles if split_of[path] == 'train'), bpe_vocab_size))
@@ -329,7 +334,7 @@ def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=
     share an 8-word shingle by chance; and n_planted near-copies of documents that prepare's default draws put in
     val: each copied, lightly edited (every 25th word changed, the last 6 dropped), over a later train document.
     Returns the number of documents."""
-    articles = prepare.bbc_news_articles()
+    articles = corpus.bbc_news_articles()
     lines_of = [[len(line.split()) for line in text.split('\n')] for _, _, text in articles]
     counts = {}
     for _, _, text in articles:
@@ -433,7 +438,7 @@ def bench_prepare_scale():
 
 
 def bench_finetune(runtime):
-    """Classification fine-tuning steps (finetune.py's encode / batch_order / collate, common.train_step) on the same
+    """Classification fine-tuning steps (finetune.py's encode / batch_order / collate, train_step) on the same
     BBC News articles, padded to finetune_block_size against padded to the longest in a length-bucketed batch."""
     import finetune
     train = tasks.load_task_data('classification', 'bbc_news')['train']
@@ -441,27 +446,27 @@ def bench_finetune(runtime):
     examples = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:finetune_examples]]
     tok = get_tokenizer('gpt2')
     special = special_tokens(GPT2_META)
-    encoded, n_truncated = finetune.encode('classification', examples, tok, special, names, finetune_block_size, True)
+    encoded, n_truncated = tasks.encode('classification', examples, tok, special, names, finetune_block_size, True)
     config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=finetune_block_size,
                          vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))
     torch.manual_seed(seed)
     model = Transformer(config).to(runtime.device)
     optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-4, weight_decay=0.01, betas=(0.9, 0.999),
                                            device_type=runtime.device_type)
-    scaler = common.grad_scaler(runtime)
+    scaler = grad_scaler(runtime)
     variants = {'padded to block_size': (False, finetune_block_size), 'dynamic padding + length bucketing': (True, None)}
     times = {name: [] for name in variants}
     tokens = {}
     for repeat in range(finetune_repeats + 1):  # the first round warms up
         for name, (bucket, pad_to) in variants.items():
             batches = finetune.batch_order(encoded, finetune_batch_size, 1, seed, bucket)
-            collated = [finetune.collate('classification', [encoded[i] for i in b], special['pad'], runtime.device, pad_to)
+            collated = [finetune.collate([encoded[i] for i in b], special['pad'], runtime.device, False, pad_to)
                         for b in batches]
             tokens[name] = sum(b['idx'].numel() for b in collated)
             sync(runtime.device)
             t0 = time.perf_counter()
             for batch in collated:
-                common.train_step(model, optimizer, scaler, [batch], runtime, 1.0)
+                train_step(model, optimizer, scaler, [batch], runtime, 1.0)
             sync(runtime.device)
             if repeat:
                 times[name].append(time.perf_counter() - t0)
@@ -488,8 +493,8 @@ def bench_memory(runtime, data_dir):
     samples = []
     for it in range(memory_steps):
         data = prepare.open_split(data_dir, 'train')  # reopened each step, like a long run touching the file
-        batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
-        common.train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0).item()
+        batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+        train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)['loss'].item()
         if it % 10 == 9:
             used = torch.cuda.memory_allocated() / 2**20 if runtime.device_type == 'cuda' else rss_mib()
             samples.append((it + 1, used))
@@ -525,12 +530,12 @@ def bench_sharding(runtime, data):
             if name == 'DDP' else fsdp.shard(model, runtime)
         optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
                                                device_type=runtime.device_type)
-        scaler, times = common.grad_scaler(runtime), []
+        scaler, times = grad_scaler(runtime), []
         for it in range(2 + steps):
-            batch = [common.get_batch(data, batch_size, block_size, [seed, 0, it, runtime.rank], runtime.device)]
+            batch = [get_batch(data, batch_size, block_size, [seed, 0, it, runtime.rank], runtime.device)]
             sync(runtime.device)
             t = time.perf_counter()
-            common.train_step(wrapped, optimizer, scaler, batch, runtime, 1.0)
+            train_step(wrapped, optimizer, scaler, batch, runtime, 1.0)
             sync(runtime.device)
             times.append(time.perf_counter() - t)
         with runtime.autocast():
@@ -551,12 +556,12 @@ def bench_sharding(runtime, data):
 
 
 def main():
-    globals().update(configure(config_defaults(globals()), sys.argv[1:]))
+    globals().update(configure(config_defaults(globals()), sys.argv[1:], fields_of=ModelConfig))
     if 'RANK' in os.environ:  # started by launch_sharding
-        runtime = common.setup_runtime(device, 'auto', seed)
+        runtime = setup_runtime(device, 'auto', seed)
         bench_sharding(runtime, prepare.open_split(os.path.join('data', 'bbc_news'), 'train'))
-        return common.cleanup_runtime(runtime)
-    runtime = common.setup_runtime(device, 'auto', seed)
+        return cleanup_runtime(runtime)
+    runtime = setup_runtime(device, 'auto', seed)
     torch_device = runtime.device
     peaks = {'float32': measure_peak_flops(torch_device, torch.float32)}
     if runtime.dtype != 'float32':
@@ -588,4 +593,4 @@ def main():
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

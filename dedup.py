@@ -18,8 +18,10 @@ it is one of them, so its memory does not grow with train. Hashing is vectorised
 (~1 MB of text at a time; numpy releases the GIL, so batches hash in parallel threads). numpy and the standard
 library only.
 """
+import collections
 import functools
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -37,6 +39,7 @@ _SHINGLE_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _SEGMENT = 1 << 18  # code points hashed per prefix sum (8 bytes each): the tables of powers hold this many
 _SPECIAL = 0xFFFFFFFF  # in the code point table: ask Python
 _CHUNK = 1 << 18  # shingles at a time where temporaries of a whole array would cost memory
+BATCH_CHARS = 1 << 20  # text streamed_near_duplicates hashes at a time, in one of its threads
 
 
 @functools.lru_cache(maxsize=None)
@@ -295,6 +298,66 @@ class HeldOut:
                 return set(np.flatnonzero(moved).tolist()), containment
             moved |= newly
             self._flag(in_pool, newly)
+
+
+def streamed_near_duplicates(events, threshold, num_threads, progress=lambda desc: lambda nbytes: None):
+    """near_duplicates() for a corpus of any size, read twice: events() gives a fresh iterator of prepare.py's events
+    (split, text, nbytes), a document's text in pieces and None at its end. The val and test documents' shingles are
+    held (HeldOut), then train's documents stream past them; both passes hash batches of ~BATCH_CHARS characters in
+    num_threads threads. progress(desc) gives an update(nbytes) for each pass. Returns (the numbers of the documents
+    to move to train, counted from 0 in order; the dedup_report)."""
+    numbers, splits, lengths, held_out_shingles = [], [], [], []
+    for batch, shingles_of_batch in _in_threads(lambda batch: (batch, doc_shingles([text for _, _, text in batch])),
+                                                _batches(events, ('val', 'test'), progress('the val and test documents')),
+                                                num_threads):
+        numbers += [number for number, _, _ in batch]
+        splits += [split for _, split, _ in batch]
+        lengths += [len(shingles) for shingles in shingles_of_batch]
+        held_out_shingles.append(np.concatenate([np.zeros(0, np.uint64), *shingles_of_batch]))
+    held_out_shingles = np.concatenate([np.zeros(0, np.uint64), *held_out_shingles])
+    held_out = HeldOut(splits, held_out_shingles, lengths)
+    del held_out_shingles
+    for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
+                             _batches(events, ('train',), progress('train streamed past them')), num_threads):
+        held_out.mark(found)
+    moved, containment = held_out.near_duplicates(threshold)
+    return {numbers[i] for i in moved}, dedup_report(splits, containment, moved, threshold)
+
+
+def _batches(events, wanted, update):
+    """Lists of (number, split, text) of the documents of events() whose split is in wanted, each list about
+    BATCH_CHARS characters of text; documents are numbered 0, 1, ... in order, each text whole."""
+    batch, batch_chars, number, parts = [], 0, 0, []
+    for split, text, nbytes in events():
+        update(nbytes)
+        if text is None:
+            if split in wanted:
+                batch.append((number, split, ''.join(parts)))
+                batch_chars += len(batch[-1][2])
+                if batch_chars >= BATCH_CHARS:
+                    yield batch
+                    batch, batch_chars = [], 0
+            number, parts = number + 1, []
+        elif text and split in wanted:
+            parts.append(text)
+    update(None)
+    if batch:
+        yield batch
+
+
+def _in_threads(fn, items, num_threads):
+    """fn(item) for each of items, in order, computed in num_threads threads while items are read (a few ahead)."""
+    with ThreadPoolExecutor(num_threads) as pool:
+        pending = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > 2 * num_threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C): what has not started never will
+            pool.shutdown(cancel_futures=True)
 
 
 def dedup_report(splits, containment, moved, threshold):

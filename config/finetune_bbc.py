@@ -13,6 +13,12 @@ block_size = 128  # the model's context
 truncation = 'windows'
 max_windows = 8
 
+# the head alone: a logistic regression on the frozen model's pooled features (each window's last token), C chosen
+# by val loss, the recipe the label-efficiency curves chose (python curves.py; docs/results.md)
+probe = True
+
+# --probe=False trains every weight instead, with these settings:
+
 # 16 windows a step; 1,821 articles = 9,170 windows = 573 steps an epoch
 batch_size = 16
 epochs = 2

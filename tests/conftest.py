@@ -97,18 +97,18 @@ def char_dataset(tmp_path_factory):
 
 
 def call_script_main(monkeypatch, capsys, script, *args):
-    """Run train.py's or sample.py's main in this process through common.run_main, as the CLI does, with fresh
+    """Run train.py's or sample.py's main in this process through configurator.run_main, as the CLI does, with fresh
     globals; return (exit status, stderr). Fast for error paths that stop before training."""
     import importlib
     import signal
-    import common
+    import configurator
     module = importlib.reload(importlib.import_module(script))
     monkeypatch.setattr(sys, 'argv', [f'{script}.py', *map(str, args)])
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     capsys.readouterr()
     try:
         with pytest.raises(SystemExit) as info:
-            common.run_main(module.main)
+            configurator.run_main(module.main)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

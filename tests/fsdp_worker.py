@@ -21,7 +21,8 @@ import torch.distributed.checkpoint as dcp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
+import train  # noqa: E402
+from runtime import cleanup_runtime, grad_scaler, setup_runtime  # noqa: E402
 import fsdp  # noqa: E402
 import optim  # noqa: E402
 from model import ModelConfig, Transformer  # noqa: E402
@@ -39,7 +40,7 @@ def step(model, opt, runtime, keep_grads=False):
     """A train step; keep_grads: then one more backward, so that the gradients are there to be counted."""
     g = torch.Generator().manual_seed(runtime.rank)
     x, y = (torch.randint(0, CONFIG['vocab_size'], (4, 16), generator=g) for _ in range(2))
-    common.train_step(model, opt, common.grad_scaler(runtime), [(x, y)], runtime, grad_clip=1.0)
+    train.train_step(model, opt, grad_scaler(runtime), [(x, y)], runtime, grad_clip=1.0)
     if keep_grads:
         model(x, y)[1].backward()
 
@@ -84,6 +85,6 @@ def kill(runtime, run_dir):
 
 if __name__ == '__main__':
     mode, target = sys.argv[1:3]
-    runtime = common.setup_runtime('cpu', 'float32', 0)
+    runtime = setup_runtime('cpu', 'float32', 0)
     {'memory': memory, 'kill': kill}[mode](runtime, target)
-    common.cleanup_runtime(runtime)
+    cleanup_runtime(runtime)

@@ -1,6 +1,6 @@
 """
 Tests for BERT-style models: parity of model.py with HF BERT checkpoints (tiny random models saved to a temp dir,
-no downloads), the heads and config flags; masking and next-sentence batches (common.py); masked-LM training,
+no downloads), the heads and config flags; masking and next-sentence batches (train.py); masked-LM training,
 fill-mask and HF BERT checkpoints end to end in train.py and sample.py, with their one-line errors.
 
     python -m pytest -q tests/test_bert.py
@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import train
+from runtime import setup_runtime
 import hf
 import prepare
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
 
 from conftest import REPO, make_english_text, tiny_model_config, with_config
-from tokenizer import DataError, special_tokens
+from tokenizer import DataError, special_tokens, tokenizer_of
 
 
 def tiny_hf_bert(kind='BertForMaskedLM', seed=8, **overrides):
@@ -230,7 +233,7 @@ def test_bert_config_flags_from_scratch():
 
 
 # -----------------------------------------------------------------------------
-# masked-LM and next-sentence batches (common.py)
+# masked-LM and next-sentence batches (train.py)
 
 
 
@@ -240,7 +243,7 @@ def test_mask_tokens_proportions():
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 50, (64, 512), generator=g)
     tokens[:, 0], tokens[:, -1], tokens[:, 100:110] = 51, 52, 53  # [CLS], [SEP], pads
-    inputs, targets = common.mask_tokens(tokens, mask_id=50, n_random=50, special_ids={51, 52, 53},
+    inputs, targets = train.mask_tokens(tokens, mask_id=50, n_random=50, special_ids={51, 52, 53},
                                          mlm_probability=0.15, generator=torch.Generator().manual_seed(1))
     selected = targets != IGNORE_INDEX
     special = tokens >= 51
@@ -254,8 +257,8 @@ def test_mask_tokens_proportions():
     # random replacements are uniform over 50 ids, so 1/50 of them land on the original id and look kept
     assert abs(kept.sum().item() / n - (0.1 + 0.1 / 50)) < 0.015
     assert abs((selected & ~masked & ~kept).sum().item() / n - 0.1 * 49 / 50) < 0.015
-    again = common.mask_tokens(tokens, 50, 50, {51, 52, 53}, 0.15, torch.Generator().manual_seed(1))
-    other = common.mask_tokens(tokens, 50, 50, {51, 52, 53}, 0.15, torch.Generator().manual_seed(2))
+    again = train.mask_tokens(tokens, 50, 50, {51, 52, 53}, 0.15, torch.Generator().manual_seed(1))
+    other = train.mask_tokens(tokens, 50, 50, {51, 52, 53}, 0.15, torch.Generator().manual_seed(2))
     assert torch.equal(again[0], inputs) and torch.equal(again[1], targets)
     assert not torch.equal(other[1], targets)  # a fresh key is a fresh mask (dynamic masking)
 
@@ -267,9 +270,9 @@ def doc_stream(lengths, eot=60000):
 
 def test_document_spans():
     data = doc_stream([5, 3, 7])
-    starts, ends = common.document_spans(data, 60000, chunk=4)  # chunks smaller than a document
+    starts, ends = train.document_spans(data, 60000, chunk=4)  # chunks smaller than a document
     assert starts.tolist() == [0, 6, 10] and ends.tolist() == [5, 9, 17]
-    starts, ends = common.document_spans(np.array([7, 7, 9, 9, 7, 5], dtype=np.uint16), 7)  # empty ones dropped
+    starts, ends = train.document_spans(np.array([7, 7, 9, 9, 7, 5], dtype=np.uint16), 7)  # empty ones dropped
     assert list(zip(starts.tolist(), ends.tolist())) == [(2, 4), (5, 6)]
 
 
@@ -278,8 +281,8 @@ def test_segment_pairs_layout_and_boundaries():
     another document; no segment crosses a document boundary; about half of each label."""
     lengths = [40, 12, 90, 33, 200, 29, 61]
     data = doc_stream(lengths)
-    docs = common.document_spans(data, 60000)
-    tokens, types, labels = common.segment_pairs(data, docs, 400, 32, np.random.default_rng(0), cls_id=61000, sep_id=62000)
+    docs = train.document_spans(data, 60000)
+    tokens, types, labels = train.segment_pairs(data, docs, 400, 32, np.random.default_rng(0), cls_id=61000, sep_id=62000)
     assert tokens.shape == types.shape == (400, 32) and abs(labels.mean() - 0.5) < 0.1
     for row, label, tt in zip(tokens, labels, types):
         seps = np.flatnonzero(row == 62000)
@@ -293,24 +296,24 @@ def test_segment_pairs_layout_and_boundaries():
         same_doc = a[0] // 1000 == b[0] // 1000
         assert (label == 0) == (same_doc and b[0] == a[-1] + 1)
         assert label == 0 or not same_doc
-    with pytest.raises(common.UserError, match='two documents of at least 97 tokens'):  # only one of 200
-        common.segment_pairs(data, docs, 2, 100, np.random.default_rng(0), 61000, 62000)
+    with pytest.raises(configurator.UserError, match='two documents of at least 97 tokens'):  # only one of 200
+        train.segment_pairs(data, docs, 2, 100, np.random.default_rng(0), 61000, 62000)
 
 
 def test_get_mlm_batch_keyed():
     """An MLM batch is a function of its key; without docs rows are [CLS] window [SEP]; with docs it has NSP fields."""
     data = doc_stream([50, 60, 70, 80])
     special = {'mask': 63000, 'cls': 61000, 'sep': 62000, 'pad': 64000, 'eot': 60000, 'n_random': 100}
-    batch = common.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3)
+    batch = train.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3)
     assert set(batch) == {'idx', 'targets'} and batch['idx'].shape == (4, 16)
     assert (batch['idx'][:, 0] == 61000).all() and (batch['idx'][:, -1] == 62000).all()
-    same = common.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3)
-    other = common.get_mlm_batch(data, 4, 16, [1, 0, 6, 0], 'cpu', special, 0.3)
+    same = train.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3)
+    other = train.get_mlm_batch(data, 4, 16, [1, 0, 6, 0], 'cpu', special, 0.3)
     assert all(torch.equal(batch[k], same[k]) for k in batch) and not torch.equal(batch['idx'], other['idx'])
     eot_targets = batch['targets'][batch['idx'] == 60000]
     assert (eot_targets == IGNORE_INDEX).all()  # the document separator is never a prediction target
-    nsp_batch = common.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3,
-                                     docs=common.document_spans(data, 60000))
+    nsp_batch = train.get_mlm_batch(data, 4, 16, [1, 0, 5, 0], 'cpu', special, 0.3,
+                                     docs=train.document_spans(data, 60000))
     assert set(nsp_batch) == {'idx', 'targets', 'token_type_ids', 'nsp_labels'} and nsp_batch['nsp_labels'].shape == (4,)
 
 
@@ -319,13 +322,13 @@ def test_estimate_mlm_counts():
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(causal=False, mlm_head=True, type_vocab_size=2, pooler=True,
                                           nsp_head=True))
-    runtime = common.setup_runtime('cpu', 'float32')
+    runtime = setup_runtime('cpu', 'float32')
     idx = random_tokens(2, 16)
     targets = torch.full((2, 16), IGNORE_INDEX)
     targets[0, :3] = torch.tensor([5, 5, 7])
     targets[1, 4] = 5
     batch = {'idx': idx, 'targets': targets, 'token_type_ids': torch.zeros_like(idx), 'nsp_labels': torch.tensor([0, 1])}
-    scores = common.estimate_mlm(model, [batch, batch], runtime)
+    scores = train.estimate_mlm(model, [batch, batch], runtime)
     assert scores['mlm_baseline_acc'] == 0.75  # token 5 is 3 of the 4 targets
     with torch.no_grad():
         x = model.hidden_states(idx, token_type_ids=batch['token_type_ids'])
@@ -412,13 +415,13 @@ def test_mlm_bad_inputs(docs_dataset, monkeypatch, capsys, tmp_path):
     torch.manual_seed(0)
     gpt = Transformer(tiny_model_config(block_size=32))
     path = tmp_path / 'gpt.pt'
-    common.save_checkpoint(str(path), {'model': gpt.state_dict(), 'model_args': config_dict(gpt.config), 'meta': meta})
+    checkpoints.save_checkpoint(str(path), {'model': gpt.state_dict(), 'model_args': config_dict(gpt.config), 'meta': meta})
     err = main_error(monkeypatch, capsys, 'train', *TINY, *MLM, *data, f'--init_from={path}',
                      f'--out_dir={tmp_path / "b"}')
     assert 'causal (GPT-style)' in err and 'causal=False' in err
     # sample.py: an encoder cannot generate; fill_mask on a GPT checkpoint
     bert = Transformer(tiny_model_config(block_size=32, causal=False, mlm_head=True, vocab_size=64))
-    common.save_checkpoint(str(tmp_path / 'bert.pt'), {'model': bert.state_dict(), 'model_args': config_dict(bert.config),
+    checkpoints.save_checkpoint(str(tmp_path / 'bert.pt'), {'model': bert.state_dict(), 'model_args': config_dict(bert.config),
                                                        'meta': {**meta, 'special_tokens': special_tokens(meta)}})
     err = main_error(monkeypatch, capsys, 'sample', f'--init_from={tmp_path / "bert.pt"}', '--device=cpu')
     assert 'bidirectional encoder' in err and '--fill_mask' in err
@@ -456,7 +459,8 @@ def test_fill_mask_from_hf_bert_matches_hf(tmp_path):
     import sample
     vocab = letters_vocab()
     theirs = bert_dir(tmp_path, vocab)
-    model, tokenizer, special = sample.load_model(str(tmp_path), None, 'cpu')
+    model, meta, _ = checkpoints.load(str(tmp_path))
+    tokenizer, special = tokenizer_of(meta)
     results = sample.fill_masks(model.eval(), tokenizer, special, 'The [MASK] of England said.', top_k=4)
     ids = [vocab.index(t) for t in ['[CLS]', 'the', '[MASK]', 'of', 'england', 'said', '.', '[SEP]']]
     with torch.no_grad():

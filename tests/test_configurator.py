@@ -108,14 +108,14 @@ def test_bad_config_files(tmp_path):
                                   'pretrain_bert_small_bpe4k', 'finetune_bbc',
                                   'finetune_bbc_bert', 'finetune_ner', 'finetune_sft', 'finetune_gpt2_sentiment'])
 def test_real_config_files_are_valid(name):
-    """Each shipped config only sets keys its script (train.py, finetune.py) has, with the right types, and all of
-    them take effect."""
+    """Each shipped config only sets keys its script (train.py, finetune.py: its globals and ModelConfig's fields)
+    has, with the right types, and all of them take effect."""
     import importlib
     from conftest import REPO
     from configurator import read_config_file
     script = importlib.import_module(name.split('_')[0].replace('pretrain', 'train'))
     path = str(REPO / 'config' / f'{name}.py')
-    config = configure(config_defaults(vars(script)), [path], quiet=True)
+    config = configure(config_defaults(vars(script)), [path], quiet=True, fields_of=script.ModelConfig)
     assigned = read_config_file(path)
     assert assigned and all(config[k] == v for k, v in assigned.items())
     assert config['out_dir'] == f'out/{name}'

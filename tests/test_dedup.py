@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
+import corpus  # noqa: E402
 import dedup  # noqa: E402
 import prepare as P  # noqa: E402
 from test_prepare import draws, random_word_docs, read_docs  # noqa: E402
@@ -86,13 +87,14 @@ def stream_held_out(splits, texts, batch_chars=20_000):
 def test_streaming_decides_as_in_memory_on_bbc_news():
     """BBC News's seeded split: the streaming index moves the same 13 articles as near_duplicates with every article
     in memory, with the same containment for every val and test article."""
-    articles = P.bbc_news_articles()
-    split_of = P.split_articles([path for path, _, _ in articles], P.BBC_VAL_FRACTION, P.BBC_TEST_FRACTION, P.BBC_SEED)
+    articles = corpus.bbc_news_articles()
+    split_of = corpus.split_articles([path for path, _, _ in articles], corpus.BBC_VAL_FRACTION,
+                                     corpus.BBC_TEST_FRACTION, corpus.BBC_SEED)
     splits, texts = [split_of[path] for path, _, _ in articles], [text for _, _, text in articles]
     in_memory = dedup.near_duplicates(splits, [dedup.shingles(text) for text in texts], dedup.DEDUP_THRESHOLD)
     streamed = stream_held_out(splits, texts)
     assert streamed == in_memory and len(in_memory[0]) == 13
-    assert sorted(articles[i][0] for i in streamed[0]) == P.bbc_news_split_of(articles)[1]['moved_paths']
+    assert sorted(articles[i][0] for i in streamed[0]) == corpus.bbc_news_split_of(articles)[1]['moved_paths']
 
 
 def plant_near_duplicates(docs, splits, n_planted, seed=0):
@@ -117,7 +119,7 @@ def test_planted_near_duplicates_are_found_streaming(tmp_path, monkeypatch):
     splits = draws(len(docs), 0.1, 0.1)
     docs, planted = plant_near_duplicates(docs, splits, 12)
     (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
-    monkeypatch.setattr(P, 'DEDUP_BATCH_CHARS', 3000)
+    monkeypatch.setattr(dedup, 'BATCH_CHARS', 3000)
     data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', val_fraction=0.1, test_fraction=0.1,
                          num_threads=2)
     dedup_meta = P.load_meta(data_dir)['dedup']
@@ -126,8 +128,8 @@ def test_planted_near_duplicates_are_found_streaming(tmp_path, monkeypatch):
     kept = [i for i, split in enumerate(splits) if split != 'train' and i not in planted]
     assert read_docs(data_dir, 'val') + read_docs(data_dir, 'test') == \
         [docs[i] for i in kept if splits[i] == 'val'] + [docs[i] for i in kept if splits[i] == 'test']
-    assert read_docs(data_dir, 'train') == [docs[i] for i, split in enumerate(splits) if split == 'train'] + \
-        [docs[i] for i in planted]  # after train's own documents
+    assert read_docs(data_dir, 'train') == [docs[i] for i, split in enumerate(splits) if split == 'train'
+                                            or i in planted]
     assert stream_held_out(splits, docs)[0] == set(planted)
 
 
@@ -161,7 +163,7 @@ def test_interrupted_removal_leaves_nothing(tmp_path, monkeypatch):
     """Ctrl-C (or any error) while train streams past the held-out documents, in a hashing thread: no dataset, no
     build directory; the next run prepares it."""
     (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in random_word_docs(200)))
-    monkeypatch.setattr(P, 'DEDUP_BATCH_CHARS', 2000)
+    monkeypatch.setattr(dedup, 'BATCH_CHARS', 2000)
     calls = []
 
     def interrupted(texts):
@@ -170,7 +172,7 @@ def test_interrupted_removal_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return dedup.batch_shingles(texts)
     with monkeypatch.context() as m:
-        m.setattr(P, 'batch_shingles', interrupted)
+        m.setattr(dedup, 'batch_shingles', interrupted)
         with pytest.raises(KeyboardInterrupt):
             P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', num_threads=2)
     assert len(calls) >= 3 and list((tmp_path / 'data').iterdir()) == []
@@ -179,8 +181,8 @@ def test_interrupted_removal_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_val_left_empty_by_removal_gets_a_drawn_train_document(tmp_path):
-    """When removal moves every val document, val gets train's last drawn document (as when the draws give val
-    none), not a near-copy; the near-copies go after the rest of train."""
+    """When removal moves every val document to train, val gets train's last document, as when the draws give it
+    none."""
     docs = random_word_docs(30, seed=4)
     splits = draws(len(docs), 0.1)
     [val] = [i for i, split in enumerate(splits) if split == 'val']  # (document 17)
@@ -190,7 +192,7 @@ def test_val_left_empty_by_removal_gets_a_drawn_train_document(tmp_path):
     data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', val_fraction=0.1)
     assert P.load_meta(data_dir)['dedup']['moved_to_train'] == {'val': 1}
     assert read_docs(data_dir, 'val') == [docs[train[-1]]]
-    assert read_docs(data_dir, 'train') == [docs[i] for i in train[:-1]] + [docs[val]]
+    assert read_docs(data_dir, 'train') == [docs[i] for i in sorted(train[:-1] + [val])]
     splits_meta = P.load_meta(data_dir)['splits']
     assert splits_meta['val']['documents'] == 1 and splits_meta['train']['documents'] == len(train)
     assert splits_meta['val']['bytes'] == len(docs[train[-1]].encode())

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+from runtime import setup_runtime
 import features
 import finetune
 import plot
+import tasks
 from conftest import LEARN_DTYPE, LEARN_SEED, call_script_main, reached, tiny_model_config
 from model import Transformer, config_dict
 from test_plot import assert_one_line_error, assert_png, char_meta, script_error, tiny_checkpoint
@@ -54,7 +57,7 @@ def trigger_texts(n, rng):
 
 def train_trigger_classifier(causal, seed=LEARN_SEED, steps=200):
     """(model, tokenizer, special): a tiny char-level classifier (2 layers, 32 wide, block 32) trained on
-    trigger_texts, encoded by finetune.encode as fine-tuning encodes them. A tenth of the examples are blanks, every
+    trigger_texts, encoded by tasks.encode as fine-tuning encodes them. A tenth of the examples are blanks, every
     text token the [PAD] token, labelled 'calm': integrated gradients start from a blank text, and a model that
     never saw one may read it as 'alarm', which would leave nothing between baseline and text to attribute."""
     torch.manual_seed(seed)
@@ -62,15 +65,15 @@ def train_trigger_classifier(causal, seed=LEARN_SEED, steps=200):
     meta = char_meta(special=True)
     tokenizer, special = get_tokenizer('char', meta), meta['special_tokens']
     model = Transformer(tiny_model_config(causal=causal, block_size=32, task_head='sequence', num_labels=2))
-    examples, _ = finetune.encode('classification', trigger_texts(2000, rng), tokenizer, special, NAMES, 32, causal)
+    examples, _ = tasks.encode('classification', trigger_texts(2000, rng), tokenizer, special, NAMES, 32, causal)
     for ex in examples[:len(examples) // 10]:
         ex['ids'] = ex['ids'].copy()
         ex['ids'][slice(0, -1) if causal else slice(1, -1)] = special['pad']
         ex['labels'] = NAMES.index('calm')
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     for _ in range(steps):
-        batch = finetune.collate('classification', [examples[i] for i in rng.integers(len(examples), size=32)],
-                                 special['pad'], 'cpu')
+        batch = finetune.collate([examples[i] for i in rng.integers(len(examples), size=32)], special['pad'], 'cpu',
+                                 per_token=False)
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=LEARN_DTYPE == 'bfloat16'):
             _, loss = model(**batch)
         optimizer.zero_grad()
@@ -87,7 +90,7 @@ def classifiers():
 
 def save_classifier(path, model, truncation='head', task='classification'):
     meta = {**char_meta(special=True), 'task': task, 'label_names': NAMES}
-    common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
+    checkpoints.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
                                        'config': {'truncation': truncation, 'max_windows': 4}, 'meta': meta})
 
 
@@ -126,12 +129,12 @@ def test_long_texts_are_read_and_explained_as_finetune_reads_them(classifiers, t
     model, tokenizer, special = classifiers[True]
     words = 'the cat sat on the mat far far red dog zap ran big red dog on the mat cat'.split()
     record = features.explain_text(model, tokenizer, special, NAMES, ' '.join(words), truncation, 4, label='alarm')
-    encoded, _ = finetune.encode('classification', [{'text': ' '.join(words)}], tokenizer, special, NAMES, 32, True,
-                                 truncation, max_windows=4)
-    runtime = common.setup_runtime('cpu', 'float32')
-    logits, _ = finetune.forward_batches(model, 'classification', encoded, runtime, special['pad'], 16)
-    expected = finetune.text_logprobs(encoded, torch.log_softmax(torch.cat(logits), -1)).softmax(-1)[0]
-    np.testing.assert_allclose(list(record['probabilities'].values()), expected.numpy(), atol=1e-5)
+    encoded, _ = tasks.encode('classification', [{'text': ' '.join(words)}], tokenizer, special, NAMES, 32, True,
+                              truncation, max_windows=4)
+    runtime = setup_runtime('cpu', 'float32')
+    logits, _ = finetune.forward_batches(model, tasks.TASKS['classification'], encoded, runtime, special['pad'], 16)
+    expected = np.exp(tasks.text_logprobs(encoded, logits)[0])
+    np.testing.assert_allclose(list(record['probabilities'].values()), expected / expected.sum(), atol=1e-5)
     windows = features.classifier_windows(model, tokenizer, special, words, truncation, 4)
     assert [ids for ids, _ in windows] == [ex['ids'].tolist() for ex in encoded]
     occlusion, ig = record['occlusion'], record['integrated_gradients']
@@ -194,10 +197,10 @@ def test_finetune_explain(classifiers, tmp_path, monkeypatch, capsys):
     finetune_main(monkeypatch, f'--out_dir={tmp_path / "run"}', f'--predict=FILE:{tmp_path / "texts.txt"}',
                   '--explain=True', '--explain_method=occlusion', '--device=cpu')
     out = capsys.readouterr()
-    assert [line.split('\t')[0] for line in out.out.split('\n') if line] == ['alarm', 'calm']
+    assert [line.split('\t')[:2] for line in out.out.split('\n') if line] == [['1', 'alarm'], ['2', 'calm']]
     records = [json.loads(line) for line in (tmp_path / 'texts.explain.jsonl').read_text().splitlines()]
     assert [r['text'] for r in records] == [TEXT, 'the cat sat'] and [r['label'] for r in records] == NAMES
-    assert set(records[0]) == {'text', 'label', 'probabilities', 'words', 'n_windows', 'logprob', 'occlusion'}
+    assert set(records[0]) == {'line', 'text', 'label', 'probabilities', 'words', 'n_windows', 'logprob', 'occlusion'}
     assert not [f for f in os.listdir(tmp_path) if '.tmp-' in f]
     code, err = call_script_main(monkeypatch, capsys, 'finetune', f'--out_dir={tmp_path / "run"}', '--explain=True',
                                  f'--predict=FILE:{tmp_path / "texts.txt"}')
@@ -228,7 +231,7 @@ def test_explain_bad_input_is_one_line(classifiers, tmp_path, monkeypatch, capsy
                           ([f'--explanations={tmp_path / "none.jsonl"}'], ['not found'])]:
         code, err = script_error(capsys, lambda: plot.main(['explain', *args, '--device=cpu']))
         assert_one_line_error(code, err, *needles)
-    with pytest.raises(common.UserError, match='no task head'):
+    with pytest.raises(configurator.UserError, match='no task head'):
         features.explain_text(Transformer(tiny_model_config()), *classifiers[True][1:], NAMES, TEXT)
 
 
@@ -242,7 +245,7 @@ def test_nearest_neighbour_of_a_copied_embedding(tmp_path, capsys):
     a, b = tokenizer.encode('ab')
     with torch.no_grad():
         model.transformer.wte.weight[b] = model.transformer.wte.weight[a]
-    common.save_checkpoint(str(tmp_path / 'copied.pt'), {'model': model.state_dict(), 'meta': char_meta(),
+    checkpoints.save_checkpoint(str(tmp_path / 'copied.pt'), {'model': model.state_dict(), 'meta': char_meta(),
                                                          'model_args': config_dict(model.config)})
     embedding = model.transformer.wte.weight.detach().numpy()
     candidates = features.ordinary_ids(tokenizer, None, len(embedding))
@@ -264,7 +267,7 @@ def test_embedding_maps(tmp_path, capsys, char_dataset):
     data_root, name, meta = char_dataset
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 3))
-    common.save_checkpoint(str(tmp_path / 'run' / 'best.pt'), {
+    checkpoints.save_checkpoint(str(tmp_path / 'run' / 'best.pt'), {
         'model': model.state_dict(), 'model_args': config_dict(model.config), 'meta': meta,
         'config': {'data_root': data_root, 'dataset': name}})
     tokenizer = get_tokenizer('char', meta)

@@ -15,14 +15,14 @@ import sys
 import pytest
 import torch
 
-import common
+import checkpoints
 import export
-import finetune
 import hf
+import metrics
 import prepare
 import sample
 from model import Transformer, config_dict
-from tokenizer import GPT2_META, get_tokenizer, special_tokens, wordpiece_meta
+from tokenizer import GPT2_META, get_tokenizer, special_tokens, tokenizer_of, wordpiece_meta
 
 from conftest import make_english_text, tiny_model_config
 from test_train import TINY, assert_one_line_error, data_args, run
@@ -89,10 +89,10 @@ def perturbed(model, seed=8):
 
 def save_run_checkpoint(path, model, meta, **extra):
     """A checkpoint as train.py (or, with extra, finetune.py) writes it, read back as every script reads one."""
-    common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
+    checkpoints.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
                                        'config': {'batch_size': 8, 'block_size': 64, 'gradient_accumulation_steps': 1},
                                        'meta': meta, 'iter_num': 20, 'best_val_loss': 5.5, **extra})
-    return common.load_checkpoint(str(path))
+    return checkpoints.read(str(path))
 
 
 def char_sentences(n=22):
@@ -144,14 +144,14 @@ def exports(metas, tmp_path_factory):
             meta = {**meta, 'special_tokens': special_tokens(meta)}
         if task:
             if HEAD_OF_TASK[task]:
-                model = common.for_task(model, HEAD_OF_TASK[task], len(LABELS))
+                model = checkpoints.for_task(model, HEAD_OF_TASK[task], len(LABELS))
             meta = {**meta, 'task': task, 'label_names': LABELS if HEAD_OF_TASK[task] else [],
                     'special_tokens': special_tokens(meta), 'prompt_template': TEMPLATE if task == 'sft' else None}
             extra = {'epoch': 2, 'val': {'loss': 0.9, 'accuracy': 0.6}}
         model = perturbed(model, seed)
-        checkpoint = save_run_checkpoint(root / f'{name}.pt', model, meta, **extra)
+        save_run_checkpoint(root / f'{name}.pt', model, meta, **extra)
         os.makedirs(root / name)
-        export.export(checkpoint, str(root / name), source=str(root / f'{name}.pt'))
+        export.export(*checkpoints.load(str(root / f'{name}.pt')), str(root / name), source=str(root / f'{name}.pt'))
         made[name] = str(root / name), model, meta
     return made
 
@@ -279,14 +279,14 @@ def test_tokenizer_gives_our_ids(exports, name):
 
 def test_reimport_equals_the_original(exports):
     """An export reads back (hf.load_model, as --init_from=<export dir> does) into our model, weight for weight; the
-    weights ours lacks are zeros (a bias=False model's biases, BERT's one token-type row). common.load_pretrained
-    returns our tokenizer meta with it, Llama and Qwen3 too; a classifier's trunk reads back by Transformer.from_hf
+    weights ours lacks are zeros (a bias=False model's biases, BERT's one token-type row). checkpoints.load
+    returns our tokenizer meta with it, Llama and Qwen3 too; a classifier's trunk reads back by hf.from_hf
     and its head is ours (GPT-2's bias folded into ln_f: W d = b)."""
     for name, (directory, model, meta) in exports.items():
         ours = model.state_dict()
         if not model.config.task_head:
             back, _, _ = hf.load_model(directory)
-            loaded, loaded_meta = common.load_pretrained(directory)
+            loaded, loaded_meta, _ = checkpoints.load(directory)
             assert loaded_meta == meta and torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight)
             state = back.state_dict()
             for key, value in ours.items():
@@ -298,7 +298,7 @@ def test_reimport_equals_the_original(exports):
         head = {k: state.pop(k) for k in list(state) if k.startswith(('score.', 'classifier.'))}
         torch.testing.assert_close(next(v for k, v in head.items() if k.endswith('.weight')), ours['classifier.weight'],
                                    atol=0, rtol=0)
-        trunk = Transformer.from_hf({**config, 'tie_word_embeddings': True}, state).state_dict()  # no LM head to read
+        trunk = hf.from_hf({**config, 'tie_word_embeddings': True}, state).state_dict()  # no LM head to read
         for key, value in ours.items():
             if not key.startswith(('classifier.', 'lm_head.')) and key != 'transformer.ln_f.bias':  # no LM head: unused
                 assert torch.equal(trunk[key], value), (name, key)
@@ -308,15 +308,17 @@ def test_reimport_equals_the_original(exports):
 
 
 def test_sample_and_finetune_read_an_export(exports):
-    """sample.py's loader reads a Llama export with its trained BPE and generates; an sft export brings its prompt
-    template, so sample.py asks in it; finetune.py's loader takes an export to fine-tune further."""
+    """checkpoints.load (sample.py's and finetune.py's loader) reads a Llama export with its trained BPE and
+    generates; an sft export brings its prompt template, so sample.py asks in it; a Qwen3 export loads to fine-tune
+    further."""
     directory, model, meta = exports['llama']
-    loaded, tok, special = sample.load_model('out_dir', directory, 'cpu')
+    loaded, loaded_meta, _ = checkpoints.load(directory)
+    tok, special = tokenizer_of(loaded_meta)
     assert tok.name == 'bpe' and loaded.config.pos_embedding == 'rope'
     prompt = torch.tensor([tok.encode("The council said")])
     assert torch.equal(loaded.generate(prompt, 5, temperature=0), model.generate(prompt, 5, temperature=0))
-    assert sample.load_model_meta('out_dir', exports['sft'][0], 'cpu')[1]['prompt_template'] == TEMPLATE
-    base, base_meta = finetune.load_base_model(exports['qwen3'][0], dropout=0.0)
+    assert checkpoints.load(exports['sft'][0])[1]['prompt_template'] == TEMPLATE
+    base, base_meta, _ = checkpoints.load(exports['qwen3'][0], dropout=0.0)
     assert base_meta['tokenizer'] == 'char' and base.config.qk_norm
 
 
@@ -342,7 +344,7 @@ def test_fill_mask_pipeline(exports, name):
     probabilities of sample.py's fill_mask for the top 5."""
     directory, model, meta = exports[name]
     fill = transformers.pipeline('fill-mask', model=directory, device='cpu', top_k=5)
-    tok, special = sample.tokenizer_of(meta)
+    tok, special = tokenizer_of(meta)
     for text in ("The government [MASK] the plan.", "Shares in the bank [MASK] 5% on Monday"):
         ours = sample.fill_masks(model, tok, special, text, top_k=5)[0]
         theirs = fill(text)
@@ -367,9 +369,8 @@ def test_export_a_train_run(train_run, tmp_path):
     target = tmp_path / 'hf_small'
     proc = run('export.py', f'--out_dir={train_run}', f'--to={target}')
     assert f'wrote {target}: GPT2LMHeadModel' in proc.stdout
-    checkpoint = common.load_checkpoint(train_run)
-    model = common.model_from_checkpoint(checkpoint).eval()
-    meta = checkpoint['meta']
+    model, meta, checkpoint = checkpoints.load(train_run)
+    model.eval()
     assert not model.config.bias  # exported as GPT-2 with zero biases
     theirs = transformers.AutoModelForCausalLM.from_pretrained(str(target)).eval()
     tok = transformers.AutoTokenizer.from_pretrained(str(target))
@@ -389,7 +390,7 @@ def test_export_a_train_run(train_run, tmp_path):
     card = (target / 'README.md').read_text()
     tokens = checkpoint['iter_num'] * 8 * 64
     assert f"= {tokens:,} tokens" in card
-    bpb = prepare.bits_per_byte(checkpoint['best_val_loss'], meta)
+    bpb = metrics.bits_per_byte(checkpoint['best_val_loss'], meta)
     assert f"| val loss | {checkpoint['best_val_loss']:.4f} nats/token, {bpb:.4f} bits/byte |" in card
 
 
@@ -407,7 +408,7 @@ def test_bfloat16_and_overwrite(train_run, tmp_path, script_main, monkeypatch):
     from safetensors import safe_open
     with safe_open(str(target / 'model.safetensors'), 'pt') as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
-    model = common.model_from_checkpoint(common.load_checkpoint(train_run))
+    model = checkpoints.load(train_run)[0]
     back = hf.load_model(str(target))[0].state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(back[key], value.bfloat16().float()), key
@@ -431,7 +432,7 @@ def refusal_checkpoints(metas):
     made['pre-norm bert'] = Transformer(tiny_model_config(causal=False, mlm_head=True, vocab_size=50304)), gpt2
     for name, args, pooling in (('mean pooling', {}, 'mean'), ('llama classifier', LLAMA, 'auto'),
                                 ('bert classifier without pooler', BERT, 'auto')):
-        model = common.for_task(Transformer(tiny_model_config(vocab_size=50304, **args)), 'sequence', 3, pooling)
+        model = checkpoints.for_task(Transformer(tiny_model_config(vocab_size=50304, **args)), 'sequence', 3, pooling)
         made[name] = perturbed(model), {**gpt2, 'task': 'classification', 'label_names': LABELS}
     return made
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import common
+import checkpoints
 import finetune
 from conftest import LEARN_DTYPE, LEARN_SEED, REPO, reached, with_config
-from model import IGNORE_INDEX, Transformer, add_lora, config_dict, merged_state_dict
+from finetune import add_lora, merged_state_dict
+from model import IGNORE_INDEX, Transformer, config_dict
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 import tasks
 
@@ -29,7 +30,7 @@ MARGIN_SFT = 0.8  # best exact match of six memorised answers (5 of 6 passes): 1
 def save_tiny_checkpoint(path, config, meta, seed=0):
     torch.manual_seed(seed)
     model = Transformer(config)
-    common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(config),
+    checkpoints.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(config),
                                        'config': {}, 'meta': meta})
     return model
 
@@ -102,7 +103,7 @@ def test_class_weights_weigh_the_loss(tiny_config):
 def test_for_task_keeps_the_trunk_and_drops_pretraining_heads(tiny_config):
     torch.manual_seed(0)
     bert = Transformer(tiny_config(causal=False, mlm_head=True, pooler=True, nsp_head=True, type_vocab_size=2))
-    tuned = common.for_task(bert, 'sequence', 5)
+    tuned = checkpoints.for_task(bert, 'sequence', 5)
     assert not hasattr(tuned, 'mlm_head') and not hasattr(tuned, 'nsp_head') and hasattr(tuned, 'pooler')
     ids = torch.randint(0, 64, (2, 8))
     torch.testing.assert_close(tuned.hidden_states(ids), bert.hidden_states(ids))
@@ -161,7 +162,7 @@ def test_sft_loss_only_on_response_tokens(tiny_config):
     tok = get_tokenizer('gpt2')
     special = special_tokens(GPT2_META)
     examples = [{'prompt': 'Capitalise: red fox', 'response': 'RED FOX'}]
-    (ex,), _ = finetune.encode('sft', examples, tok, special, None, 64, True)
+    (ex,), _ = tasks.encode('sft', examples, tok, special, None, 64, True)
     prompt = tok.encode("### Instruction:\nCapitalise: red fox\n\n### Response:\n")
     response = tok.encode('RED FOX') + [tok.eot_id]
     assert ex['ids'].tolist() == (prompt + response)[:-1]
@@ -169,7 +170,7 @@ def test_sft_loss_only_on_response_tokens(tiny_config):
     assert ex['labels'].tolist() == [IGNORE_INDEX] * (len(prompt) - 1) + response
     torch.manual_seed(0)
     model = Transformer(tiny_config(vocab_size=50304, block_size=64))
-    batch = finetune.collate('sft', [ex], special['pad'], 'cpu')
+    batch = finetune.collate([ex], special['pad'], 'cpu', per_token=True)
     _, loss = model(**batch)
     logits, _ = with_config(model, fused_loss=False)(**batch)
     keep = batch['targets'] != IGNORE_INDEX
@@ -182,7 +183,7 @@ def test_ner_tags_go_to_the_first_subword(tiny_config):
     special = special_tokens(GPT2_META)
     names = ['O', 'B-person', 'I-person']
     examples = [{'words': ['Hello', 'Spiderfreak', 'Jones'], 'tags': ['O', 'B-person', 'I-person']}]
-    (ex,), n_truncated = finetune.encode('ner', examples, tok, special, names, 32, causal=False)
+    (ex,), n_truncated = tasks.encode('ner', examples, tok, special, names, 32, causal=False)
     pieces = [tok.encode('Hello'), tok.encode(' Spiderfreak'), tok.encode(' Jones')]
     assert len(pieces[1]) > 1 and n_truncated == 0
     assert ex['ids'].tolist() == [special['cls'], *sum(pieces, []), special['sep']]
@@ -190,7 +191,7 @@ def test_ner_tags_go_to_the_first_subword(tiny_config):
         len(pieces[2]) - 1) + [IGNORE_INDEX]
     assert ex['labels'].tolist() == expected
     assert ex['word_starts'] == [1, 1 + len(pieces[0]), 1 + len(pieces[0]) + len(pieces[1])]
-    (cut,), n_truncated = finetune.encode('ner', examples, tok, special, names, 4, causal=False)
+    (cut,), n_truncated = tasks.encode('ner', examples, tok, special, names, 4, causal=False)
     assert n_truncated == 1 and cut['word_starts'][-1] == -1 and len(cut['ids']) <= 4
 
 
@@ -199,9 +200,9 @@ def test_classification_truncation_head_and_tail():
     special = special_tokens(GPT2_META)
     text = ' '.join(str(i) for i in range(100))
     body = tok.encode(text)
-    (head,), n = finetune.encode('classification', [{'text': text, 'label': 'a'}], tok, special, ['a', 'b'], 16, True)
+    (head,), n = tasks.encode('classification', [{'text': text, 'label': 'a'}], tok, special, ['a', 'b'], 16, True)
     assert n == 1 and head['ids'].tolist() == body[:15] + [tok.eot_id] and head['labels'] == 0
-    (tail,), _ = finetune.encode('classification', [{'text': text, 'label': 'b'}], tok, special, ['a', 'b'], 16, False,
+    (tail,), _ = tasks.encode('classification', [{'text': text, 'label': 'b'}], tok, special, ['a', 'b'], 16, False,
                                  truncation='tail')
     assert tail['ids'].tolist() == [special['cls'], *body[-14:], special['sep']] and tail['labels'] == 1
 
@@ -267,7 +268,7 @@ def test_ner_pipeline_learns_wnut16_tags(tmp_path, tiny_config, monkeypatch):
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     best_f1 = reached('ner_entity_f1', max(r['val_entity_f1'] for r in records if 'val_entity_f1' in r), MARGIN_NER)
     assert best_f1 > MARGIN_NER, best_f1
-    checkpoint = common.load_checkpoint(str(out / 'best.pt'))
+    checkpoint = checkpoints.read(str(out / 'best.pt'))
     assert checkpoint['meta']['task'] == 'ner' and checkpoint['meta']['label_names'][0] == 'O'
 
 
@@ -293,8 +294,7 @@ def test_sft_tiny_model_learns_a_prompt_response_mapping(tmp_path, tiny_config, 
     reached('sft_exact_match_first_epoch', first_epoch, None)
     assert best >= MARGIN_SFT, best
     # sample.py answers in the same template
-    import sample
-    model, meta = sample.load_model_meta('out_dir', str(out), 'cpu')
+    model, meta, _ = checkpoints.load(str(out))
     assert meta['prompt_template'] == 'Q: {prompt}\nA:'
     capsys.readouterr()
     finetune.run_predict('capital of France', str(out), 'cpu')
@@ -322,12 +322,12 @@ def test_classification_end_to_end_with_lora_and_predict(tmp_path, tiny_config):
     assert len(predictions) == 16 and set(predictions[0]) == {'text', 'label', 'predicted'}
     assert np.mean([p['label'] == p['predicted'] for p in predictions]) == pytest.approx(scores['accuracy'])
     # best.pt is a plain model (LoRA merged) with its task recorded
-    checkpoint = common.load_checkpoint(str(out / 'best.pt'))
+    checkpoint = checkpoints.read(str(out / 'best.pt'))
     assert not any('lora' in k for k in checkpoint['model'])
     (tmp_path / 'texts.txt').write_text('The goal striker league match coach\nThe bank profit shares market\n')
     result = run_finetune(f'--out_dir={out}', f'--predict=FILE:{tmp_path}/texts.txt', '--device=cpu')
     assert result.returncode == 0, result.stderr
-    labels = [line.split('\t')[0] for line in result.stdout.strip().splitlines()]
+    labels = [line.split('\t')[1] for line in result.stdout.strip().splitlines()]  # LINE, label, probability
     assert labels == ['sport', 'business']
 
 

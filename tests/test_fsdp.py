@@ -16,7 +16,9 @@ import time
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import files
 import fsdp
 from conftest import REPO
 from test_finetune import save_tiny_checkpoint, write_news_csv
@@ -34,7 +36,7 @@ def train_losses(out_dir):
 
 
 def weights(path):
-    return common.load_checkpoint(str(path))['model']
+    return checkpoints.read(str(path))['model']
 
 
 # -----------------------------------------------------------------------------
@@ -110,9 +112,9 @@ def test_sigterm_saves_a_sharded_checkpoint_from_every_rank(char_dataset, tmp_pa
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    saved = common.read_sharded_json(str(out_dir / 'last.dcp'))
+    saved = checkpoints.read_sharded_json(str(out_dir / 'last.dcp'))
     assert saved['iter_num'] == metrics(out_dir)[-1]['iter'] >= 3
-    common.load_checkpoint(str(out_dir / 'last.dcp'))
+    checkpoints.read(str(out_dir / 'last.dcp'))
 
 
 def test_fsdp_halves_per_rank_state_bytes(tmp_path):
@@ -134,13 +136,13 @@ def test_a_rank_killed_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_
     (it loads, with its weights), the half-written temp directory is there and the next run removes it."""
     proc = run('tests/fsdp_worker.py', 'kill', tmp_path, launcher=TORCHRUN, env=ONE_THREAD, check=False, timeout=120)
     assert proc.returncode != 0 and 'the kill did not happen' not in proc.stderr
-    temps = [name for name in os.listdir(tmp_path) if name.startswith(common.TEMP_PREFIX)]
+    temps = [name for name in os.listdir(tmp_path) if name.startswith(files.TEMP_PREFIX)]
     assert len(temps) == 1 and temps[0].endswith('last.dcp')  # the save was cut off mid-way
     reference = torch.load(tmp_path / 'reference.pt', weights_only=True)
     loaded = weights(tmp_path / 'last.dcp')
     for name in reference:
         torch.testing.assert_close(loaded[name], reference[name], atol=0, rtol=0, msg=name)
-    assert common.remove_stale_temps(str(tmp_path)) == temps and not os.path.exists(tmp_path / temps[0])
+    assert files.remove_stale_temps(str(tmp_path)) == temps and not os.path.exists(tmp_path / temps[0])
 
 
 # -----------------------------------------------------------------------------
@@ -213,12 +215,12 @@ def test_a_sharded_checkpoint_cannot_run_code(char_dataset, tmp_path):
                check=False)
     assert proc.returncode == 2 and 'drop the flag' in proc.stderr and 'Traceback' not in proc.stderr
     path = tmp_path / 's' / 'last.dcp'
-    common.load_checkpoint(str(path))  # as written: fine
+    checkpoints.read(str(path))  # as written: fine
     payload = tmp_path / 'payload-ran'
     with open(path / '.metadata', 'wb') as f:
         pickle.dump(RunsCode(str(payload)), f)
-    with pytest.raises(common.UserError, match='could run code'):
-        common.load_checkpoint(str(path))
+    with pytest.raises(configurator.UserError, match='could run code'):
+        checkpoints.read(str(path))
     proc = run('sample.py', f'--out_dir={tmp_path / "s"}', '--init_from=' + str(path), '--max_new_tokens=2', check=False)
     assert proc.returncode == 2 and 'could run code' in proc.stderr
     assert not payload.exists()
@@ -226,9 +228,9 @@ def test_a_sharded_checkpoint_cannot_run_code(char_dataset, tmp_path):
     import torch.distributed.checkpoint as dcp
     dcp.save({'model': {'w': torch.ones(2)}, 'extra': {'x': RunsCode(str(payload))}},
              storage_writer=dcp.FileSystemWriter(str(tmp_path / 'objects.dcp')), no_dist=True)
-    (tmp_path / 'objects.dcp' / common.SHARDED_JSON).write_text('{"model_args": {}}')
-    with pytest.raises(common.UserError, match='pickled Python objects'):
-        common.load_checkpoint(str(tmp_path / 'objects.dcp'))
+    (tmp_path / 'objects.dcp' / checkpoints.SHARDED_JSON).write_text('{"model_args": {}}')
+    with pytest.raises(configurator.UserError, match='pickled Python objects'):
+        checkpoints.read(str(tmp_path / 'objects.dcp'))
     assert not payload.exists()
 
 

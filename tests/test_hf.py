@@ -1,6 +1,6 @@
 """
 Tests for hf.py (finding and reading HF checkpoints: safetensors only unless trusted, the hub cache, shards) and
-for model.py's HF weight mapping both ways (Transformer.from_hf / to_hf): tiny randomly initialised transformers
+for hf.py's weight mapping both ways (hf.from_hf / hf.to_hf): tiny randomly initialised transformers
 models built from a config, saved to temp dirs; no downloads, CPU, fp32.
 
     python -m pytest -q tests/test_hf.py
@@ -180,7 +180,7 @@ def test_decoder_config_refusals():
                              'scaled rotary embeddings'),
                             ({'model_type': 'qwen3', 'use_sliding_window': True}, "use_sliding_window=True")):
         with pytest.raises(ValueError, match=message):
-            Transformer.from_hf({**config, **change}, theirs.state_dict())
+            hf.from_hf({**config, **change}, theirs.state_dict())
 
 
 # -----------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_to_hf_round_trip(name):
     from_hf of that gives our model back, weight for weight."""
     torch.manual_seed(0)
     ours = perturbed(Transformer(tiny_model_config(**ROUND_TRIPS[name])))
-    hf_config, state = ours.to_hf()
+    hf_config, state = hf.to_hf(ours)
     kind = hf_config['architectures'][0]
     theirs = getattr(transformers, kind)(transformers.AutoConfig.for_model(**hf_config)).eval()
     missing, unexpected = theirs.load_state_dict(state, strict=False)
@@ -218,7 +218,7 @@ def test_to_hf_round_trip(name):
         torch.testing.assert_close(out.logits if name == 'bert' else out.prediction_logits, ours.mlm_head(x), atol=1e-5, rtol=0)
     else:
         torch.testing.assert_close(out.logits, ours.lm_head(x), atol=1e-5, rtol=0)
-    back = Transformer.from_hf(hf_config, state)
+    back = hf.from_hf(hf_config, state)
     assert resolved(back) == resolved(ours)
     for key, value in ours.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
@@ -239,4 +239,15 @@ def test_to_hf_refuses_what_no_architecture_expresses():
                                 "closest, llama, needs causal=True"),
                                (dict(task_head='sequence', num_labels=3), "task_head=''")):
         with pytest.raises(ValueError, match=message):
-            Transformer(tiny_model_config(**overrides)).to_hf()
+            hf.to_hf(Transformer(tiny_model_config(**overrides)))
+
+
+def test_to_hf_refuses_a_field_its_tables_do_not_name():
+    """A new ModelConfig option that hf.py's tables do not map goes out only at its default (where it is GPT-2's
+    behaviour); any other value is refused with the field named, never exported as if it were not there."""
+    from dataclasses import field, make_dataclass
+    from model import ModelConfig
+    WithWindow = make_dataclass('WithWindow', [('sliding_window', int, field(default=0))], bases=(ModelConfig,))
+    hf.to_hf(Transformer(WithWindow(**vars(tiny_model_config()))))
+    with pytest.raises(ValueError, match='sliding_window=8'):
+        hf.to_hf(Transformer(WithWindow(**{**vars(tiny_model_config()), 'sliding_window': 8})))

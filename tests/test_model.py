@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import common
+from runtime import peak_flops_for
 import model as M
 import optim
+import sample
 from model import IGNORE_INDEX, ModelConfig, Transformer, linear_cross_entropy, sample_next
 
 from conftest import tiny_model_config, with_config
@@ -291,25 +292,25 @@ def test_kv_cache_offsets_positions(arch):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(not M.can_pack_linears(), reason='needs oneDNN with bfloat16 support')
+@pytest.mark.skipif(not sample.can_pack_linears(), reason='needs oneDNN with bfloat16 support')
 def test_packed_linears_are_bit_identical_and_undone():
-    """Inside packed_linears every bf16 linear gives exactly F.linear's result (so cached generation, which
+    """Inside sample.packed_linears every bf16 linear gives exactly F.linear's result (so sample.generate, which
     packs for long outputs, keeps its greedy tokens); on exit the modules are plain nn.Linear again."""
     model = tiny_model(seed=6).to(torch.bfloat16).eval()
     idx = random_tokens(2, 9)
     with torch.no_grad():
         plain = all_logits(model, idx)
-        with M.packed_linears(model):
+        with sample.packed_linears(model):
             assert all('forward' in m.__dict__ for m in model.modules() if isinstance(m, torch.nn.Linear))
             packed = all_logits(model, idx)
     assert torch.equal(packed, plain)
     assert not any('forward' in m.__dict__ for m in model.modules())
-    short = model.generate(idx, 8, temperature=0)  # below the packing threshold
-    long = model.generate(idx, 20, temperature=0)  # packed; slides past block_size 16 too
+    short = sample.generate(model, idx, 8, temperature=0)  # below the packing threshold
+    long = sample.generate(model, idx, 20, temperature=0)  # packed; slides past block_size 16 too
     assert torch.equal(long[:, :short.size(1)], short)
-    assert torch.equal(long, model.generate(idx, 20, temperature=0, use_cache=False))
+    assert torch.equal(long, sample.generate(model, idx, 20, temperature=0, use_cache=False))
     fp32 = tiny_model(seed=6).eval()
-    with M.packed_linears(fp32):  # fp32 weights: nothing to pack, a no-op
+    with sample.packed_linears(fp32):  # fp32 weights: nothing to pack, a no-op
         assert not any('forward' in m.__dict__ for m in fp32.modules())
 
 
@@ -354,9 +355,9 @@ def test_flops_and_mfu():
     assert model.estimate_mfu(2048, 0.5, 1e12) == pytest.approx(2 * mfu)
     assert model.estimate_mfu(1024, 1.0, 1e12) == pytest.approx(mfu / 2)
     assert mfu == pytest.approx(fpt * 1024 / 0.5 / 1e12)
-    assert common.peak_flops_for('NVIDIA H100 80GB HBM3') == 989e12
-    assert common.peak_flops_for('NVIDIA A100-SXM4-40GB') == 312e12
-    assert common.peak_flops_for('Some Unknown Accelerator') is None
+    assert peak_flops_for('NVIDIA H100 80GB HBM3') == 989e12
+    assert peak_flops_for('NVIDIA A100-SXM4-40GB') == 312e12
+    assert peak_flops_for('Some Unknown Accelerator') is None
 
 
 def test_model_config_from_dict():

@@ -7,7 +7,8 @@ Tests for optim.py on tiny configs (CPU; the `gpu` one needs CUDA):
 import pytest
 import torch
 
-import common
+from runtime import setup_runtime
+from train import train_step
 import optim
 from model import Transformer
 
@@ -30,7 +31,7 @@ def muon_optimizer(model, learning_rate=1e-2, weight_decay=0.1):
 
 def train(model, optimizer, steps, runtime, grad_clip=1.0, scaler=None):
     scaler = scaler or torch.amp.GradScaler('cpu', enabled=False)
-    return [common.train_step(model, optimizer, scaler, [fixed_batch()], runtime, grad_clip).item()
+    return [train_step(model, optimizer, scaler, [fixed_batch()], runtime, grad_clip)['loss'].item()
             for _ in range(steps)]
 
 
@@ -116,7 +117,7 @@ def test_unknown_optimizer_and_non_matrix_muon():
 def test_muon_lowers_loss_on_one_batch(dtype):
     """30 Muon steps (lr 1e-2 in AdamW units, grad clip 1) on one fixed batch: the loss starts at ln(64) = 4.16 and
     reaches 0.056 in fp32 and 0.057 under bf16 autocast (2.03 after 10 steps); threshold 2.0, a wide margin."""
-    runtime = common.setup_runtime('cpu', dtype, 0)
+    runtime = setup_runtime('cpu', dtype, 0)
     model = tiny_model()
     losses = train(model, muon_optimizer(model), 30, runtime)
     assert losses[0] > 3.9 and losses[-1] < 2.0, losses
@@ -130,7 +131,7 @@ def test_lr_schedule_and_lr_scale():
     for group in optimizer.param_groups:
         group['lr'] = 0.0
     before = [p.clone() for p in model.parameters()]
-    train(model, optimizer, 1, common.setup_runtime('cpu', 'float32', 0))
+    train(model, optimizer, 1, setup_runtime('cpu', 'float32', 0))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # lr 0: nothing moves
 
 
@@ -146,7 +147,7 @@ def test_muon_update_rms_matches_adamw_scale():
 
 def test_state_dict_round_trip_gives_exact_resume(tmp_path):
     """3 steps, save, load into a fresh model and optimizer (weights_only), 3 more: bit-identical to 6 unbroken."""
-    runtime = common.setup_runtime('cpu', 'float32', 0)
+    runtime = setup_runtime('cpu', 'float32', 0)
     unbroken = tiny_model()
     train(unbroken, muon_optimizer(unbroken), 6, runtime)
 
@@ -169,7 +170,7 @@ def test_state_dict_round_trip_gives_exact_resume(tmp_path):
 def test_grad_scaler_and_clipping():
     """An active GradScaler (as for fp16) unscales before clipping and steps through Muon: with a power-of-two
     scale the result is bit-identical to no scaler; clipping changes the update; an inf gradient skips the step."""
-    runtime = common.setup_runtime('cpu', 'float32', 0)
+    runtime = setup_runtime('cpu', 'float32', 0)
     results = {}
     for scaled, grad_clip in [(False, 0.5), (True, 0.5), (False, 0.0)]:
         model = tiny_model()

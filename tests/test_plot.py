@@ -1,6 +1,6 @@
 """
 Tests for plot.py (curves, attention maps, confusion matrix, per-entity F1), the explicit attention path of
-model.py, features.py and common.progress: tiny models on CPU, PNGs checked by header and read back.
+model.py, features.py and metrics.progress: tiny models on CPU, PNGs checked by header and read back.
 
     python -m pytest -q tests/test_plot.py
 """
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import metrics as metrics_module
 import plot
 from conftest import tiny_model_config
 from model import KVCache, Transformer, config_dict
@@ -66,7 +68,7 @@ def tiny_checkpoint(path, causal=True):
     """A tiny char-level model saved as train.py saves it (block 16, vocab 64); returns the model."""
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(causal=causal)).eval()
-    common.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
+    checkpoints.save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': config_dict(model.config),
                                        'meta': char_meta(special=not causal)})
     return model
 
@@ -75,7 +77,7 @@ def script_error(capsys, main):
     """(exit status, stderr) of main run as the CLI runs it."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
-        common.run_main(main)
+        configurator.run_main(main)
     return info.value.code, capsys.readouterr().err
 
 
@@ -167,7 +169,7 @@ def test_matplotlib_missing(tmp_path, capsys, monkeypatch):
     assert_one_line_error(code, err, 'pip install matplotlib')
     code, err = script_error(capsys, lambda: plot.main(['attention', f'--init_from={tmp_path / "none.pt"}']))
     assert_one_line_error(code, err, 'pip install matplotlib')  # said before any model is loaded
-    with pytest.raises(common.UserError, match='pip install matplotlib'):
+    with pytest.raises(configurator.UserError, match='pip install matplotlib'):
         plot.plot_confusion(np.eye(2), ['a', 'b'], str(tmp_path / 'confusion.png'))
     assert plot.try_plot_curves(run) is None
     assert capsys.readouterr().err == ''
@@ -218,12 +220,10 @@ def test_attention_path_matches_sdpa(causal):
     for attn_mask in (None, real):
         with torch.no_grad():
             fast = model.hidden_states(idx, attn_mask, token_type_ids=token_types)
-            for block in model.transformer.h:
-                block.attn.keep_weights = True
-            explicit = model.hidden_states(idx, attn_mask, token_type_ids=token_types)
-            for block in model.transformer.h:
-                block.attn.keep_weights = False
+            kept = []
+            explicit = model.hidden_states(idx, attn_mask, token_type_ids=token_types, attention_weights=kept)
         torch.testing.assert_close(explicit, fast, atol=1e-5, rtol=1e-5)
+        assert len(kept) == config.n_layer and kept[0].shape == (3, config.n_head, 12, 12)
         weights = model.attention_maps(idx, attn_mask, token_type_ids=token_types)
         assert weights.shape == (config.n_layer, 3, config.n_head, 12, 12)
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
@@ -233,16 +233,19 @@ def test_attention_path_matches_sdpa(causal):
             assert (weights[..., ~allowed] == 0).all()  # no query sees a later key
         if attn_mask is not None:
             assert (weights[:, 2, :, :3, 3:] == 0).all()  # the 3 real queries of row 2 never see its padding
-    assert all(not b.attn.keep_weights and b.attn.weights is None for b in model.transformer.h)  # fast path again
-    if causal:  # with the KV cache, as generation runs it: one new query over the cached keys
+    with torch.no_grad():  # nothing kept in the model: the fast path again
+        assert not any(hasattr(b.attn, 'weights') for b in model.transformer.h)
+        torch.testing.assert_close(model.hidden_states(idx, real), model.hidden_states(idx, real, attention_weights=[]),
+                                   atol=1e-5, rtol=1e-5)
+    if causal:  # with the KV cache, as generation runs it: one new query over the cached keys, the same masks
         cache = KVCache(config, 3, 'cpu', torch.float32)
         with torch.no_grad():
             full = model.hidden_states(idx)
-            for block in model.transformer.h:
-                block.attn.keep_weights = True
-            model.hidden_states(idx[:, :5], kv_cache=cache)
-            step = model.hidden_states(idx[:, 5:6], kv_cache=cache)
+            model.hidden_states(idx[:, :5], kv_cache=cache, attention_weights=[])
+            kept = []
+            step = model.hidden_states(idx[:, 5:6], kv_cache=cache, attention_weights=kept)
         torch.testing.assert_close(step[:, 0], full[:, 5], atol=1e-5, rtol=1e-5)
+        assert kept[0].shape == (3, config.n_head, 1, 6)  # the new query over its 6 positions
 
 
 def test_attention_command(tmp_path, capsys):
@@ -264,7 +267,7 @@ def test_attention_command(tmp_path, capsys):
     plot.main(['attention', f'--init_from={tmp_path / "bert.pt"}', '--text=a cat', '--device=cpu',
                f'--output={tmp_path / "bert.png"}'])
     assert_png(str(tmp_path / 'bert.png'))
-    common.save_checkpoint(str(tmp_path / 'bare.pt'), {'model': model.state_dict(),
+    checkpoints.save_checkpoint(str(tmp_path / 'bare.pt'), {'model': model.state_dict(),
                                                        'model_args': config_dict(model.config)})
     code, err = script_error(capsys, lambda: plot.main(['attention', f'--init_from={tmp_path / "bare.pt"}', '--device=cpu']))
     assert_one_line_error(code, err, 'no tokenizer')
@@ -361,16 +364,16 @@ def test_features_bad_input(tmp_path, monkeypatch, capsys):
 def test_progress_plain_lines(capsys, monkeypatch):
     """Off a terminal: a line at most every ~5 s and a last one, in MB for bytes and in items otherwise."""
     clock = iter([0.0, 1.0, 6.0, 7.0])
-    monkeypatch.setattr(common.time, 'time', lambda: next(clock))
-    update = common.progress(100, 'extracting features', unit='texts')
+    monkeypatch.setattr(metrics_module.time, 'time', lambda: next(clock))
+    update = metrics_module.progress(100, 'extracting features', unit='texts')
     update(10)  # at 1 s: quiet
     update(40)  # at 6 s: a line
     update(None)  # the last line
     lines = capsys.readouterr().err.splitlines()
     assert lines == ['extracting features: 50/100 texts, 8.3 texts/s, ETA 6 s', 'extracting features: 50/100 texts, 7.1 texts/s']
     clock = iter([0.0, 2.0, 3.0])
-    monkeypatch.setattr(common.time, 'time', lambda: next(clock))
-    update = common.progress(4e6, 'tokenizing')
+    monkeypatch.setattr(metrics_module.time, 'time', lambda: next(clock))
+    update = metrics_module.progress(4e6, 'tokenizing')
     update(2e6)  # at 2 s: quiet
     update(None)
     assert capsys.readouterr().err == 'tokenizing: 2.0/4.0 MB, 0.7 MB/s\n'

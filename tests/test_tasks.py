@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # conftest.py does this too; kept so the file runs on its own
     sys.path.insert(0, str(REPO))
+import corpus  # noqa: E402
+import scores  # noqa: E402
 import tasks as T  # noqa: E402
 import dedup  # noqa: E402
 import prepare as P  # noqa: E402
@@ -130,13 +132,13 @@ def test_bbc_news_uses_the_pretraining_split(tmp_path, monkeypatch):
     assert [len(pretraining[s]) for s in ('train', 'val', 'test')] == [1808 + 13, 106 - 3, 213 - 10]
 
     splits = T.load_task_data('classification', 'bbc_news', data_root=tmp_path / 'none')
-    paths = T.bbc_news_split(data_root=tmp_path / 'none')
-    texts = {path: text for path, _, text in P.bbc_news_articles()}
+    paths = corpus.bbc_news_split(data_root=tmp_path / 'none')
+    texts = {path: text for path, _, text in corpus.bbc_news_articles()}
     for split in ('train', 'val', 'test'):
         assert [path for path, _, _ in paths[split]] == pretraining[split]
         assert splits[split] == [{'text': texts[p], 'label': pretraining['labels'][p]} for p in pretraining[split]]
     assert T.label_names(splits, 'classification') == ['business', 'entertainment', 'politics', 'sports', 'tech']
-    split_of = P.split_articles(list(texts), P.BBC_VAL_FRACTION, P.BBC_TEST_FRACTION, P.BBC_SEED)
+    split_of = corpus.split_articles(list(texts), corpus.BBC_VAL_FRACTION, corpus.BBC_TEST_FRACTION, corpus.BBC_SEED)
     drawn = {split: {p for p, s in split_of.items() if s == split} for split in ('train', 'val', 'test')}
     assert set(pretraining['test']) < drawn['test'] and set(pretraining['val']) < drawn['val']
     moved = (drawn['val'] | drawn['test']) - set(pretraining['val']) - set(pretraining['test'])
@@ -192,7 +194,7 @@ def test_errors(tmp_path):
     one_line_error(r'data not found: .*nope.csv', T.load_task_data, 'classification', tmp_path / 'nope.csv')
     with pytest.raises(FileNotFoundError):
         T.load_task_data('classification', tmp_path / 'nope.csv')
-    one_line_error(r"unknown task 'regression'", T.load_task_data, 'regression', 'bbc_news')
+    one_line_error(r"task 'regression' unknown", T.load_task_data, 'regression', 'bbc_news')
     one_line_error(r'wnut16 is ner data, not classification: use --task=ner', T.load_task_data,
                    'classification', 'wnut16')
     one_line_error(r'bbc_news is classification data, not ner', T.load_task_data, 'ner', 'bbc_news')
@@ -287,7 +289,7 @@ def test_errors(tmp_path):
 def test_classification_report_by_hand():
     names = ['a', 'b', 'c', 'd']
     # true a a a b b c; predicted a a b b b a: 'c' is never predicted, 'd' never occurs
-    report = T.classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0], names)
+    report = scores.classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0], names)
     assert report['confusion'] == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     assert report['accuracy'] == pytest.approx(4 / 6)
     a, b, c, d = (report['per_class'][name] for name in names)
@@ -296,11 +298,11 @@ def test_classification_report_by_hand():
     assert c == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 1}  # never predicted: 0, not NaN
     assert d == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 0}
     assert report['macro_f1'] == pytest.approx((2 / 3 + 0.8 + 0) / 3)  # = 22/45, over the classes that occur
-    assert T.classification_report([], [], names)['accuracy'] == 0.0
+    assert scores.classification_report([], [], names)['accuracy'] == 0.0
     with pytest.raises(ValueError):
-        T.classification_report([0, 4], [0, 0], names)
+        scores.classification_report([0, 4], [0, 0], names)
 
-    table = T.format_report(report)
+    table = scores.format_report(report)
     assert 'macro-F1' in table and 'accuracy' in table and '0.489' in table and '0.667' in table
     assert 'confusion matrix (rows: true, columns: predicted)' in table
     matrix = table.splitlines()[-4:]
@@ -309,41 +311,41 @@ def test_classification_report_by_hand():
 
 
 def test_entity_spans_conlleval_semantics():
-    assert T.entity_spans(['B-per', 'I-per', 'O', 'B-geo-loc']) == {('per', 0, 2), ('geo-loc', 3, 4)}
-    assert T.entity_spans(['I-per', 'I-per', 'O', 'I-loc']) == {('per', 0, 2), ('loc', 3, 4)}  # I- without B-
-    assert T.entity_spans(['B-per', 'I-loc', 'I-loc']) == {('per', 0, 1), ('loc', 1, 3)}  # I- of another type
-    assert T.entity_spans(['B-per', 'B-per', 'I-per']) == {('per', 0, 1), ('per', 1, 3)}  # adjacent: B- starts one
-    assert T.entity_spans(['O', 'O']) == set() and T.entity_spans([]) == set()
-    assert T.entity_spans(['S-per', 'B-loc', 'E-loc', 'O']) == {('per', 0, 1), ('loc', 1, 3)}  # IOBES too
+    assert scores.entity_spans(['B-per', 'I-per', 'O', 'B-geo-loc']) == {('per', 0, 2), ('geo-loc', 3, 4)}
+    assert scores.entity_spans(['I-per', 'I-per', 'O', 'I-loc']) == {('per', 0, 2), ('loc', 3, 4)}  # I- without B-
+    assert scores.entity_spans(['B-per', 'I-loc', 'I-loc']) == {('per', 0, 1), ('loc', 1, 3)}  # I- of another type
+    assert scores.entity_spans(['B-per', 'B-per', 'I-per']) == {('per', 0, 1), ('per', 1, 3)}  # adjacent: B- starts one
+    assert scores.entity_spans(['O', 'O']) == set() and scores.entity_spans([]) == set()
+    assert scores.entity_spans(['S-per', 'B-loc', 'E-loc', 'O']) == {('per', 0, 1), ('loc', 1, 3)}  # IOBES too
     with pytest.raises(ValueError):
-        T.entity_spans(['PER'])
+        scores.entity_spans(['PER'])
 
 
 def test_entity_report_by_hand():
     exact = [['B-per', 'I-per', 'O', 'B-loc']]
-    assert T.entity_report(exact, exact)['f1'] == 1.0
-    wrong_type = T.entity_report([['B-per', 'I-per', 'O']], [['B-loc', 'I-loc', 'O']])
+    assert scores.entity_report(exact, exact)['f1'] == 1.0
+    wrong_type = scores.entity_report([['B-per', 'I-per', 'O']], [['B-loc', 'I-loc', 'O']])
     assert (wrong_type['precision'], wrong_type['recall'], wrong_type['f1']) == (0.0, 0.0, 0.0)
-    wrong_boundary = T.entity_report([['B-per', 'I-per', 'I-per', 'O']], [['B-per', 'I-per', 'O', 'O']])
+    wrong_boundary = scores.entity_report([['B-per', 'I-per', 'I-per', 'O']], [['B-per', 'I-per', 'O', 'O']])
     assert (wrong_boundary['precision'], wrong_boundary['recall']) == (0.0, 0.0)
-    no_b = T.entity_report([['B-per', 'I-per', 'O']], [['I-per', 'I-per', 'O']])  # conlleval accepts it
+    no_b = scores.entity_report([['B-per', 'I-per', 'O']], [['I-per', 'I-per', 'O']])  # conlleval accepts it
     assert no_b['f1'] == 1.0
-    adjacent = T.entity_report([['B-per', 'B-per', 'I-per']], [['B-per', 'I-per', 'I-per']])
+    adjacent = scores.entity_report([['B-per', 'B-per', 'I-per']], [['B-per', 'I-per', 'I-per']])
     assert (adjacent['precision'], adjacent['recall'], adjacent['support']) == (0.0, 0.0, 2)
-    nothing = T.entity_report([['B-per', 'O'], ['O']], [['O', 'O'], ['O']])  # no predictions: 0, no ZeroDivision
+    nothing = scores.entity_report([['B-per', 'O'], ['O']], [['O', 'O'], ['O']])  # no predictions: 0, no ZeroDivision
     assert (nothing['precision'], nothing['recall'], nothing['f1']) == (0.0, 0.0, 0.0)
-    assert T.entity_report([['O']], [['O']])['f1'] == 0.0 and T.entity_report([], [])['per_type'] == {}
+    assert scores.entity_report([['O']], [['O']])['f1'] == 0.0 and scores.entity_report([], [])['per_type'] == {}
 
     # micro-average over sentences: true per, loc | org; predicted per, org | org, per -> 2 of 4 right, of 3 true
-    report = T.entity_report([['B-per', 'I-per', 'O', 'B-loc'], ['B-org', 'O', 'O']],
+    report = scores.entity_report([['B-per', 'I-per', 'O', 'B-loc'], ['B-org', 'O', 'O']],
                              [['B-per', 'I-per', 'O', 'B-org'], ['B-org', 'O', 'B-per']])
     assert (report['precision'], report['recall'], report['f1']) == pytest.approx((0.5, 2 / 3, 4 / 7))
     assert report['per_type']['per'] == pytest.approx({'precision': 0.5, 'recall': 1.0, 'f1': 2 / 3, 'support': 1})
     assert report['per_type']['loc'] == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 1}
     assert report['per_type']['org'] == pytest.approx({'precision': 0.5, 'recall': 1.0, 'f1': 2 / 3, 'support': 1})
     with pytest.raises(ValueError):
-        T.entity_report([['O', 'O']], [['O']])
+        scores.entity_report([['O', 'O']], [['O']])
 
-    table = T.format_report(report)
+    table = scores.format_report(report)
     assert [line.split()[0] for line in table.splitlines()] == ['entity', 'loc', 'org', 'per', 'overall']
     assert table.splitlines()[-1].split() == ['overall', '0.500', '0.667', '0.571', '3']

@@ -140,9 +140,9 @@ def test_hf_tokenizer_json_gives_the_same_ids():
 
 def test_bbc_news_ids_equal_hf():
     """On real news text: trained on 300 BBC News articles, tiktoken's ids equal HF's on 40 others."""
-    import prepare as P
+    import corpus
     from tokenizers import Tokenizer as HFTokenizer
-    texts = [text for _, _, text in P.bbc_news_articles()[::5]]
+    texts = [text for _, _, text in corpus.bbc_news_articles()[::5]]
     meta = Tok.bpe_meta(Tok.train_bpe(texts[:300], 2000))
     tok, hf = Tok.get_tokenizer('bpe', meta), HFTokenizer.from_str(Tok.bpe_tokenizer_json(meta))
     for text in texts[300:340]:
@@ -198,7 +198,7 @@ def test_prepare_trains_on_train_only(tmp_path):
     meta = P.load_meta(data_dir)
     assert meta['tokenizer'] == 'bpe' and meta['vocab_size'] == 300 and meta['dtype'] == 'uint16'
     assert list(meta)[-1] == 'ranks' and meta['prepared_with']['tokenizer'] == 'bpe:300'
-    train_docs = [docs[i] for i in range(len(docs)) if i not in val]  # under P.BPE_SAMPLE_BYTES: all of them
+    train_docs = [docs[i] for i in range(len(docs)) if i not in val]  # under Tok.BPE_SAMPLE_BYTES: all of them
     assert meta['bpe_sample'] == {'documents': len(train_docs), 'bytes': len(''.join(train_docs).encode()), 'rate': 1.0}
     tok = Tok.get_tokenizer('bpe', meta)
     ids = {split: np.asarray(P.open_split(data_dir, split)).tolist() for split in ('train', 'val')}
@@ -226,12 +226,12 @@ def test_bpe_sample_is_bounded_and_seeded(tmp_path, monkeypatch):
     import prepare as P
     docs = [f'document {i:03d} ' + 'word ' * 50 + '\n' for i in range(400)]  # 264 bytes each, ~100 KB in all
     events = [event for doc in docs for event in ((None, doc, len(doc)), (None, None, 0))]
-    monkeypatch.setattr(P, 'BPE_SAMPLE_BYTES', 20_000)
+    monkeypatch.setattr(Tok, 'BPE_SAMPLE_BYTES', 20_000)
     samples = []
     for seed in (1337, 1337, 1):
         sample = {}
         pieces = P._document_pieces(P._assign_splits(iter(events), 0.2, 0.0, seed), lambda n: None)
-        samples.append((list(P._bpe_sample(pieces, 400 * 264, 0.2, seed, sample)), sample))
+        samples.append((list(Tok.bpe_sample(pieces, 400 * 264 * 0.8, seed, sample)), sample))
     texts, sample = samples[0]
     splits = dict(zip(docs, (split for split, text, _ in P._assign_splits(iter(events), 0.2, 0.0, 1337) if text is None)))
     assert all(splits[text] == 'train' for text in texts) and texts == sorted(texts, key=docs.index)

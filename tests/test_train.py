@@ -1,5 +1,5 @@
 """
-Tests for train.py, sample.py and common.py: end-to-end subprocess runs on a tiny char-level corpus
+Tests for train.py, sample.py, checkpoints.py and optim.get_lr: end-to-end subprocess runs on a tiny char-level corpus
 (exact resume, DDP equivalence, SIGTERM, continued pretraining, bad input) and unit tests of the helpers.
 
     python -m pytest -q tests/test_train.py
@@ -16,7 +16,10 @@ import time
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import optim
+import train
 from conftest import REPO
 
 # the tiny model and run every subprocess uses; each test adds what it is about
@@ -245,7 +248,7 @@ def test_bad_checkpoints(trained_run, char_dataset, script_main, tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# common.py helpers
+# helpers: the LR schedule, batches, checkpoints
 
 SCHEDULE = dict(learning_rate=1.0, warmup_iters=10, decay_iters=110, min_lr=0.01)
 
@@ -253,7 +256,7 @@ SCHEDULE = dict(learning_rate=1.0, warmup_iters=10, decay_iters=110, min_lr=0.01
 @pytest.mark.parametrize('schedule', ['cosine', 'linear', 'exponential', 'constant'])
 def test_lr_warmup(schedule):
     """Linear warmup rises strictly to learning_rate, which is reached at warmup_iters."""
-    lrs = [common.get_lr(it, schedule, **SCHEDULE) for it in range(11)]
+    lrs = [optim.get_lr(it, schedule, **SCHEDULE) for it in range(11)]
     assert all(0 < a < b for a, b in zip(lrs, lrs[1:]))
     assert lrs[0] == pytest.approx(1 / 11) and lrs[10] == 1.0
 
@@ -262,39 +265,39 @@ def test_lr_warmup(schedule):
                                                ('exponential', math.sqrt(1.0 * 0.01))])
 def test_lr_decay(schedule, midpoint):
     """Decaying schedules fall monotonically from learning_rate to min_lr at decay_iters, and stay there."""
-    lrs = [common.get_lr(it, schedule, **SCHEDULE) for it in range(10, 200)]
+    lrs = [optim.get_lr(it, schedule, **SCHEDULE) for it in range(10, 200)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    assert common.get_lr(60, schedule, **SCHEDULE) == pytest.approx(midpoint)
-    assert common.get_lr(109, schedule, **SCHEDULE) == pytest.approx(0.01, abs=0.01)
-    assert common.get_lr(110, schedule, **SCHEDULE) == 0.01 == common.get_lr(10 ** 6, schedule, **SCHEDULE)
+    assert optim.get_lr(60, schedule, **SCHEDULE) == pytest.approx(midpoint)
+    assert optim.get_lr(109, schedule, **SCHEDULE) == pytest.approx(0.01, abs=0.01)
+    assert optim.get_lr(110, schedule, **SCHEDULE) == 0.01 == optim.get_lr(10 ** 6, schedule, **SCHEDULE)
 
 
 def test_lr_constant_and_unknown():
     """'constant' holds learning_rate after warmup; an unknown schedule is a UserError."""
-    assert {common.get_lr(it, 'constant', **SCHEDULE) for it in (10, 50, 110, 10 ** 6)} == {1.0}
-    assert common.get_lr(5, 'exponential', 1.0, 0, 10, 0.0) > 0  # min_lr 0 is fine for exponential
-    with pytest.raises(common.UserError, match='cosine'):
-        common.get_lr(50, 'step', **SCHEDULE)
+    assert {optim.get_lr(it, 'constant', **SCHEDULE) for it in (10, 50, 110, 10 ** 6)} == {1.0}
+    assert optim.get_lr(5, 'exponential', 1.0, 0, 10, 0.0) > 0  # min_lr 0 is fine for exponential
+    with pytest.raises(configurator.UserError, match='cosine'):
+        optim.get_lr(50, 'step', **SCHEDULE)
 
 
 def test_get_batch_is_keyed():
     """Batches are next-token pairs fixed by their key alone, and stay inside the data."""
     import numpy as np
     data = np.arange(100, dtype=np.uint16)
-    x, y = common.get_batch(data, 6, 10, [1337, 0, 5, 1], 'cpu')
+    x, y = train.get_batch(data, 6, 10, [1337, 0, 5, 1], 'cpu')
     assert x.shape == y.shape == (6, 10) and x.dtype == torch.int64
     assert torch.equal(y, x + 1) and int(y.max()) <= 99
-    x2, _ = common.get_batch(data, 6, 10, [1337, 0, 5, 1], 'cpu')
-    x3, _ = common.get_batch(data, 6, 10, [1337, 0, 5, 0], 'cpu')
+    x2, _ = train.get_batch(data, 6, 10, [1337, 0, 5, 1], 'cpu')
+    x3, _ = train.get_batch(data, 6, 10, [1337, 0, 5, 0], 'cpu')
     assert torch.equal(x, x2) and not torch.equal(x, x3)
-    x4, y4 = common.get_batch(np.arange(11, dtype=np.uint16), 2, 10, [0], 'cpu')  # exactly one block + 1
+    x4, y4 = train.get_batch(np.arange(11, dtype=np.uint16), 2, 10, [0], 'cpu')  # exactly one block + 1
     assert torch.equal(x4[0], torch.arange(10)) and torch.equal(y4[1], torch.arange(1, 11))
 
 
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint intact and no temp file behind."""
     path = str(tmp_path / 'last.pt')
-    common.save_checkpoint(path, {'model': {'w': torch.ones(3)}, 'model_args': {}, 'iter_num': 1})
+    checkpoints.save_checkpoint(path, {'model': {'w': torch.ones(3)}, 'model_args': {}, 'iter_num': 1})
     before = open(path, 'rb').read()
     real_save = torch.save
 
@@ -303,45 +306,62 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         raise RuntimeError('disk full')
     monkeypatch.setattr(torch, 'save', dies_half_way)
     with pytest.raises(RuntimeError, match='disk full'):
-        common.save_checkpoint(path, {'model': {'w': torch.zeros(3)}, 'model_args': {}, 'iter_num': 2})
+        checkpoints.save_checkpoint(path, {'model': {'w': torch.zeros(3)}, 'model_args': {}, 'iter_num': 2})
     assert open(path, 'rb').read() == before
     assert os.listdir(tmp_path) == ['last.pt']
     monkeypatch.setattr(torch, 'save', real_save)
-    common.save_checkpoint(path, {'model': {'module._orig_mod.w': torch.zeros(3)}, 'model_args': {}, 'iter_num': 2})
-    loaded = common.load_checkpoint(path)
+    checkpoints.save_checkpoint(path, {'model': {'module._orig_mod.w': torch.zeros(3)}, 'model_args': {}, 'iter_num': 2})
+    loaded = checkpoints.read(path)
     assert loaded['iter_num'] == 2 and torch.equal(loaded['model']['w'], torch.zeros(3))
-    assert common.load_checkpoint(str(tmp_path))['iter_num'] == 2  # a directory means its last.pt
+    assert checkpoints.read(str(tmp_path))['iter_num'] == 2  # a directory means its last.pt
 
 
 def test_load_checkpoint_errors(tmp_path):
     """Missing, damaged and foreign checkpoint files are UserErrors, not tracebacks from torch.load."""
-    with pytest.raises(common.UserError, match='not found'):
-        common.load_checkpoint(str(tmp_path / 'nope.pt'))
+    with pytest.raises(configurator.UserError, match='not found'):
+        checkpoints.read(str(tmp_path / 'nope.pt'))
     (tmp_path / 'garbage.pt').write_bytes(b'\x00not a checkpoint' * 10)
-    with pytest.raises(common.UserError, match='damaged or not a checkpoint'):
-        common.load_checkpoint(str(tmp_path / 'garbage.pt'))
+    with pytest.raises(configurator.UserError, match='damaged or not a checkpoint'):
+        checkpoints.read(str(tmp_path / 'garbage.pt'))
     torch.save({'weights': 1}, tmp_path / 'foreign.pt')
-    with pytest.raises(common.UserError, match='not a scratchlm checkpoint'):
-        common.load_checkpoint(str(tmp_path / 'foreign.pt'))
+    with pytest.raises(configurator.UserError, match='not a scratchlm checkpoint'):
+        checkpoints.read(str(tmp_path / 'foreign.pt'))
 
 
 def test_clean_state_dict():
     """'_orig_mod.' (torch.compile) and 'module.' (DDP) prefixes are stripped, in any order and nesting."""
     w = torch.zeros(1)
-    cleaned = common.clean_state_dict({'_orig_mod.a.weight': w, 'module.b': w, 'module._orig_mod.c': w,
+    cleaned = checkpoints.clean_state_dict({'_orig_mod.a.weight': w, 'module.b': w, 'module._orig_mod.c': w,
                                        '_orig_mod.module.d': w, 'e.module.f': w, 'g': w})
     assert list(cleaned) == ['a.weight', 'b', 'c', 'd', 'e.module.f', 'g']
     assert all(v is w for v in cleaned.values())
 
 
-def test_model_from_checkpoint_round_trip(tiny_config):
-    """model_args + state dict rebuild the same model; dropout can be changed on the way."""
+def test_model_from_checkpoint_round_trip(tiny_config, tmp_path):
+    """model_args + state dict rebuild the same model (checkpoints.load of a saved .pt, checkpoints.model_of of a
+    dict); dropout can be changed on the way."""
     from model import Transformer, config_dict
     torch.manual_seed(0)
     model = Transformer(tiny_config())
-    checkpoint = {'model': model.state_dict(), 'model_args': config_dict(model.config)}
-    rebuilt = common.model_from_checkpoint(checkpoint, dropout=0.2)
+    checkpoint = {'model': model.state_dict(), 'model_args': config_dict(model.config), 'meta': {'tokenizer': 'gpt2'}}
+    checkpoints.save_checkpoint(str(tmp_path / 'm.pt'), checkpoint)
+    loaded, meta, saved = checkpoints.load(str(tmp_path / 'm.pt'), dropout=0.2)
+    assert meta == {'tokenizer': 'gpt2'} and saved['model_args'] == checkpoint['model_args']
+    assert loaded.config.dropout == 0.2 and checkpoints.model_of(checkpoint).config.dropout == 0.0
+    rebuilt = checkpoints.model_of(checkpoint, dropout=0.2)
     assert rebuilt.config.dropout == 0.2 and rebuilt.config.n_layer == 2
     for (name, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a, b), name
     assert rebuilt.lm_head.weight is rebuilt.transformer.wte.weight  # tying survives loading
+
+
+def test_resume_compares_every_field_but_the_changeable_ones(tiny_config):
+    """Resuming refuses a model setting that differs from the checkpoint's, for every ModelConfig field (a new one
+    too, with no list to add it to), except those marked changeable (dropout, fused_loss)."""
+    import train
+    from model import config_dict
+    saved = config_dict(tiny_config())
+    train.check_resumable(saved, {**saved, 'dropout': 0.3, 'fused_loss': False}, 'last.pt')
+    for field, value in (('mlp', 'swiglu'), ('rope_theta', 500.0), ('n_kv_head', 1), ('layer_norm_eps', 1e-6)):
+        with pytest.raises(configurator.UserError, match=f"has {field}=.* but the config asks for {value}"):
+            train.check_resumable(saved, {field: value}, 'last.pt')

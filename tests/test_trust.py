@@ -16,7 +16,10 @@ import time
 import pytest
 import torch
 
-import common
+import checkpoints
+import configurator
+import files
+from metrics import MetricsLog
 from conftest import REPO, tiny_model_config
 from model import Transformer, config_dict
 from test_train import TINY, assert_one_line_error, data_args, metrics, run
@@ -94,10 +97,10 @@ def test_malicious_pickle_never_runs(char_dataset, script_main, tmp_path):
         assert not marker.exists(), f"{script} {args} ran the checkpoint's code"
     import plot
     with pytest.raises(SystemExit):
-        common.run_main(lambda: plot.main(['attention', f'--init_from={evil}', '--device=cpu']))
+        configurator.run_main(lambda: plot.main(['attention', f'--init_from={evil}', '--device=cpu']))
     assert not marker.exists()
     # the explicit opt-in loads it, with a warning on stderr: here the payload does run
-    checkpoint = common.load_checkpoint(str(evil), trust=True)
+    checkpoint = checkpoints.read(str(evil), trust=True)
     assert marker.exists() and checkpoint['iter_num'] == 1
 
 
@@ -125,8 +128,8 @@ def test_hf_weights_are_safetensors_only(tmp_path):
     config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=64)
     config.save_pretrained(tmp_path / 'hf')
     torch.save(transformers.GPT2LMHeadModel(config).state_dict(), tmp_path / 'hf' / 'pytorch_model.bin')
-    with pytest.raises(common.UserError, match='trust_checkpoint'):
-        common.load_pretrained(str(tmp_path / 'hf'))
+    with pytest.raises(configurator.UserError, match='trust_checkpoint'):
+        checkpoints.load(str(tmp_path / 'hf'))
 
 
 def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypatch):
@@ -140,8 +143,8 @@ def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypa
         local = tmp_path / 'local'
         config.save_pretrained(local)
         (local / hf.SAFETENSORS_INDEX).write_text(json.dumps({'weight_map': {'transformer.wte.weight': bad}}))
-        with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
-            common.load_pretrained(str(local))
+        with pytest.raises(configurator.UserError, match='only .safetensors files beside the index'):
+            checkpoints.load(str(local))
     served = {'config.json': config.to_json_string(),
               hf.SAFETENSORS_INDEX: json.dumps({'weight_map': {'transformer.wte.weight': '../../../escaped.safetensors'}})}
 
@@ -154,8 +157,8 @@ def test_an_hf_shard_index_cannot_reach_outside_its_directory(tmp_path, monkeypa
             f.write(served[name])
     monkeypatch.setattr(hf, 'download', fake_download)
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'cache'))
-    with pytest.raises(common.UserError, match='only .safetensors files beside the index'):
-        common.load_pretrained('hf:someone/evil-model')
+    with pytest.raises(configurator.UserError, match='only .safetensors files beside the index'):
+        checkpoints.load('hf:someone/evil-model')
     written = {p.name for p in tmp_path.rglob('*') if p.is_file()}
     assert 'escaped.safetensors' not in written
 
@@ -218,10 +221,10 @@ def sharded_checkpoint(path, meta):
     import torch.distributed.checkpoint as dcp
     model = Transformer(tiny_model_config(vocab_size=meta['vocab_size'] + 4, block_size=32))
     dcp.save({'model': model.state_dict()}, storage_writer=dcp.FileSystemWriter(str(path)), no_dist=True)
-    common.write_json(os.path.join(path, common.SHARDED_JSON), {
+    files.write_json(os.path.join(path, checkpoints.SHARDED_JSON), {
         'model_args': config_dict(model.config), 'meta': meta, 'config': {}, 'iter_num': 1, 'best_val_loss': 9.0})
     with open(path / '.metadata', 'rb') as f:
-        index = common.SafeCheckpointReader.Unpickler(f).load()
+        index = checkpoints.SafeCheckpointReader.Unpickler(f).load()
     return pickle.dumps(index, protocol=2)[2:-1]
 
 
@@ -235,12 +238,12 @@ def test_a_crafted_sharded_index_never_runs_code(char_dataset, script_main, tmp_
     path = tmp_path / 'run' / 'best.dcp'
     valid_index = sharded_checkpoint(path, meta)
     original = (path / '.metadata').read_bytes()
-    assert set(common.load_checkpoint(str(path))['model']) == set(Transformer(tiny_model_config(
+    assert set(checkpoints.read(str(path))['model']) == set(Transformer(tiny_model_config(
         vocab_size=meta['vocab_size'] + 4, block_size=32)).state_dict())
     for case, payload in crafted_metadata(marker, valid_index).items():
         (path / '.metadata').write_bytes(payload)
-        with pytest.raises(common.UserError) as refused:
-            common.load_checkpoint(str(path))
+        with pytest.raises(configurator.UserError) as refused:
+            checkpoints.read(str(path))
         assert '\n' not in str(refused.value) and not marker.exists(), (case, str(refused.value))
     (path / '.metadata').write_bytes(crafted_metadata(marker, valid_index)['pathlib:os.system'])
     texts = tmp_path / 'texts.txt'
@@ -256,7 +259,7 @@ def test_a_crafted_sharded_index_never_runs_code(char_dataset, script_main, tmp_
         assert_one_line_error(code, stderr, 'refused')
         assert not marker.exists(), script
     (path / '.metadata').write_bytes(original)
-    common.load_checkpoint(str(path))
+    checkpoints.read(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -318,8 +321,8 @@ def slow_save(obj, f, *args, **kwargs):  # the second save of last.pt writes hal
     return real_save(obj, f, *args, **kwargs)
 torch.save = slow_save
 sys.argv = ['train.py', *sys.argv[1:]]
-import common, train
-common.run_main(train.main)
+import configurator, train
+configurator.run_main(train.main)
 '''
 
 
@@ -339,12 +342,12 @@ def test_kill_during_save_keeps_the_checkpoint_and_the_next_run_cleans_up(char_d
         proc.wait(timeout=30)
     finally:
         stop(proc)
-    temps = [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    temps = [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
     assert temps, os.listdir(out_dir)  # the killed save's half file
     assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 2  # the previous one, whole
     run('train.py', f'--out_dir={out_dir}', '--init_from=resume', '--max_iters=4')
     assert max(r['iter'] for r in metrics(out_dir)) == 4
-    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert not [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
     assert torch.load(out_dir / 'last.pt', weights_only=True)['iter_num'] == 4
 
 
@@ -353,9 +356,9 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing us
 limit = int(sys.argv[1])
 sys.argv = ['train.py', *sys.argv[2:]]
-import common, train
+import configurator, train
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-common.run_main(train.main)
+configurator.run_main(train.main)
 '''
 
 
@@ -373,18 +376,18 @@ def test_file_size_limit_while_saving_is_one_line(char_dataset, tmp_path):
     assert_one_line_error(proc.returncode, proc.stderr, 'no space left / file too large while writing',
                           'is intact')
     assert (out_dir / 'last.pt').read_bytes() == before
-    assert not [name for name in os.listdir(out_dir) if name.startswith(common.TEMP_PREFIX)]
+    assert not [name for name in os.listdir(out_dir) if name.startswith(files.TEMP_PREFIX)]
 
 
 def test_metrics_log_agrees_with_the_checkpoint_on_resume(tmp_path):
     """Resuming drops the records logged after the checkpoint's iteration and a torn last line, so nothing is logged
     twice and the next record starts a line of its own."""
-    log = common.MetricsLog(str(tmp_path), {})
+    log = MetricsLog(str(tmp_path), {})
     for it in (10, 20, 30):
         log.log({'iter': it, 'train_loss': 1.0 / it})
     with open(tmp_path / 'metrics.jsonl', 'a') as f:
         f.write('{"iter": 40, "train_lo')  # killed mid-append by an older version, or a full disk
-    log = common.MetricsLog(str(tmp_path), {}, resume_iter=20)
+    log = MetricsLog(str(tmp_path), {}, resume_iter=20)
     log.log({'iter': 21, 'train_loss': 0.5})
     assert [r['iter'] for r in metrics(tmp_path)] == [10, 20, 21]
 
@@ -392,11 +395,11 @@ def test_metrics_log_agrees_with_the_checkpoint_on_resume(tmp_path):
 def test_stale_temp_files_are_removed(tmp_path):
     """Temp files of processes that are gone are removed; those of a live process (this one) stay."""
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
-    stale = tmp_path / f"{common.TEMP_PREFIX}{int(dead.stdout)}-last.pt"
-    live = tmp_path / f"{common.TEMP_PREFIX}{os.getpid()}-best.pt"
+    stale = tmp_path / f"{files.TEMP_PREFIX}{int(dead.stdout)}-last.pt"
+    live = tmp_path / f"{files.TEMP_PREFIX}{os.getpid()}-best.pt"
     stale.write_bytes(b'x')
     live.write_bytes(b'x')
-    assert common.remove_stale_temps(str(tmp_path)) == [stale.name]
+    assert files.remove_stale_temps(str(tmp_path)) == [stale.name]
     assert live.exists() and not stale.exists()
 
 
@@ -430,6 +433,17 @@ BAD_SETTINGS = [
     ('sample', ['--top_k=0'], 'top_k=0'),
     ('sample', ['--num_samples=-1'], 'num_samples=-1'),
     ('sample', ['--max_new_tokens=-1'], 'max_new_tokens=-1'),
+    # keys whose default is None are checked too, and settings that contradict each other
+    ('train', ['--muon_lr=abc'], 'not a number'),
+    ('train', ['--min_lr=abc'], 'not a number'),
+    ('train', ['--lr_decay_iters=abc'], 'not a number'),
+    ('train', ['--lr_decay_iters=0'], 'lr_decay_iters=0'),
+    ('train', ['--min_lr=0.5', '--learning_rate=0.1'], 'above learning_rate'),
+    ('train', ['--muon_momentum=1.5'], 'muon_momentum=1.5'),
+    ('train', ['--pos_embedding=rope', '--n_embd=30', '--n_head=2'], 'in pairs'),
+    ('train', ['--pos_embedding=rope', '--n_embd=2', '--n_head=2'], 'in pairs'),
+    ('finetune', ['--block_size=abc'], 'not a number'),
+    ('finetune', ['--pooling=bogus'], "pooling='bogus'"),
 ]
 
 
@@ -469,3 +483,93 @@ def test_corrupt_meta_is_one_line(char_dataset, script_main, tmp_path):
         code, err = script_main('train', *TINY, f'--data_root={tmp_path / "data"}', '--dataset=broken',
                                 f'--out_dir={tmp_path / "out"}')
         assert_one_line_error(code, err, 'meta.json')
+
+
+# -----------------------------------------------------------------------------
+# 5. round 2: nothing of an earlier run read as this one's, no non-finite weights saved, wrong answers refused
+
+def test_overwrite_sets_the_old_run_aside_at_once(char_dataset, tmp_path):
+    """--overwrite=True: the old run's best.pt / last.pt / metrics become *.previous.* before the new run writes
+    anything, so no script reads the old model (another width) as the new run's while it trains."""
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=4', '--eval_interval=2')
+    old = (out_dir / 'best.pt').read_bytes()
+    new = start([*TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--overwrite=True', '--n_embd=48',
+                 '--max_iters=100000', '--eval_interval=100000', '--log_interval=1'], tmp_path, 'new')
+    try:
+        wait_for(lambda: (out_dir / 'metrics.previous.jsonl').exists() and (out_dir / 'metrics.jsonl').exists()
+                 and 'train_loss' in (out_dir / 'metrics.jsonl').read_text(), new, what='the new run')
+        assert not (out_dir / 'best.pt').exists() and not (out_dir / 'last.pt').exists()
+        assert (out_dir / 'best.previous.pt').read_bytes() == old and (out_dir / 'metrics.previous.jsonl').exists()
+    finally:
+        stop(new)
+
+
+def test_a_diverged_run_stops_and_never_saves_non_finite_weights(char_dataset, tmp_path):
+    """At --learning_rate=1e6 the loss is NaN within a few steps: the run stops with one line (the iteration, the
+    last good checkpoint, what to try), and every checkpoint it left holds finite weights."""
+    out_dir = tmp_path / 'run'
+    proc = run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--learning_rate=1e6',
+               '--max_iters=200', '--eval_interval=2', '--log_interval=1', '--warmup_iters=0', '--grad_clip=0',
+               check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'diverged', 'at iteration', '--learning_rate')
+    for path in out_dir.glob('*.pt'):
+        state = torch.load(path, weights_only=True)['model']
+        assert all(torch.isfinite(t).all() for t in state.values()), path
+
+
+def test_resume_keeps_one_record_a_step_and_the_elapsed_time(char_dataset, tmp_path):
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=4', '--eval_interval=2')
+    run('train.py', '--init_from=resume', f'--out_dir={out_dir}', '--max_iters=6')
+    records = [json.loads(line) for line in (out_dir / 'metrics.jsonl').read_text().splitlines()]
+    evaluations = [r['iter'] for r in records if 'val_loss' in r]
+    assert evaluations == [0, 2, 4, 6], evaluations
+    elapsed = {r['iter']: r['elapsed_s'] for r in records if 'val_loss' in r}
+    assert elapsed[6] >= elapsed[4] > 0
+
+
+def test_a_char_checkpoint_is_refused_on_another_character_set(char_dataset, tmp_path):
+    """The ids of a char checkpoint mean its own characters: on char data of another set, --init_from and
+    resume with another --dataset are one-line errors."""
+    import prepare
+    data_root, name, _ = char_dataset
+    (tmp_path / 'other.txt').write_text('ZYXWVUTSRQ zyxwv 0123\n' * 400, encoding='utf-8')
+    prepare.prepare(source=str(tmp_path / 'other.txt'), name='other', tokenizer='char', out_root=data_root)
+    out_dir = tmp_path / 'run'
+    run('train.py', *TINY, *data_args(char_dataset), f'--out_dir={out_dir}', '--max_iters=2', '--eval_interval=2')
+    proc = run('train.py', *TINY, f'--data_root={data_root}', '--dataset=other', f'--init_from={out_dir}',
+               f'--out_dir={tmp_path / "continued"}', '--max_iters=2', check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'character set')
+    proc = run('train.py', '--init_from=resume', f'--out_dir={out_dir}', '--dataset=other', '--max_iters=4',
+               check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, 'character set')
+
+
+LOCK_RACE = r'''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from configurator import UserError
+from files import run_lock
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # all start at the same moment
+try:
+    with run_lock(sys.argv[2]):
+        print('held', flush=True)
+        time.sleep(1.5)
+except UserError:
+    print('refused', flush=True)
+'''
+
+
+def test_a_stale_lock_is_taken_by_one_run_only(tmp_path):
+    """Eight runs start at once on an out_dir whose .lock a killed run left: exactly one takes it."""
+    out_dir = tmp_path / 'run'
+    out_dir.mkdir()
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    (out_dir / '.lock').write_text(dead.stdout.strip())
+    (tmp_path / 'race.py').write_text(LOCK_RACE)
+    at = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / 'race.py'), str(REPO), str(out_dir), str(at)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    outcomes = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(outcomes) == ['held'] + ['refused'] * 7, outcomes

