@@ -4,11 +4,12 @@ not generalisation. prepare.py (and tasks.py for BBC News's fine-tuning split) m
 
     doc_shingles = [shingles(text) for text in texts]                # hashed word 8-shingles, sorted, distinct
     moved, containment = near_duplicates(splits, doc_shingles, 0.5)  # splits[i]: 'train', 'val' or 'test'
+    moved, report = streamed_near_duplicates(make_events, 0.5, 2)    # a corpus of any size, read twice, 2 threads
 
-    held_out = HeldOut(held_out_splits, np.concatenate(held_out_shingles), [len(s) for s in held_out_shingles])
-    for texts in batches_of_train_documents:                         # a corpus of many GB: train streamed past
-        held_out.mark(held_out.found(batch_shingles(texts)))         # the val and test documents' shingles
-    moved, containment = held_out.near_duplicates(0.5)               # the same decisions as near_duplicates
+    held_out = HeldOut(held_out_splits, np.concatenate(held_out_shingles), lengths)  # which does: the val and test
+    for texts in batches_of_train_documents:                                          # documents' shingles held,
+        held_out.mark(held_out.found(batch_shingles(texts)))                          # train's streamed past them,
+    moved, containment = held_out.near_duplicates(0.5)                                # decided as near_duplicates
 
 Each document is a set of hashed word 8-shingles; a val document with at least DEDUP_THRESHOLD of its shingles in
 train's, or a test document with that much in train's or val's, moves to train (nothing is thrown away, and a

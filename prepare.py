@@ -27,7 +27,12 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
 train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
-stream, which has no documents). meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+stream, which has no documents). For documents split by draws that reads the source twice more
+(dedup.streamed_near_duplicates): the val and test documents' shingles are held, then train's documents stream past
+them, hashed in --num_threads threads, so memory grows with the held-out text (~17 bytes a word), not with the
+corpus. --tokenizer=bpe:N trains on at most 100 MB of the train split (tokenizer.bpe_sample: a seeded sample of
+its documents when it has more; meta.json's 'bpe_sample'), since the trainer's memory grows with the distinct words
+it sees. meta.json records per split the tokens (eot included), documents and UTF-8 bytes
 of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
 for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
@@ -686,7 +691,7 @@ def main(argv=None):
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
     parser.add_argument('--seed', type=int, default=1337)
     parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
-    parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
+    parser.add_argument('--num_threads', type=int, default=None, help='threads that tokenize and hash (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
     parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
                         help='val/test documents with at least this fraction of their word 8-shingles in train move '
