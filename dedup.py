@@ -94,7 +94,7 @@ def _mix(h):
 
 def _word_hashes(values):
     """(hash of each word, where each word starts) of _word_code_points' values: a word is a run of non-zero values.
-    A run longer than _SEGMENT (a megabyte without a space) counts as words of _SEGMENT code points."""
+    A run longer than _SEGMENT (256K code points without a space) counts as words of _SEGMENT code points."""
     is_word = np.concatenate(([False], values != 0, [False]))
     edges = np.flatnonzero(is_word[1:] != is_word[:-1])  # where a word starts, then where it ends, and so on
     starts, ends = edges[0::2], edges[1::2]

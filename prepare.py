@@ -267,11 +267,11 @@ def _download(url, out_root):
     return path
 
 
-def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads, total_bytes):
+def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads):
     """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report), from
     two reads of it that hold the val and test documents' shingles alone (dedup.streamed_near_duplicates)."""
     return streamed_near_duplicates(lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), threshold,
-                                    num_threads, lambda desc: progress(total_bytes, f'near-duplicates: {desc}'))
+                                    num_threads)
 
 
 # -----------------------------------------------------------------------------
@@ -569,7 +569,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         if dedup == 'draws':
             if dedup_threshold:
                 to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
-                                                  num_threads, total_bytes)
+                                                  num_threads)
             else:
                 dedup = None
         if dedup is None:
