@@ -13,6 +13,9 @@ Sections:
   generate  tokens/s of sample.generate with and without the KV cache (identical greedy output checked)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
             encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
+  prepare_scale  (only when named) MB/s and peak RSS of prepare.py on synthetic JSONL corpora of scale_sizes MB,
+            near-duplicate removal on and off (and 1 thread against all at the smallest, and bpe), each run a child
+            process; every planted near-duplicate must be found
   finetune  examples/s of classification fine-tuning steps, batches padded dynamically vs to a fixed block_size
   memory    RSS / max-allocated over a long run of train steps, to show it does not grow
   sharding  per-process bytes of parameters, gradients and optimizer state, and ms per step, under DDP and under
@@ -21,13 +24,18 @@ MFU is computed against a peak this script measures on the machine (a large matm
 """
 
 import contextlib
+import itertools
+import json
 import os
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 import checkpoints
@@ -68,6 +76,11 @@ finetune_block_size = 1024
 finetune_batch_size = 8
 finetune_examples = 128
 finetune_repeats = 2
+# prepare at scale (not among the default sections: it writes corpora of GBs to scale_dir and takes ~10 minutes)
+scale_sizes = '200,1000'  # MB of synthetic JSON lines, each prepared alone in a child process
+scale_planted = 100  # near-copies of held-out documents planted in train, each of which removal must find
+scale_bpe_vocab_size = 8192  # also prepared with --tokenizer=bpe:N (0: not)
+scale_dir = ''  # where the corpora are written and prepared ('' = the system's temporary folder), deleted after
 # memory
 memory_steps = 60
 # sharding
@@ -315,6 +328,115 @@ def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
         print(f"| {name} | {speeds[0]:.1f} | {speeds[1]:.1f} | {bytes_per_token:.2f} |")
 
 
+def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=1337):
+    """A JSON-lines corpus of about megabytes MB: documents of BBC News words drawn at random (each word as often as
+    in BBC News, each document shaped like a random BBC article: its lines, their numbers of words), so that no two
+    share an 8-word shingle by chance; and n_planted near-copies of documents that prepare's default draws put in
+    val: each copied, lightly edited (every 25th word changed, the last 6 dropped), over a later train document.
+    Returns the number of documents."""
+    articles = corpus.bbc_news_articles()
+    lines_of = [[len(line.split()) for line in text.split('\n')] for _, _, text in articles]
+    counts = {}
+    for _, _, text in articles:
+        for word in text.split():
+            counts[word] = counts.get(word, 0) + 1
+    vocab = list(counts)
+    cumulative = np.cumsum([counts[word] for word in vocab]) / sum(counts.values())
+    rng = np.random.default_rng(seed)
+    dummy = itertools.cycle([(None, 'x', 0), (None, None, 0)])  # prepare's draws, one per document
+    splits = (split for split, text, _ in prepare._assign_splits(dummy, val_fraction, 0.0, draw_seed) if text is None)
+    every = max(1, round(megabytes * 1e6 / 2400 * val_fraction / n_planted))  # of the val documents, plant these
+    target, written, n_documents, n_val, copies, planted = megabytes * 1e6, 0, 0, 0, [], 0
+    with open(path, 'w') as f:
+        while written < target or copies:
+            lines = lines_of[rng.integers(len(lines_of))]
+            words = [vocab[i] for i in np.searchsorted(cumulative, rng.random(sum(lines)), side='right').tolist()]
+            split = next(splits)
+            if split == 'train' and copies:
+                words = copies.pop(0)
+                words = [vocab[rng.integers(len(vocab))] if i % 25 == 24 else word for i, word in enumerate(words)][:-6]
+                lines = [len(words)]
+            ends = list(itertools.accumulate(lines))
+            text = '\n'.join(' '.join(words[end - n:end]) for n, end in zip(lines, ends))
+            if split == 'val':
+                if n_val % every == 0 and planted < n_planted:
+                    copies.append(words)
+                    planted += 1
+                n_val += 1
+            line = json.dumps({'text': text}) + '\n'
+            f.write(line)
+            written += len(line.encode())
+            n_documents += 1
+    return n_documents, planted
+
+
+def run_prepare(args, log_path):
+    """python prepare.py *args in a child process: (wall seconds, its CPU seconds, its peak RSS in bytes)."""
+    with open(log_path, 'w') as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare.py'),
+                                 *args], stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+        wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        with open(log_path) as log:
+            raise RuntimeError(f"prepare.py {' '.join(args)} failed:\n{log.read()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def bench_prepare_scale():
+    """prepare.py on synthetic corpora of each size in scale_sizes, removal off and on interleaved (repeats times),
+    each run alone in a child process: MB/s end to end and peak RSS, so the growth per GB shows; at the smallest size
+    also 1 thread against all; with scale_bpe_vocab_size, a trained BPE too (its trainer's seconds from the log)."""
+    sizes = [float(size) for size in str(scale_sizes).split(',')]
+    threads = os.cpu_count()
+    print(f"\n## prepare at scale: synthetic JSON lines (BBC News words drawn at random, {scale_planted} planted "
+          f"near-duplicates a corpus), GPT-2 BPE unless named, {threads} threads unless named, each run a child process")
+    print("| corpus | run | wall s | MB/s | CPU s | peak RSS MB | near-duplicates moved / planted |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    rss_on = {}
+    with tempfile.TemporaryDirectory(dir=scale_dir or None) as tmp:
+        for megabytes in sizes:
+            corpus, out_root = os.path.join(tmp, 'corpus.jsonl'), os.path.join(tmp, 'data')
+            n_documents, planted = write_scale_corpus(corpus, megabytes, scale_planted)
+            real_mb = os.path.getsize(corpus) / 1e6
+            runs = {'removal off': ['--dedup_threshold=0'], 'removal on': []}
+            if megabytes == sizes[0]:
+                runs.update({'removal off, 1 thread': ['--dedup_threshold=0', '--num_threads=1'],
+                             'removal on, 1 thread': ['--num_threads=1']})
+            if scale_bpe_vocab_size:
+                runs[f'removal on, bpe:{scale_bpe_vocab_size}'] = [f'--tokenizer=bpe:{scale_bpe_vocab_size}']
+            results = {name: [] for name in runs}
+            for _ in range(repeats):  # interleaved, so that load on the machine hits every run alike
+                for name, args in runs.items():
+                    log = os.path.join(tmp, 'log.txt')
+                    wall, cpu, rss = run_prepare([corpus, '--name=scale', f'--out_root={out_root}', '--overwrite', *args],
+                                                 log)
+                    meta = prepare.load_meta(os.path.join(out_root, 'scale'))
+                    with open(log) as f:
+                        trained = [line for line in f if line.startswith('trained bpe')]
+                    results[name].append((wall, cpu, rss, meta, trained))
+                    shutil.rmtree(out_root)
+            for name in runs:
+                wall = statistics.median(w for w, _, _, _, _ in results[name])
+                cpu = statistics.median(c for _, c, _, _, _ in results[name])
+                rss = max(r for _, _, r, _, _ in results[name])
+                _, _, _, meta, trained = results[name][-1]
+                moved = sum(meta['dedup'].get('moved_to_train', {}).values()) if 'moved_to_train' in meta['dedup'] else '-'
+                found = f"{moved} / {planted}" + ('' if moved in ('-', planted) else ' (NOT ALL FOUND)')
+                extra = f" (trainer: {trained[-1].split(' in ')[-1].strip()})" if trained else ''
+                print(f"| {real_mb:,.0f} MB, {n_documents:,} documents | {name}{extra} | {wall:.1f} | "
+                      f"{real_mb / wall:.1f} | {cpu:.1f} | {rss / 1e6:,.0f} | {found} |", flush=True)
+                if name == 'removal on':
+                    rss_on[real_mb] = rss
+            os.remove(corpus)
+    if len(rss_on) > 1:
+        (small, small_rss), (large, large_rss) = min(rss_on.items()), max(rss_on.items())
+        print(f"peak RSS with removal on grows {(large_rss - small_rss) / 1e6:,.0f} MB from {small:,.0f} MB to "
+              f"{large:,.0f} MB of corpus ({(large_rss - small_rss) / (large - small) * 1e3 / 1e6:,.0f} MB per GB)")
+
+
 def bench_finetune(runtime):
     """Classification fine-tuning steps (finetune.py's encode / batch_order / collate, train_step) on the same
     BBC News articles, padded to finetune_block_size against padded to the longest in a length-bucketed batch."""
@@ -458,6 +580,8 @@ def main():
         bench_generate(runtime, prepare.open_split(data_dir, 'val'))
     if 'prepare' in wanted:
         bench_prepare()
+    if 'prepare_scale' in wanted:
+        bench_prepare_scale()
     if 'finetune' in wanted:
         bench_finetune(runtime)
     if 'memory' in wanted:

@@ -56,9 +56,7 @@ def bbc_news_split_of(articles, val_fraction=BBC_VAL_FRACTION, test_fraction=BBC
     if not dedup_threshold:
         return split_of, None
     splits = [split_of[path] for path, _, _ in articles]
-    word_ids = {}
-    moved, containment = near_duplicates(splits, [shingles(text, word_ids) for _, _, text in articles],
-                                         dedup_threshold)
+    moved, containment = near_duplicates(splits, [shingles(text) for _, _, text in articles], dedup_threshold)
     for i in moved:
         split_of[articles[i][0]] = 'train'
     report = dedup_report(splits, containment, moved, dedup_threshold)

@@ -27,7 +27,12 @@ val (and test), as in nanoGPT's shakespeare. BBC News is split by article, and s
 keeps the test articles for fine-tuning: bbc_news_articles() reads their texts.
 A val or test document that is a near-copy of a train document (half of its word 8-shingles in train's) moves to
 train, so that val and test measure text the model has not seen (meta.json's 'dedup' says how many; not for a
-stream, which has no documents). meta.json records per split the tokens (eot included), documents and UTF-8 bytes
+stream, which has no documents). For documents split by draws that reads the source twice more
+(dedup.streamed_near_duplicates): the val and test documents' shingles are held, then train's documents stream past
+them, hashed in --num_threads threads, so memory grows with the held-out text (~17 bytes a word), not with the
+corpus. --tokenizer=bpe:N trains on at most 100 MB of the train split (tokenizer.bpe_sample: a seeded sample of
+its documents when it has more; meta.json's 'bpe_sample'), since the trainer's memory grows with the distinct words
+it sees. meta.json records per split the tokens (eot included), documents and UTF-8 bytes
 of text (eot not counted) and bytes_per_token, and what the dataset was prepared from ('prepared_with'): asking
 for the same --name from another source or with other options is an error, not a silent reuse.
 Inputs are streamed, never read whole, and a dataset appears in data/<name> only when complete:
@@ -52,6 +57,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,11 +66,11 @@ import numpy as np
 from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_events, bbc_news_split_of, \
     prepare_command, without_lone_surrogates
 from configurator import run_main
-from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles, summary_line
+from dedup import DEDUP_THRESHOLD, streamed_near_duplicates, summary_line
 from files import pid_alive, swap_in
 from metrics import progress
-from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_size, bpe_tokenizer_json, get_tokenizer, \
-    train_bpe, wordpiece_meta
+from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_sample, bpe_size, bpe_tokenizer_json, \
+    get_tokenizer, train_bpe, wordpiece_meta
 
 CHUNK_BYTES = 1 << 20  # text read at a time, and the largest piece handed to the tokenizer at once
 BATCH_BYTES = 8 << 20  # text tokenized per encode_ordinary_batch call, spread over num_threads
@@ -261,18 +267,11 @@ def _download(url, out_root):
     return path
 
 
-def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold):
-    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report)."""
-    word_ids, splits, doc_shingles, parts = {}, [], [], []
-    for split, text, _ in _assign_splits(make_events(), val_fraction, test_fraction, seed):
-        if text is None:
-            splits.append(split)
-            doc_shingles.append(shingles(''.join(parts), word_ids))
-            parts = []
-        elif text:
-            parts.append(text)
-    moved, containment = near_duplicates(splits, doc_shingles, threshold)
-    return moved, dedup_report(splits, containment, moved, threshold)
+def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads):
+    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report), from
+    two reads of it that hold the val and test documents' shingles alone (dedup.streamed_near_duplicates)."""
+    return streamed_near_duplicates(lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), threshold,
+                                    num_threads)
 
 
 # -----------------------------------------------------------------------------
@@ -347,11 +346,14 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
     with contextlib.ExitStack() as stack:
         files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
                  for split in split_names}
+        encoder = stack.enter_context(ThreadPoolExecutor(1))  # encodes a batch while the next one is read
+        encoding = [([], encoder.submit(list))]  # (the batch being encoded, the future of its ids)
 
-        def flush():
-            ids_per_piece = tok.encode_arrays([text for _, text, _ in batch], num_threads)
+        def flush():  # start encoding this batch, write the one before
+            pieces, ids_future = encoding.pop()
+            encoding.append((list(batch), encoder.submit(tok.encode_arrays, [t for _, t, _ in batch], num_threads)))
             out = {split: [] for split in split_names}
-            for (split, text, ends_document), ids in zip(batch, ids_per_piece):
+            for (split, text, ends_document), ids in zip(pieces, ids_future.result()):
                 out[split].append(ids)
                 stats[split]['tokens'] += len(ids)
                 stats[split]['bytes'] += len(text.encode('utf-8'))
@@ -372,6 +374,7 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
             if batch_chars >= BATCH_BYTES:
                 flush()
                 batch_chars = 0
+        flush()
         flush()
     update(None)
 
@@ -565,7 +568,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         to_train = frozenset()  # documents (numbered in order) that dedup moves to train
         if dedup == 'draws':
             if dedup_threshold:
-                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold)
+                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
+                                                  num_threads)
             else:
                 dedup = None
         if dedup is None:
@@ -585,10 +589,12 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         if tokenizer.startswith('bpe:'):  # trained on the train split alone: val and test text stays unseen
             started, update = time.time(), progress(total_bytes, f'training {tokenizer} on the train split of {name}')
             pieces = _document_pieces(_assign_splits(make_events(), val_fraction, test_fraction, seed, to_train), update)
-            meta = bpe_meta(train_bpe((text for split, text, _ in pieces if split == 'train' and text),
-                                      bpe_size(tokenizer)))
+            sample, train_bytes = {}, total_bytes and total_bytes * (1 - val_fraction - test_fraction)
+            meta = {**bpe_meta(train_bpe(bpe_sample(pieces, train_bytes, seed, sample), bpe_size(tokenizer))),
+                    'bpe_sample': sample}
             update(None)
-            print(f"trained {tokenizer} on the train split of {name} in {time.time() - started:.1f} s")
+            print(f"trained {tokenizer} on {sample['bytes'] / 1e6:,.1f} MB of the train split of {name} in "
+                  f"{time.time() - started:.1f} s")
         tok = get_tokenizer(meta['tokenizer'], meta)
         events = _assign_splits(make_events(), val_fraction, test_fraction, seed, to_train)
         stats = _write_bins(events, tok, tmp_dir, split_names, num_threads, total_bytes, f'tokenizing {name}')
@@ -685,7 +691,7 @@ def main(argv=None):
     parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
     parser.add_argument('--seed', type=int, default=1337)
     parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
-    parser.add_argument('--num_threads', type=int, default=None, help='tokenizer threads (default: all cores)')
+    parser.add_argument('--num_threads', type=int, default=None, help='threads that tokenize and hash (default: all cores)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
     parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
                         help='val/test documents with at least this fraction of their word 8-shingles in train move '

@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
@@ -210,6 +211,7 @@ def wordpiece_meta(path):
 # -----------------------------------------------------------------------------
 # a byte-level BPE trained on a dataset's train split (the id layout is in the module docstring)
 
+BPE_SAMPLE_BYTES = 100 << 20  # the most text a BPE is trained on (bpe_sample)
 BPE_SPECIALS = {'eot': EOT, 'mask': '[MASK]', 'cls': '[CLS]', 'sep': '[SEP]', 'pad': '[PAD]'}  # the last ids, in order
 
 
@@ -230,6 +232,30 @@ def _byte_level_chars():
     others = [b for b in range(256) if b not in printable]
     chars = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
     return [chars[b] for b in range(256)]
+
+
+def bpe_sample(pieces, train_bytes, seed, sample):
+    """The texts of a split a BPE is trained on, from pieces ((split, text, ends_document) of its documents, in
+    order): all of train's up to BPE_SAMPLE_BYTES of UTF-8, else each train document with probability BPE_SAMPLE_BYTES /
+    train_bytes (the train text expected; None: unknown), a seeded draw, until BPE_SAMPLE_BYTES. The trainer's memory
+    grows with the distinct words it sees (~1 KB each), and they with the text. sample (a dict) gets 'documents',
+    'bytes' and 'rate' on the way."""
+    sample.update(documents=0, bytes=0, rate=min(1.0, BPE_SAMPLE_BYTES / train_bytes) if train_bytes else 1.0)
+    rng = random.Random(f'bpe sample {seed}')  # apart from the split draws
+    taken = None  # whether the current train document is in the sample
+    for split, text, ends_document in pieces:
+        if split != 'train':
+            continue
+        if taken is None:
+            taken = sample['rate'] == 1.0 or rng.random() < sample['rate']
+        if taken and text:
+            sample['bytes'] += len(text.encode('utf-8'))
+            yield text
+        if ends_document:
+            sample['documents'] += taken
+            taken = None
+            if sample['bytes'] >= BPE_SAMPLE_BYTES:
+                return
 
 
 def train_bpe(texts, vocab_size):

@@ -342,12 +342,11 @@ def test_near_duplicates_move_to_train(tmp_path, capsys):
 
 
 def test_shingles():
-    word_ids = {}
-    a = dedup.shingles('The cat sat on the mat, and the dog sat on the log.', word_ids)
+    a = dedup.shingles('The cat sat on the mat, and the dog sat on the log.')
     assert len(a) == 13 - 8 + 1 and a.dtype == np.uint64 and (np.diff(a.astype(np.float64)) != 0).all()
-    assert np.array_equal(dedup.shingles('THE CAT sat on -- the mat and the dog sat on the log', word_ids), a)
-    assert len(dedup.shingles('too short', word_ids)) == 1 and len(dedup.shingles(' ,. ', word_ids)) == 0
-    assert dedup.shingles('too short', word_ids)[0] != dedup.shingles('too shorts', word_ids)[0]
+    assert np.array_equal(dedup.shingles('THE CAT sat on -- the mat and the dog sat on the log'), a)
+    assert len(dedup.shingles('too short')) == 1 and len(dedup.shingles(' ,. ')) == 0
+    assert dedup.shingles('too short')[0] != dedup.shingles('too shorts')[0]
     assert dedup.containment_of(a[:3], a) == 1.0 and dedup.containment_of(a, a[:3]) == 0.5
 
 
@@ -582,8 +581,7 @@ def test_bbc_news(tmp_path):
     train_val_texts = set(read_docs(data_dir, 'train')) | set(read_docs(data_dir, 'val'))
     assert not train_val_texts & {articles[p] for p in test}  # test articles never seen in pre-training
     # ... nor near-copies of them: under half of each test article's 8-shingles are in train and val
-    word_ids = {}
-    shingles = {path: dedup.shingles(text, word_ids) for path, text in articles.items()}
+    shingles = {path: dedup.shingles(text) for path, text in articles.items()}
     train_pool = set(np.concatenate([shingles[p] for p in train]).tolist())
     val_pool = set(np.concatenate([shingles[p] for p in val]).tolist())
     assert max(np.mean([h in train_pool for h in shingles[p].tolist()]) for p in val) < 0.5

@@ -198,6 +198,8 @@ def test_prepare_trains_on_train_only(tmp_path):
     meta = P.load_meta(data_dir)
     assert meta['tokenizer'] == 'bpe' and meta['vocab_size'] == 300 and meta['dtype'] == 'uint16'
     assert list(meta)[-1] == 'ranks' and meta['prepared_with']['tokenizer'] == 'bpe:300'
+    train_docs = [docs[i] for i in range(len(docs)) if i not in val]  # under Tok.BPE_SAMPLE_BYTES: all of them
+    assert meta['bpe_sample'] == {'documents': len(train_docs), 'bytes': len(''.join(train_docs).encode()), 'rate': 1.0}
     tok = Tok.get_tokenizer('bpe', meta)
     ids = {split: np.asarray(P.open_split(data_dir, split)).tolist() for split in ('train', 'val')}
     assert ids['val'] == [i for d in val for i in tok.encode(docs[d]) + [tok.eot_id]]  # re-encoded: the same ids
@@ -215,6 +217,34 @@ def test_prepare_trains_on_train_only(tmp_path):
                       val_fraction=0.2)
     assert P.load_meta(other)['vocab_sha256'] != meta['vocab_sha256']  # what train.py's check_compatible compares
     assert P.load_meta(other)['ranks'][:295] == meta['ranks']  # more merges of the same counts extend the list
+
+
+def test_bpe_sample_is_bounded_and_seeded(tmp_path, monkeypatch):
+    """A corpus of more train text than BPE_SAMPLE_BYTES: the BPE is trained on a seeded sample of whole train
+    documents spread over the corpus, of at most about that much text, and meta.json says how much."""
+    import json
+    import prepare as P
+    docs = [f'document {i:03d} ' + 'word ' * 50 + '\n' for i in range(400)]  # 264 bytes each, ~100 KB in all
+    events = [event for doc in docs for event in ((None, doc, len(doc)), (None, None, 0))]
+    monkeypatch.setattr(Tok, 'BPE_SAMPLE_BYTES', 20_000)
+    samples = []
+    for seed in (1337, 1337, 1):
+        sample = {}
+        pieces = P._document_pieces(P._assign_splits(iter(events), 0.2, 0.0, seed), lambda n: None)
+        samples.append((list(Tok.bpe_sample(pieces, 400 * 264 * 0.8, seed, sample)), sample))
+    texts, sample = samples[0]
+    splits = dict(zip(docs, (split for split, text, _ in P._assign_splits(iter(events), 0.2, 0.0, 1337) if text is None)))
+    assert all(splits[text] == 'train' for text in texts) and texts == sorted(texts, key=docs.index)
+    assert sample == {'documents': len(texts), 'bytes': 264 * len(texts),
+                      'rate': pytest.approx(20_000 / (400 * 264 * 0.8))}
+    assert 20_000 <= sample['bytes'] < 20_000 + 264 and docs.index(texts[-1]) > 200  # spread over the corpus
+    assert samples[1] == samples[0] and samples[2][0] != texts  # seeded
+
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
+    data_dir = P.prepare(tmp_path / 'docs.jsonl', tokenizer='bpe:300', out_root=tmp_path / 'data', val_fraction=0.2)
+    recorded = P.load_meta(data_dir)['bpe_sample']
+    assert recorded['bytes'] < 20_000 + 264 and recorded['documents'] == recorded['bytes'] // 264 > 50
+    assert recorded['documents'] < P.load_meta(data_dir)['splits']['train']['documents']
 
 
 def test_prepare_bpe_errors(tmp_path):
