@@ -594,3 +594,12 @@ def test_bbc_news(tmp_path):
     again = P.prepare(out_root=tmp_path / 'b')
     assert (Path(again) / 'splits.json').read_text() == (Path(data_dir) / 'splits.json').read_text()
     assert read_bins(again) == read_bins(data_dir)
+
+
+def test_a_one_line_corpus_is_told_what_can_help(tmp_path):
+    """A text file of one line cannot give val any text, whatever --val_fraction: the error says what can."""
+    source = tmp_path / 'one_line.txt'
+    source.write_text('just one line of text, however long it is ' * 50, encoding='utf-8')
+    with pytest.raises(P.DataError) as error:
+        P.prepare(source=str(source), name='one', tokenizer='char', out_root=str(tmp_path / 'data'))
+    assert 'more lines' in str(error.value) and 'val_fraction' not in str(error.value)
