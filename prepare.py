@@ -601,9 +601,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         if stats['train']['tokens'] - stats['train']['documents'] <= 0:
             raise DataError(f"corpus too small: the train split of {source_desc} is empty; give more text")
         if stats['val']['tokens'] < 2:
-            raise DataError(f"corpus too small: the val split of {source_desc} has {stats['val']['tokens']} "
-                            f"token(s), and the split takes whole lines of a text file (whole documents of the other "
-                            f"sources): give it more lines or documents")
+            raise DataError(f"corpus too small: the val split of {source_desc} has {stats['val']['tokens']} token(s), "
+                            f"and a split takes whole lines of a text file, whole documents else: give more lines or documents")
         if splits_json is not None:
             with open(os.path.join(tmp_dir, 'splits.json'), 'w') as f:
                 json.dump(splits_json, f, indent=1)
