@@ -35,6 +35,7 @@ import torch
 import checkpoints
 import tasks
 from configurator import CHOICES, UserError, config_defaults, configure, run_main
+from files import atomic_path
 from metrics import progress
 from runtime import setup_runtime
 from tokenizer import DataError, token_text, tokenizer_of
@@ -213,11 +214,6 @@ def word_ids(tokenizer, word):
     if not ids:
         raise UserError(f"word {word!r} has no tokens of its own: give a word with letters in it")
     return ids
-
-
-def word_vectors(embedding, tokenizer, words):
-    """(len(words), C): each word's input embedding, the mean of its tokens' rows (word_ids) of embedding (V, C)."""
-    return np.stack([embedding[word_ids(tokenizer, word)].mean(0) for word in words])
 
 
 def frequent_words(tokenizer, ids, n, counts=None):
@@ -481,15 +477,13 @@ def explanation_table(record):
 
 
 def main():
-    globals().update(configure(config_defaults(globals()), sys.argv[1:]))
+    globals().update(configure(config_defaults(globals()), sys.argv[1:], choices={'pooling': POOLINGS}))
     if not input:
         raise UserError("--input is missing: a .txt file (one text a line) or a .jsonl file of texts")
     paths = output_paths(output, per_token)
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} exists: pass --overwrite=True to replace it, or choose another --output")
-    if pooling not in POOLINGS:
-        raise UserError(f"pooling {pooling!r} unknown: use one of {', '.join(POOLINGS)}")
     texts = read_texts(input, text_field)
     runtime = setup_runtime(device, dtype)
     model, meta, _ = checkpoints.load(out_dir if init_from == 'out_dir' else init_from, runtime.device, trust_checkpoint)
@@ -498,17 +492,13 @@ def main():
     pooled_by = pooling if pooling != 'auto' else 'last token' if model.config.causal else 'first position'
     sequences = [ids for ids, _ in encoded]
     C, n_tokens = model.config.n_embd, sum(len(ids) for ids in sequences)
-    tmp = {name: f'{path}.tmp-{os.getpid()}' for name, path in paths.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    try:
+    with contextlib.ExitStack() as stack:  # every output written to a temp file, all renamed into place at the end
+        tmp = {name: stack.enter_context(atomic_path(path)) for name, path in paths.items()}
         pooled_out = np.lib.format.open_memmap(tmp['pooled'], mode='w+', dtype=np.float32, shape=(len(texts), C))
         tokens_out = np.lib.format.open_memmap(tmp['tokens'], mode='w+', dtype=np.float32,
                                                shape=(n_tokens, C)) if per_token else None
         offsets = extract(model, sequences, runtime, pooling, batch_size, pooled_out, tokens_out)
-        for array in (pooled_out, tokens_out):
-            if array is not None:
-                array.flush()
-        del pooled_out, tokens_out  # closes the memmaps before the rename
+        del pooled_out, tokens_out  # flushes and closes the memmaps before the rename
         if per_token:
             with open(tmp['offsets'], 'wb') as f:
                 np.save(f, offsets)
@@ -516,12 +506,6 @@ def main():
             for (line, text), (ids, cut) in zip(texts, encoded):
                 f.write(json.dumps({'line': line, 'text': text[:80], 'n_tokens': len(ids), 'truncated': cut},
                                    ensure_ascii=False) + '\n')
-        for name, path in paths.items():
-            os.replace(tmp[name], path)
-    finally:
-        for path in tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
     n_cut = sum(cut for _, cut in encoded)
     print(f"wrote {output} ({len(texts):,} x {C} float32, pooled by {pooled_by}) and {paths['index']}"
           + (f", {paths['tokens']} ({int(offsets[-1]):,} tokens) and {paths['offsets']}" if per_token else '')
@@ -563,10 +547,6 @@ def text_scores(window_logprobs, windows):
     gold = np.zeros(n_texts, dtype=np.int64)
     gold[text_ids] = [w['labels'] for w in windows]
     return float((total.argmax(1) == gold).mean()), float(-total[np.arange(n_texts), gold].mean())
-
-
-def text_accuracy(window_logprobs, windows):
-    return text_scores(window_logprobs, windows)[0]
 
 
 PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the regressions fit_head tries (0.01 was the edge at 200+ texts)

@@ -359,7 +359,8 @@ def embeddings_command(config, runtime):
                         title=title)
     if config['words']:
         names = [w.strip() for w in config['words'].split(',') if w.strip()]
-        vectors, how = features.word_vectors(embedding, tokenizer, names), 'given words'
+        vectors = np.stack([embedding[features.word_ids(tokenizer, word)].mean(0) for word in names])  # a word: its tokens' mean
+        how = 'given words'
     else:
         data_dir = training_data_dir(config, checkpoint)
         counts = token_counts(data_dir, meta) if data_dir else None
