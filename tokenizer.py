@@ -258,19 +258,24 @@ def bpe_sample(pieces, train_bytes, seed, sample):
                 return
 
 
+def _byte_level_pre_tokenizer(pat_str):
+    """HF tokenizers' pre-tokenizer of a byte-level BPE: split as tiktoken does, then bytes -> GPT-2's stand-ins."""
+    from tokenizers import Regex, pre_tokenizers
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pat_str), 'isolated'),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
 def train_bpe(texts, vocab_size):
     """Train a byte-level BPE of vocab_size ids on texts (an iterable of str, read once) with HF tokenizers' Rust
     trainer, pre-tokenized by GPT2_PAT_STR exactly as tiktoken splits. Returns the mergeable tokens in rank order:
     the 256 single bytes, then vocab_size - 261 merged tokens in the order they were made (deterministic: the
     trainer breaks ties in pair counts by pair ids, and the 256-byte initial alphabet fixes those ids)."""
     try:
-        from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
     except ImportError:
         raise DataError("training a BPE needs Hugging Face's tokenizers package: pip install tokenizers") from None
     hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.Sequence([  # split as tiktoken does, then bytes -> GPT-2's stand-in chars
-        pre_tokenizers.Split(Regex(GPT2_PAT_STR), 'isolated'),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    hf.pre_tokenizer = _byte_level_pre_tokenizer(GPT2_PAT_STR)
     n_tokens = vocab_size - len(BPE_SPECIALS)
     trainer = trainers.BpeTrainer(vocab_size=n_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)
@@ -340,22 +345,13 @@ def bpe_tokenizer_json(meta):
         assert len(parts) == 2, f'token {token!r} is not a merge of two lower-ranked tokens'
         return parts
 
-    merges = [[as_chars(part) for part in merge_pair(token, rank)] for token, rank in ranks.items() if rank >= 256]
-    n = len(ranks)
-    tokenizer_json = {
-        'version': '1.0', 'truncation': None, 'padding': None,
-        'added_tokens': [{'id': n + i, 'content': text, 'single_word': False, 'lstrip': False, 'rstrip': False,
-                          'normalized': False, 'special': True} for i, text in enumerate(BPE_SPECIALS.values())],
-        'normalizer': None,
-        'pre_tokenizer': {'type': 'Sequence', 'pretokenizers': [
-            {'type': 'Split', 'pattern': {'Regex': meta['pat_str']}, 'behavior': 'Isolated', 'invert': False},
-            {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': False, 'use_regex': False}]},
-        'post_processor': None,
-        'decoder': {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': False, 'use_regex': False},
-        'model': {'type': 'BPE', 'dropout': None, 'unk_token': None, 'continuing_subword_prefix': None,
-                  'end_of_word_suffix': None, 'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
-                  'vocab': {as_chars(token): rank for token, rank in ranks.items()}, 'merges': merges}}
-    return json.dumps(tokenizer_json, ensure_ascii=False)
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models
+    merges = [tuple(as_chars(part) for part in merge_pair(token, rank)) for token, rank in ranks.items() if rank >= 256]
+    hf = HFTokenizer(models.BPE({as_chars(token): rank for token, rank in ranks.items()}, merges))
+    hf.pre_tokenizer = _byte_level_pre_tokenizer(meta['pat_str'])
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens(list(BPE_SPECIALS.values()))  # ids n, n + 1, ...: eot, [MASK], [CLS], [SEP], [PAD]
+    return hf.to_str()
 
 
 GPT2_META = {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot_id': 50256}  # what a GPT-2 BPE dataset's meta.json names
