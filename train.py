@@ -18,6 +18,7 @@ optimizer step: forward, backward, clip, step; finetune.py and bench.py run the 
 run itself: data, model, optimizer, and the loop.
 """
 
+import collections
 import contextlib
 import json
 import math
@@ -224,7 +225,7 @@ def estimate_mlm(model, batches, runtime):
     was_training = model.training
     model.eval()
     loss_sum = correct = n_masked = nsp_loss_sum = nsp_correct = n_pairs = 0.0
-    target_counts = {}
+    target_counts = collections.Counter()
     for batch in batches:
         selected = batch['targets'] != IGNORE_INDEX
         targets = batch['targets'][selected]
@@ -235,8 +236,7 @@ def estimate_mlm(model, batches, runtime):
         loss_sum += F.cross_entropy(logits.float(), targets, reduction='sum').item()
         correct += (logits.argmax(-1) == targets).sum().item()
         n_masked += len(targets)
-        for token, count in zip(*np.unique(targets.cpu().numpy(), return_counts=True)):
-            target_counts[int(token)] = target_counts.get(int(token), 0) + int(count)
+        target_counts.update(targets.tolist())
         if nsp_logits is not None:
             nsp_loss_sum += F.cross_entropy(nsp_logits.float(), batch['nsp_labels'], reduction='sum').item()
             nsp_correct += (nsp_logits.argmax(-1) == batch['nsp_labels']).sum().item()
@@ -312,13 +312,12 @@ def main():
         sharding.check_settings(runtime, cpu_offload)  # before any data is prepared
     master = runtime.master
     with run_lock(out_dir) if master else contextlib.nullcontext():
-        if master and init_from != 'resume' and not overwrite:
+        if master and init_from != 'resume':
             held = [name for name in checkpoints.CHECKPOINT_NAMES if os.path.exists(os.path.join(out_dir, name))]
-            if held:
+            if held and not overwrite:
                 raise UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
                                 f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
-        if master and init_from != 'resume' and overwrite:
-            set_aside(out_dir)  # no tool may read the old run's best.pt as this one's
+            set_aside(out_dir)  # no tool may read the old run's best.pt (or its metrics) as this one's
         tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
         if master:
             print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
@@ -345,9 +344,10 @@ def main():
         if special is not None:
             meta = {**meta, 'special_tokens': special}  # recorded in every checkpoint
 
-        # model: the settings that are ModelConfig fields, the vocabulary of the data, the objective's heads
+        # model: the settings that are ModelConfig fields, the vocabulary of the data (rounded up to a multiple of
+        # 64: faster matmuls, and spare ids for special tokens), the objective's heads
         heads = dict(mlm_head=objective == 'mlm', type_vocab_size=2 if nsp else 0, pooler=nsp, nsp_head=nsp)
-        model_args = {**settings_of(config, ModelConfig), 'vocab_size': padded_vocab_size(n_ids), **heads}
+        model_args = {**settings_of(config, ModelConfig), 'vocab_size': (n_ids + 63) // 64 * 64, **heads}
         iter_num, best_val_loss, elapsed_before = 0, float('inf'), 0.0
         if init_from == 'scratch':
             model = Transformer(ModelConfig(**model_args))
@@ -435,8 +435,6 @@ def main():
         stop = {'signal': None}
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
-        if master and init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):
-            os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))
         log = MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name,
                          resume_iter=iter_num if init_from == 'resume' else None) if master else None
         if master:
@@ -586,11 +584,6 @@ def diverged_hint(out_dir, saved_iter, learning_rate):
     kept = (f"{out_dir}/{last[0]} holds the last finite weights (iteration {last[1]})" if last else
             "nothing of this run was saved")
     return (f"{kept}; try a lower --learning_rate (now {learning_rate:g}), --grad_clip=1.0 or more --warmup_iters")
-
-
-def padded_vocab_size(vocab_size):
-    """Round the vocabulary up to a multiple of 64: faster matmuls, and spare ids for special tokens."""
-    return (vocab_size + 63) // 64 * 64
 
 
 def check_resumable(saved_args, wanted, path):
