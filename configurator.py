@@ -119,10 +119,8 @@ def check_value(key, value, where, ranges=RULES, choices=CHOICES):
     too_low = value < low or (value == low and not low_allowed)
     too_high = high is not None and (value > high or (value == high and key not in INCLUSIVE_TOP))
     if too_low or too_high or value != value:  # value != value: NaN
-        bounds = {AT_LEAST_1: 'at least 1', AT_LEAST_0: '0 or more', ABOVE_0: 'above 0',
-                  FRACTION: 'in [0, 1)'}.get(ranges[key]) or (
-            f"in {'[' if low_allowed else '('}{low}, {high}{']' if key in INCLUSIVE_TOP else ')'}" if high is not None
-            else f"at least {low}")
+        bounds = (f"in {'[' if low_allowed else '('}{low}, {high}{']' if key in INCLUSIVE_TOP else ')'}" if high is not None
+                  else f"{'at least' if low_allowed else 'above'} {low}")
         raise ConfigError(f"{key}={value!r} ({where}) is out of range: it must be {bounds}")
 
 
@@ -143,13 +141,12 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
                 **defaults} if fields_of else defaults
     field_ranges, field_choices = field_rules(fields_of)
     rules = {**RULES, **field_ranges}, {**CHOICES, **(choices or {}), **field_choices}
-    config = dict(defaults)
+    config, explicit = dict(defaults), set() if explicit is None else explicit
     for arg in argv:
         if not arg.startswith('--'):
             for key, value in read_config_file(arg).items():
                 set_value(config, defaults, key, value, f"config file {arg}", quiet, rules)
-                if explicit is not None:
-                    explicit.add(key)
+                explicit.add(key)
             continue
         if '=' not in arg:
             if arg[2:] in defaults and isinstance(defaults[arg[2:]], bool):
@@ -158,8 +155,7 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
                 raise ConfigError(f"override {arg!r} has no value: write --key=value")
         key, raw = arg[2:].split('=', 1)
         set_value(config, defaults, key, parse_value(key, raw, defaults.get(key)), 'command line', quiet, rules)
-        if explicit is not None:
-            explicit.add(key)
+        explicit.add(key)
     for key, value in defaults.items():  # the defaults too: a script's own defaults obey the same rules
         if config[key] is value:
             check_value(key, value, 'default', *rules)
@@ -190,8 +186,7 @@ def read_config_file(path):
         exec(compile(source, path, 'exec'), namespace)
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
-    return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+    return config_defaults(namespace)
 
 
 def parse_value(key, raw, default):

@@ -30,7 +30,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard,
+from torch.distributed.fsdp import (CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard,
                                     register_fsdp_forward_method)
 from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint as recompute
@@ -38,7 +38,6 @@ from torch.utils.checkpoint import checkpoint as recompute
 import checkpoints
 from configurator import UserError, configure, run_main
 from files import TEMP_PREFIX, swap_in, write_failed, write_json
-from runtime import unwrap
 
 # -----------------------------------------------------------------------------
 # sharding a model
@@ -54,10 +53,9 @@ def shard(model, runtime, cpu_offload=False):
         dist.init_process_group('nccl' if runtime.device_type == 'cuda' else 'gloo', store=dist.HashStore(),
                                 rank=0, world_size=1)
     mesh = init_device_mesh(runtime.device_type, (dist.get_world_size(),))
-    options = dict(mesh=mesh, offload_policy=CPUOffloadPolicy() if cpu_offload else None)
+    options = dict(mesh=mesh, offload_policy=CPUOffloadPolicy() if cpu_offload else OffloadPolicy())
     if runtime.dtype != 'float32':
         options['mp_policy'] = MixedPrecisionPolicy(param_dtype=getattr(torch, runtime.dtype), reduce_dtype=torch.float32)
-    options = {k: v for k, v in options.items() if v is not None}
     for block in model.transformer.h:
         fully_shard(block, **options)
     fully_shard(model, **options)
@@ -93,10 +91,6 @@ def checkpoint_activations(block):
     the instance, so parameter names (and checkpoints) stay those of the plain model."""
     forward = block.forward
     block.forward = lambda *args, **kwargs: recompute(forward, *args, use_reentrant=False, **kwargs)
-
-
-def is_sharded(model):
-    return isinstance(unwrap(model), FSDPModule)
 
 
 def state_bytes(model, optimizer):
