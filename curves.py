@@ -78,10 +78,10 @@ def parse_sizes(text, n_train):
 
 
 def reading_of(config_path):
-    """block_size, truncation and max_windows of a finetune.py config file (finetune.py's defaults otherwise)."""
-    keys = {'block_size': finetune.block_size, 'truncation': finetune.truncation, 'max_windows': finetune.max_windows}
-    read = configure(config_defaults(vars(finetune)), [config_path], quiet=True) if config_path else keys
-    return {key: read[key] for key in keys}
+    """block_size, truncation, max_windows and epochs of a finetune.py config file (finetune.py's defaults
+    otherwise)."""
+    read = configure(config_defaults(vars(finetune)), [config_path] if config_path else [], quiet=True)
+    return {key: read[key] for key in ('block_size', 'truncation', 'max_windows', 'epochs')}
 
 
 def window_features(model, meta, splits, names, reading, runtime, batch_size):
@@ -227,8 +227,7 @@ def main():
     methods = ['pretrained', 'scratch', 'tfidf']
     finetuned = parse_sizes(finetune_sizes, len(splits['train'])) if finetune_sizes else []
     for label, size in finetuned:
-        epochs = min(finetune_max_epochs, max(finetune.epochs if not config else configure(
-            config_defaults(vars(finetune)), [config], quiet=True)['epochs'], math.ceil(finetune_min_passes / size)))
+        epochs = min(finetune_max_epochs, max(reading['epochs'], math.ceil(finetune_min_passes / size)))
         for seed in seed_list:
             samples.setdefault((label, seed), tasks.subsample(splits['train'], size, seed))
             for method, init in (('pretrained fine-tuned', init_from), ('scratch fine-tuned', f'scratch:{init_from}')):

@@ -63,14 +63,10 @@ def _code_point_table():
     return np.array(values, dtype=np.uint32)
 
 
-def _code_points(text):
-    return np.frombuffer(text.encode('utf-32-le', 'surrogatepass'), dtype=np.uint32)
-
-
 def _word_code_points(text, lowered=False):
     """text's code points lower-cased, 0 where not a \\w character: the characters _WORD.findall(text.lower()) keeps,
     as uint32. None where text needs str.lower() first (lowered: text is lower case already)."""
-    cps = _code_points(text)
+    cps = np.frombuffer(text.encode('utf-32-le', 'surrogatepass'), dtype=np.uint32)
     values = _code_point_table().take(cps, mode='clip')
     if not len(values) or values.max() != _SPECIAL:
         return values
@@ -220,8 +216,7 @@ class HeldOut:
         lengths[i] of them document i's."""
         self.splits = np.array(splits)
         self.doc_starts = np.cumsum(np.concatenate(([0], lengths)), dtype=np.int64)
-        self.pool = np.sort(shingles)  # every held-out shingle once, sorted
-        self.pool = self.pool[np.concatenate(([True], self.pool[1:] != self.pool[:-1]))] if len(shingles) else self.pool
+        self.pool = _sorted_distinct(shingles)  # every held-out shingle once, sorted
         self.doc_index = np.empty(len(shingles), dtype=np.int32 if len(self.pool) < 2 ** 31 else np.int64)
         for start in range(0, len(shingles), _CHUNK):  # each document's shingles as positions in pool
             chunk = shingles[start:start + _CHUNK]

@@ -129,11 +129,11 @@ def hidden_states(model, sequences, runtime):
     return x.float(), real
 
 
-def pool(x, real, pooling):
-    """(B, C) from hidden states x (B, T, C) and the padding mask real (B, T): 'last' real token, 'first' position,
-    or 'mean' over the real tokens."""
+def pool(x, real, pooling, pooler=None):
+    """(B, C) from hidden states x (B, T, C) and the padding mask real (B, T): 'last' real token, 'first' position
+    (through pooler, BERT's, when given), or 'mean' over the real tokens."""
     if pooling == 'first':
-        return x[:, 0]
+        return x[:, 0] if pooler is None else pooler(x)
     if pooling == 'last':
         return x[torch.arange(x.size(0), device=x.device), real.sum(1) - 1]
     return (x * real[:, :, None]).sum(1) / real.sum(1, keepdim=True)
@@ -157,8 +157,9 @@ def encode_texts(model, tokenizer, special, texts):
     return encoded
 
 
-def extract(model, sequences, runtime, pooling='auto', batch_size=32, pooled_out=None, tokens_out=None):
-    """Features of sequences (token-id lists) in input order: pooled ones into pooled_out (N, C), and every
+@torch.no_grad()
+def extract(model, sequences, runtime, pooled_out, tokens_out=None, pooling='auto', batch_size=32, pooler=None):
+    """Features of sequences (token-id lists) in input order: pooled ones (pool) into pooled_out (N, C), and every
     token's hidden state into tokens_out (sum of lengths, C) when given; numpy arrays or memmaps. Returns the
     (N + 1,) offsets of each sequence's rows in tokens_out."""
     if pooling not in POOLINGS:
@@ -173,10 +174,9 @@ def extract(model, sequences, runtime, pooling='auto', batch_size=32, pooled_out
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         x, real = hidden_states(model, [sequences[i] for i in rows], runtime)
-        pooled = pool(x, real, pooling).cpu().numpy()
+        pooled = pool(x, real, pooling, pooler).float().cpu().numpy()
         for b, i in enumerate(rows):
-            if pooled_out is not None:
-                pooled_out[i] = pooled[b]
+            pooled_out[i] = pooled[b]
             if tokens_out is not None:
                 tokens_out[offsets[i]:offsets[i + 1]] = x[b, :lengths[i]].cpu().numpy()
         update(len(rows))
@@ -497,7 +497,7 @@ def main():
         pooled_out = np.lib.format.open_memmap(tmp['pooled'], mode='w+', dtype=np.float32, shape=(len(texts), C))
         tokens_out = np.lib.format.open_memmap(tmp['tokens'], mode='w+', dtype=np.float32,
                                                shape=(n_tokens, C)) if per_token else None
-        offsets = extract(model, sequences, runtime, pooling, batch_size, pooled_out, tokens_out)
+        offsets = extract(model, sequences, runtime, pooled_out, tokens_out, pooling, batch_size)
         del pooled_out, tokens_out  # flushes and closes the memmaps before the rename
         if per_token:
             with open(tmp['offsets'], 'wb') as f:
@@ -519,20 +519,13 @@ if __name__ == '__main__':
 # -----------------------------------------------------------------------------
 # a classifier head fitted on frozen features: finetune.py --probe=True and curves.py
 
-@torch.no_grad()
 def head_inputs(model, windows, runtime, batch_size=32):
     """(windows, n_embd) float32: the vector model's sequence head (model.classifier) pools from each encoded
     window ({'ids'}), the trunk as it is: the last real token (causal), the first (through BERT's pooler when the
     model has one) or the mean, as ClassifierHead computes it before its Linear."""
-    pooling = model.classifier.pooling
     out = np.zeros((len(windows), model.config.n_embd), dtype=np.float32)
-    order = np.argsort([len(w['ids']) for w in windows], kind='stable')  # similar lengths batched: little padding
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        x, real = hidden_states(model, [windows[i]['ids'] for i in rows], runtime)
-        pooled = model.pooler(x) if pooling == 'first' and hasattr(model, 'pooler') else pool(x, real, pooling)
-        out[rows] = pooled.float().cpu().numpy()
+    extract(model, [w['ids'] for w in windows], runtime, out, pooling=model.classifier.pooling, batch_size=batch_size,
+            pooler=getattr(model, 'pooler', None))
     return out
 
 

@@ -160,26 +160,28 @@ def plot_curves(run_dirs, path, labels=None):
     lr_scale = 10.0 ** lr_exp
     several = len(runs) > 1
     lines = {'train': [], 'val': [], 'lr': [], 'scores': []}
+
+    def curve(ax, records, key, scale=1.0, **style):
+        """The line of records' key over the x axis, as a list of one line."""
+        x, y = series(records, key, x_key)
+        return ax.plot(x / divisor, y / scale, **style)
+
     for n, (records, label) in enumerate(zip(runs, labels)):
         prefix = f"{label}: " if several else ''
-        x, y = series(records, 'train_loss', x_key)
-        lines['train'] += loss_ax.plot(x / divisor, y, color=f'C{n}' if several else 'C0', lw=1, alpha=0.7,
-                                       label=f"{prefix}train loss")
-        x, y = series(records, 'val_loss', x_key)
-        lines['val'] += loss_ax.plot(x / divisor, y, color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5,
-                                     ls='--' if several else '-', label=f"{prefix}val loss")
-        x, y = series(records, 'lr', x_key)
-        lines['lr'] += lr_ax.plot(x / divisor, y / lr_scale, color=f'C{n}' if several else '0.45', lw=1, ls=':',
-                                  label=f"{prefix}learning rate")
+        lines['train'] += curve(loss_ax, records, 'train_loss', color=f'C{n}' if several else 'C0', lw=1, alpha=0.7,
+                                label=f"{prefix}train loss")
+        lines['val'] += curve(loss_ax, records, 'val_loss', color=f'C{n}' if several else 'C1', lw=1.8, marker='o',
+                              ms=3.5, ls='--' if several else '-', label=f"{prefix}val loss")
+        lines['lr'] += curve(lr_ax, records, 'lr', lr_scale, color=f'C{n}' if several else '0.45', lw=1, ls=':',
+                             label=f"{prefix}learning rate")
         if bpb_ax is not None:
-            x, y = series(records, 'val_bpb', x_key)
-            bpb_ax.plot(x / divisor, y, color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5, label=label)
+            curve(bpb_ax, records, 'val_bpb', color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5,
+                  label=label)
         for m, key in enumerate(metrics):
-            x, y = series(records, key, x_key)
-            if len(x):
-                lines['scores'] += score_ax.plot(x / divisor, y, color=f'C{n if several else m}', marker='os^vD*'[m % 6],
-                                                ms=3.5, ls=':' if 'baseline' in key else '-',
-                                                label=prefix + SCORE_NAMES.get(key, key))
+            if any(key in r for r in records):  # a run that logs the score
+                lines['scores'] += curve(score_ax, records, key, color=f'C{n if several else m}', ms=3.5,
+                                         marker='os^vD*'[m % 6], ls=':' if 'baseline' in key else '-',
+                                         label=prefix + SCORE_NAMES.get(key, key))
     fig.suptitle(labels[0] if not several else ' vs '.join(labels))
     loss_ax.set_ylabel("cross-entropy loss (nats)")
     lr_ax.set_ylabel("learning rate" + (f" (x 1e{lr_exp})" if lr_exp else ''))
@@ -351,7 +353,7 @@ def embeddings_command(config, runtime):
         rows = features.read_texts(config['texts'])
         encoded = features.encode_texts(model, tokenizer, special, rows)
         pooled = np.zeros((len(rows), model.config.n_embd), dtype=np.float32)
-        features.extract(model, [ids for ids, _ in encoded], runtime, pooled_out=pooled)
+        features.extract(model, [ids for ids, _ in encoded], runtime, pooled)
         classes = features.read_labels(config['texts'], [line for line, _ in rows])
         points, axis_names = features.project_2d(pooled, config['projection'])
         title = f"pooled features of {len(rows)} texts, {source} ({config['projection'].upper()})"
@@ -359,7 +361,8 @@ def embeddings_command(config, runtime):
                         title=title)
     if config['words']:
         names = [w.strip() for w in config['words'].split(',') if w.strip()]
-        vectors = np.stack([embedding[features.word_ids(tokenizer, word)].mean(0) for word in names])  # a word: its tokens' mean
+        # a word's vector: the mean of its tokens' input embeddings
+        vectors = np.stack([embedding[features.word_ids(tokenizer, word)].mean(0) for word in names])
         how = 'given words'
     else:
         data_dir = training_data_dir(config, checkpoint)
@@ -422,7 +425,7 @@ def explain_command(config, runtime):
                                   methods, config['ig_steps'])]
 
 
-def plot_explanations(records, path, title=None, line_chars=110):
+def plot_explanations(records, path, line_chars=110):
     """Each record's words (features.explain_text) laid out as text, one block a method, each word on a colour
     for its score: red raises the explained label's log-probability, blue lowers it, white is none, the full colour
     each block's largest |score|; grey: a word the model never read (cut off). Returns path."""
@@ -451,7 +454,7 @@ def plot_explanations(records, path, title=None, line_chars=110):
     n_lines = sum(lines + 2 for _, _, lines in blocks)
     fontsize = 9
     fig = figure(line_chars * fontsize * 0.6 / 72 + 0.4, n_lines * fontsize * 1.9 / 72 + 0.6, layout=None)
-    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 if not title else 0.94))
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
     ax.set_axis_off()
     ax.set_xlim(0, line_chars)
     ax.set_ylim(n_lines, 0)
@@ -463,8 +466,6 @@ def plot_explanations(records, path, title=None, line_chars=110):
             ax.add_patch(Rectangle((x - 0.1, y - 0.42), len(word) + 0.2, 0.84, color=colour, lw=0))
             ax.text(x, y, word, fontsize=fontsize, family='monospace', va='center', parse_math=False)
         top += lines + 2
-    if title:
-        fig.suptitle(title, fontsize=10)
     return save(fig, path)
 
 
