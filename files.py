@@ -102,11 +102,9 @@ def read_records(path, complete=False):
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     except PermissionError:  # alive, another user's
         return True
-    except (OverflowError, ValueError):  # not a pid this system can have
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or not a pid this system can have
         return False
     return True
 

@@ -186,9 +186,7 @@ def _stream_events(path, val_fraction, test_fraction):
     size = os.path.getsize(path)
     val_start = _line_end_after(path, int(size * (1 - val_fraction - test_fraction)))
     test_start = max(val_start, _line_end_after(path, int(size * (1 - test_fraction)))) if test_fraction else size
-    parts = [('train', 0, val_start), ('val', val_start, test_start)]
-    if test_fraction:
-        parts.append(('test', test_start, size))
+    parts = [('train', 0, val_start), ('val', val_start, test_start)] + ([('test', test_start, size)] if test_fraction else [])
     for split, start, end in parts:
         for text, nbytes in _iter_text(path, start, end):
             yield split, text, nbytes
@@ -567,7 +565,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
 
         meta = {'tokenizer': tokenizer}
         if tokenizer.startswith('wordpiece:'):
-            meta = {'tokenizer': 'wordpiece', **wordpiece_meta(tokenizer.partition(':')[2])}
+            meta = wordpiece_meta(tokenizer.partition(':')[2])  # {'tokenizer': 'wordpiece', 'vocab': ..., ...}
         if tokenizer == 'char':
             chars, update = set(), progress(total_bytes, f'collecting the characters of {name}')
             for _, text, nbytes in make_events():

@@ -65,13 +65,9 @@ def setup_runtime(device='auto', dtype='auto', seed=1337):
     device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
     if device_type == 'cuda' and not torch.cuda.is_available():
         raise UserError("device='cuda' asked but CUDA is not available: use --device=cpu (or auto)")
-    if dtype == 'auto':
-        if device_type == 'cuda':
-            dtype = 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
-        elif device_type == 'cpu':
-            dtype = 'bfloat16' if cpu_has_bf16() else 'float32'
-        else:
-            dtype = 'float32'
+    if dtype == 'auto':  # bf16 where the hardware has it; else float16 on a GPU (with a GradScaler), float32 elsewhere
+        bf16 = torch.cuda.is_bf16_supported() if device_type == 'cuda' else device_type == 'cpu' and cpu_has_bf16()
+        dtype = 'bfloat16' if bf16 else 'float16' if device_type == 'cuda' else 'float32'
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise UserError(f"dtype {dtype!r} unknown: use auto, float32, bfloat16 or float16")
     if dtype == 'float16' and device_type != 'cuda':

@@ -151,10 +151,8 @@ def main():
                      use_cache=use_cache, generator=generator, vocab_limit=tokenizer.vocab_size)
     samples = []
     for row in y.tolist():
-        new = row[len(ids):]
-        if tokenizer.eot_id in new:  # stop at the end of the document
-            new = new[:new.index(tokenizer.eot_id)]
-        samples.append(prompt + tokenizer.decode(new))
+        new = row[len(ids):] + [tokenizer.eot_id]  # stop at the end of the document
+        samples.append(prompt + tokenizer.decode(new[:new.index(tokenizer.eot_id)]))
     text = '\n---------------\n'.join(samples) + '\n'
     if output:
         with atomic_path(output) as tmp, open(tmp, 'w', encoding='utf-8') as f:
