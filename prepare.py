@@ -104,45 +104,34 @@ def _iter_text(path, start=0, end=None):
             yield text, len(block)
 
 
+# a line of <|endoftext|> alone, with the newline before it: what separates the documents of a text file
+_SEPARATOR = re.compile(r'\n' + re.escape(EOT) + r'\r?(?=\n)')
+_SEPARATOR_BYTES = re.compile(_SEPARATOR.pattern.encode())
+
+
 def _has_eot_lines(path):
     """Whether some line of the file is exactly <|endoftext|> (then such lines separate documents)."""
-    sep = ('\n' + EOT).encode()
     tail = b'\n'  # as if a newline came before the file, so its first line counts too
     with open(path, 'rb') as f:
         while block := f.read(CHUNK_BYTES):
             data = tail + block
-            i = data.find(sep)
-            while i != -1:
-                after = data[i + len(sep):i + len(sep) + 2]
-                if after[:1] == b'\n' or after == b'\r\n':
-                    return True
-                i = data.find(sep, i + 1)
-            tail = data[-(len(sep) + 1):]  # a separator cut by the block boundary is found next time
-    return tail.endswith(sep) or tail.endswith(sep + b'\r')
+            if _SEPARATOR_BYTES.search(data):
+                return True
+            tail = data[-(len(EOT) + 3):]  # a separator cut by the block boundary is found next time
+    return _SEPARATOR_BYTES.search(tail + b'\n') is not None  # and one on the last line, as if a newline followed
 
 
 def _eot_separated_events(path):
     """Documents of a text file that is the documents joined by '\\n<|endoftext|>\\n' (or '\\r\\n')."""
-    sep = '\n' + EOT
-    buf = '\n'  # as if a newline came before the file, so a separator on its first line is found
+    buf = '\n'  # as if a newline came before the file (and after it, at the end), so separators there are found
     start = 1  # where the current document's unsent text begins in buf
     scan = 0  # where the next separator may begin: the newline that ends one can begin the next
     has_text = False
     for text, nbytes in itertools.chain(_iter_text(path), [(None, 0)]):  # None: end of file
         final = text is None
-        buf += text or ''
-        i = buf.find(sep, scan)
-        while i != -1:
-            j = i + len(sep)
-            if buf.startswith('\n', j) or buf.startswith('\r\n', j):
-                end = buf.index('\n', j) + 1
-            elif final and buf[j:] in ('', '\r'):
-                end = len(buf)
-            elif final or len(buf) - j >= 2:
-                i = buf.find(sep, i + 1)  # <|endoftext|> with more text on its line: not a separator
-                continue
-            else:
-                break  # can't tell yet
+        buf += '\n' if final else text
+        for match in _SEPARATOR.finditer(buf, scan):
+            i = match.start()
             text_end = i - 1 if i > start and buf[i - 1] == '\r' else i  # a \r\n before it is the separator's
             if text_end > start:
                 yield None, buf[start:text_end], 0
@@ -150,19 +139,14 @@ def _eot_separated_events(path):
             if has_text:  # skip empty documents (e.g. a separator on the first line)
                 yield None, None, 0
                 has_text = False
-            start, scan = end, end - 1
-            i = buf.find(sep, scan)
-        # every separator that starts before keep is decided; after it may be half a one (and its \r)
-        keep = len(buf) if final else len(buf) - len(sep) - 2
-        if keep > start:
-            yield None, buf[start:keep], nbytes
-            has_text = True
-            start = keep
-        else:
-            yield None, '', nbytes
-        scan = max(scan, keep)
-        trim = min(start, scan)
-        buf, start, scan = buf[trim:], start - trim, scan - trim
+            start, scan = match.end() + 1, match.end()
+        # a separator not found yet begins in the last 16 characters (its newline, \r's and <|endoftext|>)
+        cut = len(buf) - len(EOT) - 4
+        keep = len(buf) - 1 if final else max(start, cut)
+        has_text |= keep > start
+        yield None, buf[start:keep], nbytes
+        start, scan = keep, max(scan, cut)
+        buf, start, scan = buf[scan:], start - scan, 0
     if has_text:
         yield None, None, 0
 
