@@ -52,17 +52,15 @@ def load(source, device='cpu', trust=False, dropout=None):
 def files_read(source):
     """The files that load(source) reads, or may, with the run's metrics.jsonl beside them: what no output of the
     same command may replace (check_output). Nothing for a hub name."""
-    if os.path.isfile(source):
-        directory, names = os.path.dirname(source), ['metrics.jsonl']
-        found = [source]
-    elif os.path.isdir(source):
-        directory, found = source, []
-        names = [*CHECKPOINT_NAMES, 'metrics.jsonl', 'config.json', 'vocab.txt', hf.SAFETENSORS, hf.SAFETENSORS_INDEX,
-                 hf.PICKLE, hf.EXPORT_META]
-        if source.rstrip(os.sep).endswith('.dcp'):
-            names = ['.']
-    else:
+    if not os.path.exists(source):
         return []
+    if os.path.isfile(source):
+        directory, names, found = os.path.dirname(source), ['metrics.jsonl'], [source]
+    else:  # a sharded checkpoint's own files, or a run / HF directory's
+        directory, found = source, []
+        names = ['.'] if source.rstrip(os.sep).endswith('.dcp') else [
+            *CHECKPOINT_NAMES, 'metrics.jsonl', 'config.json', 'vocab.txt', hf.SAFETENSORS, hf.SAFETENSORS_INDEX,
+            hf.PICKLE, hf.EXPORT_META]
     for name in names:
         path = os.path.join(directory or '.', name)
         if os.path.isfile(path):
