@@ -18,7 +18,7 @@ import sys
 import time
 
 import tasks
-from configurator import UserError, config_defaults, configure, run_main
+from configurator import UserError, config_defaults, configure, require, run_main
 from files import write_json, write_jsonl
 from scores import classification_report, format_report
 
@@ -72,10 +72,7 @@ def fit_and_score(splits, names, C_values, max_features, seed):
 
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        raise UserError("baseline.py needs scikit-learn: pip install scikit-learn") from None
+    require('sklearn', "baseline.py needs scikit-learn: pip install scikit-learn")
     try:
         C_values = [C] if C is not None else [float(c) for c in C_grid.split(',')]
     except ValueError:

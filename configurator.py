@@ -17,6 +17,7 @@ Imports the standard library only.
 import ast
 import dataclasses
 import difflib
+import importlib
 import os
 import sys
 
@@ -36,6 +37,14 @@ def run_main(main):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def require(module, message):
+    """The optional module, imported, or a one-line UserError with message (what needs it, how to install it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(message) from None
 
 
 def read_text_arg(value, key):

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from configurator import UserError
+from configurator import UserError, require
 from files import atomic_path, read_records
 
 
@@ -31,18 +31,12 @@ class MetricsLog:
             self.keep_until(resume_iter)
         self.tb = self.wandb = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
-            self.tb = SummaryWriter(os.path.join(out_dir, 'tensorboard'))
+            writer = require('torch.utils.tensorboard', "tensorboard=True needs the tensorboard package: "
+                                                        "pip install tensorboard").SummaryWriter
+            self.tb = writer(os.path.join(out_dir, 'tensorboard'))
         if wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise UserError("wandb_project is set but wandb is not installed: pip install wandb") from None
-            self.wandb = wandb
-            wandb.init(project=wandb_project, name=run_name, config=config)
+            self.wandb = require('wandb', "wandb_project is set but wandb is not installed: pip install wandb")
+            self.wandb.init(project=wandb_project, name=run_name, config=config)
 
     def keep_until(self, iter_num):
         """Rewrite the log (atomically) with its complete records up to iter_num."""

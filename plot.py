@@ -36,7 +36,7 @@ import torch
 import checkpoints
 import prepare
 import tasks
-from configurator import UserError, config_defaults, configure, run_main
+from configurator import UserError, config_defaults, configure, require, run_main
 from files import atomic_path, read_records
 from runtime import setup_runtime
 from tokenizer import token_text, tokenizer_of
@@ -71,10 +71,7 @@ SCORE_NAMES = {'val_accuracy': 'accuracy', 'val_macro_f1': 'macro-F1', 'val_enti
 
 def require_matplotlib():
     """A one-line UserError that says how to install matplotlib when it is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UserError("pictures need matplotlib, which is not installed: pip install matplotlib") from None
+    require('matplotlib', "pictures need matplotlib, which is not installed: pip install matplotlib")
 
 
 def figure(width, height, layout='constrained'):
