@@ -237,8 +237,7 @@ def main():
         methods += ['pretrained fine-tuned', 'scratch fine-tuned']
         sizes_ = sorted(set(sizes_) | set(finetuned), key=lambda item: item[1])
     table = summary(runs, methods, [label for label, _ in sizes_])
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, 'curves.json'), {
+    write_json(os.path.join(out_dir, 'curves.json'), {  # (makes out_dir)
         'init_from': init_from, 'data': data, 'config': config, 'reading': reading, 'seeds': seed_list,
         'split_seed': split_seed, 'runs': runs, 'minutes': round((time.time() - started) / 60, 1)})
     text = markdown(table, sizes_, methods)
