@@ -151,6 +151,10 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
     field_ranges, field_choices = field_rules(fields_of)
     rules = {**RULES, **field_ranges}, {**CHOICES, **(choices or {}), **field_choices}
     config, explicit = dict(defaults), set() if explicit is None else explicit
+    if '--help' in argv or '-h' in argv:  # how to run the script (its docstring), then every key and its default
+        print((sys.modules['__main__'].__doc__ or '').strip(), '\nkeys (--key=value):')
+        print('\n'.join(f"  --{key}={value!r}" for key, value in sorted(defaults.items())))
+        raise SystemExit(0)
     for arg in argv:
         if not arg.startswith('--'):
             for key, value in read_config_file(arg).items():

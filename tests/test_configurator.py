@@ -119,3 +119,14 @@ def test_real_config_files_are_valid(name):
     assigned = read_config_file(path)
     assert assigned and all(config[k] == v for k, v in assigned.items())
     assert config['out_dir'] == f'out/{name}'
+
+
+@pytest.mark.parametrize('script', ['train.py', 'finetune.py', 'prepare.py', 'sample.py'])
+def test_help_shows_how_to_run_and_every_key(script):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, script, '--help'], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert 'python' in out.stdout.split('keys (--key=value):')[0]  # the docstring starts with how to run it
+    assert '  --out_dir=' in out.stdout or '  --dedup_threshold=' in out.stdout
