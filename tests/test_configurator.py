@@ -3,6 +3,10 @@ Tests for configurator.py (config files, then --key=value overrides):
 
     python -m pytest -q tests/test_configurator.py
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from configurator import ConfigError, config_defaults, configure, parse_value
@@ -123,8 +127,6 @@ def test_real_config_files_are_valid(name):
 
 @pytest.mark.parametrize('script', ['train.py', 'finetune.py', 'prepare.py', 'sample.py'])
 def test_help_shows_how_to_run_and_every_key(script):
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, script, '--help'], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
