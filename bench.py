@@ -196,12 +196,15 @@ def bench_train(runtime, data, peaks):
     if compile:
         variants['default + torch.compile'] = {**default, 'use_compile': True}
     runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
-    times = interleaved(variants, lambda name: runs.setdefault(name, []).append(time_train(runtime, data, variants[name]))
-                        or runs[name][-1][0])
+
+    def measure(name):
+        runs[name] = time_train(runtime, data, variants[name])
+        return runs[name][0]
+    times = interleaved(variants, measure)
     tokens, base = batch_size * block_size, next(iter(times.values()))
 
     def row(name):
-        dt, losses, compile_s, model = runs[name][-1]
+        _, losses, compile_s, model = runs[name]
         mfu = model.estimate_mfu(tokens, times[name], peaks['float32' if variants[name]['dtype'] == 'float32' else 'bfloat16'],
                                  T=block_size)
         extra = f" (compile {compile_s:.0f} s)" if variants[name]['use_compile'] else ''
@@ -226,17 +229,23 @@ RECIPES = [
 ]
 
 
-def bench_recipes(runtime, data):
+def bench_recipes(runtime, data, peaks):
     recipes = {name: (arch, optimizer_name) for name, arch, optimizer_name, _ in RECIPES}
     default = dict(dtype=runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
-    # ids inside each vocabulary: the cost is the same
-    times = interleaved(recipes, lambda name: time_train(runtime, (data % recipes[name][0]['vocab_size']).astype('int64'), dict(
-        default, arch=recipes[name][0], optimizer_name=recipes[name][1]))[0])
-    tokens, base = batch_size * block_size, times[RECIPES[0][0]]
+    runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
+
+    def measure(name):  # ids inside each vocabulary: the cost is the same
+        arch, optimizer_name = recipes[name]
+        runs[name] = time_train(runtime, (data % arch['vocab_size']).astype('int64'),
+                                dict(default, arch=arch, optimizer_name=optimizer_name))
+        return runs[name][0]
+    times = interleaved(recipes, measure)
+    tokens, base, peak = batch_size * block_size, times[RECIPES[0][0]], peaks.get(runtime.dtype, peaks['float32'])
     adamw, muon = times[RECIPES[1][0]], times[RECIPES[2][0]]
     table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
-          f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'text KB/s', 'speed-up'),
+          f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'MFU', 'text KB/s', 'speed-up'),
           [(name, f"{times[name] * 1000:.0f}", f"{tokens / times[name]:,.0f}",
+            f"{runs[name][3].estimate_mfu(tokens, times[name], peak, T=block_size) * 100:.1f}%",
             f"{tokens * bytes_per_token / times[name] / 1e3:,.1f}", f"{base / times[name]:.2f}x")
            for name, _, _, bytes_per_token in RECIPES],
           [f"Muon / AdamW step: {muon / adamw:.2f}x; the main recipe (config/pretrain_small.py, Muon) at "
@@ -584,7 +593,7 @@ def main():
     if 'train' in wanted:
         bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks)
     if 'recipes' in wanted:
-        bench_recipes(runtime, prepare.open_split(data_dir, 'train'))
+        bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks)
     if 'generate' in wanted:
         bench_generate(runtime, prepare.open_split(data_dir, 'val'))
     if 'prepare' in wanted:
