@@ -65,18 +65,19 @@ def zeropower_via_newtonschulz5(G, steps=5, dtype=None):
     norm are not lifted in 5 steps (3.4445^5 ~ 490). dtype: the iteration's (default newtonschulz_dtype's)."""
     assert G.ndim >= 2, f"Newton-Schulz needs a matrix, got shape {tuple(G.shape)}"
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.to(dtype or newtonschulz_dtype(G.device.type))
+    X = G.to(dtype or newtonschulz_dtype(G.device.type)).reshape(-1, *G.shape[-2:])  # (matrices, rows, cols)
     transposed = X.size(-2) > X.size(-1)
     if transposed:  # work on the wide side: X @ X.T is then the smaller Gram matrix
         X = X.mT
     # each matrix by its own Frobenius norm (>= its spectral norm), so every singular value starts in [0, 1]
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
-        A = X @ X.mT                     # (..., rows, rows)
-        X = a * X + (b * A + c * A @ A) @ X
+        A = X @ X.mT                                  # (matrices, rows, rows)
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)   # b A + c A A, in one call (no separate elementwise passes)
+        X = torch.baddbmm(X, B, X, beta=a)            # a X + B X
     if transposed:
         X = X.mT
-    return X.to(G.dtype)
+    return X.reshape(G.shape).to(G.dtype)
 
 
 def muon_update(group, state, lr):
