@@ -3,6 +3,7 @@ Benchmark the real code paths, each fast path against the plain one, measured in
 
     python bench.py                                   # all sections, CPU, ~3-4 minutes on 2 cores
     python bench.py --sections=train,generate         # some of them
+    python bench.py --sections=recipes --out=results.json  # every table also written to a JSON file
     python bench.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
 
 Our machines are shared and noisy: absolute numbers mean little, the ratios printed beside them are
@@ -10,7 +11,8 @@ the point. Plain and fast runs are interleaved and the median of each is reporte
 Sections:
   train     tokens/s and MFU of train.train_step (the real step) with each fast path off and on; peak memory
   recipes   a step of pretrain_small's recipe (trained BPE, modern architecture, AdamW or Muon) against round 1's
-  generate  tokens/s of sample.generate with and without the KV cache (identical greedy output checked)
+  generate  tokens/s of sample.generate with and without the KV cache; greedy output of the two compared in fp32
+            (must be identical) and in the run's dtype (tokens equal before the first divergence)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
             encode MB/s of a BPE trained on BBC News (bpe:8192) against GPT-2's BPE
   prepare_scale  (only when named) MB/s and peak RSS of prepare.py on synthetic JSONL corpora of scale_sizes MB,
@@ -24,6 +26,7 @@ MFU is computed against a peak this script measures on the machine (a large matm
 """
 
 import contextlib
+import copy
 import itertools
 import json
 import os
@@ -40,6 +43,7 @@ import torch
 
 import checkpoints
 import corpus
+import files
 import fsdp
 import optim
 import prepare
@@ -61,10 +65,11 @@ n_head = 4
 n_embd = 256
 block_size = 128
 vocab_size = 50304
-batch_size = 8
+batch_size = 32
 steps = 4  # timed steps per repeat (after 2 warm-up steps)
 repeats = 3  # plain and fast runs alternate this many times
 compile = False  # also measure torch.compile (its compile time is reported separately)
+out = ''  # also write every table to this JSON file
 # generation
 checkpoint = 'out/pretrain_small'  # a run directory (checkpoints.checkpoint_path) or .pt; else a random model of the sizes above
 trust_checkpoint = False  # unpickle a checkpoint that holds more than tensors (old or foreign files): it can run code
@@ -90,7 +95,8 @@ seed = 1337
 
 
 def measure_peak_flops(device, dtype, n=2048, repeats=5):
-    """FLOP/s of an n^3 matmul in dtype: the ceiling MFU is measured against on this machine."""
+    """FLOP/s of an n^3 matmul in dtype (n 8,192 on a GPU): the ceiling MFU is measured against on this machine."""
+    n = 8192 if device.startswith('cuda') else n
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
@@ -108,6 +114,40 @@ def measure_peak_flops(device, dtype, n=2048, repeats=5):
 def sync(device):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
+
+
+RESULTS = []  # every table printed, for --out
+
+
+def table(title, header, rows, notes=()):
+    """Print a markdown table under '## title' (rows printed as they come), then the notes; kept for --out."""
+    print(f"\n## {title}\n| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
+    kept = []
+    for row in rows:
+        kept.append([str(cell) for cell in row])
+        print("| " + " | ".join(kept[-1]) + " |", flush=True)
+    for note in notes:
+        print(note)
+    RESULTS.append({'title': title, 'header': list(header), 'rows': kept, 'notes': list(notes)})
+
+
+def interleaved(names, measure):
+    """{name: median of measure(name) over `repeats` rounds}; each round runs every name, so that load on the
+    machine hits them alike."""
+    results = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            results[name].append(measure(name))
+    return {name: statistics.median(r) for name, r in results.items()}
+
+
+def timed(fn, device='cpu'):
+    """Seconds fn() takes (the device synchronised before and after)."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
 
 
 def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile, arch=None, optimizer_name='adamw'):
@@ -147,44 +187,34 @@ def time_train(runtime, data, variant):
 
 
 def bench_train(runtime, data, peaks):
-    fast_dtype = 'bfloat16' if runtime.dtype == 'bfloat16' else runtime.dtype
     plain = dict(dtype='float32', fused_adam=False, fused_loss=False, use_compile=False)
-    variants = [
-        ('plain: fp32, eager, unfused AdamW, full logits', plain),
-        (f'+ {fast_dtype} autocast', {**plain, 'dtype': fast_dtype}),
-        ('+ fused AdamW', {**plain, 'fused_adam': True}),
-        ('+ fused chunked LM loss', {**plain, 'fused_loss': True}),
-        (f'default: {fast_dtype} + fused AdamW + fused loss', dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
-                                                                  use_compile=False)),
-    ]
+    default = dict(dtype=runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
+    variants = {'plain: fp32, eager, unfused AdamW, full logits': plain,
+                f'+ {runtime.dtype} autocast': {**plain, 'dtype': runtime.dtype}, '+ fused AdamW': {**plain, 'fused_adam': True},
+                '+ fused chunked LM loss': {**plain, 'fused_loss': True},
+                f'default: {runtime.dtype} + fused AdamW + fused loss': default}
     if compile:
-        variants.append(('default + torch.compile', dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
-                                                         use_compile=True)))
-    results = {name: [] for name, _ in variants}
-    losses, compile_times = {}, {}
-    for _ in range(repeats):  # interleave, so that load on the machine hits every variant alike
-        for name, variant in variants:
-            dt, run_losses, compile_s, model = time_train(runtime, data, variant)
-            results[name].append(dt)
-            losses[name] = run_losses
-            compile_times[name] = compile_s
-    tokens = batch_size * block_size
-    base = statistics.median(results[variants[0][0]])
-    print(f"\n## training: {n_layer} layers x {n_embd}, vocab {vocab_size}, {batch_size} x {block_size} tokens/step, "
-          f"median of {repeats} x {steps} steps")
-    print(f"| path | ms/step | tokens/s | MFU | speed-up | loss after {2 + steps} steps |")
-    print("|---|---|---|---|---|---|")
-    for name, variant in variants:
-        dt = statistics.median(results[name])
-        peak = peaks['bfloat16' if variant['dtype'] != 'float32' else 'float32']
-        mfu = model.estimate_mfu(tokens, dt, peak, T=block_size)
-        extra = f" (compile {compile_times[name]:.0f} s)" if variant['use_compile'] else ''
-        print(f"| {name}{extra} | {dt * 1000:.0f} | {tokens / dt:,.0f} | {mfu * 100:.1f}% | {base / dt:.2f}x | "
-              f"{losses[name][-1]:.4f} |")
-    if runtime.device_type == 'cuda':
-        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB")
-    else:
-        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+        variants['default + torch.compile'] = {**default, 'use_compile': True}
+    runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
+
+    def measure(name):
+        runs[name] = time_train(runtime, data, variants[name])
+        return runs[name][0]
+    times = interleaved(variants, measure)
+    tokens, base = batch_size * block_size, next(iter(times.values()))
+
+    def row(name):
+        _, losses, compile_s, model = runs[name]
+        mfu = model.estimate_mfu(tokens, times[name], peaks['float32' if variants[name]['dtype'] == 'float32' else 'bfloat16'],
+                                 T=block_size)
+        extra = f" (compile {compile_s:.0f} s)" if variants[name]['use_compile'] else ''
+        return (f"{name}{extra}", f"{times[name] * 1000:.0f}", f"{tokens / times[name]:,.0f}", f"{mfu * 100:.1f}%",
+                f"{base / times[name]:.2f}x", f"{losses[-1]:.4f}")
+    memory = f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB" \
+        if runtime.device_type == 'cuda' else f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+    table(f"training: {n_layer} layers x {n_embd}, vocab {vocab_size}, {batch_size} x {block_size} tokens/step, "
+          f"median of {repeats} x {steps} steps", ('path', 'ms/step', 'tokens/s', 'MFU', 'speed-up',
+                                                  f'loss after {2 + steps} steps'), map(row, variants), [memory])
 
 
 # pretrain_small's recipe against round 1's (docs/results.md): what a step costs; the bits per byte each reaches in
@@ -199,25 +229,27 @@ RECIPES = [
 ]
 
 
-def bench_recipes(runtime, data):
-    fast_dtype = 'bfloat16' if runtime.dtype == 'bfloat16' else runtime.dtype
-    results = {name: [] for name, *_ in RECIPES}
-    for _ in range(repeats):
-        for name, arch, optimizer_name, _ in RECIPES:
-            tokens = (data % arch['vocab_size']).astype('int64')  # ids inside each vocabulary: the cost is the same
-            dt, *_ = time_train(runtime, tokens, dict(dtype=fast_dtype, fused_adam=True, fused_loss=True,
-                                                      use_compile=False, arch=arch, optimizer_name=optimizer_name))
-            results[name].append(dt)
-    tokens = batch_size * block_size
-    base = statistics.median(results[RECIPES[0][0]])
-    print(f"\n## recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {fast_dtype}, "
-          f"median of {repeats} x {steps} steps")
-    print("| recipe | ms/step | tokens/s | text KB/s | speed-up |")
-    print("|---|---|---|---|---|")
-    for name, _, _, bytes_per_token in RECIPES:
-        dt = statistics.median(results[name])
-        print(f"| {name} | {dt * 1000:.0f} | {tokens / dt:,.0f} | {tokens * bytes_per_token / dt / 1e3:,.1f} | "
-              f"{base / dt:.2f}x |")
+def bench_recipes(runtime, data, peaks):
+    recipes = {name: (arch, optimizer_name) for name, arch, optimizer_name, _ in RECIPES}
+    default = dict(dtype=runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
+    runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
+
+    def measure(name):  # ids inside each vocabulary: the cost is the same
+        arch, optimizer_name = recipes[name]
+        runs[name] = time_train(runtime, (data % arch['vocab_size']).astype('int64'),
+                                dict(default, arch=arch, optimizer_name=optimizer_name))
+        return runs[name][0]
+    times = interleaved(recipes, measure)
+    tokens, base, peak = batch_size * block_size, times[RECIPES[0][0]], peaks.get(runtime.dtype, peaks['float32'])
+    adamw, muon = times[RECIPES[1][0]], times[RECIPES[2][0]]
+    table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
+          f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'MFU', 'text KB/s', 'speed-up'),
+          [(name, f"{times[name] * 1000:.0f}", f"{tokens / times[name]:,.0f}",
+            f"{runs[name][3].estimate_mfu(tokens, times[name], peak, T=block_size) * 100:.1f}%",
+            f"{tokens * bytes_per_token / times[name] / 1e3:,.1f}", f"{base / times[name]:.2f}x")
+           for name, _, _, bytes_per_token in RECIPES],
+          [f"Muon / AdamW step: {muon / adamw:.2f}x; the main recipe (config/pretrain_small.py, Muon) at "
+           f"{tokens / muon:,.0f} tokens/s"])
 
 
 def load_generation_model(runtime):
@@ -242,31 +274,41 @@ def load_generation_model(runtime):
     return Transformer(config).to(runtime.device).eval(), source
 
 
+def first_divergence(a, b):
+    """Tokens equal (in every row) before the first position where a and b differ; all of them if none does."""
+    differ = (a != b).any(0).nonzero()
+    return int(differ[0]) if len(differ) else a.size(1)
+
+
 def bench_generate(runtime, data):
-    """Greedy generation as sample.py runs it (weights cast to the run's dtype), batch 1 and a small batch."""
+    """Greedy generation as sample.py runs it (weights cast to the run's dtype), batch 1 and a small batch; the
+    cached and full outputs compared in fp32 (exact: they must agree) and in the run's dtype (near-tied logits of
+    random weights may flip a token, after which the two continue differently)."""
     model, source = load_generation_model(runtime)
-    model = model.to(getattr(torch, runtime.dtype))
-    print(f"\n## generation: {prompt_tokens}-token prompt + {new_tokens} new tokens, greedy, {runtime.dtype} weights, "
-          f"{source}")
-    print("| batch | full recomputation tokens/s | KV cache tokens/s | speed-up | identical greedy output |")
-    print("|---|---|---|---|---|")
-    for batch in (1, generate_batch):
-        ids = data[:batch * prompt_tokens].astype('int64') % model.config.vocab_size  # any vocabulary's ids
-        prompt = torch.from_numpy(ids).view(batch, prompt_tokens)
-        prompt = prompt.to(runtime.device)
-        results = {True: [], False: []}
-        outputs = {}
-        for _ in range(repeats):
+    models = {'float32': model.float(), runtime.dtype: copy.deepcopy(model).to(getattr(torch, runtime.dtype))}
+
+    def rows():
+        for batch in (1, generate_batch):
+            ids = data[:batch * prompt_tokens].astype('int64') % model.config.vocab_size  # any vocabulary's ids
+            prompt = torch.from_numpy(ids).view(batch, prompt_tokens).to(runtime.device)
+            outputs = {}
+
+            def measure(key):  # key: (dtype, use_cache)
+                return timed(lambda: outputs.__setitem__(key, sample.generate(
+                    models[key[0]], prompt, new_tokens, temperature=0, use_cache=key[1])), runtime.device)
+            times = interleaved([(runtime.dtype, False), (runtime.dtype, True)], measure)
             for use_cache in (False, True):
-                sync(runtime.device)
-                t = time.perf_counter()
-                outputs[use_cache] = sample.generate(model, prompt, new_tokens, temperature=0, use_cache=use_cache)
-                sync(runtime.device)
-                results[use_cache].append(time.perf_counter() - t)
-        plain, cached = statistics.median(results[False]), statistics.median(results[True])
-        same = torch.equal(outputs[True], outputs[False])
-        print(f"| {batch} | {batch * new_tokens / plain:,.0f} | {batch * new_tokens / cached:,.0f} | "
-              f"{plain / cached:.2f}x | {same} |")
+                outputs['float32', use_cache] = sample.generate(models['float32'], prompt, new_tokens, temperature=0,
+                                                                use_cache=use_cache)
+            plain, cached = times[runtime.dtype, False], times[runtime.dtype, True]
+            same = torch.equal(outputs['float32', True], outputs['float32', False])
+            agree = first_divergence(outputs[runtime.dtype, True][:, prompt_tokens:],
+                                     outputs[runtime.dtype, False][:, prompt_tokens:])
+            yield (batch, f"{batch * new_tokens / plain:,.0f}", f"{batch * new_tokens / cached:,.0f}",
+                   f"{plain / cached:.2f}x", 'yes' if same else 'NO', f"{agree} / {new_tokens}")
+    table(f"generation: {prompt_tokens}-token prompt + {new_tokens} new tokens, greedy, {runtime.dtype} weights, {source}",
+          ('batch', 'full recomputation tokens/s', 'KV cache tokens/s', 'speed-up', 'fp32 output identical',
+           f'{runtime.dtype}: tokens equal before the first divergence'), rows())
 
 
 def bench_prepare():
@@ -275,27 +317,20 @@ def bench_prepare():
     megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
     threads = os.cpu_count()
     encoding = get_tokenizer('gpt2')
-    raw, ours = [], []
+    names = itertools.count()
     with tempfile.TemporaryDirectory() as tmp:
         corpus_path = os.path.join(tmp, 'bbc.jsonl')
-        import json
         with open(corpus_path, 'w') as f:
             for t in texts:
                 f.write(json.dumps({'text': t}) + '\n')
-        for r in range(repeats):
-            t = time.perf_counter()
-            encoding.encode_batch(texts, num_threads=threads)
-            raw.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            with contextlib.redirect_stderr(open(os.devnull, 'w')), contextlib.redirect_stdout(open(os.devnull, 'w')):
-                prepare.prepare(corpus_path, name=f'bench{r}', out_root=tmp, num_threads=threads)
-            ours.append(time.perf_counter() - t)
-    raw_s, ours_s = statistics.median(raw), statistics.median(ours)
-    print(f"\n## prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads")
-    print("| path | MB/s | ratio |")
-    print("|---|---|---|")
-    print(f"| raw tiktoken encode_ordinary_batch (tokenize only) | {megabytes / raw_s:.1f} | 1.00x |")
-    print(f"| prepare.prepare end to end (read, tokenize, split, write) | {megabytes / ours_s:.1f} | {raw_s / ours_s:.2f}x |")
+        runs = {'raw tiktoken encode_ordinary_batch (tokenize only)': lambda: encoding.encode_batch(texts, num_threads=threads),
+                'prepare.prepare end to end (read, tokenize, split, write)': lambda: prepare.prepare(
+                    corpus_path, name=f'bench{next(names)}', out_root=tmp, num_threads=threads)}
+        with contextlib.redirect_stderr(open(os.devnull, 'w')), contextlib.redirect_stdout(open(os.devnull, 'w')):
+            times = interleaved(runs, lambda name: timed(runs[name]))
+    raw_s = times[next(iter(runs))]
+    table(f"prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads", ('path', 'MB/s', 'ratio'),
+          [(name, f"{megabytes / t:.1f}", f"{raw_s / t:.2f}x") for name, t in times.items()])
     bench_tokenizers(articles, threads)
 
 
@@ -310,22 +345,14 @@ def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
     texts = [text for _, _, text in articles]
     val = [text for path, _, text in articles if split_of[path] == 'val']
     megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
-    print(f"\n## tokenizers: encode MB/s on BBC News ({megabytes:.1f} MB); bpe:{bpe_vocab_size} trained on its train "
-          f"split in {train_s:.1f} s")
-    print(f"| tokenizer | MB/s, 1 thread | MB/s, {threads} threads | val bytes/token |")
-    print("|---|---|---|---|")
-    for name, meta in (('gpt2', None), (f'bpe:{bpe_vocab_size}', bpe_meta)):
-        tok = get_tokenizer(meta['tokenizer'], meta) if meta else get_tokenizer('gpt2')
-        speeds = []
-        for num_threads in (1, threads):
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                tok.encode_arrays(texts, num_threads)
-                times.append(time.perf_counter() - t0)
-            speeds.append(megabytes / statistics.median(times))
-        bytes_per_token = sum(len(t.encode('utf-8')) for t in val) / sum(len(ids) for ids in tok.encode_arrays(val))
-        print(f"| {name} | {speeds[0]:.1f} | {speeds[1]:.1f} | {bytes_per_token:.2f} |")
+    def rows():
+        for name, meta in (('gpt2', None), (f'bpe:{bpe_vocab_size}', bpe_meta)):
+            tok = get_tokenizer(meta['tokenizer'], meta) if meta else get_tokenizer('gpt2')
+            speeds = interleaved((1, threads), lambda num_threads: megabytes / timed(lambda: tok.encode_arrays(texts, num_threads)))
+            bytes_per_token = sum(len(t.encode('utf-8')) for t in val) / sum(len(ids) for ids in tok.encode_arrays(val))
+            yield name, f"{speeds[1]:.1f}", f"{speeds[threads]:.1f}", f"{bytes_per_token:.2f}"
+    table(f"tokenizers: encode MB/s on BBC News ({megabytes:.1f} MB); bpe:{bpe_vocab_size} trained on its train split "
+          f"in {train_s:.1f} s", ('tokenizer', 'MB/s, 1 thread', f'MB/s, {threads} threads', 'val bytes/token'), rows())
 
 
 def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=1337):
@@ -470,15 +497,12 @@ def bench_finetune(runtime):
             sync(runtime.device)
             if repeat:
                 times[name].append(time.perf_counter() - t0)
-    print(f"\n## fine-tuning: BBC News classification, {len(encoded)} train articles ({n_truncated} longer than "
-          f"{finetune_block_size} tokens, cut), batches of {finetune_batch_size}, {n_layer} layers x {n_embd}, "
-          f"{runtime.dtype}, median of {finetune_repeats}")
-    print("| batches | tokens incl. padding | examples/s | speed-up |")
-    print("|---|---:|---:|---:|")
     base = statistics.median(times['padded to block_size'])
-    for name in variants:
-        t = statistics.median(times[name])
-        print(f"| {name} | {tokens[name]:,} | {len(encoded) / t:.1f} | {base / t:.2f}x |")
+    table(f"fine-tuning: BBC News classification, {len(encoded)} train articles ({n_truncated} longer than "
+          f"{finetune_block_size} tokens, cut), batches of {finetune_batch_size}, {n_layer} layers x {n_embd}, "
+          f"{runtime.dtype}, median of {finetune_repeats}", ('batches', 'tokens incl. padding', 'examples/s', 'speed-up'),
+          [(name, f"{tokens[name]:,}", f"{len(encoded) / statistics.median(t):.1f}", f"{base / statistics.median(t):.2f}x")
+           for name, t in times.items()])
 
 
 def rss_mib():
@@ -499,17 +523,13 @@ def bench_memory(runtime, data_dir):
             used = torch.cuda.memory_allocated() / 2**20 if runtime.device_type == 'cuda' else rss_mib()
             samples.append((it + 1, used))
     what = 'allocated GPU memory' if runtime.device_type == 'cuda' else 'RSS'
-    print(f"\n## memory over {memory_steps} train steps ({what}, MiB)")
-    print("| step | " + " | ".join(str(s) for s, _ in samples) + " |")
-    print("|---|" + "---|" * len(samples))
-    print("| MiB | " + " | ".join(f"{m:,.0f}" for _, m in samples) + " |")
-    growth = samples[-1][1] - samples[len(samples) // 2][1]
-    print(f"growth over the second half: {growth:+.0f} MiB")
+    table(f"memory over {memory_steps} train steps ({what}, MiB)", ('step', *(str(step) for step, _ in samples)),
+          [('MiB', *(f"{m:,.0f}" for _, m in samples))],
+          [f"growth over the second half: {samples[-1][1] - samples[len(samples) // 2][1]:+.0f} MiB"])
 
 
 def launch_sharding():
     """This script again, under torchrun, for the sharding section alone; its table is printed by rank 0."""
-    import subprocess
     overrides = [a for a in sys.argv[1:] if not a.startswith('--sections=')]
     print(f"\n## sharding: DDP vs FSDP at {sharding_processes} processes (torchrun)", flush=True)
     subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
@@ -544,15 +564,13 @@ def bench_sharding(runtime, data):
         rows.append((name, fsdp.state_bytes(model, optimizer), statistics.median(times[2:])))
         del wrapped, model, optimizer
     if runtime.master:
-        print(f"model {n_layer}x{n_embd}, vocab {vocab_size:,}, batch {batch_size}x{block_size} a process, {runtime.dtype}, "
-              f"{runtime.world_size} processes; MiB held by each process:")
-        print("| | params | grads | optimizer | total | ms/step |")
-        print("|---|---|---|---|---|---|")
-        for name, held, dt in rows:
-            mib = [held[k] / 2**20 for k in ('params', 'grads', 'optimizer')]
-            print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in mib) + f" | {sum(mib):,.1f} | {dt * 1000:,.0f} |")
         (_, ddp, ddp_dt), (_, sharded, fsdp_dt) = rows
-        print(f"FSDP / DDP: {sum(sharded.values()) / sum(ddp.values()):.2f}x the bytes, {fsdp_dt / ddp_dt:.2f}x the time")
+        table(f"model {n_layer}x{n_embd}, vocab {vocab_size:,}, batch {batch_size}x{block_size} a process, "
+              f"{runtime.dtype}, {runtime.world_size} processes; MiB held by each process",
+              ('', 'params', 'grads', 'optimizer', 'total', 'ms/step'),
+              [(name, *(f"{held[k] / 2**20:,.1f}" for k in ('params', 'grads', 'optimizer')),
+                f"{sum(held.values()) / 2**20:,.1f}", f"{dt * 1000:,.0f}") for name, held, dt in rows],
+              [f"FSDP / DDP: {sum(sharded.values()) / sum(ddp.values()):.2f}x the bytes, {fsdp_dt / ddp_dt:.2f}x the time"])
 
 
 def main():
@@ -575,7 +593,7 @@ def main():
     if 'train' in wanted:
         bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks)
     if 'recipes' in wanted:
-        bench_recipes(runtime, prepare.open_split(data_dir, 'train'))
+        bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks)
     if 'generate' in wanted:
         bench_generate(runtime, prepare.open_split(data_dir, 'val'))
     if 'prepare' in wanted:
@@ -590,6 +608,10 @@ def main():
         if not os.path.exists(os.path.join(data_dir, 'meta.json')):
             prepare.prepare()
         launch_sharding()
+    if out:  # every table above, with the machine it ran on
+        files.write_json(out, {'device': torch_device, 'threads': torch.get_num_threads(),
+                               'torch': torch.__version__, 'peak_flops': peaks, 'tables': RESULTS})
+        print(f"wrote {out}")
 
 
 if __name__ == '__main__':

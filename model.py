@@ -116,10 +116,18 @@ def config_dict(config):
     return asdict(config)
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm with its weight in the input's dtype: under bf16 autocast q and k arrive in bf16 (QK-norm), and an
+    fp32 weight would leave torch's fused kernel. In fp32 the same as nn.RMSNorm (and HF Llama's)."""
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 def make_norm(config, dim):
     """The one place that reads config.norm: LayerNorm (GPT-2, BERT) or RMSNorm (Llama; no mean, no bias)."""
     if config.norm == 'rms':
-        return nn.RMSNorm(dim, eps=config.layer_norm_eps)
+        return RMSNorm(dim, eps=config.layer_norm_eps)
     return nn.LayerNorm(dim, eps=config.layer_norm_eps, bias=config.bias)
 
 
@@ -197,8 +205,8 @@ class SelfAttention(nn.Module):
         # q, k, v in one matmul: rows [0, nh hs) are q, then n_kv_head * hs each for k and v
         self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.hs, bias=config.bias)
         self.c_proj = nn.Linear(self.n_head * self.hs, config.n_embd, bias=config.bias)
-        self.q_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.hs, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
 

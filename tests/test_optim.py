@@ -51,10 +51,12 @@ def ill_conditioned(rows, cols, condition, seed=0):
                                torch.randn(32, 64, generator=torch.Generator().manual_seed(0)),
                                ill_conditioned(64, 32, 100), ill_conditioned(32, 64, 100)],
                          ids=['tall', 'wide', 'cond100-tall', 'cond100-wide'])
-def test_newtonschulz_singular_values(G):
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_newtonschulz_singular_values(G, dtype):
     """The quintic pushes every singular value near 1 but, by design, not onto it: measured [0.68, 1.15] on these
-    four (fp32, 5 steps); bound [0.6, 1.3]. (Condition 1e3 leaves the smallest at 0.29: 5 steps lift ~490x.)"""
-    X = optim.zeropower_via_newtonschulz5(G)
+    four (fp32, 5 steps); bound [0.6, 1.3], in bf16 too. (Condition 1e3 leaves the smallest at 0.29: 5 steps lift
+    ~490x.)"""
+    X = optim.zeropower_via_newtonschulz5(G, dtype=dtype)
     assert X.shape == G.shape and X.dtype == G.dtype
     s = torch.linalg.svdvals(X)
     assert 0.6 < s.min() and s.max() < 1.3, (s.min().item(), s.max().item())
@@ -67,6 +69,49 @@ def test_newtonschulz_bf16_on_cuda():
     G = torch.randn(768, 256, device='cuda', generator=torch.Generator('cuda').manual_seed(0))
     s = torch.linalg.svdvals(optim.zeropower_via_newtonschulz5(G))
     assert 0.6 < s.min() and s.max() < 1.3, (s.min().item(), s.max().item())
+
+
+def test_newtonschulz_batched_equals_one_matrix_at_a_time():
+    """A stack of same-shape matrices gives each matrix's own result (each by its own norm), within fp32 rounding."""
+    for shape in ((3, 64, 32), (3, 32, 64)):
+        G = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * torch.tensor([1e-3, 1.0, 50.0])[:, None, None]
+        batched = optim.zeropower_via_newtonschulz5(G, dtype=torch.float32)
+        for i in range(len(G)):
+            torch.testing.assert_close(batched[i], optim.zeropower_via_newtonschulz5(G[i], dtype=torch.float32),
+                                       atol=1e-5, rtol=1e-4)
+
+
+def reference_muon_step(params, momentum_buffers, lr, weight_decay, momentum=0.95):
+    """Muon as optim.py computed it before batching: Nesterov momentum, then Newton-Schulz matrix by matrix."""
+    for p, buf in zip(params, momentum_buffers):
+        buf.mul_(momentum).add_(p.grad)
+        update = optim.zeropower_via_newtonschulz5(p.grad.add(buf, alpha=momentum))
+        p.mul_(1 - lr * weight_decay).add_(update, alpha=-lr * 0.2 * max(p.shape) ** 0.5)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_batched_muon_step_equals_per_matrix_step(dtype, monkeypatch):
+    """Two Muon steps on a tiny model's block matrices (several of each shape, swiglu's too): the same weights as
+    the per-matrix reference, within fp32 rounding (fp32 iteration); within bf16's when both iterate in bf16 (as on
+    CUDA and CPUs with native bf16)."""
+    monkeypatch.setattr(optim, 'newtonschulz_dtype', lambda device_type: dtype)
+    tolerance = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-4, rtol=1e-2)
+    model = tiny_model(mlp='swiglu', bias=False)
+    optimizer = muon_optimizer(model, weight_decay=0.1)
+    muon = optimizer.param_groups[0]['params']
+    assert len({tuple(p.shape) for p in muon}) < len(muon)  # shapes shared: the batched path is exercised
+    reference = [p.detach().clone() for p in muon]
+    buffers = [torch.zeros_like(p) for p in muon]
+    for step in range(2):
+        grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(step * 100 + i)) for i, p in enumerate(muon)]
+        for p, r, g in zip(muon, reference, grads):
+            p.grad, r.grad = g.clone(), g.clone()
+        optimizer.step()
+        with torch.no_grad():
+            reference_muon_step(reference, buffers, 1e-2, 0.1)
+    for p, r, buf in zip(muon, reference, buffers):
+        torch.testing.assert_close(p.detach(), r, **tolerance)
+        torch.testing.assert_close(optimizer.state[p]['momentum_buffer'], buf)
 
 
 # -----------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""
+Tests for bench.py's helpers and the GPU check .ci/gpu, on CPU (its --dry-run runs every step on a tiny model):
+
+    python -m pytest -q tests/test_bench.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPU_CHECK = os.path.join(ROOT, '.ci', 'gpu')
+
+
+def test_table_prints_markdown_and_keeps_it_for_out(capsys):
+    bench.RESULTS.clear()
+    bench.table('a title', ('name', 'ms'), (row for row in [('x', 1), ('y', 2.5)]), ['a note'])
+    assert capsys.readouterr().out == "\n## a title\n| name | ms |\n|---|---|\n| x | 1 |\n| y | 2.5 |\na note\n"
+    assert bench.RESULTS == [{'title': 'a title', 'header': ['name', 'ms'], 'rows': [['x', '1'], ['y', '2.5']],
+                              'notes': ['a note']}]
+
+
+def test_first_divergence_counts_tokens_equal_in_every_row():
+    a = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert bench.first_divergence(a, a.clone()) == 4
+    b = a.clone()
+    b[1, 2] = 0
+    assert bench.first_divergence(a, b) == 2
+
+
+def run_gpu_check(*args, **env):
+    return subprocess.run([sys.executable, GPU_CHECK, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_gpu_check_refuses_without_cuda_and_without_outdir(tmp_path):
+    proc = run_gpu_check(str(tmp_path / 'out'), CUDA_VISIBLE_DEVICES='')
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: .ci/gpu needs a CUDA device and this machine has none (to check the script on CPU: "
+        ".ci/gpu OUTDIR --dry-run)"]
+    assert not (tmp_path / 'out').exists()
+    proc = run_gpu_check()
+    assert proc.returncode == 1 and proc.stderr.strip() == "usage: .ci/gpu OUTDIR [--dry-run]"
+
+
+def test_gpu_check_dry_run_writes_every_figure_to_one_file(tmp_path):
+    """The three steps on CPU with a tiny model: tests, the bench's training table, the main config's evaluations."""
+    proc = run_gpu_check(str(tmp_path), '--dry-run', OMP_NUM_THREADS='1')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((tmp_path / 'results.json').read_text())
+    assert results['dry_run'] and results['seconds'] < 120
+    assert all(results[step]['returncode'] == 0 for step in ('gpu_tests', 'gpt2_bench', 'main_config'))
+    assert 'skipped' in results['gpu_tests']['summary']
+    training = results['gpt2_bench']['tables'][0]
+    assert training['title'].startswith('training') and training['header'][:4] == ['path', 'ms/step', 'tokens/s', 'MFU']
+    assert len(training['rows']) == 5 and set(results['gpt2_bench']['peak_flops']) >= {'float32'}
+    assert [e['iter'] for e in results['main_config']['evaluations']] == [0, 1, 2]
+    assert results['main_config']['last_step']['train_loss'] > 0
+    assert all((tmp_path / f'{step}.log').exists() for step in ('gpu_tests', 'gpt2_bench', 'main_config'))
