@@ -150,17 +150,17 @@ QA_QUESTIONS = {'name': 'Who said "{start}"?', 'place': 'Where was {name} when s
 
 
 def bbc_sentences(texts):
-    """The plain sentences of 6 to 16 words of articles' bodies (no quotes, no figures in brackets), without the full stop."""
+    """The plain sentences of 6 to 12 words of articles' bodies (no quotes, no figures in brackets), without the full stop."""
     found = []
     for text in texts:
         for paragraph in text.split('\n')[1:]:  # the first line is the headline
             for sentence in re.split(r'(?<=\.)\s+', paragraph.strip()):
-                if re.fullmatch(r'[A-Z][^"()\[\]]+[a-z]\.', sentence) and 6 <= len(sentence.split()) <= 16:
+                if re.fullmatch(r'[A-Z][^"()\[\]]+[a-z]\.', sentence) and 6 <= len(sentence.split()) <= 12:
                     found.append(sentence[:-1])
     return found
 
 
-def bbc_qa(sizes=(900, 100, 100), seed=1337):
+def bbc_qa(sizes=(500, 60, 100), seed=1337):
     """The built-in reading-comprehension set: {'train', 'val', 'test'} of sizes passages, three questions each,
     as tasks.py's QA examples ({'id', 'question', 'context', 'answers': [(text, start)]}). The sentences of each
     split come from that split of BBC News's articles (split_articles with pretraining's fractions), the names,

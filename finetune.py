@@ -77,6 +77,7 @@ truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('
 max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
 stride = 32  # qa: tokens that consecutive windows of a long context share
 pooling = 'auto'  # classification: 'auto' (last real token if causal, [CLS] if not) or 'mean' over the tokens
+bidirectional = False  # lift a GPT-style model's causal mask for the task head: every token reads the whole text
 prompt_template = tasks.PROMPT_TEMPLATE  # sft: what the model sees before the response
 tokenizer = 'gpt2'  # init_from='scratch' only: 'gpt2'; a checkpoint brings its own
 # model (init_from='scratch' only, except dropout): every field of model.ModelConfig is a setting, as in train.py
@@ -444,6 +445,10 @@ def main():
         else:
             model, meta, _ = checkpoints.load(init_from, dropout=dropout, trust=trust_checkpoint)
         tok = get_tokenizer(meta['tokenizer'], meta)
+        if bidirectional:  # the same weights; attention reads both ways from here on (and in the saved model)
+            if unit.generates:
+                raise UserError(f"task={task!r} generates text, which needs the causal mask: leave bidirectional=False")
+            model.config.causal = False
         unit.check_model(model.config, init_from)
         if model.config.task_head:
             raise UserError(f"init_from={init_from} is already fine-tuned (it has a {model.config.task_head} "

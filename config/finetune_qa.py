@@ -10,12 +10,14 @@ init_from = 'out/pretrain_small'
 task = 'qa'
 data = 'bbc_qa'
 
-# a causal model reads `window [SEP] question [SEP] window <eot>` (tasks.QA.encode): 128 tokens hold ~55 of context,
-# so a passage (~100 tokens) is 2-3 windows, consecutive ones sharing 32 tokens (a claim is ~30)
+# the GPT-style trunk with its causal mask lifted reads `[CLS] question [SEP] window [SEP]` both ways (with
+# bidirectional=False it reads `window [SEP] question [SEP] window <eot>`, the window twice, tasks.QA.encode);
+# 128 tokens hold ~110 of context, so a passage (~100 tokens) is 1-2 windows sharing 32 tokens (a claim is ~30)
+bidirectional = True
 block_size = 128
 stride = 32
-batch_size = 32
-epochs = 2
+batch_size = 16
+epochs = 3
 learning_rate = 1e-3
 warmup = 0.1
 lr_schedule = 'linear'
