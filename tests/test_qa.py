@@ -210,6 +210,7 @@ def test_export_for_question_answering_gives_our_logits(tmp_path, arch):
     model = perturbed(checkpoints.for_task(trunk, 'span', 2))
     meta = {**GPT2_META, 'task': 'qa', 'label_names': QA.label_names([]), 'special_tokens': special_tokens(GPT2_META)}
     save_run_checkpoint(tmp_path / 'qa.pt', model, meta, epoch=1, val={'f1': 0.5})
+    (tmp_path / 'hf').mkdir()
     assert export.export(*checkpoints.load(str(tmp_path / 'qa.pt')), str(tmp_path / 'hf')).endswith('ForQuestionAnswering')
     theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / 'hf')).eval()
     ex = corpus.bbc_qa((2, 1, 1))['train']
