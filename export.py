@@ -59,6 +59,8 @@ HEADS = {
     ('llama', 'token'): ('LlamaForTokenClassification', 'score', True),
     ('qwen3', 'sequence'): ('Qwen3ForSequenceClassification', 'score', False),
     ('qwen3', 'token'): ('Qwen3ForTokenClassification', 'score', True),
+    **{(arch, 'span'): (f'{kind}ForQuestionAnswering', 'qa_outputs', True)  # start and end logits a token
+       for arch, kind in (('gpt2', 'GPT2'), ('bert', 'Bert'), ('llama', 'Llama'), ('qwen3', 'Qwen3'))},
 }
 TRUNK_PREFIX = {'gpt2': 'transformer.', 'bert': 'bert.', 'llama': 'model.', 'qwen3': 'model.'}  # of the task-head classes
 # the Auto class and pipeline of each kind of transformers class, by the end of its name
@@ -66,6 +68,7 @@ USAGE = {'LMHeadModel': ('AutoModelForCausalLM', 'text-generation'), 'ForCausalL
          'ForMaskedLM': ('AutoModelForMaskedLM', 'fill-mask'), 'ForPreTraining': ('AutoModelForPreTraining', 'fill-mask'),
          'ForSequenceClassification': ('AutoModelForSequenceClassification', 'text-classification'),
          'ForTokenClassification': ('AutoModelForTokenClassification', 'token-classification'),
+         'ForQuestionAnswering': ('AutoModelForQuestionAnswering', 'question-answering'),
          'BertModel': ('AutoModel', 'feature-extraction')}
 
 
@@ -187,7 +190,9 @@ def hf_model(model, label_names=None):
                          "always pools through it: fine-tune a model that has one (pretrained with --nsp=True, or HF BERT)")
     prefix = TRUNK_PREFIX[arch]
     state = {prefix + k if arch == 'bert' else k: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if k.startswith(prefix) and not (c.task_head == 'token' and '.pooler.' in k)}
+    state = {k: v for k, v in state.items() if k.startswith(prefix) and not (c.task_head in ('token', 'span') and '.pooler.' in k)}
+    if c.task_head == 'span' and arch in ('llama', 'qwen3'):  # their QA classes keep the trunk's old name
+        state = {'transformer.' + k.removeprefix('model.'): v for k, v in state.items()}
     weight, bias = (p.detach().clone() for p in (model.classifier.weight, model.classifier.bias))
     if not has_bias and bias.abs().max() > 0:
         if arch != 'gpt2':

@@ -1,10 +1,13 @@
 """
-Fine-tune a pretrained model on a task: text classification, named-entity recognition, instruction tuning.
+Fine-tune a pretrained model on a task: text classification, named-entity recognition, instruction tuning,
+extractive question answering.
 
     python finetune.py config/finetune_bbc.py                         # BBC News topics from out/pretrain_small
     python finetune.py config/finetune_bbc.py --learning_rate=3e-4    # any global below can be overridden
     python finetune.py config/finetune_ner.py                         # WNUT-16 named entities
     python finetune.py config/finetune_sft.py                         # prompt -> response pairs (causal models)
+    python finetune.py config/finetune_qa.py                          # reading comprehension (bbc_qa, SQuAD files)
+    python finetune.py --out_dir=out/finetune_qa --predict="Who spoke? ||| Anna Khan said it would rain."
     python finetune.py --data=reviews.csv --init_from=out/pretrain_small --out_dir=out/reviews   # your own CSV
     python finetune.py --out_dir=out/finetune_bbc --predict="Shares in the bank rose 5% on Monday"
     python finetune.py --out_dir=out/finetune_bbc --predict=FILE:texts.txt     # one text a line -> LINE, label, prob
@@ -59,8 +62,8 @@ tensorboard = False
 wandb_project = None
 wandb_run_name = None
 # task and data
-task = 'classification'  # 'classification' (a label a text), 'ner' (a tag a word), 'sft' (prompt -> response)
-data = 'bbc_news'  # 'bbc_news', 'wnut16', a CSV / TSV / JSONL / CoNLL file, or a directory with train.* and val.*
+task = 'classification'  # 'classification' (a label a text), 'ner' (a tag a word), 'sft' (prompt -> response), 'qa'
+data = 'bbc_news'  # 'bbc_news', 'wnut16', 'bbc_qa', a CSV / TSV / JSONL / CoNLL / SQuAD file, or a directory of splits
 text_column = 'text'
 label_column = 'label'
 prompt_column = 'prompt'
@@ -72,7 +75,9 @@ train_examples = None  # fine-tune on a stratified sample of this many training 
 block_size = None  # longest example in tokens; None: the model's block_size
 truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('tail'), or 'windows' (see README)
 max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
+stride = 32  # qa: tokens that consecutive windows of a long context share
 pooling = 'auto'  # classification: 'auto' (last real token if causal, [CLS] if not) or 'mean' over the tokens
+bidirectional = False  # lift a GPT-style model's causal mask for the task head: every token reads the whole text
 prompt_template = tasks.PROMPT_TEMPLATE  # sft: what the model sees before the response
 tokenizer = 'gpt2'  # init_from='scratch' only: 'gpt2'; a checkpoint brings its own
 # model (init_from='scratch' only, except dropout): every field of model.ModelConfig is a setting, as in train.py
@@ -285,14 +290,14 @@ def answerer(model, tok, eot_id, max_new_tokens, runtime):
 
 
 @torch.no_grad()
-def evaluate(model, unit, examples, names, runtime, pad_id, batch_size, answer=None, n_generate=0):
+def evaluate(model, unit, examples, names, runtime, pad_id, batch_size, answer=None, n_generate=0, tuned=None):
     """Scores of model on encoded examples: loss, and the task's own (its unit's score), with 'predictions':
-    labels, tag lists or answers."""
+    labels, tag lists or answers. tuned: the checkpoint's val scores (what the unit tuned on val)."""
     logits, loss = forward_batches(model, unit, examples, runtime, pad_id, batch_size, show_progress=runtime.master)
     was_training = model.training
     model.eval()
     scores = {'loss': loss, **unit.score(examples, logits, tasks.Context(names=names, answer=answer,
-                                                                         n_generate=n_generate))}
+                                                                         n_generate=n_generate, tuned=tuned))}
     model.train(was_training)
     return scores
 
@@ -323,13 +328,13 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
         return
     encoded, n_truncated = tasks.encode(unit.name, [unit.from_text(t) for t in texts], tok, special, names,
                                         model.config.block_size, model.config.causal, truncation,
-                                        meta.get('prompt_template') or '', max_windows)
+                                        meta.get('prompt_template') or '', max_windows, trained.get('stride', 32))
     if n_truncated:
         print(f"warning: {n_truncated} text(s) longer than the model's {model.config.block_size} tokens were cut "
               f"(truncation={truncation!r})", file=sys.stderr)
     logits, _ = forward_batches(model, unit, encoded, runtime, special['pad'], 16) if unit.head else ([], 0)
     answer = answerer(model, tok, special['eot'], trained.get('max_new_tokens', 64), runtime)
-    predictions = unit.predict(encoded, logits, tasks.Context(names=names, answer=answer))
+    predictions = unit.predict(encoded, logits, tasks.Context(names=names, answer=answer, tuned=checkpoint.get('val')))
     print('\n'.join(numbered(predictions, numbers, lines)))
 
 
@@ -440,6 +445,10 @@ def main():
         else:
             model, meta, _ = checkpoints.load(init_from, dropout=dropout, trust=trust_checkpoint)
         tok = get_tokenizer(meta['tokenizer'], meta)
+        if bidirectional:  # the same weights; attention reads both ways from here on (and in the saved model)
+            if unit.generates:
+                raise UserError(f"task={task!r} generates text, which needs the causal mask: leave bidirectional=False")
+            model.config.causal = False
         unit.check_model(model.config, init_from)
         if model.config.task_head:
             raise UserError(f"init_from={init_from} is already fine-tuned (it has a {model.config.task_head} "
@@ -452,7 +461,7 @@ def main():
         encoded = {}
         for split, examples in splits.items():
             encoded[split], n_cut = tasks.encode(task, examples, tok, special, names, max_len, model.config.causal,
-                                                 truncation, prompt_template, max_windows)
+                                                 truncation, prompt_template, max_windows, stride)
             if master:
                 print(f"{split}: {len(examples):,} examples" + (f" in {len(encoded[split]):,} windows" if len(
                     encoded[split]) != len(examples) else '') + (f", {n_cut:,} cut (truncation={truncation!r}, "
@@ -566,10 +575,10 @@ def main():
             print(f"best val {metric_name} {best:.4f} at epoch {best_epoch}; training took "
                   f"{(time.time() - t_start) / 60:.1f} min")
         if master and encoded['test']:
-            best_model = checkpoints.load(os.path.join(out_dir, 'best.pt'), runtime.device)[0]
+            best_model, _, best_checkpoint = checkpoints.load(os.path.join(out_dir, 'best.pt'), runtime.device)
             answer = answerer(best_model, tok, special['eot'], max_new_tokens, runtime)
             scores = evaluate(best_model, unit, encoded['test'], names, runtime, pad_id, batch_size, answer,
-                              len(encoded['test']))
+                              len(encoded['test']), best_checkpoint.get('val'))
             print(f"test ({len(splits['test']):,} examples, best epoch {best_epoch}):")
             print(unit.table(scores, names))
             write_json(os.path.join(out_dir, 'test_results.json'), {
@@ -578,6 +587,8 @@ def main():
                 'train_sample': tasks.sample_fingerprint(splits['train']), 'seed': seed, **{k: v for k, v in scores.items() if k != 'predictions'}})
             write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
                         [{**ex, 'predicted': p} for ex, p in zip(splits['test'], scores['predictions'])])
+            for name, obj in unit.files(splits['test'], scores).items():  # qa: predictions.json, SQuAD's {id: answer}
+                write_json(os.path.join(out_dir, name), obj)
             print(f"wrote {out_dir}/test_results.json and test_predictions.jsonl (each test example, its prediction)")
             if importlib.util.find_spec('matplotlib') is None:
                 print("(pip install matplotlib to get the test scores drawn as well)")

@@ -70,8 +70,9 @@ class ModelConfig:
     mlm_head: bool = option(False, settable=False)  # masked-LM head (BERT), computed only at positions with a target
     pooler: bool = option(False, settable=False)  # dense + tanh on the first position (BERT's pooler)
     nsp_head: bool = option(False, settable=False)  # next sentence: a 2-way Linear on the pooled first position
-    # fine-tuning head: 'sequence' (one label per text), 'token' (one per token, NER); '': none
-    task_head: str = option('', choices=('', 'sequence', 'token'), settable=False)
+    # fine-tuning head: 'sequence' (one label per text), 'token' (one per token, NER), 'span' (start / end logits
+    # per token, extractive QA: num_labels=2); '': none
+    task_head: str = option('', choices=('', 'sequence', 'token', 'span'), settable=False)
     num_labels: int = option(0, low=0, settable=False)  # classes of the task head
     # 'sequence' head: 'auto' (last real token if causal, else first) or 'mean' of real tokens
     pooling: str = option('auto', choices=('auto', 'mean'), settable=False)
@@ -84,7 +85,7 @@ class ModelConfig:
         if self.nsp_head and not self.pooler:
             raise ValueError("nsp_head=True needs pooler=True: the next-sentence head reads the pooled first position")
         if bool(self.task_head) != (self.num_labels >= 2):
-            raise ValueError(f"task_head must be 'sequence' or 'token' with num_labels >= 2, or '' with 0; got "
+            raise ValueError(f"task_head must be 'sequence', 'token' or 'span' with num_labels >= 2, or '' with 0; got "
                              f"{self.task_head!r} with {self.num_labels}")
         if self.head_dim is None and self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick sizes where "
@@ -349,12 +350,15 @@ class ClassifierHead(nn.Linear):
     (B, T, num_labels). 'sequence': one label a text, logits (B, num_labels) from one vector a text: the last real
     token for causal models (the only one that has read it all; padding on the right, attn_mask (B, T) 1 for real
     tokens), the first ([CLS]) for bidirectional ones, through BERT's pooler when the model has one; or, with
-    pooling='mean', the mean of the real tokens."""
+    pooling='mean', the mean of the real tokens. 'span': start and end logits (B, T, 2) a token (extractive QA),
+    padding masked out; targets (B, 2) the start and end positions, the loss the mean of their cross-entropies
+    (Devlin et al. 2019, sec. 4.2)."""
 
     def __init__(self, config):
         super().__init__(config.n_embd, config.num_labels)
         self.drop = nn.Dropout(config.dropout)
-        self.pooling = ('token' if config.task_head == 'token' else 'mean' if config.pooling == 'mean'
+        self.span = config.task_head == 'span'
+        self.pooling = ('token' if config.task_head in ('token', 'span') else 'mean' if config.pooling == 'mean'
                         else 'last' if config.causal else 'first')
 
     def forward(self, x, attn_mask=None, pooler=None):
@@ -370,8 +374,13 @@ class ClassifierHead(nn.Linear):
 
     def logits_and_loss(self, x, targets=None, label_weights=None, attn_mask=None, pooler=None):
         logits = self(x, attn_mask, pooler)
+        if self.span and attn_mask is not None:
+            logits = logits.masked_fill(attn_mask[..., None] == 0, -1e4)  # (B, T, 2): no span starts in padding
         if targets is None:
             return logits, None
+        if self.span:
+            return logits, sum(F.cross_entropy(logits[..., i].float(), targets[:, i], ignore_index=IGNORE_INDEX)
+                               for i in (0, 1)) / 2
         weight = None if label_weights is None else label_weights.to(logits.device)
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                        weight=weight, ignore_index=IGNORE_INDEX)

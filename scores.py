@@ -1,12 +1,16 @@
 """
 The scores of the fine-tuning tasks, in plain Python on lists of label ids and tag strings: accuracy, macro-F1,
 per class and the confusion matrix of a classifier, entity precision / recall / F1 with conlleval's semantics for
-NER, and the printable table of either.
+NER, SQuAD's exact match and F1 for extractive QA, and the printable table of the first two.
 
     report = classification_report(y_true, y_pred, names)  # accuracy, macro-F1, per class, confusion
     report = entity_report(true_tags, predicted_tags)       # conlleval's entity precision / recall / F1
+    report = squad_report(gold_answers, predicted_answers)  # SQuAD exact match, F1 (v2.0: HasAns / NoAns too)
     print(format_report(report))
 """
+import re
+import string
+from collections import Counter
 
 
 def _precision_recall_f1(n_correct, n_predicted, n_true):
@@ -134,3 +138,41 @@ def format_report(report, names=None):
     for name, counts in zip(classes, report['confusion']):
         rows.append(f"{name:<{first}}" + ''.join(f"  {count:>{width},}" for count in counts))
     return '\n'.join(rows)
+
+
+def normalize_answer(text):
+    """SQuAD's normalisation (the official evaluate-v1.1 / v2.0 scripts): lower case, punctuation out, the articles
+    a / an / the out, white space collapsed."""
+    text = ''.join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return ' '.join(re.sub(r'\b(a|an|the)\b', ' ', text, flags=re.UNICODE).split())
+
+
+def answer_f1(gold, predicted):
+    """The official token F1 of two answers after normalisation; an empty one scores 1 only against an empty one."""
+    gold_tokens, predicted_tokens = normalize_answer(gold).split(), normalize_answer(predicted).split()
+    if not gold_tokens or not predicted_tokens:
+        return float(gold_tokens == predicted_tokens)
+    common = sum((Counter(gold_tokens) & Counter(predicted_tokens)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(predicted_tokens), common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_report(gold_answers, predictions):
+    """SQuAD's exact match and F1 (fractions, the official scripts' / 100), each question's max over its gold
+    answers, then averaged. gold_answers: a list of answer-text lists, [] for an unanswerable question (SQuAD 2.0,
+    where the right prediction is ''); golds that normalise to nothing are dropped, as evaluate-v2.0 does. With any
+    unanswerable question: HasAns_* and NoAns_* over each kind as well."""
+    if len(gold_answers) != len(predictions):
+        raise ValueError(f"{len(gold_answers)} questions but {len(predictions)} predictions")
+    golds = [[g for g in answers if normalize_answer(g)] or [''] for answers in gold_answers]
+    exact = [max(float(normalize_answer(g) == normalize_answer(p)) for g in gs) for gs, p in zip(golds, predictions)]
+    f1 = [max(answer_f1(g, p) for g in gs) for gs, p in zip(golds, predictions)]
+    report = {'exact_match': sum(exact) / max(len(exact), 1), 'f1': sum(f1) / max(len(f1), 1), 'total': len(exact)}
+    if any(gs == [''] for gs in golds):
+        for kind, keep in (('HasAns', True), ('NoAns', False)):
+            chosen = [i for i, gs in enumerate(golds) if (gs != ['']) == keep]
+            report.update({f'{kind}_exact': sum(exact[i] for i in chosen) / max(len(chosen), 1),
+                           f'{kind}_f1': sum(f1[i] for i in chosen) / max(len(chosen), 1), f'{kind}_total': len(chosen)})
+    return report

@@ -3,9 +3,10 @@ The fine-tuning tasks, one unit each: its labelled data, how an example becomes 
 how predictions are scored, tabled, printed for --predict and drawn. finetune.py, export.py, plot.py and
 features.py ask the unit (TASKS[name], get(name)) instead of naming tasks. No torch: logits arrive as numpy arrays.
 
-    unit = get('ner')                                         # TASKS: classification, ner, sft
+    unit = get('ner')                                         # TASKS: classification, ner, sft, qa
     splits = load_task_data('classification', 'bbc_news')    # {'train', 'val', 'test'}: [{'text', 'label'}]
     splits = load_task_data('ner', 'wnut16')                  # [{'words': [...], 'tags': [...]}]
+    splits = load_task_data('qa', 'squad_dir')                # [{'id', 'question', 'context', 'answers'}]
     splits = load_task_data('classification', 'reviews.csv', text_column='review')  # split 80/10/10, seeded
     names = label_names(splits['train'], 'ner')               # ['O', 'B-company', ...]
     encoded, n_cut = encode('classification', splits['train'], tok, special, names, max_len=128, causal=True)
@@ -18,12 +19,13 @@ import itertools
 import json
 import os
 import random
+import re
 from collections import namedtuple
 
 import numpy as np
 
-from corpus import SFT_TASKS_PATH, bbc_news_split, split_articles, without_lone_surrogates, wnut16_path
-from scores import classification_report, entity_report, format_report
+from corpus import SFT_TASKS_PATH, bbc_news_split, bbc_qa, split_articles, without_lone_surrogates, wnut16_path
+from scores import answer_f1, classification_report, entity_report, format_report, squad_report
 from tokenizer import DataError, DataNotFoundError
 
 IGNORE_INDEX = -100  # model.IGNORE_INDEX: no loss at this position
@@ -31,9 +33,10 @@ PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's defau
 
 # what encoding and scoring need besides the examples: the tokenizer, special ids, label names, the longest
 # example, the model's direction, how long texts are cut, sft's template; answer(prompt_ids) -> text (finetune.py's
-# greedy generation, for sft's scores and predictions) and how many val examples it answers
-Context = namedtuple('Context', 'tok special names max_len causal truncation template max_windows answer n_generate',
-                     defaults=(None, None, None, 0, True, 'head', PROMPT_TEMPLATE, 4, None, 0))
+# greedy generation, for sft's scores and predictions) and how many val examples it answers; qa's window overlap in
+# tokens, and the val scores of the checkpoint (qa's null threshold, tuned on val, for test and --predict)
+Context = namedtuple('Context', 'tok special names max_len causal truncation template max_windows answer n_generate '
+                     'stride tuned', defaults=(None, None, None, 0, True, 'head', PROMPT_TEMPLATE, 4, None, 0, 32, None))
 
 
 class Task:
@@ -70,6 +73,10 @@ class Task:
     def picture(self, plot, scores, names, out_dir):
         """The PNG of the test scores drawn with the plot module, or None."""
         return None
+
+    def files(self, examples, scores):
+        """{file name: JSON object} the test run writes into out_dir besides test_results.json."""
+        return {}
 
 
 class Classification(Task):
@@ -231,7 +238,128 @@ class SFT(Task):
         return [ctx.answer(ex['prompt_ids']) for ex in examples]
 
 
-TASKS = {unit.name: unit for unit in (Classification(), NER(), SFT())}
+WORD_PIECES = re.compile(r'\s*(?:\w+|[^\w\s])')  # a word or a punctuation mark, with the white space before it
+
+
+class QA(Task):
+    """A question and a passage -> the span of the passage that answers it, or none (SQuAD v1.1 / v2.0)."""
+    name, head, metrics = 'qa', 'span', ('f1', 'exact_match', 'loss')
+    extensions = ('.json', '.jsonl')
+    builtin = {'bbc_qa': lambda data_root: bbc_qa()}
+    label_word, extension_hint = 'answers', ' (SQuAD JSON, or JSONL of question, context, answers)'
+    max_answer_tokens = 30  # the longest span predicted
+
+    def label_names(self, examples):
+        return ['start', 'end']  # the span head's two logits a token
+
+    def read_file(self, path, columns):
+        return read_squad(path)
+
+    def tokens(self, context, tok):
+        """(ids, starts, ends) of a context: its words and punctuation marks encoded one by one (with the space
+        before them), each token carrying its piece's characters context[start:end], so spans map back exactly."""
+        if getattr(self, 'cached_tok', None) is not tok:
+            self.cached_tok, self.cache = tok, {}
+        ids, starts, ends = [], [], []
+        for m in WORD_PIECES.finditer(context):
+            piece = self.cache.get(m.group()) or self.cache.setdefault(m.group(), tok.encode(m.group()))
+            ids += piece
+            starts += [m.end() - len(m.group().lstrip())] * len(piece)
+            ends += [m.end()] * len(piece)
+        return ids, starts, ends
+
+    def encode(self, ex, text_id, ctx):
+        """Windows of the context, consecutive ones sharing ctx.stride tokens: `[CLS] question [SEP] window [SEP]`,
+        or for a causal model `window [SEP] question [SEP] window <eot>` (the window read again after the question,
+        so that each of its tokens has seen the question and the whole window: "echo", Springer et al. 2024).
+        labels: the answer's first and last position, or the null position twice ([CLS]; causal: <eot>) where the
+        window lacks the answer or there is none; 'offset' is the position of the window's first context token."""
+        s, question = ctx.special, ctx.tok.encode(ex['question'])
+        ids, starts, ends = self.tokens(ex['context'], ctx.tok)
+        q = question[:ctx.max_len // 3]
+        room = (ctx.max_len - len(q) - 3) // (2 if ctx.causal else 1)
+        first = last = None
+        if ex['answers']:  # the tokens the first gold answer covers
+            text, start = ex['answers'][0]
+            first = next((i for i, end in enumerate(ends) if end > start), None)
+            last = next((i for i in reversed(range(len(ids))) if starts[i] < start + len(text)), None)
+        windows, a = [], 0
+        while True:
+            b = min(a + room, len(ids))
+            if ctx.causal:
+                window, offset = ids[a:b] + [s['sep']] + q + [s['sep']] + ids[a:b] + [s['eot']], b - a + len(q) + 2
+            else:
+                window, offset = [s['cls']] + q + [s['sep']] + ids[a:b] + [s['sep']], len(q) + 2
+            null = len(window) - 1 if ctx.causal else 0
+            inside = first is not None and a <= first <= last < b
+            labels = [offset + first - a, offset + last - a] if inside else [null, null]
+            windows.append({'ids': np.array(window, dtype=np.int64), 'text_id': text_id, 'offset': offset, 'null': null,
+                            'span': (a, b), 'starts': starts, 'ends': ends, 'example': ex,
+                            'labels': np.array(labels if ex['answers'] is not None else [IGNORE_INDEX] * 2)})
+            if b >= len(ids):
+                return windows, len(q) < len(question)
+            a = max(b - ctx.stride, a + 1)
+
+    def answers(self, examples, logits):
+        """[(answer text, null score minus the best span's)] a question: over its windows, the best span of at most
+        max_answer_tokens (start + end logit) and the lowest null score."""
+        best = {}
+        for window, row in zip(examples, (row for batch in logits for row in batch)):
+            (a, b), o = window['span'], window['offset']
+            score = row[o:o + b - a, 0][:, None] + row[o:o + b - a, 1][None, :]  # (start, end)
+            i, j = np.indices(score.shape)
+            score[(j < i) | (j - i >= self.max_answer_tokens)] = -np.inf
+            i, j = np.unravel_index(np.argmax(score), score.shape)
+            text = window['example']['context'][window['starts'][a + i]:window['ends'][a + j]]
+            span, null, kept = best.get(window['text_id'], (-np.inf, np.inf, ''))
+            best[window['text_id']] = (max(span, score[i, j]), min(null, row[window['null']].sum()),
+                                       text if score[i, j] > span else kept)
+        return [(text, float(null - span)) for span, null, text in (best[t] for t in sorted(best))]
+
+    def score(self, examples, logits, ctx):
+        """SQuAD's exact match and F1, no answer where the null score beats the best span's by more than the
+        threshold: the checkpoint's (tuned on val), else the one best on these questions."""
+        answers = self.answers(examples, logits)
+        golds = [[text for text, _ in ex['answers']] for ex in {w['text_id']: w['example'] for w in examples}.values()]
+        threshold = (ctx.tuned or {}).get('null_threshold', null_threshold(golds, answers))
+        predictions = ['' if margin > threshold else text for text, margin in answers]
+        return {**squad_report(golds, predictions), 'null_threshold': threshold, 'predictions': predictions}
+
+    def table(self, scores, names):
+        kinds = [k for k in ('HasAns', 'NoAns') if f'{k}_total' in scores]
+        return (f"exact match {scores['exact_match']:.3f}, F1 {scores['f1']:.3f} ({scores['total']} questions)" +
+                ''.join(f"; {k}: exact match {scores[f'{k}_exact']:.3f}, F1 {scores[f'{k}_f1']:.3f} "
+                        f"({scores[f'{k}_total']})" for k in kinds))
+
+    def from_text(self, text):
+        question, bar, context = text.partition('|||')
+        if not bar or not question.strip() or not context.strip():
+            raise DataError("--predict for qa takes 'QUESTION ||| CONTEXT' (with FILE:path, one such line each)")
+        return {'id': '', 'question': question.strip(), 'context': context.strip(), 'answers': None}
+
+    def predict(self, examples, logits, ctx):
+        threshold = (ctx.tuned or {}).get('null_threshold', 0.0)
+        return [text if margin <= threshold else '(no answer)' for text, margin in self.answers(examples, logits)]
+
+    def files(self, examples, scores):
+        return {'predictions.json': {ex['id']: p for ex, p in zip(examples, scores['predictions'])}}  # official form
+
+
+def null_threshold(golds, answers):
+    """The margin (null score minus best span) above which a question gets no answer, the one that maximises F1
+    on these questions (SQuAD 2.0's best_f1_thresh, on val); never no answer when no question lacks one."""
+    if all(golds):
+        return 1e9
+    gains = sorted(((margin, float(not gold) - max(answer_f1(g, text) for g in gold or [''])) for gold, (text, margin)
+                    in zip(golds, answers)), reverse=True)  # F1 gained by no answer, the largest margins first
+    margins = [gains[0][0]] + [margin for margin, _ in gains] + [gains[-1][0] - 2.0]
+    cuts = [k == 0 or margins[k] > margins[k + 1] for k in range(len(gains) + 1)]  # not inside a tie
+    totals = np.where(cuts, np.cumsum([0.0] + [gain for _, gain in gains]), -np.inf)
+    k = int(np.argmax(totals))  # the k largest margins get no answer: a threshold between the k-th and the next
+    return gains[0][0] if k == 0 else (margins[k] + margins[k + 1]) / 2
+
+
+TASKS = {unit.name: unit for unit in (Classification(), NER(), SFT(), QA())}
 
 
 def get(name):
@@ -248,10 +376,10 @@ def label_names(examples, task):
 
 
 def encode(task, examples, tok, special, names, max_len, causal, truncation='head', template=PROMPT_TEMPLATE,
-           max_windows=4):
+           max_windows=4, stride=32):
     """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut): each example through
     its task's encode."""
-    unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows)
+    unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows, stride=stride)
     encoded, n_truncated = [], 0
     for text_id, ex in enumerate(examples):
         pieces, cut = unit.encode(ex, text_id, ctx)
@@ -480,6 +608,54 @@ def read_conll(path):
             words.append(word)
             tags.append(tag)
     return sentences
+
+
+def read_squad(path):
+    """QA examples [{'id', 'question', 'context', 'answers': [(text, answer_start)]}] ([] answers: none) of a SQuAD
+    v1.1 / v2.0 JSON file (data / paragraphs / context, qas / id, question, answers, is_impossible) or a JSONL file
+    of {question, context, answers: {text: [...], answer_start: [...]}, id (optional)}."""
+    if path.lower().endswith('.jsonl'):
+        records = [(f"{path}:{line}", row, row) for line, row in read_jsonl_rows(path)]
+    else:
+        with open(path, encoding='utf-8-sig') as f:
+            try:
+                squad = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); a SQuAD file is one JSON object") from None
+        where = f"{path}: a SQuAD file is {{'data': [{{'paragraphs': [{{'context', 'qas'}}]}}]}}"
+        records = [(f"{path}: question {n} (article {a}, paragraph {p})", qa, paragraph) for n, (a, p, qa, paragraph)
+                   in enumerate(((a, p, qa, paragraph) for a, article in enumerate(qa_field(squad, 'data', list, where), 1)
+                                 for p, paragraph in enumerate(qa_field(article, 'paragraphs', list, where), 1)
+                                 for qa in qa_field(paragraph, 'qas', list, where)), 1)]
+    return [qa_example(where, record, paragraph, n) for n, (where, record, paragraph) in enumerate(records, 1)]
+
+
+def qa_field(record, key, kind, where):
+    value = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        raise DataError(f"{where}: no {key!r} ({'a non-empty string' if kind is str else getattr(kind, '__name__', 'list')}); "
+                        f"fix the record or remove it")
+    return value
+
+
+def qa_example(where, record, paragraph, number):
+    question, context = qa_field(record, 'question', str, where), qa_field(paragraph, 'context', str, where)
+    answers = qa_field(record, 'answers', (list, dict), where)
+    if isinstance(answers, dict):  # JSONL: the column form of HF datasets' squad
+        texts, starts = answers.get('text'), answers.get('answer_start')
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise DataError(f"{where}: 'answers' must be {{'text': [...], 'answer_start': [...]}}, lists of one length")
+        answers = [{'text': t, 'answer_start': s} for t, s in zip(texts, starts)]
+    found = []
+    for answer in [] if record.get('is_impossible') else answers:  # v2.0: an impossible question's are none
+        text, start = (answer.get('text'), answer.get('answer_start')) if isinstance(answer, dict) else (None, None)
+        if not isinstance(text, str) or not text or not isinstance(start, int):
+            raise DataError(f"{where}: an answer needs 'text' (a non-empty string) and 'answer_start' (an integer)")
+        if context[start:start + len(text)] != text:
+            raise DataError(f"{where}: answer {text!r} is not at answer_start {start} of the context (it has "
+                            f"{context[start:start + len(text)]!r} there): fix answer_start")
+        found.append((text, start))
+    return {'id': str(record.get('id', number)), 'question': question, 'context': context, 'answers': found}
 
 
 def subsample(examples, n, seed):

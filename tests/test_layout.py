@@ -167,7 +167,7 @@ def test_each_task_has_one_home():
     or keys a table by task names: the scripts ask the task's unit."""
     import model
     import tasks
-    assert set(tasks.TASKS) == {'classification', 'ner', 'sft'} and all(
+    assert set(tasks.TASKS) == {'classification', 'ner', 'sft', 'qa'} and all(
         unit.name == name for name, unit in tasks.TASKS.items())
     assert tasks.IGNORE_INDEX == model.IGNORE_INDEX  # tasks.py spells it out only to stay torch-free
     names = set(tasks.TASKS)

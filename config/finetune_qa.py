@@ -1,0 +1,26 @@
+# Extractive question answering: point at the span of a passage that answers a question, or say there is none.
+# bbc_qa is the built-in reading-comprehension set (corpus.py): passages of three real BBC sentences quoted with who
+# said them, where and when; questions ask one claim's speaker, place or day, a fifth of them unanswerable (SQuAD 2.0).
+#   python train.py config/pretrain_small.py && python finetune.py config/finetune_qa.py
+# Your SQuAD v1.1 / v2.0 file (or a directory with train.json, val.json, test.json; JSONL works too):
+#   python finetune.py config/finetune_qa.py --data=squad_dir --out_dir=out/squad
+#   python corpus.py bbc_qa data/bbc_qa        # bbc_qa itself written as SQuAD v2.0 files
+out_dir = 'out/finetune_qa'
+init_from = 'out/pretrain_small'
+task = 'qa'
+data = 'bbc_qa'
+
+# the GPT-style trunk with its causal mask lifted reads `[CLS] question [SEP] window [SEP]` both ways (with
+# bidirectional=False it reads `window [SEP] question [SEP] window <eot>`, the window twice, tasks.QA.encode);
+# 128 tokens hold ~110 of context, so a passage (~100 tokens) is 1-2 windows sharing 32 tokens (a claim is ~30)
+bidirectional = True
+block_size = 128
+stride = 32
+batch_size = 16
+epochs = 3
+learning_rate = 1e-3
+warmup = 0.1
+lr_schedule = 'linear'
+weight_decay = 0.01
+dropout = 0.0
+patience = 0

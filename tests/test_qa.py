@@ -1,0 +1,227 @@
+"""
+Extractive question answering (tasks.QA, scores.squad_report, the span head, corpus.bbc_qa): SQuAD / JSONL reading
+and its errors, windows with a stride mapped back to exact character spans, the official metrics on hand-made
+cases, and a tiny fine-tune end to end. Offline, on CPU, ~20 s:
+
+    python -m pytest -q tests/test_qa.py
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import corpus
+import scores
+import tasks
+from conftest import tiny_model_config
+from model import Transformer
+from tokenizer import GPT2_META, DataError, get_tokenizer, special_tokens
+
+QA = tasks.get('qa')
+
+
+def squad_file(path, qas, context='Anna Khan said in Leeds on Monday that the plan would work.'):
+    path.write_text(json.dumps({'version': 'v2.0', 'data': [{'title': 't', 'paragraphs': [
+        {'context': context, 'qas': qas}]}]}), encoding='utf-8')
+    return path
+
+
+def one_line_error(match, fn, *args):
+    with pytest.raises(DataError, match=match) as info:
+        fn(*args)
+    assert '\n' not in str(info.value)
+
+
+# -----------------------------------------------------------------------------
+# reading
+
+def test_reads_squad_v2_and_flat_jsonl(tmp_path):
+    path = squad_file(tmp_path / 'train.json', [
+        {'id': 'a', 'question': 'Who said it?', 'answers': [{'text': 'Anna Khan', 'answer_start': 0}]},
+        {'id': 'b', 'question': 'Who left?', 'answers': [], 'is_impossible': True,
+         'plausible_answers': [{'text': 'Anna', 'answer_start': 0}]}])
+    assert tasks.read_squad(str(path)) == [
+        {'id': 'a', 'question': 'Who said it?', 'context': json.loads(path.read_text())['data'][0]['paragraphs'][0]
+         ['context'], 'answers': [('Anna Khan', 0)]},
+        {'id': 'b', 'question': 'Who left?', 'context': tasks.read_squad(str(path))[0]['context'], 'answers': []}]
+    jsonl = tmp_path / 'qa.jsonl'
+    jsonl.write_text(json.dumps({'question': 'Where?', 'context': 'in Leeds', 'answers': {
+        'text': ['Leeds'], 'answer_start': [3]}}) + '\n', encoding='utf-8')
+    assert tasks.read_squad(str(jsonl)) == [{'id': '1', 'question': 'Where?', 'context': 'in Leeds',
+                                            'answers': [('Leeds', 3)]}]
+
+
+def test_bad_qa_records_are_one_line_errors_with_their_number(tmp_path):
+    good = {'id': 'a', 'question': 'Who?', 'answers': [{'text': 'Anna Khan', 'answer_start': 0}]}
+    shifted = squad_file(tmp_path / 'a.json', [good, {**good, 'answers': [{'text': 'Leeds', 'answer_start': 3}]}])
+    one_line_error(r"question 2 .*'Leeds' is not at answer_start 3", tasks.read_squad, str(shifted))
+    no_question = squad_file(tmp_path / 'b.json', [{'id': 'x', 'answers': []}])
+    one_line_error(r"question 1 .*no 'question'", tasks.read_squad, str(no_question))
+    (tmp_path / 'c.json').write_text('{"data": [', encoding='utf-8')
+    one_line_error(r"c.json:1: not valid JSON", tasks.read_squad, str(tmp_path / 'c.json'))
+    (tmp_path / 'd.json').write_text('{"version": "1.1"}', encoding='utf-8')
+    one_line_error(r"a SQuAD file is .*no 'data'", tasks.read_squad, str(tmp_path / 'd.json'))
+    jsonl = tmp_path / 'e.jsonl'
+    jsonl.write_text('{"question": "Q?", "context": "c", "answers": {"text": [], "answer_start": []}}\n\n'
+                     '{"question": "Q?", "context": "c"}\n', encoding='utf-8')
+    one_line_error(r"e.jsonl:3: no 'answers'", tasks.read_squad, str(jsonl))
+    one_line_error(r"takes 'QUESTION \|\|\| CONTEXT'", QA.from_text, 'a question without its passage')
+
+
+# -----------------------------------------------------------------------------
+# windows and spans
+
+def oracle_logits(windows):
+    """Logits (1, T, 2) a window that point at its labels: what a perfect model outputs."""
+    out = []
+    for window in windows:
+        row = np.zeros((1, len(window['ids']), 2), dtype=np.float32)
+        row[0, window['labels'][0], 0] = row[0, window['labels'][1], 1] = 10.0
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_an_answer_across_a_window_boundary_is_found_with_its_exact_characters(causal):
+    """A context of 60 words in windows of 12 context tokens sharing 8: the answer straddles the end of the first
+    window, which labels it null; a later window holds it whole, and the predicted characters are the gold ones."""
+    tok, special = get_tokenizer('gpt2'), special_tokens(GPT2_META)
+    context = 'the ' * 10 + 'Professor Maria Esposito-Verdi, ' + 'the ' * 50  # ' the': one token each
+    answer = 'Maria Esposito-Verdi'
+    start = context.index(answer)
+    ex = {'id': 'q', 'question': 'Who?', 'context': context, 'answers': [(answer, start)]}
+    max_len = 12 * (2 if causal else 1) + len(tok.encode('Who?')) + 3  # 12 context tokens a window
+    windows, cut = tasks.encode('qa', [ex], tok, special, QA.label_names([]), max_len, causal, stride=8)
+    assert not cut and len(windows) > 3 and all(len(w['ids']) <= max_len for w in windows)
+    _, starts, ends = QA.tokens(context, tok)
+    first = next(i for i, end in enumerate(ends) if end > start)
+    last = max(i for i, s in enumerate(starts) if s < start + len(answer))
+    assert first < 12 <= last  # it crosses the first window's end
+    null = windows[0]['null']
+    assert list(windows[0]['labels']) == [null, null]
+    holding = [w for w in windows if w['labels'][0] != w['null']]
+    assert holding and all(w['span'][0] <= first and last < w['span'][1] for w in holding)
+    for w in holding:  # the labelled tokens are the answer's
+        assert tok.decode(list(w['ids'][w['labels'][0]:w['labels'][1] + 1])).strip() == answer
+    assert QA.answers(windows, oracle_logits(windows))[0][0] == answer
+    result = QA.score(windows, oracle_logits(windows), tasks.Context())
+    assert result['predictions'] == [answer] and result['exact_match'] == 1.0
+
+
+def test_offsets_cover_the_context_and_the_null_threshold_is_tuned_on_val():
+    context = 'The U.K.\'s "deal" cost $5.3bn (so far).'
+    ids, starts, ends = QA.tokens(context, get_tokenizer('gpt2'))
+    assert len(ids) == len(starts) == len(ends)
+    assert ''.join(context[a:b] for a, b in dict.fromkeys(zip(starts, ends))) == context.replace(' ', '')
+    # margins (null minus span): unanswerable questions high, answerable low -> a threshold between them
+    golds, answers = [['x'], ['y'], [], []], [('x', -3.0), ('y', -1.0), ('z', 2.0), ('w', 4.0)]
+    threshold = tasks.null_threshold(golds, answers)
+    assert -1.0 < threshold < 2.0
+    assert tasks.null_threshold([['x']], [('x', 5.0)]) >= 1e9  # no unanswerable question: always answer
+
+
+# -----------------------------------------------------------------------------
+# the official metrics, on cases computed by hand from evaluate-v2.0.py's definitions
+
+def test_squad_normalisation_and_scores_by_hand():
+    assert scores.normalize_answer('The  Cat, sat!\ton a mat.') == 'cat sat on mat'
+    assert scores.normalize_answer('An apple-pie') == 'applepie'  # punctuation goes, the words join
+    assert scores.answer_f1('the quick brown fox', 'quick brown dog') == pytest.approx(2 / 3)  # P = R = 2/3
+    gold = [['Obama', 'Barack Obama'],  # 'obama.' -> 'obama': exact 1, F1 1
+            ['the quick brown fox'],  # 'quick brown dog': exact 0, F1 2/3
+            ['New York City', 'York'],  # 'New York': F1 0.8 (P 1, R 2/3) beats 2/3 (P 1/2, R 1), exact 0
+            [],  # no answer, predicted none: 1, 1
+            []]  # no answer, 'Paris' predicted: 0, 0
+    report = scores.squad_report(gold, ['obama.', 'quick brown dog', 'New York', '', 'Paris'])
+    assert report['exact_match'] == pytest.approx(2 / 5)
+    assert report['f1'] == pytest.approx((1 + 2 / 3 + 0.8 + 1 + 0) / 5)
+    assert report['HasAns_exact'] == pytest.approx(1 / 3) and report['HasAns_total'] == 3
+    assert report['HasAns_f1'] == pytest.approx((1 + 2 / 3 + 0.8) / 3)
+    assert report['NoAns_exact'] == report['NoAns_f1'] == 0.5 and report['NoAns_total'] == 2
+    v1 = scores.squad_report([['a cat'], ['Paris']], ['cat', ''])  # an empty prediction of an answerable question
+    assert (v1['exact_match'], v1['f1']) == (0.5, 0.5) and 'NoAns_total' not in v1
+
+
+# -----------------------------------------------------------------------------
+# the head, the data, a run
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_span_head_logits_and_loss(causal):
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(task_head='span', num_labels=2, causal=causal))
+    idx, mask = torch.randint(0, 64, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    targets = torch.tensor([[3, 5], [0, 0]])
+    logits, loss = model(idx, targets=targets, attn_mask=mask)
+    assert logits.shape == (2, 10, 2) and (logits[1, 6:] < -1e3).all()  # padding never a span
+    expected = (torch.nn.functional.cross_entropy(logits[..., 0], targets[:, 0]) +
+                torch.nn.functional.cross_entropy(logits[..., 1], targets[:, 1])) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_bbc_qa_is_seeded_has_exact_spans_and_a_fifth_unanswerable():
+    splits = corpus.bbc_qa((30, 10, 10), seed=3)
+    assert splits == corpus.bbc_qa((30, 10, 10), seed=3) and [len(s) for s in splits.values()] == [90, 30, 30]
+    examples = [ex for split in splits.values() for ex in split]
+    assert all(ex['context'][a:a + len(t)] == t for ex in examples for t, a in ex['answers'])
+    assert 0.1 < sum(not ex['answers'] for ex in examples) / len(examples) < 0.3
+    test_sentences = {ex['context'] for ex in splits['test']}
+    assert not test_sentences & {ex['context'] for ex in splits['train']}
+
+
+def test_tiny_qa_fine_tune_writes_official_predictions_and_predicts(tmp_path, monkeypatch, capsys):
+    import checkpoints
+    import finetune
+    from test_finetune import finetune_in_process, save_tiny_checkpoint
+    splits = corpus.bbc_qa((8, 2, 2))
+    data = tmp_path / 'squad'
+    data.mkdir()
+    for split, examples in splits.items():
+        (data / f'{split}.json').write_text(json.dumps(corpus.squad_json(examples)), encoding='utf-8')
+    save_tiny_checkpoint(tmp_path / 'base.pt', tiny_model_config(vocab_size=50304, block_size=64), GPT2_META)
+    out = tmp_path / 'out'
+    finetune_in_process(monkeypatch, f'--init_from={tmp_path}/base.pt', '--task=qa', f'--data={data}',
+                        f'--out_dir={out}', '--epochs=1', '--batch_size=8', '--stride=16', '--dtype=float32')
+    predictions = json.loads((out / 'predictions.json').read_text())
+    assert set(predictions) == {ex['id'] for ex in splits['test']}
+    assert all(p == '' or p in ex['context'] for ex in splits['test'] for p in [predictions[ex['id']]])
+    results = json.loads((out / 'test_results.json').read_text())
+    assert {'exact_match', 'f1', 'null_threshold'} <= set(results)
+    assert checkpoints.read(str(out / 'best.pt'))['model_args']['task_head'] == 'span'
+    capsys.readouterr()
+    finetune.run_predict('Who spoke? ||| Anna Khan said it would rain.', str(out), 'cpu')
+    printed = capsys.readouterr().out.strip()
+    assert printed == '(no answer)' or printed in 'Anna Khan said it would rain.'
+
+
+@pytest.mark.parametrize('arch', ['bert', 'llama'])
+def test_export_for_question_answering_gives_our_logits(tmp_path, arch):
+    """export.py writes BertForQuestionAnswering / LlamaForQuestionAnswering whose start and end logits are ours
+    (fp32, atol 1e-4) on the real positions of a padded batch of QA windows."""
+    pytest.importorskip('transformers')
+    import checkpoints
+    import export
+    import transformers
+    from test_export import BERT, LLAMA, perturbed, save_run_checkpoint, vocab_rows
+    torch.manual_seed(0)
+    trunk = Transformer(tiny_model_config(block_size=64, vocab_size=vocab_rows(GPT2_META),
+                                          **(dict(BERT, mlm_head=False) if arch == 'bert' else LLAMA)))
+    model = perturbed(checkpoints.for_task(trunk, 'span', 2))
+    meta = {**GPT2_META, 'task': 'qa', 'label_names': QA.label_names([]), 'special_tokens': special_tokens(GPT2_META)}
+    save_run_checkpoint(tmp_path / 'qa.pt', model, meta, epoch=1, val={'f1': 0.5})
+    (tmp_path / 'hf').mkdir()
+    assert export.export(*checkpoints.load(str(tmp_path / 'qa.pt')), str(tmp_path / 'hf')).endswith('ForQuestionAnswering')
+    theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / 'hf')).eval()
+    ex = corpus.bbc_qa((2, 1, 1))['train']
+    windows, _ = tasks.encode('qa', ex, get_tokenizer('gpt2'), meta['special_tokens'], meta['label_names'], 64,
+                              model.config.causal, stride=16)
+    rows = [w['ids'].tolist() for w in windows[:6]]
+    T = max(map(len, rows))
+    idx = torch.tensor([row + [meta['special_tokens']['pad']] * (T - len(row)) for row in rows])
+    mask = (torch.arange(T)[None, :] < torch.tensor([len(row) for row in rows])[:, None]).long()
+    with torch.no_grad():
+        out, ours = theirs(input_ids=idx, attention_mask=mask), model(idx, attn_mask=mask)[0]
+    real = mask.bool()
+    torch.testing.assert_close(out.start_logits[real], ours[..., 0][real], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-4, rtol=0)
