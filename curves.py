@@ -5,6 +5,7 @@ stratified samples of the training split (tasks.subsample, as finetune.py and ba
 
     python curves.py                                       # BBC News from out/pretrain_small (~5 min on 2 cores)
     python curves.py --sizes=25,50,all --seeds=0,1         # another grid
+    python curves.py --data=rt_reviews --out_dir=out/curves_rt   # movie reviews, fresh / rotten: another domain
     python curves.py --data=reviews.csv --init_from=out/mine --out_dir=out/curves_reviews
     python curves.py --finetune_sizes=50,all               # also full fine-tuning by finetune.py at those sizes
 
@@ -48,7 +49,9 @@ init_from = 'out/pretrain_small'  # the pretrained model (any checkpoint finetun
 data = 'bbc_news'  # classification data, as finetune.py takes it
 text_column = 'text'
 label_column = 'label'
-config = 'config/finetune_bbc.py'  # finetune.py's config: how texts are read (block_size, truncation, max_windows)
+config = 'config/finetune_bbc.py'  # finetune.py's config: how texts are read (block_size, truncation, max_windows,
+# pooling)
+pooling = ''  # the head's pooled vector, if not the config's: 'auto' (last token / [CLS]) or 'mean' (of the tokens)
 sizes = '25,50,100,200,500,all'  # labelled training examples; 'all': the whole training split
 seeds = '0,1,2'  # one stratified sample (and one scratch initialisation) per seed
 split_seed = 1337  # the seed of a single file's train / val / test split, the same for every sample
@@ -78,15 +81,15 @@ def parse_sizes(text, n_train):
 
 
 def reading_of(config_path):
-    """block_size, truncation, max_windows and epochs of a finetune.py config file (finetune.py's defaults
+    """block_size, truncation, max_windows, epochs and pooling of a finetune.py config file (finetune.py's defaults
     otherwise)."""
     read = configure(config_defaults(vars(finetune)), [config_path] if config_path else [], quiet=True)
-    return {key: read[key] for key in ('block_size', 'truncation', 'max_windows', 'epochs')}
+    return {key: read[key] for key in ('block_size', 'truncation', 'max_windows', 'epochs', 'pooling')}
 
 
 def window_features(model, meta, splits, names, reading, runtime, batch_size):
     """{split: (encoded windows, their pooled features)}: each text as finetune.py encodes it for classification,
-    and what the sequence head of model (checkpoints.for_task, pooling 'auto') reads from each window."""
+    and what the sequence head of model (checkpoints.for_task, the config's pooling) reads from each window."""
     tok = get_tokenizer(meta['tokenizer'], meta)
     special = finetune.task_special_tokens(meta, model)
     max_len = min(reading['block_size'] or model.config.block_size, model.config.block_size)
@@ -207,7 +210,8 @@ def main():
             if method == 'scratch':
                 torch.manual_seed(seed)
             trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
-            model = checkpoints.for_task(trunk, 'sequence', len(names)).to(runtime.device)
+            model = checkpoints.for_task(trunk, 'sequence', len(names), pooling or reading['pooling'])
+            model = model.to(runtime.device)
             feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
             for label, _ in sizes_:
                 for s in seed_list if seed is None else [seed]:

@@ -63,7 +63,7 @@ wandb_project = None
 wandb_run_name = None
 # task and data
 task = 'classification'  # 'classification' (a label a text), 'ner' (a tag a word), 'sft' (prompt -> response), 'qa'
-data = 'bbc_news'  # 'bbc_news', 'wnut16', 'bbc_qa', a CSV / TSV / JSONL / CoNLL / SQuAD file, or a directory of splits
+data = 'bbc_news'  # 'bbc_news', 'rt_reviews', 'wnut16', 'bbc_qa', a CSV / TSV / JSONL / CoNLL / SQuAD file, or a directory of splits
 text_column = 'text'
 label_column = 'label'
 prompt_column = 'prompt'

@@ -24,7 +24,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from corpus import SFT_TASKS_PATH, bbc_news_split, bbc_qa, split_articles, without_lone_surrogates, wnut16_path
+from corpus import (SFT_TASKS_PATH, bbc_news_split, bbc_qa, rt_reviews_split, split_articles, without_lone_surrogates,
+                    wnut16_path)
 from scores import answer_f1, classification_report, entity_report, format_report, squad_report
 from tokenizer import DataError, DataNotFoundError
 
@@ -85,8 +86,8 @@ class Classification(Task):
     text_label = explainable = True
     extensions = ('.csv', '.tsv', '.jsonl')
     columns = {'text': 'text_column', 'label': 'label_column'}
-    builtin = {'bbc_news': lambda data_root: {split: [{'text': text, 'label': label} for _, label, text in articles]
-                                              for split, articles in bbc_news_split(data_root).items()}}
+    builtin = {'bbc_news': lambda data_root: labelled(bbc_news_split(data_root)),
+               'rt_reviews': lambda data_root: labelled(rt_reviews_split())}
 
     def labels_of(self, example):
         return [example['label']]
@@ -129,6 +130,11 @@ class Classification(Task):
         return plot.plot_confusion(scores['confusion'], names, os.path.join(out_dir, 'confusion.png'),
                                    title=f"test confusion matrix: accuracy {scores['accuracy']:.3f}, "
                                          f"macro-F1 {scores['macro_f1']:.3f}")
+
+
+def labelled(splits):
+    """{split: [(id, label, text)]} as classification examples."""
+    return {split: [{'text': text, 'label': label} for _, label, text in items] for split, items in splits.items()}
 
 
 class NER(Task):
@@ -419,7 +425,7 @@ def load_task_data(task, data, text_column='text', label_column='label', prompt_
                    response_column='response', val_fraction=0.1, test_fraction=0.1, seed=1337, data_root='data'):
     """The examples of a fine-tuning task as {'train': [...], 'val': [...], 'test': [...]}, each split in file
     order. data: a task's built-in data ('bbc_news': its article split is pretraining's, whatever the fractions;
-    checked against <data_root>/bbc_news/splits.json when that exists; 'wnut16', 'sft_tasks'), a file (CSV/TSV with
+    checked against <data_root>/bbc_news/splits.json when that exists; 'rt_reviews', 'wnut16', 'sft_tasks'), a file (CSV/TSV with
     a header row or JSONL for classification, JSONL for sft, CoNLL TOKEN<TAB>TAG lines for ner) split by a seeded
     shuffle into val_fraction / test_fraction / the rest, or a directory with train.* and val.* (test.* optional;
     else test is []). Labels in val/test that train lacks are an error."""

