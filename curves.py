@@ -118,7 +118,7 @@ def finetune_run(init, size, seed, epochs, path):
     if not os.path.exists(os.path.join(path, 'test_results.json')):
         args = [sys.executable, 'finetune.py', *([config] if config else []), f'--init_from={init}', f'--data={data}',
                 f'--text_column={text_column}', f'--label_column={label_column}', f'--train_examples={size}',
-                f'--seed={seed}', f'--split_seed={split_seed}', f'--epochs={epochs}', f'--out_dir={path}',
+                f'--seed={seed}', f'--split_seed={split_seed}', f'--epochs={epochs}', '--probe=False', f'--out_dir={path}',
                 '--overwrite=True', f'--device={device}', f'--dtype={dtype}']
         proc = subprocess.run(args, cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True)
         if proc.returncode:

@@ -86,8 +86,9 @@ def test_curves_end_to_end(tmp_path, tiny_config):
     write_news_csv(tmp_path / 'news.csv')
     save_tiny_checkpoint(tmp_path / 'base.pt', tiny_config(vocab_size=50304, block_size=32), GPT2_META)
     out = tmp_path / 'curves'
+    (tmp_path / 'probe_config.py').write_text('probe = True\n')  # as config/finetune_bbc.py: the fine-tuned runs train anyway
     proc = subprocess.run([sys.executable, 'curves.py', f'--init_from={tmp_path}/base.pt', f'--data={tmp_path}/news.csv',
-                           '--config=', '--sizes=4,8,all', '--seeds=0,1', '--finetune_sizes=8', '--finetune_max_epochs=2',
+                           f'--config={tmp_path}/probe_config.py', '--sizes=4,8,all', '--seeds=0,1', '--finetune_sizes=8', '--finetune_max_epochs=2',
                            f'--out_dir={out}', '--device=cpu', '--dtype=float32'],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -100,7 +101,8 @@ def test_curves_end_to_end(tmp_path, tiny_config):
     table = (out / 'curves.md').read_text()
     assert '| 128 (all) |' in table and 'scratch fine-tuned' in table
     assert (out / 'curves.png').stat().st_size > 1000
-    assert (out / 'runs' / 'scratch_n8_s1' / 'test_results.json').exists()
+    for run in ('pretrained_n8_s0', 'scratch_n8_s1'):  # every weight trained: a best epoch (a probe has none)
+        assert json.loads((out / 'runs' / run / 'test_results.json').read_text())['best_epoch'] >= 1
 
 
 def test_curves_bad_sizes_are_one_line(script_main, tmp_path):
