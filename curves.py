@@ -143,12 +143,13 @@ def markdown(table, sizes_, methods):
     head = '| labelled examples | ' + ' | '.join(methods) + ' |'
     rows = [head, '|---:|' + '---:|' * len(methods)]
     for label, size in sizes_:
-        cells = []
+        cells, best = [], max(table[m][label][0] for m in methods if label in table.get(m, {}))
         for method in methods:
             cell = table.get(method, {}).get(label)
-            cells.append(f"**{cell[0]:.3f}** ({cell[1]:.3f}-{cell[2]:.3f})" if cell else '')
+            mean = f"**{cell[0]:.3f}**" if cell and cell[0] == best else f"{cell[0]:.3f}" if cell else ''
+            cells.append(f"{mean} ({cell[1]:.3f}-{cell[2]:.3f})" if cell else '')
         rows.append(f"| {size:,}{' (all)' if label == 'all' else ''} | " + ' | '.join(cells) + ' |')
-    return '\n'.join(rows) + '\n\nTest accuracy, mean over seeds (lowest-highest).\n'
+    return '\n'.join(rows) + '\n\nTest accuracy, mean over seeds (lowest-highest); the best mean of a row in bold.\n'
 
 
 LEGEND = {'pretrained': 'pretrained: frozen features + logistic regression',
