@@ -14,12 +14,14 @@ What a checkpoint becomes (hf.to_hf maps the weights; this script adds the task 
     BERT-style (post-norm, embedding norm)       BertForMaskedLM, with the next-sentence head BertForPreTraining
     fine-tuned, task 'classification' / 'ner'    its architecture's ForSequenceClassification / ForTokenClassification,
                                                  id2label from the run's labels
+    fine-tuned, task 'qa'                        its architecture's ForQuestionAnswering (start and end logits)
     fine-tuned, task 'sft'                       the causal LM; README.md gives the prompt template
 The directory holds config.json, model.safetensors, tokenizer.json + tokenizer_config.json (AutoTokenizer gives our
 ids; GPT-2 BPE adds GPT-2's own vocab.json + merges.txt, WordPiece its vocab.txt), README.md (a model card) and
 scratchlm_meta.json (our tokenizer), with which finetune.py and sample.py --init_from=<export> read any of them back
 (train.py: the GPT-2 and BERT ones, as other HF checkpoints).
-Refused with one line: a configuration no transformers class expresses (the fields named), pooling='mean', a BERT
+Refused with one line: a configuration no transformers class expresses (the fields named), a QA model that reads
+finetune.py's match_feature, pooling='mean', a BERT
 classifier without BERT's pooler, a Llama / Qwen3 classifier whose bias is not zero (their score layer has none;
 GPT-2's bias is folded exactly into ln_f's). The export is built beside --to and renamed into place when complete.
 """
@@ -127,6 +129,10 @@ def export(model, meta, checkpoint, directory, dtype='float32', source='', name=
     calls it); returns the transformers class name. A one-line ValueError for what no transformers class expresses."""
     model = model.eval()
     c = model.config
+    if meta.get('token_types') == 'match':
+        raise ValueError("its token types mark the passage words that the question has (finetune.py "
+                         "--match_feature=True), which no transformers class reads: fine-tune with "
+                         "--match_feature=False to export")
     hf_config, state = hf_model(model, meta['label_names'] if c.task_head else None)
     special = meta.get('special_tokens') or special_tokens(meta)
     tok = hf_tokenizer(meta, special, c)

@@ -76,6 +76,7 @@ block_size = None  # longest example in tokens; None: the model's block_size
 truncation = 'head'  # longer texts: keep the first tokens ('head'), the last ('tail'), or 'windows' (see README)
 max_windows = 4  # truncation='windows': a text is cut into up to this many block-long windows, their votes averaged
 stride = 32  # qa: tokens that consecutive windows of a long context share
+match_feature = False  # qa, a model without token types: mark the passage's tokens that the question has (a token type)
 pooling = 'auto'  # classification: 'auto' (last real token if causal, [CLS] if not) or 'mean' over the tokens
 bidirectional = False  # lift a GPT-style model's causal mask for the task head: every token reads the whole text
 prompt_template = tasks.PROMPT_TEMPLATE  # sft: what the model sees before the response
@@ -212,20 +213,25 @@ def batch_order(examples, batch_size, epoch, seed, bucket):
 
 def collate(examples, pad_id, device, per_token, pad_to=None):
     """Forward's keyword arguments for a list of encoded examples, padded on the right to the longest (or pad_to):
-    idx and attn_mask (B, T), targets (B, T) for per-token tasks (IGNORE_INDEX on padding), else (B,)."""
+    idx and attn_mask (B, T), targets (B, T) for per-token tasks (IGNORE_INDEX on padding), else (B,); token_type_ids
+    (B, T) when the examples have token types."""
     T = pad_to or max(len(ex['ids']) for ex in examples)
     idx = np.full((len(examples), T), pad_id, dtype=np.int64)
     mask = np.zeros((len(examples), T), dtype=np.int64)
     targets = np.full((len(examples), T), IGNORE_INDEX, dtype=np.int64)
+    types = np.zeros((len(examples), T), dtype=np.int64) if 'token_types' in examples[0] else None
     for row, ex in enumerate(examples):
         n = len(ex['ids'])
         idx[row, :n] = ex['ids']
         mask[row, :n] = 1
         if per_token:
             targets[row, :n] = ex['labels']
+        if types is not None:
+            types[row, :n] = ex['token_types']
     if not per_token:
         targets = np.array([ex['labels'] for ex in examples], dtype=np.int64)
-    return {k: torch.from_numpy(v).to(device) for k, v in dict(idx=idx, targets=targets, attn_mask=mask).items()}
+    batch = dict(idx=idx, targets=targets, attn_mask=mask, **({} if types is None else {'token_type_ids': types}))
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
 
 def augmented(examples, p, rng, n_random):
@@ -328,7 +334,8 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
         return
     encoded, n_truncated = tasks.encode(unit.name, [unit.from_text(t) for t in texts], tok, special, names,
                                         model.config.block_size, model.config.causal, truncation,
-                                        meta.get('prompt_template') or '', max_windows, trained.get('stride', 32))
+                                        meta.get('prompt_template') or '', max_windows, trained.get('stride', 32),
+                                        meta.get('token_types', ''))
     if n_truncated:
         print(f"warning: {n_truncated} text(s) longer than the model's {model.config.block_size} tokens were cut "
               f"(truncation={truncation!r})", file=sys.stderr)
@@ -450,6 +457,9 @@ def main():
                 raise UserError(f"task={task!r} generates text, which needs the causal mask: leave bidirectional=False")
             model.config.causal = False
         unit.check_model(model.config, init_from)
+        token_types = unit.token_types(model.config, match_feature)
+        if token_types == 'match':  # carried by a fresh two-row token-type embedding
+            model = checkpoints.with_heads(model, type_vocab_size=2)
         if model.config.task_head:
             raise UserError(f"init_from={init_from} is already fine-tuned (it has a {model.config.task_head} "
                             f"head): start from the pretrained checkpoint")
@@ -461,7 +471,7 @@ def main():
         encoded = {}
         for split, examples in splits.items():
             encoded[split], n_cut = tasks.encode(task, examples, tok, special, names, max_len, model.config.causal,
-                                                 truncation, prompt_template, max_windows, stride)
+                                                 truncation, prompt_template, max_windows, stride, token_types)
             if master:
                 print(f"{split}: {len(examples):,} examples" + (f" in {len(encoded[split]):,} windows" if len(
                     encoded[split]) != len(examples) else '') + (f", {n_cut:,} cut (truncation={truncation!r}, "
@@ -492,7 +502,7 @@ def main():
                             f"use a smaller --batch_size")
         total_steps = epochs * steps_per_epoch
         warmup_steps = int(warmup * total_steps)
-        meta = {**meta, 'task': task, 'label_names': names, 'special_tokens': special,
+        meta = {**meta, 'task': task, 'label_names': names, 'special_tokens': special, 'token_types': token_types,
                 'prompt_template': prompt_template if unit.generates else None}
         if master:
             total = raw_model.num_params(non_embedding=False)

@@ -35,9 +35,11 @@ PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"  # sft's defau
 # what encoding and scoring need besides the examples: the tokenizer, special ids, label names, the longest
 # example, the model's direction, how long texts are cut, sft's template; answer(prompt_ids) -> text (finetune.py's
 # greedy generation, for sft's scores and predictions) and how many val examples it answers; qa's window overlap in
-# tokens, and the val scores of the checkpoint (qa's null threshold, tuned on val, for test and --predict)
+# tokens, the val scores of the checkpoint (qa's null threshold, tuned on val, for test and --predict), and what the
+# token types say (the unit's token_types)
 Context = namedtuple('Context', 'tok special names max_len causal truncation template max_windows answer n_generate '
-                     'stride tuned', defaults=(None, None, None, 0, True, 'head', PROMPT_TEMPLATE, 4, None, 0, 32, None))
+                     'stride tuned token_types', defaults=(None, None, None, 0, True, 'head', PROMPT_TEMPLATE, 4, None,
+                                                           0, 32, None, ''))
 
 
 class Task:
@@ -67,6 +69,13 @@ class Task:
 
     def check_model(self, config, init_from):
         pass
+
+    def token_types(self, config, match_feature):
+        """What the encoded examples' token types say to a model of this config: '' (none are given)."""
+        if match_feature:
+            raise DataError(f"match_feature marks the passage's tokens that the question has: it is for task='qa', "
+                            f"not {self.name!r}")
+        return ''
 
     def table(self, scores, names):
         return format_report(scores)
@@ -274,15 +283,31 @@ class QA(Task):
             ends += [m.end()] * len(piece)
         return ids, starts, ends
 
+    def token_types(self, config, match_feature):
+        """'segments' for a model with BERT's token types (question 0, passage 1); 'match' with match_feature, for
+        one without: 1 on the tokens of a passage word that the question has too, case aside (DrQA's exact-match
+        feature, Chen et al. 2017, sec. 3.2), which a small model does not learn by itself (docs/results.md)."""
+        if config.type_vocab_size >= 2 and match_feature:
+            raise DataError("this model's token types are BERT's segments (question, passage): leave "
+                            "match_feature=False")
+        return 'segments' if config.type_vocab_size >= 2 else 'match' if match_feature else ''
+
     def encode(self, ex, text_id, ctx):
         """Windows of the context, consecutive ones sharing ctx.stride tokens: `[CLS] question [SEP] window [SEP]`,
         or for a causal model `window [SEP] question [SEP] window <eot>` (the window read again after the question,
         so that each of its tokens has seen the question and the whole window: "echo", Springer et al. 2024).
         labels: the answer's first and last position, or the null position twice ([CLS]; causal: <eot>) where the
-        window lacks the answer or there is none; 'offset' is the position of the window's first context token."""
+        window lacks the answer or there is none; 'offset' is the position of the window's first context token;
+        'token_types' (with ctx.token_types): 0 on the question and special tokens, 1 on the passage ('segments') or
+        on its words that the question has, in any case ('match')."""
         s, question = ctx.special, ctx.tok.encode(ex['question'])
         ids, starts, ends = self.tokens(ex['context'], ctx.tok)
         q = question[:ctx.max_len // 3]
+        asked, segments = {word.lower() for word in re.findall(r'\w+', ex['question'])}, ctx.token_types == 'segments'
+        matched = [int(ex['context'][a:b].lower() in asked) for a, b in zip(starts, ends)]  # each token's word
+
+        def types(a, b):  # the token types of the passage's tokens a .. b - 1
+            return [1] * (b - a) if segments else matched[a:b]
         room = (ctx.max_len - len(q) - 3) // (2 if ctx.causal else 1)
         first = last = None
         if ex['answers']:  # the tokens the first gold answer covers
@@ -294,14 +319,17 @@ class QA(Task):
             b = min(a + room, len(ids))
             if ctx.causal:
                 window, offset = ids[a:b] + [s['sep']] + q + [s['sep']] + ids[a:b] + [s['eot']], b - a + len(q) + 2
+                token_types = types(a, b) + [0] * (len(q) + 2) + types(a, b) + [0]
             else:
                 window, offset = [s['cls']] + q + [s['sep']] + ids[a:b] + [s['sep']], len(q) + 2
+                token_types = [0] * offset + types(a, b) + [int(segments)]
             null = len(window) - 1 if ctx.causal else 0
             inside = first is not None and a <= first <= last < b
             labels = [offset + first - a, offset + last - a] if inside else [null, null]
             windows.append({'ids': np.array(window, dtype=np.int64), 'text_id': text_id, 'offset': offset, 'null': null,
                             'span': (a, b), 'starts': starts, 'ends': ends, 'example': ex,
-                            'labels': np.array(labels if ex['answers'] is not None else [IGNORE_INDEX] * 2)})
+                            'labels': np.array(labels if ex['answers'] is not None else [IGNORE_INDEX] * 2),
+                            **({'token_types': np.array(token_types, dtype=np.int64)} if ctx.token_types else {})})
             if b >= len(ids):
                 return windows, len(q) < len(question)
             a = max(b - ctx.stride, a + 1)
@@ -382,10 +410,11 @@ def label_names(examples, task):
 
 
 def encode(task, examples, tok, special, names, max_len, causal, truncation='head', template=PROMPT_TEMPLATE,
-           max_windows=4, stride=32):
+           max_windows=4, stride=32, token_types=''):
     """([{'ids': int64 array, 'labels': int or int64 array, ...}], number of examples cut): each example through
-    its task's encode."""
-    unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows, stride=stride)
+    its task's encode (token_types: what its unit's token_types said)."""
+    unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows, stride=stride,
+                                   token_types=token_types)
     encoded, n_truncated = [], 0
     for text_id, ex in enumerate(examples):
         pieces, cut = unit.encode(ex, text_id, ctx)

@@ -109,6 +109,32 @@ def test_an_answer_across_a_window_boundary_is_found_with_its_exact_characters(c
     assert result['predictions'] == [answer] and result['exact_match'] == 1.0
 
 
+@pytest.mark.parametrize('causal', [True, False])
+def test_token_types_mark_the_passage_or_its_tokens_the_question_has(causal):
+    """'match' (match_feature) puts 1 on the tokens of each passage word the question has (in any case), in every
+    copy of the window, 0 on the rest, the question and the special tokens; 'segments' (BERT) 0 up to the
+    question's [SEP], 1 after. Without token types the windows carry none, and only qa takes match_feature."""
+    tok, special = get_tokenizer('gpt2'), special_tokens(GPT2_META)
+    ex = {'id': 'q', 'question': 'When did anna Khan speak, Ben?', 'answers': [('Monday', 32)],
+          'context': 'Anna Khan said in Leeds on Monday that Ben Okafor would speak on Friday.'}
+    (window,), _ = tasks.encode('qa', [ex], tok, special, QA.label_names([]), 64, causal, token_types='match')
+    ids, types, o = window['ids'].tolist(), window['token_types'].tolist(), window['offset']
+    assert len(types) == len(ids) and not any(types[len(ids) - 1:] + types[o - len(tok.encode(ex['question'])) - 2:o])
+    marked = [tok.decode([ids[i] for i in range(o, len(ids)) if types[i]])]
+    if causal:  # the window's first copy, before the question
+        marked.append(tok.decode([ids[i] for i in range(window['span'][1]) if types[i]]))
+    assert marked == ['Anna Khan Ben speak'] * len(marked)  # not ',' nor 'Okafor'; 'Anna' opens the passage
+    if not causal:
+        (window,), _ = tasks.encode('qa', [ex], tok, special, QA.label_names([]), 64, False, token_types='segments')
+        assert window['token_types'].tolist() == [0] * o + [1] * (len(window['ids']) - o)
+    (window,), _ = tasks.encode('qa', [ex], tok, special, QA.label_names([]), 64, causal)
+    assert 'token_types' not in window
+    assert QA.token_types(tiny_model_config(), True) == 'match' and QA.token_types(tiny_model_config(), False) == ''
+    assert QA.token_types(tiny_model_config(type_vocab_size=2), False) == 'segments'
+    one_line_error("leave match_feature=False", QA.token_types, tiny_model_config(type_vocab_size=2), True)
+    one_line_error("it is for task='qa'", tasks.get('ner').token_types, tiny_model_config(), True)
+
+
 def test_offsets_cover_the_context_and_the_null_threshold_is_tuned_on_val():
     context = 'The U.K.\'s "deal" cost $5.3bn (so far).'
     ids, starts, ends = QA.tokens(context, get_tokenizer('gpt2'))
@@ -182,17 +208,23 @@ def test_tiny_qa_fine_tune_writes_official_predictions_and_predicts(tmp_path, mo
     save_tiny_checkpoint(tmp_path / 'base.pt', tiny_model_config(vocab_size=50304, block_size=64), GPT2_META)
     out = tmp_path / 'out'
     finetune_in_process(monkeypatch, f'--init_from={tmp_path}/base.pt', '--task=qa', f'--data={data}',
-                        f'--out_dir={out}', '--epochs=1', '--batch_size=8', '--stride=16', '--dtype=float32')
+                        f'--out_dir={out}', '--epochs=1', '--batch_size=8', '--stride=16', '--dtype=float32',
+                        '--match_feature=True')
     predictions = json.loads((out / 'predictions.json').read_text())
     assert set(predictions) == {ex['id'] for ex in splits['test']}
     assert all(p == '' or p in ex['context'] for ex in splits['test'] for p in [predictions[ex['id']]])
     results = json.loads((out / 'test_results.json').read_text())
     assert {'exact_match', 'f1', 'null_threshold'} <= set(results)
-    assert checkpoints.read(str(out / 'best.pt'))['model_args']['task_head'] == 'span'
+    saved = checkpoints.read(str(out / 'best.pt'))
+    assert saved['model_args']['task_head'] == 'span' and saved['model_args']['type_vocab_size'] == 2
+    assert saved['meta']['token_types'] == 'match'
     capsys.readouterr()
-    finetune.run_predict('Who spoke? ||| Anna Khan said it would rain.', str(out), 'cpu')
+    finetune.run_predict('Who spoke? ||| Anna Khan said it would rain.', str(out), 'cpu')  # with the token types
     printed = capsys.readouterr().out.strip()
     assert printed == '(no answer)' or printed in 'Anna Khan said it would rain.'
+    import export
+    with pytest.raises(ValueError, match='--match_feature=False to export'):  # export.py: one line, nothing written
+        export.export(*checkpoints.load(str(out / 'best.pt')), str(tmp_path / 'hf'))
 
 
 @pytest.mark.parametrize('arch', ['bert', 'llama'])
