@@ -17,9 +17,9 @@ data = 'bbc_qa'
 # bidirectional=False it reads `window [SEP] question [SEP] window <eot>`, the window twice, tasks.QA.encode);
 # 128 tokens hold ~110 of context, so a passage (~100 tokens) is 1-2 windows sharing 32 tokens (a claim is ~30)
 bidirectional = True
-# a token type on each passage token that the question has too (DrQA's exact-match feature): without it the 5M model
+# a token type on the passage words that the question has too (DrQA's exact-match feature): without it the 5M model
 # never learns to match the question's name or quote to the passage's (exact match ~0.22 however long it trains; with
-# it 0.97 in 3 epochs, docs/results.md); an export needs match_feature=False (no transformers class takes it)
+# it 0.99 in 3 epochs, docs/results.md); an export needs match_feature=False (no transformers class takes it)
 match_feature = True
 block_size = 128
 stride = 32
