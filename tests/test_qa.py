@@ -258,30 +258,49 @@ def test_match_feature_lets_a_small_random_model_learn_bbc_qa(tmp_path, monkeypa
 @pytest.mark.parametrize('arch', ['bert', 'llama'])
 def test_export_for_question_answering_gives_our_logits(tmp_path, arch):
     """export.py writes BertForQuestionAnswering / LlamaForQuestionAnswering whose start and end logits are ours
-    (fp32, atol 1e-4) on the real positions of a padded batch of QA windows."""
+    (fp32, atol 1e-4) on the real positions of a padded batch of QA windows, BERT's with its segments as token
+    types; the BERT export's own tokenizer (WordPiece, MiniLM's vocabulary) encodes a (question, passage) pair to
+    our window's ids and token types, as transformers' question-answering pipeline fed its models."""
     pytest.importorskip('transformers')
     import checkpoints
     import export
     import transformers
     from test_export import BERT, LLAMA, perturbed, save_run_checkpoint, vocab_rows
+    from test_wordpiece import minilm_dir
+    from tokenizer import wordpiece_meta
+    bert = arch == 'bert'
+    base = GPT2_META
+    if bert:
+        base = wordpiece_meta(minilm_dir())
+        base.update(tokenizer='wordpiece', vocab_size=len(base['vocab']), eot_id=base['special_ids']['sep'])
     torch.manual_seed(0)
-    trunk = Transformer(tiny_model_config(block_size=64, vocab_size=vocab_rows(GPT2_META),
-                                          **(dict(BERT, mlm_head=False) if arch == 'bert' else LLAMA)))
+    trunk = Transformer(tiny_model_config(block_size=64, vocab_size=vocab_rows(base),
+                                          **(dict(BERT, mlm_head=False, type_vocab_size=2) if bert else LLAMA)))
     model = perturbed(checkpoints.for_task(trunk, 'span', 2))
-    meta = {**GPT2_META, 'task': 'qa', 'label_names': QA.label_names([]), 'special_tokens': special_tokens(GPT2_META)}
+    token_types = QA.token_types(model.config, False)
+    assert token_types == ('segments' if bert else '')
+    meta = {**base, 'task': 'qa', 'label_names': QA.label_names([]), 'special_tokens': special_tokens(base),
+            'token_types': token_types}
     save_run_checkpoint(tmp_path / 'qa.pt', model, meta, epoch=1, val={'f1': 0.5})
     (tmp_path / 'hf').mkdir()
     assert export.export(*checkpoints.load(str(tmp_path / 'qa.pt')), str(tmp_path / 'hf')).endswith('ForQuestionAnswering')
     theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / 'hf')).eval()
     ex = corpus.bbc_qa((2, 1, 1))['train']
-    windows, _ = tasks.encode('qa', ex, get_tokenizer('gpt2'), meta['special_tokens'], meta['label_names'], 64,
-                              model.config.causal, stride=16)
-    rows = [w['ids'].tolist() for w in windows[:6]]
-    T = max(map(len, rows))
-    idx = torch.tensor([row + [meta['special_tokens']['pad']] * (T - len(row)) for row in rows])
-    mask = (torch.arange(T)[None, :] < torch.tensor([len(row) for row in rows])[:, None]).long()
+    windows, _ = tasks.encode('qa', ex, get_tokenizer(meta['tokenizer'], meta), meta['special_tokens'],
+                              meta['label_names'], 64, model.config.causal, stride=16, token_types=token_types)
+    import finetune
+    batch = finetune.collate(windows[:6], meta['special_tokens']['pad'], 'cpu', False)
+    types = {'token_type_ids': batch['token_type_ids']} if bert else {}
     with torch.no_grad():
-        out, ours = theirs(input_ids=idx, attention_mask=mask), model(idx, attn_mask=mask)[0]
-    real = mask.bool()
+        out = theirs(input_ids=batch['idx'], attention_mask=batch['attn_mask'], **types)
+        ours = model(batch['idx'], attn_mask=batch['attn_mask'], **types)[0]
+    real = batch['attn_mask'].bool()
     torch.testing.assert_close(out.start_logits[real], ours[..., 0][real], atol=1e-4, rtol=0)
     torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-4, rtol=0)
+    if bert:  # a passage that fits one window
+        question, passage = 'Where was Anna Khan when speaking?', 'On Monday, Anna Khan said in Leeds: "It will rain."'
+        (window,), _ = tasks.encode('qa', [{'id': 'q', 'question': question, 'context': passage, 'answers': None}],
+                                    get_tokenizer('wordpiece', meta), meta['special_tokens'], meta['label_names'], 64,
+                                    False, token_types=token_types)
+        pair = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))(question, passage)
+        assert pair['input_ids'] == window['ids'].tolist() and pair['token_type_ids'] == window['token_types'].tolist()
