@@ -25,6 +25,7 @@ Sections:
 MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
 """
 
+import collections
 import contextlib
 import copy
 import itertools
@@ -97,23 +98,10 @@ seed = 1337
 def measure_peak_flops(device, dtype, n=2048, repeats=5):
     """FLOP/s of an n^3 matmul in dtype (n 8,192 on a GPU): the ceiling MFU is measured against on this machine."""
     n = 8192 if device.startswith('cuda') else n
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
+    a, b = torch.randn(2, n, n, device=device, dtype=dtype)
+    for _ in range(2):  # warm-up
         a @ b
-    sync(device)
-    best = float('inf')
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
-
-
-def sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
+    return 2 * n ** 3 / min(timed(device, torch.matmul, a, b)[0] for _ in range(repeats))
 
 
 RESULTS = []  # every table printed, for --out
@@ -131,59 +119,66 @@ def table(title, header, rows, notes=()):
     RESULTS.append({'title': title, 'header': list(header), 'rows': kept, 'notes': list(notes)})
 
 
-def interleaved(names, measure):
-    """{name: median of measure(name) over `repeats` rounds}; each round runs every name, so that load on the
-    machine hits them alike."""
+def interleaved(names, measure, rounds=None, summary=statistics.median):
+    """{name: summary (by default the median) of measure(name)'s results over `rounds` rounds (None: --repeats)};
+    each round runs every name, so that load on the machine hits them alike."""
     results = {name: [] for name in names}
-    for _ in range(repeats):
+    for _ in range(rounds or repeats):
         for name in names:
             results[name].append(measure(name))
-    return {name: statistics.median(r) for name, r in results.items()}
+    return {name: summary(r) for name, r in results.items()}
 
 
-def timed(fn, device='cpu'):
-    """Seconds fn() takes (the device synchronised before and after)."""
-    sync(device)
+def timed(device, fn, /, *args, **kwargs):
+    """(Seconds fn(*args, **kwargs) takes, the device synchronised before and after; what it returned)."""
+    sync = torch.cuda.synchronize if device.startswith('cuda') else lambda: None
+    sync()
     t = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t
+    result = fn(*args, **kwargs)
+    sync()
+    return time.perf_counter() - t, result
 
 
-def train_setup(runtime, dtype, fused_adam, fused_loss, use_compile, arch=None, optimizer_name='adamw'):
-    """A fresh model, optimizer and scaler exactly as train.py builds them; arch: ModelConfig fields over the
-    benchmark's sizes (another vocabulary, the modern options)."""
+def bench_model(runtime, **fields):
+    """A fresh model (seeded) of the benchmark's sizes; fields: ModelConfig fields over them."""
     torch.manual_seed(seed)
-    config = {**dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
-                     bias=False, fused_loss=fused_loss), **(arch or {})}
-    model = Transformer(ModelConfig(**config)).to(runtime.device)
+    sizes = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size)
+    return Transformer(ModelConfig(**{**sizes, 'bias': False, **fields})).to(runtime.device)
+
+
+def train_setup(runtime, dtype=None, fused_adam=True, fused_loss=True, use_compile=False, arch=None,
+                optimizer_name='adamw'):
+    """A fresh model, optimizer and scaler exactly as train.py builds them, by default with its fast paths (the run's
+    dtype, fused AdamW, fused loss; no compile); arch: ModelConfig fields over the benchmark's sizes (another
+    vocabulary, the modern options)."""
+    model = bench_model(runtime, fused_loss=fused_loss, **(arch or {}))
     optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type=runtime.device_type,
                                            fused=None if fused_adam else False)
-    step_runtime = Runtime(**{**runtime.__dict__, 'dtype': dtype})
-    t = time.perf_counter()
+    step_runtime = Runtime(**{**runtime.__dict__, 'dtype': dtype or runtime.dtype})
     compiled = torch.compile(model) if use_compile else model
-    return compiled, model, optimizer, grad_scaler(step_runtime), step_runtime, t
+    return compiled, model, optimizer, grad_scaler(step_runtime), step_runtime
 
 
-def time_train(runtime, data, variant):
-    """Median seconds per train_step over `steps` steps, and the losses it produced."""
-    compiled, model, optimizer, scaler, step_runtime, t_compile = train_setup(runtime, **variant)
-    losses = []
-    for it in range(2):  # warm-up (and compilation)
-        batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
-        losses.append(train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)['loss'].item())
-    compile_s = time.perf_counter() - t_compile
-    times = []
-    for it in range(2, 2 + steps):
-        batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
-        sync(runtime.device)
-        t = time.perf_counter()
-        record = train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)
-        sync(runtime.device)
-        times.append(time.perf_counter() - t)
-        losses.append(record['loss'].item())
-    return statistics.median(times), losses, compile_s, model
+def time_train(runtime, variants):
+    """Each variant {name: (data, train_setup arguments)} trained 2 + `steps` steps, the variants interleaved:
+    {name: (median seconds of the last `steps` steps, the losses of all, the seconds of the first 2 (torch.compile's
+    compilation among them), the model)}, all but the median from the last round."""
+    last = {}
+
+    def measure(name):
+        data, setup = variants[name]
+        compiled, model, optimizer, scaler, step_runtime = train_setup(runtime, **setup)
+        times, losses = [], []
+        for it in range(2 + steps):  # 2 warm-up steps first
+            batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
+            seconds, record = timed(runtime.device, train_step, compiled, optimizer, scaler, batch, step_runtime, 1.0)
+            times.append(seconds)
+            losses.append(record['loss'].item())
+        last[name] = losses, sum(times[:2]), model
+        return statistics.median(times[2:])
+    times = interleaved(variants, measure)
+    return {name: (times[name], *last[name]) for name in variants}
 
 
 def bench_train(runtime, data, peaks):
@@ -195,21 +190,16 @@ def bench_train(runtime, data, peaks):
                 f'default: {runtime.dtype} + fused AdamW + fused loss': default}
     if compile:
         variants['default + torch.compile'] = {**default, 'use_compile': True}
-    runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
-
-    def measure(name):
-        runs[name] = time_train(runtime, data, variants[name])
-        return runs[name][0]
-    times = interleaved(variants, measure)
-    tokens, base = batch_size * block_size, next(iter(times.values()))
+    runs = time_train(runtime, {name: (data, setup) for name, setup in variants.items()})
+    tokens, base = batch_size * block_size, runs[next(iter(runs))][0]
 
     def row(name):
-        _, losses, compile_s, model = runs[name]
-        mfu = model.estimate_mfu(tokens, times[name], peaks['float32' if variants[name]['dtype'] == 'float32' else 'bfloat16'],
-                                 T=block_size)
-        extra = f" (compile {compile_s:.0f} s)" if variants[name]['use_compile'] else ''
-        return (f"{name}{extra}", f"{times[name] * 1000:.0f}", f"{tokens / times[name]:,.0f}", f"{mfu * 100:.1f}%",
-                f"{base / times[name]:.2f}x", f"{losses[-1]:.4f}")
+        seconds, losses, warmup_s, model = runs[name]
+        mfu = model.estimate_mfu(tokens, seconds, T=block_size,
+                                 peak_flops=peaks['float32' if variants[name]['dtype'] == 'float32' else 'bfloat16'])
+        extra = f" (compile {warmup_s:.0f} s)" if variants[name]['use_compile'] else ''
+        return (f"{name}{extra}", f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}", f"{mfu * 100:.1f}%",
+                f"{base / seconds:.2f}x", f"{losses[-1]:.4f}")
     memory = f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB" \
         if runtime.device_type == 'cuda' else f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
     table(f"training: {n_layer} layers x {n_embd}, vocab {vocab_size}, {batch_size} x {block_size} tokens/step, "
@@ -220,34 +210,27 @@ def bench_train(runtime, data, peaks):
 # pretrain_small's recipe against round 1's (docs/results.md): what a step costs; the bits per byte each reaches in
 # the same time are in the README. Text per token differs (BBC News val: 4.67 bytes a GPT-2 token, 3.66 a bpe:4096
 # one), so the last column compares text read per second.
+PRETRAIN_SMALL = dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False)
 RECIPES = [
     ('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(vocab_size=50304), 'adamw', 4.67),
-    ('pretrain_small: bpe:4096, rope + RMSNorm + SwiGLU + untied head, AdamW',
-     dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False), 'adamw', 3.66),
-    ('the same with Muon', dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False),
-     'muon', 3.66),
+    ('pretrain_small: bpe:4096, rope + RMSNorm + SwiGLU + untied head, AdamW', PRETRAIN_SMALL, 'adamw', 3.66),
+    ('the same with Muon', PRETRAIN_SMALL, 'muon', 3.66),
 ]
 
 
 def bench_recipes(runtime, data, peaks):
-    recipes = {name: (arch, optimizer_name) for name, arch, optimizer_name, _ in RECIPES}
-    default = dict(dtype=runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
-    runs = {}  # the last run of each: (seconds, losses, compile seconds, model)
-
-    def measure(name):  # ids inside each vocabulary: the cost is the same
-        arch, optimizer_name = recipes[name]
-        runs[name] = time_train(runtime, (data % arch['vocab_size']).astype('int64'),
-                                dict(default, arch=arch, optimizer_name=optimizer_name))
-        return runs[name][0]
-    times = interleaved(recipes, measure)
-    tokens, base, peak = batch_size * block_size, times[RECIPES[0][0]], peaks.get(runtime.dtype, peaks['float32'])
-    adamw, muon = times[RECIPES[1][0]], times[RECIPES[2][0]]
+    # each recipe with its fast paths; ids folded inside each vocabulary: the cost is the same
+    runs = time_train(runtime, {name: ((data % arch['vocab_size']).astype('int64'),
+                                       dict(arch=arch, optimizer_name=optimizer_name))
+                                for name, arch, optimizer_name, _ in RECIPES})
+    tokens, peak = batch_size * block_size, peaks.get(runtime.dtype, peaks['float32'])
+    base, adamw, muon = (runs[name][0] for name, _, _, _ in RECIPES[:3])  # round 1; pretrain_small, AdamW; Muon
     table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
           f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'MFU', 'text KB/s', 'speed-up'),
-          [(name, f"{times[name] * 1000:.0f}", f"{tokens / times[name]:,.0f}",
-            f"{runs[name][3].estimate_mfu(tokens, times[name], peak, T=block_size) * 100:.1f}%",
-            f"{tokens * bytes_per_token / times[name] / 1e3:,.1f}", f"{base / times[name]:.2f}x")
-           for name, _, _, bytes_per_token in RECIPES],
+          [(name, f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}",
+            f"{model.estimate_mfu(tokens, seconds, peak, T=block_size) * 100:.1f}%",
+            f"{tokens * bytes_per_token / seconds / 1e3:,.1f}", f"{base / seconds:.2f}x")
+           for (name, _, _, bytes_per_token), (seconds, _, _, model) in zip(RECIPES, runs.values())],
           [f"Muon / AdamW step: {muon / adamw:.2f}x; the main recipe (config/pretrain_small.py, Muon) at "
            f"{tokens / muon:,.0f} tokens/s"])
 
@@ -259,19 +242,14 @@ def load_generation_model(runtime):
         os.path.exists(os.path.join(checkpoint, name)) for name in ('best.pt', 'last.pt'))
     path = checkpoints.checkpoint_path(checkpoint) if has_checkpoint else None
     needed = prompt_tokens + new_tokens
-    if path:
-        model = checkpoints.load(path, trust=trust_checkpoint)[0]
-        if model.config.block_size >= needed:
-            return model.to(runtime.device).eval(), path
-        config = ModelConfig(**{**model_config_dict(model.config), 'block_size': needed})
-        source = f"random weights, shaped like {path} but with block_size {needed} (the checkpoint's is " \
-                 f"{model.config.block_size})"
-    else:
-        config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=max(block_size, needed),
-                             vocab_size=vocab_size, bias=False)
-        source = 'random weights (no checkpoint found)'
-    torch.manual_seed(seed)
-    return Transformer(config).to(runtime.device).eval(), source
+    if not path:
+        return bench_model(runtime, block_size=max(block_size, needed)).eval(), 'random weights (no checkpoint found)'
+    model = checkpoints.load(path, trust=trust_checkpoint)[0]
+    if model.config.block_size >= needed:
+        return model.to(runtime.device).eval(), path
+    source = f"random weights, shaped like {path} but with block_size {needed} (the checkpoint's is " \
+             f"{model.config.block_size})"
+    return bench_model(runtime, **{**model_config_dict(model.config), 'block_size': needed}).eval(), source
 
 
 def first_divergence(a, b):
@@ -293,13 +271,13 @@ def bench_generate(runtime, data):
             prompt = torch.from_numpy(ids).view(batch, prompt_tokens).to(runtime.device)
             outputs = {}
 
-            def measure(key):  # key: (dtype, use_cache)
-                return timed(lambda: outputs.__setitem__(key, sample.generate(
-                    models[key[0]], prompt, new_tokens, temperature=0, use_cache=key[1])), runtime.device)
-            times = interleaved([(runtime.dtype, False), (runtime.dtype, True)], measure)
+            def run(key):  # key: (dtype, use_cache); keeps the output, returns the seconds
+                seconds, outputs[key] = timed(runtime.device, sample.generate, models[key[0]], prompt, new_tokens,
+                                              temperature=0, use_cache=key[1])
+                return seconds
+            times = interleaved([(runtime.dtype, False), (runtime.dtype, True)], run)
             for use_cache in (False, True):
-                outputs['float32', use_cache] = sample.generate(models['float32'], prompt, new_tokens, temperature=0,
-                                                                use_cache=use_cache)
+                run(('float32', use_cache))
             plain, cached = times[runtime.dtype, False], times[runtime.dtype, True]
             same = torch.equal(outputs['float32', True], outputs['float32', False])
             agree = first_divergence(outputs[runtime.dtype, True][:, prompt_tokens:],
@@ -321,13 +299,12 @@ def bench_prepare():
     with tempfile.TemporaryDirectory() as tmp:
         corpus_path = os.path.join(tmp, 'bbc.jsonl')
         with open(corpus_path, 'w') as f:
-            for t in texts:
-                f.write(json.dumps({'text': t}) + '\n')
+            f.writelines(json.dumps({'text': t}) + '\n' for t in texts)
         runs = {'raw tiktoken encode_ordinary_batch (tokenize only)': lambda: encoding.encode_batch(texts, num_threads=threads),
                 'prepare.prepare end to end (read, tokenize, split, write)': lambda: prepare.prepare(
                     corpus_path, name=f'bench{next(names)}', out_root=tmp, num_threads=threads)}
-        with contextlib.redirect_stderr(open(os.devnull, 'w')), contextlib.redirect_stdout(open(os.devnull, 'w')):
-            times = interleaved(runs, lambda name: timed(runs[name]))
+        with open(os.devnull, 'w') as devnull, contextlib.redirect_stderr(devnull), contextlib.redirect_stdout(devnull):
+            times = interleaved(runs, lambda name: timed('cpu', runs[name])[0])
     raw_s = times[next(iter(runs))]
     table(f"prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads", ('path', 'MB/s', 'ratio'),
           [(name, f"{megabytes / t:.1f}", f"{raw_s / t:.2f}x") for name, t in times.items()])
@@ -338,17 +315,17 @@ def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
     """Encode speed of a BPE trained on BBC News's train split (prepare --tokenizer=bpe:8192) against GPT-2's BPE,
     on the same text (all the articles), and bytes per token of each (the val split's, eot excluded)."""
     split_of, _ = corpus.bbc_news_split_of(articles)
-    t0 = time.perf_counter()
-    bpe_meta = tokenizer.bpe_meta(tokenizer.train_bpe(
-        (text for path, _, text in articles if split_of[path] == 'train'), bpe_vocab_size))
-    train_s = time.perf_counter() - t0
+    train_s, bpe_meta = timed('cpu', lambda: tokenizer.bpe_meta(tokenizer.train_bpe(
+        (text for path, _, text in articles if split_of[path] == 'train'), bpe_vocab_size)))
     texts = [text for _, _, text in articles]
     val = [text for path, _, text in articles if split_of[path] == 'val']
     megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
+
     def rows():
         for name, meta in (('gpt2', None), (f'bpe:{bpe_vocab_size}', bpe_meta)):
             tok = get_tokenizer(meta['tokenizer'], meta) if meta else get_tokenizer('gpt2')
-            speeds = interleaved((1, threads), lambda num_threads: megabytes / timed(lambda: tok.encode_arrays(texts, num_threads)))
+            speeds = interleaved((1, threads), lambda num_threads: megabytes / timed('cpu', tok.encode_arrays, texts,
+                                                                                     num_threads)[0])
             bytes_per_token = sum(len(t.encode('utf-8')) for t in val) / sum(len(ids) for ids in tok.encode_arrays(val))
             yield name, f"{speeds[1]:.1f}", f"{speeds[threads]:.1f}", f"{bytes_per_token:.2f}"
     table(f"tokenizers: encode MB/s on BBC News ({megabytes:.1f} MB); bpe:{bpe_vocab_size} trained on its train split "
@@ -360,22 +337,19 @@ def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=
     in BBC News, each document shaped like a random BBC article: its lines, their numbers of words), so that no two
     share an 8-word shingle by chance; and n_planted near-copies of documents that prepare's default draws put in
     val: each copied, lightly edited (every 25th word changed, the last 6 dropped), over a later train document.
-    Returns the number of documents."""
+    Returns the number of documents and of near-copies planted."""
     articles = corpus.bbc_news_articles()
     lines_of = [[len(line.split()) for line in text.split('\n')] for _, _, text in articles]
-    counts = {}
-    for _, _, text in articles:
-        for word in text.split():
-            counts[word] = counts.get(word, 0) + 1
+    counts = collections.Counter(word for _, _, text in articles for word in text.split())  # in order of first use
     vocab = list(counts)
     cumulative = np.cumsum([counts[word] for word in vocab]) / sum(counts.values())
     rng = np.random.default_rng(seed)
     dummy = itertools.cycle([(None, 'x', 0), (None, None, 0)])  # prepare's draws, one per document
     splits = (split for split, text, _ in prepare._assign_splits(dummy, val_fraction, 0.0, draw_seed) if text is None)
     every = max(1, round(megabytes * 1e6 / 2400 * val_fraction / n_planted))  # of the val documents, plant these
-    target, written, n_documents, n_val, copies, planted = megabytes * 1e6, 0, 0, 0, [], 0
+    written, n_documents, n_val, copies, planted = 0, 0, 0, [], 0
     with open(path, 'w') as f:
-        while written < target or copies:
+        while written < megabytes * 1e6 or copies:
             lines = lines_of[rng.integers(len(lines_of))]
             words = [vocab[i] for i in np.searchsorted(cumulative, rng.random(sum(lines)), side='right').tolist()]
             split = next(splits)
@@ -383,16 +357,13 @@ def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=
                 words = copies.pop(0)
                 words = [vocab[rng.integers(len(vocab))] if i % 25 == 24 else word for i, word in enumerate(words)][:-6]
                 lines = [len(words)]
-            ends = list(itertools.accumulate(lines))
-            text = '\n'.join(' '.join(words[end - n:end]) for n, end in zip(lines, ends))
+            text = '\n'.join(' '.join(words[end - n:end]) for n, end in zip(lines, itertools.accumulate(lines)))
             if split == 'val':
                 if n_val % every == 0 and planted < n_planted:
                     copies.append(words)
                     planted += 1
                 n_val += 1
-            line = json.dumps({'text': text}) + '\n'
-            f.write(line)
-            written += len(line.encode())
+            written += f.write(json.dumps({'text': text}) + '\n')  # JSON is ASCII: characters are bytes
             n_documents += 1
     return n_documents, planted
 
@@ -424,8 +395,17 @@ def bench_prepare_scale():
     print("|---|---|---:|---:|---:|---:|---|")
     rss_on = {}
     with tempfile.TemporaryDirectory(dir=scale_dir or None) as tmp:
+        corpus, log = os.path.join(tmp, 'corpus.jsonl'), os.path.join(tmp, 'log.txt')
+        out_root = os.path.join(tmp, 'data')  # prepare.py's output, removed after each run
+
+        def measure(args):  # one run of prepare.py: (wall s, CPU s, peak RSS bytes, its meta, its 'trained bpe' lines)
+            measured = run_prepare([corpus, '--name=scale', f'--out_root={out_root}', '--overwrite', *args], log)
+            with open(log) as f:
+                trained = [line for line in f if line.startswith('trained bpe')]
+            meta = prepare.load_meta(os.path.join(out_root, 'scale'))
+            shutil.rmtree(out_root)
+            return (*measured, meta, trained)
         for megabytes in sizes:
-            corpus, out_root = os.path.join(tmp, 'corpus.jsonl'), os.path.join(tmp, 'data')
             n_documents, planted = write_scale_corpus(corpus, megabytes, scale_planted)
             real_mb = os.path.getsize(corpus) / 1e6
             runs = {'removal off': ['--dedup_threshold=0'], 'removal on': []}
@@ -434,23 +414,11 @@ def bench_prepare_scale():
                              'removal on, 1 thread': ['--num_threads=1']})
             if scale_bpe_vocab_size:
                 runs[f'removal on, bpe:{scale_bpe_vocab_size}'] = [f'--tokenizer=bpe:{scale_bpe_vocab_size}']
-            results = {name: [] for name in runs}
-            for _ in range(repeats):  # interleaved, so that load on the machine hits every run alike
-                for name, args in runs.items():
-                    log = os.path.join(tmp, 'log.txt')
-                    wall, cpu, rss = run_prepare([corpus, '--name=scale', f'--out_root={out_root}', '--overwrite', *args],
-                                                 log)
-                    meta = prepare.load_meta(os.path.join(out_root, 'scale'))
-                    with open(log) as f:
-                        trained = [line for line in f if line.startswith('trained bpe')]
-                    results[name].append((wall, cpu, rss, meta, trained))
-                    shutil.rmtree(out_root)
-            for name in runs:
-                wall = statistics.median(w for w, _, _, _, _ in results[name])
-                cpu = statistics.median(c for _, c, _, _, _ in results[name])
-                rss = max(r for _, _, r, _, _ in results[name])
-                _, _, _, meta, trained = results[name][-1]
-                moved = sum(meta['dedup'].get('moved_to_train', {}).values()) if 'moved_to_train' in meta['dedup'] else '-'
+            for name, results in interleaved(runs, lambda name: measure(runs[name]), summary=list).items():
+                walls, cpus, rsses, metas, trainer_lines = zip(*results)
+                wall, cpu, rss = statistics.median(walls), statistics.median(cpus), max(rsses)
+                dedup, trained = metas[-1]['dedup'], trainer_lines[-1]
+                moved = sum(dedup['moved_to_train'].values()) if 'moved_to_train' in dedup else '-'
                 found = f"{moved} / {planted}" + ('' if moved in ('-', planted) else ' (NOT ALL FOUND)')
                 extra = f" (trainer: {trained[-1].split(' in ')[-1].strip()})" if trained else ''
                 print(f"| {real_mb:,.0f} MB, {n_documents:,} documents | {name}{extra} | {wall:.1f} | "
@@ -471,37 +439,29 @@ def bench_finetune(runtime):
     train = tasks.load_task_data('classification', 'bbc_news')['train']
     names = tasks.label_names(train, 'classification')
     examples = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:finetune_examples]]
-    tok = get_tokenizer('gpt2')
     special = special_tokens(GPT2_META)
-    encoded, n_truncated = tasks.encode('classification', examples, tok, special, names, finetune_block_size, True)
-    config = ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=finetune_block_size,
-                         vocab_size=vocab_size, bias=False, task_head='sequence', num_labels=len(names))
-    torch.manual_seed(seed)
-    model = Transformer(config).to(runtime.device)
+    encoded, n_truncated = tasks.encode('classification', examples, get_tokenizer('gpt2'), special, names,
+                                        finetune_block_size, True)
+    model = bench_model(runtime, block_size=finetune_block_size, task_head='sequence', num_labels=len(names))
     optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-4, weight_decay=0.01, betas=(0.9, 0.999),
                                            device_type=runtime.device_type)
     scaler = grad_scaler(runtime)
     variants = {'padded to block_size': (False, finetune_block_size), 'dynamic padding + length bucketing': (True, None)}
-    times = {name: [] for name in variants}
-    tokens = {}
-    for repeat in range(finetune_repeats + 1):  # the first round warms up
-        for name, (bucket, pad_to) in variants.items():
-            batches = finetune.batch_order(encoded, finetune_batch_size, 1, seed, bucket)
-            collated = [finetune.collate([encoded[i] for i in b], special['pad'], runtime.device, False, pad_to)
-                        for b in batches]
-            tokens[name] = sum(b['idx'].numel() for b in collated)
-            sync(runtime.device)
-            t0 = time.perf_counter()
-            for batch in collated:
-                train_step(model, optimizer, scaler, [batch], runtime, 1.0)
-            sync(runtime.device)
-            if repeat:
-                times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times['padded to block_size'])
+    batches = {name: [finetune.collate([encoded[i] for i in b], special['pad'], runtime.device, False, pad_to)
+                      for b in finetune.batch_order(encoded, finetune_batch_size, 1, seed, bucket)]
+               for name, (bucket, pad_to) in variants.items()}
+
+    def epoch(name):  # a train_step on each of the variant's batches
+        for batch in batches[name]:
+            train_step(model, optimizer, scaler, [batch], runtime, 1.0)
+    for name in variants:  # a round to warm up
+        epoch(name)
+    times = interleaved(variants, lambda name: timed(runtime.device, epoch, name)[0], rounds=finetune_repeats)
+    base = times['padded to block_size']
     table(f"fine-tuning: BBC News classification, {len(encoded)} train articles ({n_truncated} longer than "
           f"{finetune_block_size} tokens, cut), batches of {finetune_batch_size}, {n_layer} layers x {n_embd}, "
           f"{runtime.dtype}, median of {finetune_repeats}", ('batches', 'tokens incl. padding', 'examples/s', 'speed-up'),
-          [(name, f"{tokens[name]:,}", f"{len(encoded) / statistics.median(t):.1f}", f"{base / statistics.median(t):.2f}x")
+          [(name, f"{sum(b['idx'].numel() for b in batches[name]):,}", f"{len(encoded) / t:.1f}", f"{base / t:.2f}x")
            for name, t in times.items()])
 
 
@@ -512,13 +472,12 @@ def rss_mib():
 
 def bench_memory(runtime, data_dir):
     """Train steps with batches read from the memmap as train.py does; memory sampled along the way."""
-    compiled, model, optimizer, scaler, step_runtime, _ = train_setup(
-        runtime, runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
+    model, _, optimizer, scaler, step_runtime = train_setup(runtime)
     samples = []
     for it in range(memory_steps):
         data = prepare.open_split(data_dir, 'train')  # reopened each step, like a long run touching the file
         batch = [get_batch(data, batch_size, block_size, [seed, 0, it, 0], runtime.device)]
-        train_step(compiled, optimizer, scaler, batch, step_runtime, 1.0)['loss'].item()
+        train_step(model, optimizer, scaler, batch, step_runtime, 1.0)['loss'].item()
         if it % 10 == 9:
             used = torch.cuda.memory_allocated() / 2**20 if runtime.device_type == 'cuda' else rss_mib()
             samples.append((it + 1, used))
@@ -543,9 +502,7 @@ def bench_sharding(runtime, data):
     from torch.nn.parallel import DistributedDataParallel as DDP
     rows = []
     for name in ('DDP', 'FSDP'):
-        torch.manual_seed(seed)
-        model = Transformer(ModelConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                                        vocab_size=vocab_size, bias=False)).to(runtime.device)
+        model = bench_model(runtime)
         wrapped = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None) \
             if name == 'DDP' else fsdp.shard(model, runtime)
         optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
@@ -553,11 +510,7 @@ def bench_sharding(runtime, data):
         scaler, times = grad_scaler(runtime), []
         for it in range(2 + steps):
             batch = [get_batch(data, batch_size, block_size, [seed, 0, it, runtime.rank], runtime.device)]
-            sync(runtime.device)
-            t = time.perf_counter()
-            train_step(wrapped, optimizer, scaler, batch, runtime, 1.0)
-            sync(runtime.device)
-            times.append(time.perf_counter() - t)
+            times.append(timed(runtime.device, train_step, wrapped, optimizer, scaler, batch, runtime, 1.0)[0])
         with runtime.autocast():
             loss = wrapped(*batch[0])[1]
         loss.backward()  # gradients present for the count
@@ -575,41 +528,31 @@ def bench_sharding(runtime, data):
 
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:], fields_of=ModelConfig))
-    if 'RANK' in os.environ:  # started by launch_sharding
-        runtime = setup_runtime(device, 'auto', seed)
-        bench_sharding(runtime, prepare.open_split(os.path.join('data', 'bbc_news'), 'train'))
-        return cleanup_runtime(runtime)
     runtime = setup_runtime(device, 'auto', seed)
-    torch_device = runtime.device
-    peaks = {'float32': measure_peak_flops(torch_device, torch.float32)}
-    if runtime.dtype != 'float32':
-        peaks['bfloat16'] = measure_peak_flops(torch_device, getattr(torch, runtime.dtype))
-    print(f"# bench.py on {torch_device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
-    print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items()))
     data_dir = os.path.join('data', 'bbc_news')
-    wanted = sections.split(',')
-    if any(s in wanted for s in ('train', 'generate', 'memory')) and not os.path.exists(os.path.join(data_dir, 'meta.json')):
+    if 'RANK' in os.environ:  # started by launch_sharding
+        bench_sharding(runtime, prepare.open_split(data_dir, 'train'))
+        return cleanup_runtime(runtime)
+    peaks = {'float32': measure_peak_flops(runtime.device, torch.float32)}
+    if runtime.dtype != 'float32':
+        peaks['bfloat16'] = measure_peak_flops(runtime.device, getattr(torch, runtime.dtype))
+    print(f"# bench.py on {runtime.device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items()))
+    wanted = set(sections.split(','))
+    prepared = os.path.exists(os.path.join(data_dir, 'meta.json'))
+    if not prepared and wanted & {'train', 'recipes', 'generate', 'memory', 'sharding'}:  # these read BBC News
         prepare.prepare()
-    if 'train' in wanted:
-        bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks)
-    if 'recipes' in wanted:
-        bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks)
-    if 'generate' in wanted:
-        bench_generate(runtime, prepare.open_split(data_dir, 'val'))
-    if 'prepare' in wanted:
-        bench_prepare()
-    if 'prepare_scale' in wanted:
-        bench_prepare_scale()
-    if 'finetune' in wanted:
-        bench_finetune(runtime)
-    if 'memory' in wanted:
-        bench_memory(runtime, data_dir)
-    if 'sharding' in wanted:
-        if not os.path.exists(os.path.join(data_dir, 'meta.json')):
-            prepare.prepare()
-        launch_sharding()
+    benches = {  # each section, in the order they run
+        'train': lambda: bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks),
+        'recipes': lambda: bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks),
+        'generate': lambda: bench_generate(runtime, prepare.open_split(data_dir, 'val')),
+        'prepare': bench_prepare, 'prepare_scale': bench_prepare_scale, 'finetune': lambda: bench_finetune(runtime),
+        'memory': lambda: bench_memory(runtime, data_dir), 'sharding': launch_sharding}
+    for name, bench in benches.items():
+        if name in wanted:
+            bench()
     if out:  # every table above, with the machine it ran on
-        files.write_json(out, {'device': torch_device, 'threads': torch.get_num_threads(),
+        files.write_json(out, {'device': runtime.device, 'threads': torch.get_num_threads(),
                                'torch': torch.__version__, 'peak_flops': peaks, 'tables': RESULTS})
         print(f"wrote {out}")
 

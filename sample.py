@@ -71,21 +71,19 @@ def packed_linears(model, enabled=True):
     # every Linear that computes plain F.linear (the LM head too; not the task heads, which pool first); LoRALinear's
     # base is one, its update runs as is
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward]
-    if not (enabled and linears and all(m.weight.device.type == 'cpu' and m.weight.dtype == torch.bfloat16
-                                        for m in linears) and can_pack_linears()):
-        yield
-        return
+    packed = linears if enabled and all(m.weight.device.type == 'cpu' and m.weight.dtype == torch.bfloat16
+                                        for m in linears) and can_pack_linears() else []
 
     def packed_forward(weight, bias, x):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
 
     try:
-        for m in linears:  # an instance attribute shadows nn.Linear.forward until deleted
+        for m in packed:  # an instance attribute shadows nn.Linear.forward until deleted
             m.forward = functools.partial(packed_forward, torch.ops.mkldnn._reorder_linear_weight(m.weight.detach()),
                                           None if m.bias is None else m.bias.detach())
         yield
     finally:
-        for m in linears:
+        for m in packed:
             m.__dict__.pop('forward', None)
 
 
@@ -107,14 +105,11 @@ def fill_masks(model, tokenizer, special, text, top_k=5):
     if len(ids) > model.config.block_size:
         raise UserError(f"fill_mask text is {len(ids)} tokens with [CLS] and [SEP], more than the model's "
                                f"block_size {model.config.block_size}: shorten it")
-    device = next(model.parameters()).device
-    idx = torch.tensor([ids], device=device)
-    logits = model.mlm_head(model.hidden_states(idx))  # (1, T, V)
-    results = []
-    for position in (idx[0] == special['mask']).nonzero()[:, 0].tolist():
-        top = torch.topk(torch.softmax(logits[0, position].float(), dim=-1), top_k)
-        results.append([(token_text(tokenizer, i, special), p) for p, i in zip(top.values.tolist(), top.indices.tolist())])
-    return results
+    idx = torch.tensor([ids], device=next(model.parameters()).device)
+    logits = model.mlm_head(model.hidden_states(idx))[0, idx[0] == special['mask']]  # (masks, V), in text order
+    top = torch.topk(torch.softmax(logits.float(), dim=-1), top_k)
+    return [[(token_text(tokenizer, i, special), p) for p, i in zip(values, indices)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())]
 
 
 def main():
@@ -149,10 +144,8 @@ def main():
     with torch.no_grad(), runtime.autocast():
         y = generate(model, x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                      use_cache=use_cache, generator=generator, vocab_limit=tokenizer.vocab_size)
-    samples = []
-    for row in y.tolist():
-        new = row[len(ids):] + [tokenizer.eot_id]  # stop at the end of the document
-        samples.append(prompt + tokenizer.decode(new[:new.index(tokenizer.eot_id)]))
+    new = [row[len(ids):] + [tokenizer.eot_id] for row in y.tolist()]  # each stops at the end of its document
+    samples = [prompt + tokenizer.decode(tokens[:tokens.index(tokenizer.eot_id)]) for tokens in new]
     text = '\n---------------\n'.join(samples) + '\n'
     if output:
         with atomic_path(output) as tmp, open(tmp, 'w', encoding='utf-8') as f:
