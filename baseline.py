@@ -57,10 +57,8 @@ def fit_and_score(splits, names, C_values, max_features, seed):
     y = {split: [names.index(ex['label']) for ex in examples] for split, examples in splits.items()}
     x_train = features.fit_transform(x['train'])  # vocabulary and idf from train alone
     x_val, x_test = features.transform(x['val']), features.transform(x['test']) if x['test'] else None
-    models, val_accuracy = {}, {}
-    for c in C_values:
-        models[c] = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, y['train'])
-        val_accuracy[c] = float((models[c].predict(x_val) == y['val']).mean())
+    models = {c: LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, y['train']) for c in C_values}
+    val_accuracy = {c: float(model.score(x_val, y['val'])) for c, model in models.items()}
     best = max(C_values, key=lambda c: (val_accuracy[c], -c))  # ties: the stronger regularisation
     report = None
     if x_test is not None:

@@ -140,8 +140,7 @@ def summary(runs, methods, size_labels):
 
 
 def markdown(table, sizes_, methods):
-    head = '| labelled examples | ' + ' | '.join(methods) + ' |'
-    rows = [head, '|---:|' + '---:|' * len(methods)]
+    rows = ['| labelled examples | ' + ' | '.join(methods) + ' |', '|---:|' + '---:|' * len(methods)]
     for label, size in sizes_:
         cells, best = [], max(table[m][label][0] for m in methods if label in table.get(m, {}))
         for method in methods:
@@ -163,17 +162,13 @@ def draw(table, sizes_, methods, path, title):
     import plot
     fig = plot.figure(6.4, 4.2)
     ax = fig.add_subplot()
-    x_of = dict(sizes_)
     for method in methods:
-        cells = table.get(method, {})
-        labels = [label for label, _ in sizes_ if label in cells]
-        xs = [x_of[label] for label in labels]
-        mean, low, high = (np.array([cells[label][i] for label in labels]) for i in range(3))
+        cells = table[method]
+        # (5, sizes the method has): examples, then summary's mean, min, max, n
+        xs, mean, low, high, _ = np.array([(size, *cells[label]) for label, size in sizes_ if label in cells]).T
         line, = ax.plot(xs, mean, marker='o', label=LEGEND.get(method, method))
         ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xscale('log')
-    ax.set_xlabel('labelled training examples (log scale)')
-    ax.set_ylabel('test accuracy')
+    ax.set(xscale='log', xlabel='labelled training examples (log scale)', ylabel='test accuracy')
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -206,18 +201,17 @@ def main():
         print(f"{method:>10} n={len(samples[label, seed]):>5} seed {seed}: test accuracy {test:.4f}", flush=True)
 
     pretrained, meta, _ = checkpoints.load(init_from, trust=trust_checkpoint)
-    for method in ('pretrained', 'scratch'):
-        for seed in seed_list if method == 'scratch' else [None]:
-            if method == 'scratch':
-                torch.manual_seed(seed)
-            trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
-            model = checkpoints.for_task(trunk, 'sequence', len(names), pooling or reading['pooling'])
-            model = model.to(runtime.device)
-            feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
-            for label, _ in sizes_:
-                for s in seed_list if seed is None else [seed]:
-                    val, c, test = probe(model, feats, samples[label, s], C_values, s)
-                    record(method, label, s, test, val=val, C=c)
+    # the pretrained trunk's features serve every seed; scratch: a fresh initialisation per seed, its own features
+    for method, init_seed in [('pretrained', None)] + [('scratch', seed) for seed in seed_list]:
+        if method == 'scratch':
+            torch.manual_seed(init_seed)
+        trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
+        model = checkpoints.for_task(trunk, 'sequence', len(names), pooling or reading['pooling']).to(runtime.device)
+        feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
+        for label, _ in sizes_:
+            for seed in seed_list if method == 'pretrained' else [init_seed]:
+                val, c, test = probe(model, feats, samples[label, seed], C_values, seed)
+                record(method, label, seed, test, val=val, C=c)
     fitted = {}  # a sample drawn twice ('all' under every seed) is fitted once: TF-IDF + lbfgs is deterministic
     for label, _ in sizes_:
         for seed in seed_list:
@@ -230,7 +224,7 @@ def main():
             test, val, c = fitted[sample]
             record('tfidf', label, seed, test, val=val, C=c)
     methods = ['pretrained', 'scratch', 'tfidf']
-    finetuned = parse_sizes(finetune_sizes, len(splits['train'])) if finetune_sizes else []
+    finetuned = parse_sizes(finetune_sizes, len(splits['train']))  # [] when none
     for label, size in finetuned:
         epochs = min(finetune_max_epochs, max(reading['epochs'], math.ceil(finetune_min_passes / size)))
         for seed in seed_list:

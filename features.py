@@ -97,36 +97,14 @@ def read_labels(path, lines, label_field='label'):
         label is not None for label in labels) else None
 
 
-def encode(tokenizer, text, block_size, special=None):
-    """(ids, truncated): text's token ids, inside [CLS] ... [SEP] when special is given (encoders), cut to fit
-    block_size."""
-    ids = tokenizer.encode(text)
-    room = block_size - (2 if special else 0)
-    truncated = len(ids) > room
-    ids = ids[:room]
-    return ([special['cls'], *ids, special['sep']] if special else ids), truncated
-
-
 def padded(sequences, pad_id, device):
     """(idx, real), both (B, T): token-id lists right-padded with pad_id to the longest, and the mask of the real
     tokens (1), which keeps the padding out of every real token's attention and out of the pooling."""
-    T = max(len(ids) for ids in sequences)
-    idx = torch.full((len(sequences), T), pad_id, dtype=torch.long)
-    real = torch.zeros(len(sequences), T, dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        idx[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        real[row, :len(ids)] = 1
+    idx = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids, dtype=torch.long) for ids in sequences],
+                                          batch_first=True, padding_value=pad_id)
+    lengths = torch.tensor([len(ids) for ids in sequences])
+    real = (torch.arange(idx.size(1)) < lengths[:, None]).long()
     return idx.to(device), real.to(device)
-
-
-@torch.no_grad()
-def hidden_states(model, sequences, runtime):
-    """Final hidden states (B, T, n_embd) of a batch of token-id lists, right-padded, and the (B, T) key-padding
-    mask (1 for real tokens) that keeps the padding out of every real token's attention."""
-    idx, real = padded(sequences, 0, runtime.device)
-    with runtime.autocast():
-        x = model.hidden_states(idx, attn_mask=real)
-    return x.float(), real
 
 
 def pool(x, real, pooling, pooler=None):
@@ -143,12 +121,14 @@ def encode_texts(model, tokenizer, special, texts):
     """[(ids, truncated)] of texts ([(line, text)]) for model: `[CLS] text [SEP]` for an encoder with special
     tokens, cut to block_size; one warning on stderr names the lines that were cut."""
     encoder = not model.config.causal and special is not None
+    room = model.config.block_size - (2 if encoder else 0)
     encoded = []
     for line, text in texts:
         try:
-            encoded.append(encode(tokenizer, text, model.config.block_size, special if encoder else None))
+            ids = tokenizer.encode(text)
         except DataError as e:  # e.g. a character the char vocabulary lacks
             raise UserError(f"line {line}: {e}") from None
+        encoded.append(([special['cls'], *ids[:room], special['sep']] if encoder else ids[:room], len(ids) > room))
     truncated = [line for (line, _), (_, cut) in zip(texts, encoded) if cut]
     if truncated:
         shown = ', '.join(map(str, truncated[:5])) + (', ...' if len(truncated) > 5 else '')
@@ -173,11 +153,12 @@ def extract(model, sequences, runtime, pooled_out, tokens_out=None, pooling='aut
     update = progress(len(sequences), 'extracting features', unit='texts')
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        x, real = hidden_states(model, [sequences[i] for i in rows], runtime)
-        pooled = pool(x, real, pooling, pooler).float().cpu().numpy()
-        for b, i in enumerate(rows):
-            pooled_out[i] = pooled[b]
-            if tokens_out is not None:
+        idx, real = padded([sequences[i] for i in rows], 0, runtime.device)  # (B, T) each
+        with runtime.autocast():
+            x = model.hidden_states(idx, attn_mask=real).float()  # (B, T, C)
+        pooled_out[rows] = pool(x, real, pooling, pooler).cpu().numpy()
+        if tokens_out is not None:
+            for b, i in enumerate(rows):
                 tokens_out[offsets[i]:offsets[i + 1]] = x[b, :lengths[i]].cpu().numpy()
         update(len(rows))
     update(None)
@@ -301,14 +282,10 @@ def classifier_windows(model, tokenizer, special, words, truncation='head', max_
     """[(ids, owner)], a window each: what the classifier reads of the words, `window <eot>` (causal) or
     `[CLS] window [SEP]`, cut as finetune.py cuts a text, and the word of each position (-1: a special token)."""
     ids, owner = word_tokens(tokenizer, words)
-    room = model.config.block_size - (1 if model.config.causal else 2)
-    windows = []
-    for start, end in tasks.text_windows(len(ids), room, truncation, max_windows)[0]:
-        if model.config.causal:
-            windows.append((ids[start:end] + [special['eot']], owner[start:end] + [-1]))
-        else:
-            windows.append(([special['cls'], *ids[start:end], special['sep']], [-1, *owner[start:end], -1]))
-    return windows
+    head, tail = ([], [special['eot']]) if model.config.causal else ([special['cls']], [special['sep']])
+    room = model.config.block_size - len(head) - len(tail)
+    return [(head + ids[start:end] + tail, [-1] * len(head) + owner[start:end] + [-1] * len(tail))
+            for start, end in tasks.text_windows(len(ids), room, truncation, max_windows)[0]]
 
 
 @torch.no_grad()
@@ -481,9 +458,8 @@ def main():
     if not input:
         raise UserError("--input is missing: a .txt file (one text a line) or a .jsonl file of texts")
     paths = output_paths(output, per_token)
-    existing = [p for p in paths.values() if os.path.exists(p)]
-    if existing and not overwrite:
-        raise UserError(f"{existing[0]} exists: pass --overwrite=True to replace it, or choose another --output")
+    for path in paths.values():  # never over an existing file unless --overwrite, never over the input
+        checkpoints.check_output(path, [input], overwrite)
     texts = read_texts(input, text_field)
     runtime = setup_runtime(device, dtype)
     model, meta, _ = checkpoints.load(out_dir if init_from == 'out_dir' else init_from, runtime.device, trust_checkpoint)
@@ -500,12 +476,10 @@ def main():
         offsets = extract(model, sequences, runtime, pooled_out, tokens_out, pooling, batch_size)
         del pooled_out, tokens_out  # flushes and closes the memmaps before the rename
         if per_token:
-            with open(tmp['offsets'], 'wb') as f:
-                np.save(f, offsets)
+            np.save(tmp['offsets'], offsets)  # the temp name ends in .npy too, so np.save adds nothing
         with open(tmp['index'], 'w', encoding='utf-8') as f:
-            for (line, text), (ids, cut) in zip(texts, encoded):
-                f.write(json.dumps({'line': line, 'text': text[:80], 'n_tokens': len(ids), 'truncated': cut},
-                                   ensure_ascii=False) + '\n')
+            f.writelines(json.dumps({'line': line, 'text': text[:80], 'n_tokens': len(ids), 'truncated': cut},
+                                    ensure_ascii=False) + '\n' for (line, text), (ids, cut) in zip(texts, encoded))
     n_cut = sum(cut for _, cut in encoded)
     print(f"wrote {output} ({len(texts):,} x {C} float32, pooled by {pooled_by}) and {paths['index']}"
           + (f", {paths['tokens']} ({int(offsets[-1]):,} tokens) and {paths['offsets']}" if per_token else '')
@@ -532,14 +506,11 @@ def head_inputs(model, windows, runtime, batch_size=32):
 def text_scores(window_logprobs, windows):
     """(accuracy, mean negative log-likelihood) over texts of window log-probabilities (windows, classes), a text's
     windows averaged as finetune.py averages them."""
-    text_ids = np.array([w['text_id'] for w in windows])
-    n_texts = text_ids.max() + 1
-    total = np.zeros((n_texts, window_logprobs.shape[1]))
-    np.add.at(total, text_ids, window_logprobs)
-    total /= np.bincount(text_ids, minlength=n_texts)[:, None]
-    gold = np.zeros(n_texts, dtype=np.int64)
-    gold[text_ids] = [w['labels'] for w in windows]
-    return float((total.argmax(1) == gold).mean()), float(-total[np.arange(n_texts), gold].mean())
+    # (texts, classes): each text's mean over its windows (the log-softmax there leaves log-probabilities as they are)
+    total = tasks.text_logprobs(windows, [window_logprobs])
+    gold = np.zeros(len(total), dtype=np.int64)
+    gold[[w['text_id'] for w in windows]] = [w['labels'] for w in windows]
+    return float((total.argmax(1) == gold).mean()), float(-total[np.arange(len(total)), gold].mean())
 
 
 PROBE_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the regressions fit_head tries (0.01 was the edge at 200+ texts)

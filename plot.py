@@ -154,7 +154,6 @@ def plot_curves(run_dirs, path, labels=None):
     loss_ax, lr_ax = axes[0], axes[0].twinx()
     max_lr = max((r['lr'] for records in runs for r in records if isinstance(r.get('lr'), (int, float))), default=0)
     lr_exp = round(math.log10(max_lr)) if max_lr > 0 else 0  # the label says 'x 1e-3', the ticks 0.2 .. 1.0
-    lr_scale = 10.0 ** lr_exp
     several = len(runs) > 1
     lines = {'train': [], 'val': [], 'lr': [], 'scores': []}
 
@@ -169,7 +168,7 @@ def plot_curves(run_dirs, path, labels=None):
                                 label=f"{prefix}train loss")
         lines['val'] += curve(loss_ax, records, 'val_loss', color=f'C{n}' if several else 'C1', lw=1.8, marker='o',
                               ms=3.5, ls='--' if several else '-', label=f"{prefix}val loss")
-        lines['lr'] += curve(lr_ax, records, 'lr', lr_scale, color=f'C{n}' if several else '0.45', lw=1, ls=':',
+        lines['lr'] += curve(lr_ax, records, 'lr', 10.0 ** lr_exp, color=f'C{n}' if several else '0.45', lw=1, ls=':',
                              label=f"{prefix}learning rate")
         if bpb_ax is not None:
             curve(bpb_ax, records, 'val_bpb', color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5,
@@ -179,19 +178,16 @@ def plot_curves(run_dirs, path, labels=None):
                 lines['scores'] += curve(score_ax, records, key, color=f'C{n if several else m}', ms=3.5,
                                          marker='os^vD*'[m % 6], ls=':' if 'baseline' in key else '-',
                                          label=prefix + SCORE_NAMES.get(key, key))
-    fig.suptitle(labels[0] if not several else ' vs '.join(labels))
-    loss_ax.set_ylabel("cross-entropy loss (nats)")
+    fig.suptitle(' vs '.join(labels))
+    y_labels = {loss_ax: "cross-entropy loss (nats)", score_ax: "score (validation)", bpb_ax: "val bits per byte"}
+    for ax in axes:
+        ax.set_ylabel(y_labels[ax])
+        ax.grid(alpha=0.3)
     lr_ax.set_ylabel("learning rate" + (f" (x 1e{lr_exp})" if lr_exp else ''))
     lr_ax.set_ylim(bottom=0)
-    loss_ax.grid(alpha=0.3)
     above(loss_ax, lines['train'] + lines['val'] + lines['lr'], ncols=3)  # one row a run
     if metrics:
-        score_ax.set_ylabel("score (validation)")
-        score_ax.grid(alpha=0.3)
         above(score_ax, lines['scores'], ncols=min(len(metrics), 4) if not several else len(metrics))
-    if bpb_ax is not None:
-        bpb_ax.set_ylabel("val bits per byte")
-        bpb_ax.grid(alpha=0.3)
     axes[-1].set_xlabel(x_label)
     return save(fig, path)
 
@@ -211,7 +207,6 @@ def try_plot_curves(out_dir):
         return plot_curves([out_dir], os.path.join(out_dir, 'curves.png'))
     except Exception as e:
         print(f"warning: could not draw {os.path.join(out_dir, 'curves.png')}: {type(e).__name__}: {e}", file=sys.stderr)
-        return None
 
 
 # -----------------------------------------------------------------------------
@@ -232,25 +227,20 @@ def plot_attention(weights, tokens, path, title=None):
     fig = figure(n_head * panel + longest + 1.6, n_layer * panel + longest + 1.2)
     axes = fig.subplots(n_layer, n_head, sharex=True, sharey=True, squeeze=False)
     vmax = float(weights.max()) or 1.0
-    for layer in range(n_layer):
-        for head in range(n_head):
-            ax = axes[layer, head]
-            image = ax.imshow(np.ma.masked_equal(weights[layer, head], 0.0), cmap='viridis', vmin=0, vmax=vmax,
-                              interpolation='nearest')
-            ax.set_xticks(range(T))
-            ax.set_yticks(range(T))
-            ax.tick_params(length=1.5, pad=1, labelsize=fontsize)
-            if layer == 0:
-                ax.set_title(f"head {head}", fontsize=9)
-            if head == 0:
-                ax.set_ylabel(f"layer {layer}\nquery token", fontsize=9)
-            if layer == n_layer - 1:
-                ax.set_xlabel("key token", fontsize=9)
-                ax.tick_params(axis='x', labelrotation=90)
-    axes[-1, 0].set_xticklabels(labels, parse_math=False)  # shared: every panel of the row and column
-    axes[0, 0].set_yticklabels(labels, parse_math=False)
-    colorbar = fig.colorbar(image, ax=axes, shrink=0.6, aspect=30)
-    colorbar.set_label("attention weight")
+    for (layer, head), ax in np.ndenumerate(axes):
+        image = ax.imshow(np.ma.masked_equal(weights[layer, head], 0.0), cmap='viridis', vmin=0, vmax=vmax,
+                          interpolation='nearest')
+        ax.tick_params(length=1.5, pad=1, labelsize=fontsize)
+        if layer == 0:
+            ax.set_title(f"head {head}", fontsize=9)
+        if head == 0:
+            ax.set_ylabel(f"layer {layer}\nquery token", fontsize=9)
+        if layer == n_layer - 1:
+            ax.set_xlabel("key token", fontsize=9)
+            ax.tick_params(axis='x', labelrotation=90)
+    axes[-1, 0].set_xticks(range(T), labels, parse_math=False)  # shared: every panel of the row and column
+    axes[0, 0].set_yticks(range(T), labels, parse_math=False)
+    fig.colorbar(image, ax=axes, shrink=0.6, aspect=30).set_label("attention weight")
     fig.suptitle(title or f"attention weights, {n_layer} layers x {n_head} heads")
     return save(fig, path, dpi=100)
 
@@ -294,17 +284,14 @@ def plot_map(points, axis_names, path, names=None, classes=None, title=None):
     ax = fig.subplots()
     if classes is not None:
         for n, name in enumerate(sorted(set(classes))):
-            rows = [i for i, c in enumerate(classes) if c == name]
-            ax.scatter(points[rows, 0], points[rows, 1], s=14, color=f'C{n % 10}', label=name, alpha=0.8)
+            ax.scatter(*points[np.asarray(classes) == name].T, s=14, color=f'C{n % 10}', label=name, alpha=0.8)
         ax.legend(fontsize=8, markerscale=1.5)
     else:
-        ax.scatter(points[:, 0], points[:, 1], s=8, color='C0', alpha=0.6)
+        ax.scatter(*points.T, s=8, color='C0', alpha=0.6)
     for i, name in enumerate(names or []):
         ax.annotate(name, points[i], xytext=(2, 2), textcoords='offset points', fontsize=7, parse_math=False)
-    ax.set_xlabel(axis_names[0])
-    ax.set_ylabel(axis_names[1])
+    ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title or f"{len(points)} points")
     ax.grid(alpha=0.3)
-    ax.set_title(title or f"{len(points)} points")
     return save(fig, path)
 
 
@@ -345,22 +332,19 @@ def embeddings_command(config, runtime):
         near = features.nearest_tokens(embedding, tokenizer, embedding[ids].mean(0), candidates, exclude=ids)
         pieces = f" ({len(ids)} tokens, {'|'.join(token_text(tokenizer, i) for i in ids)}: their mean)"
         print(f"{word}{pieces if len(ids) > 1 else ''}: " + ', '.join(f"{text} {cosine:.2f}" for text, cosine in near))
-    source = source_of(config)
+    names, classes, stem = None, None, 'embeddings'  # the points' labels, their colours, the default PNG's name
     if config['texts']:
         rows = features.read_texts(config['texts'])
         encoded = features.encode_texts(model, tokenizer, special, rows)
-        pooled = np.zeros((len(rows), model.config.n_embd), dtype=np.float32)
-        features.extract(model, [ids for ids, _ in encoded], runtime, pooled)
+        vectors = np.zeros((len(rows), model.config.n_embd), dtype=np.float32)  # (N, C) pooled features
+        features.extract(model, [ids for ids, _ in encoded], runtime, vectors)
         classes = features.read_labels(config['texts'], [line for line, _ in rows])
-        points, axis_names = features.project_2d(pooled, config['projection'])
-        title = f"pooled features of {len(rows)} texts, {source} ({config['projection'].upper()})"
-        return plot_map(points, axis_names, config['output'] or default_output(config, 'texts_map'), classes=classes,
-                        title=title)
-    if config['words']:
+        what, stem = f"pooled features of {len(rows)} texts", 'texts_map'
+    elif config['words']:
         names = [w.strip() for w in config['words'].split(',') if w.strip()]
         # a word's vector: the mean of its tokens' input embeddings
         vectors = np.stack([embedding[features.word_ids(tokenizer, word)].mean(0) for word in names])
-        how = 'given words'
+        what = f"input embeddings of {len(names)} given words"
     else:
         data_dir = training_data_dir(config, checkpoint)
         counts = token_counts(data_dir, meta) if data_dir else None
@@ -368,11 +352,11 @@ def embeddings_command(config, runtime):
             print("note: no training data found (pass --data_dir=data/NAME): the words are taken in token-id order, "
                   "for a BPE its merge order, roughly by frequency", file=sys.stderr)
         chosen = features.frequent_words(tokenizer, candidates, config['n_words'], counts)
-        names = [word for word, _ in chosen]
-        vectors, how = embedding[[i for _, i in chosen]], 'most frequent words' if counts is not None else 'words'
+        names, vectors = [word for word, _ in chosen], embedding[[i for _, i in chosen]]
+        what = f"input embeddings of {len(names)} {'most frequent words' if counts is not None else 'words'}"
     points, axis_names = features.project_2d(vectors, config['projection'])
-    return plot_map(points, axis_names, config['output'] or default_output(config, 'embeddings'), names=list(names),
-                    title=f"input embeddings of {len(names)} {how}, {source} ({config['projection'].upper()})")
+    return plot_map(points, axis_names, config['output'] or default_output(config, stem), names=names, classes=classes,
+                    title=f"{what}, {source_of(config)} ({config['projection'].upper()})")
 
 
 def default_output(config, name):
@@ -431,38 +415,34 @@ def plot_explanations(records, path, line_chars=110):
     from matplotlib.patches import Rectangle
     from features import EXPLAIN_METHODS
     cmap = colormaps['RdBu_r']
-    blocks = []  # (heading, [(x, line, word, colour)], lines)
+    headings, placed, top = [], [], 0  # [(y, heading)], [(x, y, word, colour)]; y counts text lines from the top
     for n, record in enumerate(records):
         for method in [m for m in EXPLAIN_METHODS if m in record]:
             scores = record[method]
             scale = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
-            placed, x, line = [], 0, 0
+            gap = f", completeness gap {record['completeness_gap']:+.3f}" if method == 'integrated_gradients' else ''
+            headings.append((top + 0.5, f"{'text ' + str(n + 1) + ': ' if len(records) > 1 else ''}"
+                                         f"{method.replace('_', ' ')} for '{record['label']}' (p "
+                                         f"{record['probabilities'][record['label']]:.3f}); full colour = "
+                                         f"{scale:.3g} nats{gap}"))
+            x, line = 0, 0
             for word, score in zip(record['words'], scores):
                 if x and x + len(word) > line_chars:
                     x, line = 0, line + 1
                 colour = '0.8' if score is None else cmap(0.5 + 0.45 * score / scale)
-                placed.append((x, line, word, colour))
+                placed.append((x, top + 1.5 + line, word, colour))
                 x += len(word) + 1
-            gap = f", completeness gap {record['completeness_gap']:+.3f}" if method == 'integrated_gradients' else ''
-            heading = (f"{'text ' + str(n + 1) + ': ' if len(records) > 1 else ''}{method.replace('_', ' ')} for "
-                       f"'{record['label']}' (p {record['probabilities'][record['label']]:.3f}); full colour = "
-                       f"{scale:.3g} nats{gap}")
-            blocks.append((heading, placed, line + 1))
-    n_lines = sum(lines + 2 for _, _, lines in blocks)
+            top += line + 3  # the heading, the words' lines, a blank line
     fontsize = 9
-    fig = figure(line_chars * fontsize * 0.6 / 72 + 0.4, n_lines * fontsize * 1.9 / 72 + 0.6, layout=None)
+    fig = figure(line_chars * fontsize * 0.6 / 72 + 0.4, top * fontsize * 1.9 / 72 + 0.6, layout=None)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
     ax.set_axis_off()
-    ax.set_xlim(0, line_chars)
-    ax.set_ylim(n_lines, 0)
-    top = 0
-    for heading, placed, lines in blocks:
-        ax.text(0, top + 0.5, heading, fontsize=fontsize, fontweight='bold', va='center', parse_math=False)
-        for x, line, word, colour in placed:
-            y = top + 1.5 + line
-            ax.add_patch(Rectangle((x - 0.1, y - 0.42), len(word) + 0.2, 0.84, color=colour, lw=0))
-            ax.text(x, y, word, fontsize=fontsize, family='monospace', va='center', parse_math=False)
-        top += lines + 2
+    ax.set(xlim=(0, line_chars), ylim=(top, 0))
+    for y, heading in headings:
+        ax.text(0, y, heading, fontsize=fontsize, fontweight='bold', va='center', parse_math=False)
+    for x, y, word, colour in placed:
+        ax.add_patch(Rectangle((x - 0.1, y - 0.42), len(word) + 0.2, 0.84, color=colour, lw=0))
+        ax.text(x, y, word, fontsize=fontsize, family='monospace', va='center', parse_math=False)
     return save(fig, path)
 
 
@@ -482,18 +462,16 @@ def plot_confusion(matrix, names, path, title=None):
     image = ax.imshow(matrix, cmap='Blues', interpolation='nearest')
     fontsize = 9 if k <= 10 else 7 if k <= 20 else 5
     threshold = matrix.max() / 2 if matrix.size else 0
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{matrix[i, j]:,}", ha='center', va='center', fontsize=fontsize,
-                    color='white' if matrix[i, j] > threshold else 'black')
+    for i, j in np.ndindex(k, k):
+        ax.text(j, i, f"{matrix[i, j]:,}", ha='center', va='center', fontsize=fontsize,
+                color='white' if matrix[i, j] > threshold else 'black')
     ax.set_xticks(range(k), [str(n) for n in names], rotation=45 if k > 3 else 0, ha='right' if k > 3 else 'center',
                   fontsize=fontsize, parse_math=False)
     ax.set_yticks(range(k), [str(n) for n in names], fontsize=fontsize, parse_math=False)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
     total = int(matrix.sum())
     accuracy = np.trace(matrix) / total if total else float('nan')
-    ax.set_title(title or f"confusion matrix: {total:,} examples, accuracy {accuracy:.3f}")
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title=title or f"confusion matrix: {total:,} examples, accuracy {accuracy:.3f}")
     fig.colorbar(image, ax=ax, shrink=0.8).set_label("examples")
     return save(fig, path)
 
@@ -513,11 +491,9 @@ def plot_entity_f1(per_type, path, title=None):
                 f"{bar.get_height():.2f}\nn={per_type[t].get('support', 0):,}", ha='center', va='bottom', fontsize=7)
     ax.set_xticks(range(len(types)), types, rotation=45 if len(types) > 5 else 0,
                   ha='right' if len(types) > 5 else 'center', parse_math=False)
-    ax.set_ylim(0, 1.15)
-    ax.set_xlabel("entity type (n = entities in the reference)")
-    ax.set_ylabel("entity-level F1")
+    ax.set(ylim=(0, 1.15), xlabel="entity type (n = entities in the reference)", ylabel="entity-level F1",
+           title=title or "entity-level F1 per type")
     ax.grid(axis='y', alpha=0.3)
-    ax.set_title(title or "entity-level F1 per type")
     return save(fig, path)
 
 
