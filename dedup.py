@@ -56,11 +56,9 @@ def _code_point_table():
     """For each code point below 0x10000: its lower case where that is a \\w character, 0 where it is not, _SPECIAL
     where a table can't tell (İ lower-cases to two characters, Σ by its context; 0xFFFF stands for the code points
     above, which np.take clips to it)."""
-    values = []
-    for c in range(0x10000):
-        lower = chr(c).lower()
-        values.append(_SPECIAL if len(lower) != 1 or c in (0x3A3, 0xFFFF) else ord(lower) if _WORD.match(lower) else 0)
-    return np.array(values, dtype=np.uint32)
+    lowers = (chr(c).lower() for c in range(0x10000))
+    return np.array([_SPECIAL if len(lower) != 1 or c in (0x3A3, 0xFFFF) else ord(lower) if _WORD.match(lower) else 0
+                     for c, lower in enumerate(lowers)], dtype=np.uint32)
 
 
 def _word_code_points(text, lowered=False):
@@ -121,30 +119,20 @@ def _batch_shingles(texts, n=DEDUP_SHINGLE):
         texts = [text.lower() for text in texts]  # (lower-casing may change their lengths)
         values = _word_code_points('\n'.join(texts), lowered=True)
     words, word_starts = _word_hashes(values)
-    words += np.uint64(1)  # (as the fold adds it)
     text_starts = np.cumsum([0] + [len(text) + 1 for text in texts])
     counts = np.diff(np.searchsorted(word_starts, text_starts))  # words of each text
-    offsets = np.cumsum(counts) - counts  # each text's first word
     per_text = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
-    m = max(len(words) - n + 1, 0)
-    windows = words[:m].copy()  # the n-word window at every word...
-    for i in range(1, n):
-        windows *= _SHINGLE_MULTIPLIER
-        windows += words[i:m + i]
-    inside = np.ones(m, dtype=bool)  # ... kept where it lies inside one text
-    across = (offsets[1:, None] - np.arange(1, n)).ravel()
-    inside[across[(across >= 0) & (across < m)]] = False
-    windows = windows[inside]
-    short = np.flatnonzero((counts < n) & (counts > 0))  # fewer than n words: one shingle of them all
-    if not len(short):
-        return windows, per_text
-    folded = np.zeros(len(short), dtype=np.uint64)
-    for i in range(n - 1):
-        live = counts[short] > i
-        folded[live] = folded[live] * _SHINGLE_MULTIPLIER + words[offsets[short][live] + i]
-    out = np.empty(int(per_text.sum()), dtype=np.uint64)
-    in_full = np.repeat(counts >= n, per_text)
-    out[in_full], out[~in_full] = windows, folded
+    # each shingle's first word and length: n words at every word of a text, or all its words when it has fewer
+    offsets, shingle_offsets = np.cumsum(counts) - counts, np.cumsum(per_text) - per_text  # each text's first ones
+    first = np.arange(per_text.sum()) + np.repeat(offsets - shingle_offsets, per_text)
+    length = np.repeat(np.minimum(counts, n), per_text)
+    padded = np.concatenate((words + np.uint64(1), np.zeros(n - 1, np.uint64)))  # (+1 as the fold adds it)
+    folds, out = np.zeros(len(words), dtype=np.uint64), np.empty(len(first), dtype=np.uint64)
+    for i in range(n):  # folds: of the i + 1 words from each word on
+        folds *= _SHINGLE_MULTIPLIER
+        folds += padded[i:i + len(words)]
+        done = length == i + 1
+        out[done] = folds[first[done]]
     return out, per_text
 
 
@@ -309,9 +297,8 @@ def streamed_near_duplicates(events, threshold, num_threads, progress=lambda des
         numbers += [number for number, _, _ in batch]
         splits += [split for _, split, _ in batch]
         lengths += [len(shingles) for shingles in shingles_of_batch]
-        held_out_shingles.append(np.concatenate([np.zeros(0, np.uint64), *shingles_of_batch]))
-    held_out_shingles = np.concatenate([np.zeros(0, np.uint64), *held_out_shingles])
-    held_out = HeldOut(splits, held_out_shingles, lengths)
+        held_out_shingles += shingles_of_batch
+    held_out = HeldOut(splits, np.concatenate([np.zeros(0, np.uint64), *held_out_shingles]), lengths)
     del held_out_shingles
     for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
                              _batches(events, ('train',), progress('train streamed past them')), num_threads):

@@ -104,8 +104,9 @@ def _iter_text(path, start=0, end=None):
             yield text, len(block)
 
 
-# a line of <|endoftext|> alone, with the newline before it: what separates the documents of a text file
-_SEPARATOR = re.compile(r'\n' + re.escape(EOT) + r'\r?(?=\n)')
+# a line of <|endoftext|> alone, with the newline before it (and a \r before that): what separates the documents of a
+# text file; the newline after it is not consumed, so that it can begin the next separator
+_SEPARATOR = re.compile(r'\r?\n' + re.escape(EOT) + r'\r?(?=\n)')
 _SEPARATOR_BYTES = re.compile(_SEPARATOR.pattern.encode())
 
 
@@ -123,30 +124,23 @@ def _has_eot_lines(path):
 
 def _eot_separated_events(path):
     """Documents of a text file that is the documents joined by '\\n<|endoftext|>\\n' (or '\\r\\n')."""
-    buf = '\n'  # as if a newline came before the file (and after it, at the end), so separators there are found
-    start = 1  # where the current document's unsent text begins in buf
-    scan = 0  # where the next separator may begin: the newline that ends one can begin the next
-    has_text = False
-    for text, nbytes in itertools.chain(_iter_text(path), [(None, 0)]):  # None: end of file
-        final = text is None
-        buf += '\n' if final else text
-        for match in _SEPARATOR.finditer(buf, scan):
-            i = match.start()
-            text_end = i - 1 if i > start and buf[i - 1] == '\r' else i  # a \r\n before it is the separator's
-            if text_end > start:
-                yield None, buf[start:text_end], 0
+    held = '\n'  # text not given out yet (as if a newline came before the file)
+    at_start = True  # whether held begins with the newline that begins a document (dropped, not text)
+    has_text = False  # whether the current document has text given out (empty documents are skipped)
+    for text, nbytes in itertools.chain(_iter_text(path), [(None, 0)]):  # None: the end, as if a newline came
+        *ended, held = _SEPARATOR.split(held + ('\n' if text is None else text))
+        for piece in ended:  # the last text of a document that a separator ends
+            if piece[at_start:]:
+                yield None, piece[at_start:], 0
                 has_text = True
-            if has_text:  # skip empty documents (e.g. a separator on the first line)
+            if has_text:
                 yield None, None, 0
-                has_text = False
-            start, scan = match.end() + 1, match.end()
-        # a separator not found yet begins in the last 16 characters (its newline, \r's and <|endoftext|>)
-        cut = len(buf) - len(EOT) - 4
-        keep = len(buf) - 1 if final else max(start, cut)
-        has_text |= keep > start
-        yield None, buf[start:keep], nbytes
-        start, scan = keep, max(scan, cut)
-        buf, start, scan = buf[scan:], start - scan, 0
+            at_start, has_text = True, False  # the next piece begins with the newline after the separator
+        # a separator not found yet begins in the last 17 characters (\r, newline, <|endoftext|>, \r, newline)
+        cut = max(at_start, len(held) - 1 if text is None else len(held) - len(EOT) - 4)
+        yield None, held[at_start:cut], nbytes  # ('' when all of it is held)
+        if cut > at_start:
+            held, at_start, has_text = held[cut:], False, True
     if has_text:
         yield None, None, 0
 
@@ -154,14 +148,17 @@ def _eot_separated_events(path):
 def _line_end_after(path, offset):
     """The byte position just after the first newline at or after offset (the file size if none)."""
     with open(path, 'rb') as f:
-        pos = max(offset - 1, 0)  # so that a cut already at a line start stays there
-        f.seek(pos)
-        while block := f.read(CHUNK_BYTES):
-            i = block.find(b'\n')
-            if i != -1:
-                return pos + i + 1
-            pos += len(block)
-    return pos
+        f.seek(max(offset - 1, 0))  # so that a cut already at a line start stays there
+        while (line := f.readline(CHUNK_BYTES)) and not line.endswith(b'\n'):
+            pass  # a long line is read CHUNK_BYTES at a time
+        return f.tell()
+
+
+def _document_events(path, split=None, start=0, end=None):
+    """Bytes [start, end) of a file as one document: its text, then its end."""
+    for text, nbytes in _iter_text(path, start, end):
+        yield split, text, nbytes
+    yield split, None, 0
 
 
 def _stream_events(path, val_fraction, test_fraction):
@@ -170,18 +167,19 @@ def _stream_events(path, val_fraction, test_fraction):
     size = os.path.getsize(path)
     val_start = _line_end_after(path, int(size * (1 - val_fraction - test_fraction)))
     test_start = max(val_start, _line_end_after(path, int(size * (1 - test_fraction)))) if test_fraction else size
-    parts = [('train', 0, val_start), ('val', val_start, test_start)] + ([('test', test_start, size)] if test_fraction else [])
-    for split, start, end in parts:
-        for text, nbytes in _iter_text(path, start, end):
-            yield split, text, nbytes
-        yield split, None, 0
+    yield from _document_events(path, 'train', 0, val_start)
+    yield from _document_events(path, 'val', val_start, test_start)
+    if test_fraction:
+        yield from _document_events(path, 'test', test_start, size)
 
 
-def _dir_events(paths):
-    for path in paths:
-        for text, nbytes in _iter_text(path):
-            yield None, text, nbytes
-        yield None, None, 0
+def _text_field(record, text_field, where):
+    """The text of a JSON record (a jsonl line, a dataset row), or a DataError that names the fields it has."""
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        keys = ', '.join(record) if isinstance(record, dict) else type(record).__name__
+        raise DataError(f"{where} has no string field {text_field!r} (it has: {keys}); "
+                        f"choose one with --text_field=NAME")
+    return without_lone_surrogates(record[text_field])
 
 
 def _jsonl_events(path, text_field):
@@ -203,11 +201,7 @@ def _jsonl_events(path, text_field):
                 record = json.loads(line_text)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path} line {line_number} is not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                keys = ', '.join(record) if isinstance(record, dict) else type(record).__name__
-                raise DataError(f"{path} line {line_number} has no string field {text_field!r} "
-                                f"(it has: {keys}); choose one with --text_field=NAME")
-            yield None, without_lone_surrogates(record[text_field]), len(line)
+            yield None, _text_field(record, text_field, f"{path} line {line_number}"), len(line)
             yield None, None, 0
 
 
@@ -215,10 +209,7 @@ def _hf_events(dataset_name, config, text_field):
     import datasets  # optional; prepare() checked it is installed
     rows = datasets.load_dataset(dataset_name, config, split='train', streaming=True)
     for i, row in enumerate(rows):
-        if not isinstance(row.get(text_field), str):
-            raise DataError(f"row {i} of {dataset_name} has no string field {text_field!r} "
-                            f"(it has: {', '.join(row)}); choose one with --text_field=NAME")
-        text = without_lone_surrogates(row[text_field])
+        text = _text_field(row, text_field, f"row {i} of {dataset_name}")
         yield None, text, len(text)
         yield None, None, 0
 
@@ -352,15 +343,14 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
         flush()
     update(None)
 
-    if 'val' in stats and stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
+    if stats['val']['documents'] == 0 and stats['train']['documents'] >= 2:
         # the draws gave val nothing: move train's last document there, streamed
         start_tokens, start_bytes = last_doc_start['train']
         offset = start_tokens * dtype.itemsize
         with open(os.path.join(out_dir, 'train.bin'), 'r+b') as src, \
                 open(os.path.join(out_dir, 'val.bin'), 'ab') as dst:
             src.seek(offset)
-            while block := src.read(BATCH_BYTES):
-                dst.write(block)
+            shutil.copyfileobj(src, dst, BATCH_BYTES)
             src.truncate(offset)
         train = stats['train']
         stats['val'] = {'tokens': train['tokens'] - start_tokens, 'documents': 1, 'bytes': train['bytes'] - start_bytes}
@@ -392,6 +382,12 @@ _NOT_FOUND = ("source not found: {} (give a .txt or .jsonl file, a directory of 
               "or hf:DATASET)")
 
 
+def _txt_files(directory):
+    """The .txt files under a directory, sorted by their paths relative to it."""
+    paths = [p for p in Path(directory).rglob('*.txt') if p.is_file()]
+    return sorted(paths, key=lambda p: p.relative_to(directory).as_posix())
+
+
 def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed, dedup_threshold=DEDUP_THRESHOLD):
     """(make_events, total_bytes, source_desc, splits_json, dedup) for a source; make_events() starts a fresh
     pass over it (dedup, char and bpe need more than one), splits_json is the article split of BBC News (else None),
@@ -412,11 +408,11 @@ def _open_source(source, out_root, text_field, val_fraction, test_fraction, seed
         return lambda: _hf_events(dataset_name, config or None, text_field), None, source, None, 'draws'
     path = _download(source, out_root) if source.startswith(('http://', 'https://')) else source
     if os.path.isdir(path):
-        paths = sorted((p for p in Path(path).rglob('*.txt') if p.is_file()),
-                       key=lambda p: p.relative_to(path).as_posix())
+        paths = _txt_files(path)
         if not paths:
             raise DataError(f"no .txt files in {path}")
-        return lambda: _dir_events(paths), sum(p.stat().st_size for p in paths), source, None, 'draws'
+        make_events = lambda: (event for p in paths for event in _document_events(p))  # a document a file
+        return make_events, sum(p.stat().st_size for p in paths), source, None, 'draws'
     if os.path.isfile(path):
         if path.lower().endswith('.jsonl'):
             return lambda: _jsonl_events(path, text_field), os.path.getsize(path), source, None, 'draws'
@@ -443,8 +439,7 @@ def _source_fingerprint(source):
             head = hashlib.sha256(f.read(1 << 20)).hexdigest()
         return {'size': os.path.getsize(source), 'sha256_first_mib': head}
     if os.path.isdir(source):
-        listing = sorted((p.relative_to(source).as_posix(), p.stat().st_size) for p in Path(source).rglob('*.txt')
-                         if p.is_file())
+        listing = [(p.relative_to(source).as_posix(), p.stat().st_size) for p in _txt_files(source)]
         return {'files': len(listing), 'size': sum(size for _, size in listing),
                 'sha256_listing': hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
     raise DataNotFoundError(_NOT_FOUND.format(source))
@@ -458,16 +453,10 @@ def _differences(meta, prepared_with, source_desc):
         prepared_with = {key: prepared_with[key] for key in old} | {
             'tokenizer': prepared_with['tokenizer'].partition(':')[0]}  # it recorded 'wordpiece', not the path
         old['source'], prepared_with['source'] = meta.get('source'), source_desc
-    differences = []
-    for key in prepared_with:
-        if old.get(key) != prepared_with[key]:
-            if key == 'source_fingerprint' or key == 'source':
-                before, now = meta.get('source'), source_desc
-                differences.append(f"source {before} (changed since)" if before == now else f"source {before}, "
-                                   f"not {now}")
-            else:
-                differences.append(f"{key} {old.get(key)}, not {prepared_with[key]}")
-    return '; '.join(differences)
+    before = meta.get('source')
+    source = f"source {before} (changed since)" if before == source_desc else f"source {before}, not {source_desc}"
+    return '; '.join(source if key in ('source_fingerprint', 'source') else f"{key} {old.get(key)}, not {value}"
+                     for key, value in prepared_with.items() if old.get(key) != value)
 
 
 def _remove_stale_dirs(out_root):
@@ -584,9 +573,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
                     splits=stats, source=source_desc, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction, text_field=text_field, dedup=dedup, prepared_with=prepared_with,
                     format_version=FORMAT_VERSION, created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
-        for key in ('vocab', 'ranks'):
-            if key in meta:
-                meta[key] = meta.pop(key)  # the long list last, so meta.json reads from the top
+        # the long list (vocab or ranks) last, so that meta.json reads from the top
+        meta = dict(sorted(meta.items(), key=lambda item: item[0] in ('vocab', 'ranks')))
         with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
             json.dump(meta, f, indent=1)
         # --overwrite: the new one is complete, only now is it swapped in

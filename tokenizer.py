@@ -167,6 +167,15 @@ def _wordpiece_tokenizer(meta):
         encode_arrays=lambda texts, num_threads=None: [np.array(ids, dtype=np.int64) for ids in encode_batch(texts)])
 
 
+def _json_beside(path, name):
+    """The JSON object in the file name in path's directory ({} when there is no such file)."""
+    path = os.path.join(os.path.dirname(path), name)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def wordpiece_meta(path):
     """What meta.json records of a WordPiece vocabulary (path: vocab.txt or a BERT checkpoint directory): the
     vocabulary itself, so that a dataset and its checkpoints decode alone, its file and sha256, casing (from
@@ -179,28 +188,21 @@ def wordpiece_meta(path):
     with open(vocab_path, encoding='utf-8') as f:
         vocab = [line.rstrip('\n') for line in f]  # a token may hold other whitespace
     ids = {token: i for i, token in enumerate(vocab)}  # a repeated line: the later id wins, as in HF
-    missing = [f'[{k.upper()}]' for k in WORDPIECE_SPECIALS if f'[{k.upper()}]' not in ids]
+    specials = {key: f'[{key.upper()}]' for key in WORDPIECE_SPECIALS}  # 'pad': '[PAD]', ...
+    missing = [token for token in specials.values() if token not in ids]
     if missing:
         raise DataError(f"--tokenizer=wordpiece:{path}: the vocabulary lacks {', '.join(missing)}: not a BERT vocab.txt")
-    settings = {}
-    config_path = os.path.join(os.path.dirname(vocab_path), 'tokenizer_config.json')
-    if os.path.isfile(config_path):
-        with open(config_path, encoding='utf-8') as f:
-            settings = json.load(f)
+    settings = _json_beside(vocab_path, 'tokenizer_config.json')
     lower = settings.get('do_lower_case')
     if lower is None:
-        specials = {f'[{k.upper()}]' for k in WORDPIECE_SPECIALS}
-        lower = not any(t != t.lower() for t in vocab if t not in specials and not t.startswith('[unused'))
-    config_path = os.path.join(os.path.dirname(vocab_path), 'config.json')
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            n_embeddings = json.load(f).get('vocab_size')
-        if n_embeddings is not None and n_embeddings != len(vocab):
-            raise DataError(f"{vocab_path} has {len(vocab):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
-                            f"it is not that checkpoint's vocabulary")
+        lower = not any(t != t.lower() for t in vocab if t not in specials.values() and not t.startswith('[unused'))
+    n_embeddings = _json_beside(vocab_path, 'config.json').get('vocab_size')
+    if n_embeddings is not None and n_embeddings != len(vocab):
+        raise DataError(f"{vocab_path} has {len(vocab):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
+                        f"it is not that checkpoint's vocabulary")
     with open(vocab_path, 'rb') as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
-    special_ids = {k: ids[f'[{k.upper()}]'] for k in WORDPIECE_SPECIALS}
+    special_ids = {key: ids[token] for key, token in specials.items()}
     strip_accents = settings.get('strip_accents')
     return {'tokenizer': 'wordpiece', 'vocab_size': len(vocab), 'eot_id': special_ids['sep'],
             'vocab_path': os.path.abspath(vocab_path), 'vocab_sha256': sha256, 'do_lower_case': lower,
@@ -363,14 +365,10 @@ def special_tokens(meta):
     a trained BPE reserves its last five ids (see the module docstring); GPT-2 BPE and chars get the four ids just
     above their vocabulary (GPT-2: 50257..50260), which the embedding table, padded to a multiple of 64, has spare.
     Random replacements are drawn from [0, n_random)."""
-    if meta['tokenizer'] == 'bpe':
-        ids = meta['special_ids']
-        return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'eot': ids['eot'],
-                'n_random': ids['eot']}
-    if meta['tokenizer'] == 'wordpiece':
-        ids = meta['special_ids']
-        return {'mask': ids['mask'], 'cls': ids['cls'], 'sep': ids['sep'], 'pad': ids['pad'], 'unk': ids['unk'],
-                'eot': meta['eot_id'], 'n_random': meta['vocab_size']}
+    if meta['tokenizer'] in ('bpe', 'wordpiece'):
+        ids = meta['special_ids']  # a BPE's have no 'unk', WordPiece's no 'eot'
+        own = {key: ids[key] for key in ('mask', 'cls', 'sep', 'pad', 'unk') if key in ids}
+        return own | {'eot': meta['eot_id'], 'n_random': ids.get('eot', meta['vocab_size'])}  # a BPE's: below eot
     base = meta['vocab_size']
     return {'mask': base, 'cls': base + 1, 'sep': base + 2, 'pad': base + 3, 'eot': meta['eot_id'], 'n_random': base}
 
