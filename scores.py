@@ -33,16 +33,13 @@ def classification_report(y_true, y_pred, names):
     n_classes = len(names)
     if any(not 0 <= y < n_classes for y in y_true + y_pred):
         raise ValueError(f"label ids must be in [0, {n_classes}) for {n_classes} class names")
-    confusion = [[0] * n_classes for _ in range(n_classes)]
-    for true, pred in zip(y_true, y_pred):
-        confusion[true][pred] += 1
-    per_class, present_f1 = {}, []
-    for c, name in enumerate(names):
-        n_predicted = sum(row[c] for row in confusion)
-        per_class[name] = _precision_recall_f1(confusion[c][c], n_predicted, sum(confusion[c]))
-        if n_predicted or sum(confusion[c]):
-            present_f1.append(per_class[name]['f1'])
-    accuracy = sum(confusion[c][c] for c in range(n_classes)) / len(y_true) if y_true else 0.0
+    pairs = Counter(zip(y_true, y_pred))
+    confusion = [[pairs[true, pred] for pred in range(n_classes)] for true in range(n_classes)]
+    n_predicted = [sum(column) for column in zip(*confusion)]
+    per_class = {name: _precision_recall_f1(confusion[c][c], n_predicted[c], sum(confusion[c]))
+                 for c, name in enumerate(names)}
+    present_f1 = [per_class[name]['f1'] for c, name in enumerate(names) if n_predicted[c] or sum(confusion[c])]
+    accuracy = sum(true == pred for true, pred in zip(y_true, y_pred)) / len(y_true) if y_true else 0.0
     macro_f1 = sum(present_f1) / len(present_f1) if present_f1 else 0.0
     return {'accuracy': accuracy, 'macro_f1': macro_f1, 'per_class': per_class, 'confusion': confusion}
 
@@ -104,11 +101,10 @@ def entity_report(true_tag_seqs, pred_tag_seqs):
         pred_entities.update((i, *span) for span in entity_spans(pred_tags))
     correct = true_entities & pred_entities
     report = _precision_recall_f1(len(correct), len(pred_entities), len(true_entities))
-    count = lambda entities, entity_type: sum(1 for e in entities if e[1] == entity_type)
-    report['per_type'] = {
-        entity_type: _precision_recall_f1(count(correct, entity_type), count(pred_entities, entity_type),
-                                          count(true_entities, entity_type))
-        for entity_type in sorted({e[1] for e in true_entities | pred_entities})}
+    # entities (sentence, type, start, end) counted by type
+    n_correct, n_predicted, n_true = (Counter(e[1] for e in group) for group in (correct, pred_entities, true_entities))
+    report['per_type'] = {kind: _precision_recall_f1(n_correct[kind], n_predicted[kind], n_true[kind])
+                          for kind in sorted(n_predicted | n_true)}
     return report
 
 

@@ -20,7 +20,7 @@ import json
 import os
 import random
 import re
-from collections import namedtuple
+from collections import Counter, namedtuple
 
 import numpy as np
 
@@ -59,7 +59,8 @@ class Task:
         return []
 
     def label_names(self, examples):
-        return []
+        """The model's classes: the labels the examples have, sorted."""
+        return sorted({label for example in examples for label in self.labels_of(example)})
 
     def read_file(self, path, columns):
         return read_rows(path, columns)
@@ -100,9 +101,6 @@ class Classification(Task):
 
     def labels_of(self, example):
         return [example['label']]
-
-    def label_names(self, examples):
-        return sorted({example['label'] for example in examples})
 
     def check_classes(self, examples, where, columns):
         labels = {example['label'] for example in examples}
@@ -157,7 +155,7 @@ class NER(Task):
         return example['tags']
 
     def label_names(self, examples):
-        return ['O'] + sorted({tag for example in examples for tag in example['tags']} - {'O'})
+        return ['O'] + [tag for tag in super().label_names(examples) if tag != 'O']
 
     def read_file(self, path, columns):
         return read_conll(path)
@@ -165,10 +163,8 @@ class NER(Task):
     def encode(self, ex, text_id, ctx):
         """Each word's tokens (words after the first with their leading space); the first token of a word carries its
         tag, the others IGNORE_INDEX; 'word_starts' maps words to positions (-1: cut off by truncation)."""
-        ids = [] if ctx.causal else [ctx.special['cls']]
-        labels = [] if ctx.causal else [IGNORE_INDEX]
-        word_starts = []
-        room = ctx.max_len - (0 if ctx.causal else 1)
+        ids, labels = ([], []) if ctx.causal else ([ctx.special['cls']], [IGNORE_INDEX])
+        word_starts, room = [], ctx.max_len - len(ids)  # room for the [SEP] too
         for i, (word, tag) in enumerate(zip(ex['words'], ex['tags'])):
             pieces = ctx.tok.encode(word if i == 0 else ' ' + word)
             if not pieces or len(ids) + len(pieces) > room:  # a word of no tokens (a control character), no room
@@ -179,8 +175,7 @@ class NER(Task):
             ids += pieces
             labels += [ctx.names.index(tag)] + [IGNORE_INDEX] * (len(pieces) - 1)
         if not ctx.causal:
-            ids.append(ctx.special['sep'])
-            labels.append(IGNORE_INDEX)
+            ids, labels = ids + [ctx.special['sep']], labels + [IGNORE_INDEX]
         return [{'ids': np.array(ids, dtype=np.int64), 'labels': np.array(labels, dtype=np.int64),
                  'word_starts': word_starts, 'words': ex['words'], 'tags': ex['tags']}], any(s < 0 for s in word_starts)
 
@@ -197,8 +192,8 @@ class NER(Task):
                 'per_type': report['per_type'], 'predictions': predictions}
 
     def table(self, scores, names):
-        return format_report({'precision': scores['entity_precision'], 'recall': scores['entity_recall'],
-                              'f1': scores['entity_f1'], 'per_type': scores['per_type']})
+        """format_report's entity table, of the scores under entity_report's keys (entity_f1 -> f1, ...)."""
+        return format_report({key.removeprefix('entity_'): value for key, value in scores.items()})
 
     def from_text(self, text):
         return {'words': text.split(), 'tags': ['O'] * len(text.split())}
@@ -230,7 +225,7 @@ class SFT(Task):
         response = ctx.tok.encode(ex['response']) + [ctx.special['eot']]
         cut = len(prompt) + len(response) > ctx.max_len + 1
         if cut:
-            prompt = prompt[-(ctx.max_len // 2):] if len(prompt) > ctx.max_len // 2 else prompt  # keep the Response: line
+            prompt = prompt[-(ctx.max_len // 2):]  # keep the Response: line
             response = response[:ctx.max_len + 1 - len(prompt)]
         ids = np.array(prompt + response, dtype=np.int64)
         labels = ids[1:].copy()
@@ -304,10 +299,8 @@ class QA(Task):
         ids, starts, ends = self.tokens(ex['context'], ctx.tok)
         q = question[:ctx.max_len // 3]
         asked, segments = {word.lower() for word in re.findall(r'\w+', ex['question'])}, ctx.token_types == 'segments'
-        matched = [int(ex['context'][a:b].lower() in asked) for a, b in zip(starts, ends)]  # each token's word
-
-        def types(a, b):  # the token types of the passage's tokens a .. b - 1
-            return [1] * (b - a) if segments else matched[a:b]
+        # the passage's token types: 1 on each token ('segments'), or on a token of a word the question has ('match')
+        types = [1 if segments else int(ex['context'][a:b].lower() in asked) for a, b in zip(starts, ends)]
         room = (ctx.max_len - len(q) - 3) // (2 if ctx.causal else 1)
         first = last = None
         if ex['answers']:  # the tokens the first gold answer covers
@@ -319,10 +312,10 @@ class QA(Task):
             b = min(a + room, len(ids))
             if ctx.causal:
                 window, offset = ids[a:b] + [s['sep']] + q + [s['sep']] + ids[a:b] + [s['eot']], b - a + len(q) + 2
-                token_types = types(a, b) + [0] * (len(q) + 2) + types(a, b) + [0]
+                token_types = types[a:b] + [0] * (len(q) + 2) + types[a:b] + [0]
             else:
                 window, offset = [s['cls']] + q + [s['sep']] + ids[a:b] + [s['sep']], len(q) + 2
-                token_types = [0] * offset + types(a, b) + [int(segments)]
+                token_types = [0] * offset + types[a:b] + [int(segments)]
             null = len(window) - 1 if ctx.causal else 0
             inside = first is not None and a <= first <= last < b
             labels = [offset + first - a, offset + last - a] if inside else [null, null]
@@ -415,12 +408,8 @@ def encode(task, examples, tok, special, names, max_len, causal, truncation='hea
     its task's encode (token_types: what its unit's token_types said)."""
     unit, ctx = get(task), Context(tok, special, names, max_len, causal, truncation, template, max_windows, stride=stride,
                                    token_types=token_types)
-    encoded, n_truncated = [], 0
-    for text_id, ex in enumerate(examples):
-        pieces, cut = unit.encode(ex, text_id, ctx)
-        encoded += pieces
-        n_truncated += cut
-    return encoded, n_truncated
+    results = [unit.encode(ex, text_id, ctx) for text_id, ex in enumerate(examples)]  # [(pieces, cut)]
+    return [piece for pieces, _ in results for piece in pieces], sum(cut for _, cut in results)
 
 
 def text_windows(n_tokens, room, truncation='head', max_windows=4):
@@ -479,9 +468,6 @@ def load_task_data(task, data, text_column='text', label_column='label', prompt_
     if os.path.isdir(path):
         splits = {split: read_task_file(file, unit, columns) if file else []
                   for split, file in task_dir_files(path, unit).items()}
-        for split, examples in splits.items():
-            if not examples and split != 'test':
-                raise DataError(f"the {split} split of {path} is empty: give it examples")
         unit.check_classes(splits['train'], path, columns)
     elif os.path.isfile(path):
         examples = read_task_file(path, unit, columns)
@@ -504,11 +490,7 @@ def check_labels(splits, unit, where):
     """Labels (ner: tags) in val or test that the train split never saw are an error: the model has no class for them."""
     known = set(unit.label_names(splits['train']))
     for split in ('val', 'test'):
-        counts = {}
-        for example in splits[split]:
-            for label in unit.labels_of(example):
-                if label not in known:
-                    counts[label] = counts.get(label, 0) + 1
+        counts = Counter(label for example in splits[split] for label in unit.labels_of(example) if label not in known)
         if counts:
             unseen = ', '.join(f'{label!r} ({n}x)' for label, n in sorted(counts.items()))
             raise DataError(f"{where}: {unit.label_word} in {split} that train never has: {unseen}; add training "
@@ -519,8 +501,7 @@ def task_dir_files(directory, unit):
     """{'train': path, 'val': path, 'test': path or None} of a directory of split files."""
     files = {}
     for split in ('train', 'val', 'test'):
-        found = [os.path.join(directory, split + ext) for ext in unit.extensions
-                 if os.path.isfile(os.path.join(directory, split + ext))]
+        found = list(filter(os.path.isfile, (os.path.join(directory, split + ext) for ext in unit.extensions)))
         if len(found) > 1:
             raise DataError(f"{directory} has {' and '.join(os.path.basename(f) for f in found)}: keep one {split} file")
         if not found and split != 'test':
