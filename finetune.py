@@ -171,17 +171,14 @@ def set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, fre
     """Freeze what the config asks; returns the number of trainable parameters. The task head always trains."""
     if lora_rank > 0:
         add_lora(model, lora_rank, lora_alpha, lora_dropout)
+    if freeze_layers > model.config.n_layer:
+        raise UserError(f"freeze_layers={freeze_layers} but the model has {model.config.n_layer} layers")
     frozen = []
-    if freeze_embeddings or freeze_layers:
+    if freeze_layers < 0:  # the whole trunk (embeddings, blocks, final norm), and BERT's pooler
+        frozen = [model.transformer, *([model.pooler] if hasattr(model, 'pooler') else [])]
+    elif freeze_embeddings or freeze_layers:  # the embeddings, and the first freeze_layers blocks
         frozen = [model.transformer[k] for k in ('wte', 'wpe', 'wtype', 'ln_emb') if k in model.transformer]
-    if freeze_layers:
-        n = model.config.n_layer if freeze_layers < 0 else freeze_layers
-        if n > model.config.n_layer:
-            raise UserError(f"freeze_layers={freeze_layers} but the model has {model.config.n_layer} layers")
-        frozen += list(model.transformer.h[:n])
-        if freeze_layers < 0:
-            frozen += [model.transformer[k] for k in ('ln_f',) if k in model.transformer]
-            frozen += [getattr(model, k) for k in ('pooler',) if hasattr(model, k)]
+        frozen += model.transformer.h[:freeze_layers]
     for module in frozen:
         module.requires_grad_(False)
     if hasattr(model, 'classifier'):
@@ -215,23 +212,20 @@ def collate(examples, pad_id, device, per_token, pad_to=None):
     """Forward's keyword arguments for a list of encoded examples, padded on the right to the longest (or pad_to):
     idx and attn_mask (B, T), targets (B, T) for per-token tasks (IGNORE_INDEX on padding), else (B,); token_type_ids
     (B, T) when the examples have token types."""
-    T = pad_to or max(len(ex['ids']) for ex in examples)
-    idx = np.full((len(examples), T), pad_id, dtype=np.int64)
-    mask = np.zeros((len(examples), T), dtype=np.int64)
-    targets = np.full((len(examples), T), IGNORE_INDEX, dtype=np.int64)
-    types = np.zeros((len(examples), T), dtype=np.int64) if 'token_types' in examples[0] else None
-    for row, ex in enumerate(examples):
-        n = len(ex['ids'])
-        idx[row, :n] = ex['ids']
-        mask[row, :n] = 1
-        if per_token:
-            targets[row, :n] = ex['labels']
-        if types is not None:
-            types[row, :n] = ex['token_types']
-    if not per_token:
-        targets = np.array([ex['labels'] for ex in examples], dtype=np.int64)
-    batch = dict(idx=idx, targets=targets, attn_mask=mask, **({} if types is None else {'token_type_ids': types}))
-    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    lengths = np.array([len(ex['ids']) for ex in examples])
+    T = pad_to or lengths.max()
+
+    def padded(key, fill):  # (B, T): each example's list under key, then fill
+        rows = np.full((len(examples), T), fill, dtype=np.int64)
+        for row, ex in enumerate(examples):
+            rows[row, :len(ex[key])] = ex[key]
+        return rows
+
+    batch = {'idx': padded('ids', pad_id), 'attn_mask': np.arange(T) < lengths[:, None],
+             'targets': padded('labels', IGNORE_INDEX) if per_token else np.array([ex['labels'] for ex in examples])}
+    if 'token_types' in examples[0]:
+        batch['token_type_ids'] = padded('token_types', 0)
+    return {k: torch.as_tensor(v, dtype=torch.long, device=device) for k, v in batch.items()}
 
 
 def augmented(examples, p, rng, n_random):
@@ -240,9 +234,7 @@ def augmented(examples, p, rng, n_random):
     first and last token (cls / sep / eot) stay."""
     out = []
     for ex in examples:
-        ids = ex['ids'].copy()
-        body = list(ids[1:-1]) if len(ids) > 2 else []
-        i = 0
+        ids, body, i = ex['ids'], list(ex['ids'][1:-1]), 0
         while i < len(body):
             if rng.random() < p:
                 kind = rng.integers(3)
@@ -254,7 +246,7 @@ def augmented(examples, p, rng, n_random):
                 elif kind == 2:
                     body[i] = rng.integers(n_random)
             i += 1
-        out.append({**ex, 'ids': np.array([ids[0], *body, ids[-1]] if len(ids) > 2 else ids, dtype=np.int64)})
+        out.append({**ex, 'ids': np.array([ids[0], *body, ids[-1]], dtype=np.int64) if len(ids) > 2 else ids})
     return out
 
 
@@ -310,8 +302,12 @@ def evaluate(model, unit, examples, names, runtime, pad_id, batch_size, answer=N
 
 def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_steps=32, explain_output=None,
                 overwrite=False, trust=False):
-    """Classify / tag / answer the texts with out_dir's fine-tuned checkpoint; one line of output per text. With
-    explain (classifiers), each word's score as well: see explain_predictions."""
+    """Classify / tag / answer the texts (text, or FILE:path, one a line) with out_dir's fine-tuned checkpoint; one
+    line of output per text (a FILE:'s numbered, see numbered). The texts are cut as the training run cut them.
+    explain (classifiers): each text's label and every word's scores (features.explain_text), one text printed as
+    a table, a FILE:'s label and probability a line each; the records (with their line for a FILE:) go to
+    explain_output as JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl),
+    and an existing output is kept unless overwrite; never one of the checkpoint's files nor the FILE: read."""
     path = os.path.join(out_dir, 'best.pt')
     runtime = setup_runtime(device, 'auto')
     model, meta, checkpoint = checkpoints.load(path, runtime.device, trust)
@@ -321,14 +317,32 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
     model.eval()
     tok, unit = get_tokenizer(meta['tokenizer'], meta), tasks.get(meta['task'])
     special, names = meta['special_tokens'], meta['label_names']
-    lines = read_text_arg(text, 'predict').splitlines() if text.startswith('FILE:') else None
-    numbers = [n for n, line in enumerate(lines, 1) if line.strip()] if lines is not None else None
-    texts = [lines[n - 1] for n in numbers] if lines is not None else [text]
+    from_file = text.startswith('FILE:')
+    lines = read_text_arg(text, 'predict').splitlines() if from_file else None
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip()] if from_file else None
+    texts = [lines[n - 1] for n in numbers] if from_file else [text]
     trained = checkpoint.get('config', {})  # the run's own truncation policy and answer length
     truncation, max_windows = trained.get('truncation', 'head'), trained.get('max_windows', 4)
     if explain:
-        return explain_predictions(model, tok, meta, texts, text, truncation, max_windows, explain_method, ig_steps,
-                                   explain_output, overwrite, numbers, lines, checkpoints.files_read(path))
+        import features
+        if not unit.explainable:
+            raise UserError(f"--explain explains a text classifier's label, and this checkpoint is fine-tuned for "
+                            f"task={meta['task']!r}: use one fine-tuned for classification")
+        output = explain_output or (os.path.splitext(text[5:])[0] + '.explain.jsonl' if from_file else None)
+        if output:
+            checkpoints.check_output(output, [*checkpoints.files_read(path), *([text[5:]] if from_file else [])],
+                                     overwrite, 'explain_output')
+        methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
+        records = [features.explain_text(model, tok, special, names, t, truncation, max_windows, methods, ig_steps)
+                   for t in texts]
+        if from_file:
+            records = [{'line': n, **r} for n, r in zip(numbers, records)]
+        print('\n'.join(numbered([f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records], numbers,
+                                  lines) if from_file else features.explanation_table(records[0])))
+        if output:
+            write_jsonl(output, records)
+            print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)
+        return
     if not texts:
         print('\n'.join(numbered([], numbers, lines)))
         return
@@ -353,34 +367,6 @@ def numbered(predictions, numbers, lines):
     by_line = dict(zip(numbers, predictions))
     return [f"{n}\t{by_line[n]}".replace('\n', '\\n') if n in by_line else f"{n}\t(blank)"
             for n in range(1, len(lines) + 1)]
-
-
-def explain_predictions(model, tok, meta, texts, source, truncation, max_windows, explain_method, ig_steps, output,
-                        overwrite=False, numbers=None, lines=None, inputs=()):
-    """--explain: each text's label and every word's scores (features.explain_text), the texts cut as the training
-    run cut them. One text is printed as a table, a FILE:'s predictions a line each (numbered, see numbered: numbers
-    are the lines of texts, lines the file's); the records (with their line for a FILE:) go to output as
-    JSON lines, atomically (for a FILE:path, by default beside it: path's stem + .explain.jsonl), and an existing
-    output is kept unless overwrite; never one of inputs (the checkpoint's files) nor the FILE: read."""
-    import features
-    if not tasks.get(meta['task']).explainable:
-        raise UserError(f"--explain explains a text classifier's label, and this checkpoint is fine-tuned for "
-                        f"task={meta['task']!r}: use one fine-tuned for classification")
-    from_file = source.startswith('FILE:')
-    output = output or (os.path.splitext(source[5:])[0] + '.explain.jsonl' if from_file else None)
-    if output:
-        checkpoints.check_output(output, [*inputs, *([source[5:]] if from_file else [])], overwrite, 'explain_output')
-    methods = features.EXPLAIN_METHODS if explain_method == 'both' else (explain_method,)
-    records = [features.explain_text(model, tok, meta['special_tokens'], meta['label_names'], text, truncation,
-                                     max_windows, methods, ig_steps) for text in texts]
-    if from_file:
-        records = [{'line': n, **r} for n, r in zip(numbers, records)]
-    printed = numbered([f"{r['label']}\t{r['probabilities'][r['label']]:.3f}" for r in records], numbers, lines) \
-        if from_file else features.explanation_table(records[0])
-    print('\n'.join(printed))
-    if output:
-        write_jsonl(output, records)
-        print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)
 
 
 def scratch_twin(path, dropout=0.0, trust=False):
@@ -532,9 +518,9 @@ def main():
             if unit.head != 'sequence' or runtime.world_size > 1:
                 raise UserError("probe=True fits a text classifier's head in one process: use it with a task of a "
                                 "label a text, without torchrun")
-            c, _ = features.fit_head(raw_model, features.head_inputs(raw_model, encoded['train'], runtime, batch_size),
-                                     encoded['train'], features.head_inputs(raw_model, encoded['val'], runtime,
-                                                                             batch_size), encoded['val'], seed=seed)
+            train_x, val_x = [features.head_inputs(raw_model, encoded[split], runtime, batch_size)
+                              for split in ('train', 'val')]  # the frozen model's pooled features
+            c, _ = features.fit_head(raw_model, train_x, encoded['train'], val_x, encoded['val'], seed=seed)
             val = {k: v for k, v in evaluate(raw_model, unit, encoded['val'], names, runtime, pad_id, batch_size,
                                              answer, 0).items() if isinstance(v, float)}
             print(f"probe: the head is a logistic regression on the frozen features, C={c:g}: val " +

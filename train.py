@@ -20,7 +20,6 @@ run itself: data, model, optimizer, and the loop.
 
 import collections
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -39,7 +38,7 @@ import fsdp as sharding
 import optim
 import prepare
 from configurator import UserError, config_defaults, configure, run_main, settings_of
-from files import run_lock
+from files import run_lock, write_json
 from metrics import MetricsLog, bits_per_byte, log_step
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
 from runtime import cleanup_runtime, grad_scaler, peak_flops_for, same_on_all_ranks, setup_runtime, unwrap
@@ -203,18 +202,17 @@ def get_mlm_batch(data, batch_size, block_size, key, device, special, mlm_probab
 
 
 @torch.no_grad()
-def estimate_loss(model, data, batch_size, block_size, eval_iters, runtime, seed=0):
-    """Mean loss over eval_iters fixed batches (the same ones at every evaluation, so evals compare cleanly)."""
+def estimate_loss(model, batches, runtime):
+    """Mean loss over batches [(x, y), ...] from get_batch (the same fixed ones at every evaluation, so evals
+    compare cleanly)."""
     was_training = model.training
     model.eval()
-    losses = torch.zeros(eval_iters)
-    for k in range(eval_iters):
-        x, y = get_batch(data, batch_size, block_size, [seed, 1, k], runtime.device)
+    losses = []
+    for x, y in batches:
         with runtime.autocast():
-            _, loss = model(x, y)
-        losses[k] = loss.float()
+            losses.append(model(x, y)[1].float())
     model.train(was_training)
-    return losses.mean().item()
+    return torch.stack(losses).mean().item()
 
 
 @torch.no_grad()
@@ -224,30 +222,24 @@ def estimate_mlm(model, batches, runtime):
     nsp_labels. Token-weighted means over all masked positions."""
     was_training = model.training
     model.eval()
-    loss_sum = correct = n_masked = nsp_loss_sum = nsp_correct = n_pairs = 0.0
+    sums = collections.Counter()  # (head, 'loss' / 'acc' / 'n'): summed cross-entropy, correct argmaxes, count
     target_counts = collections.Counter()
     for batch in batches:
         selected = batch['targets'] != IGNORE_INDEX
         targets = batch['targets'][selected]
         with runtime.autocast():
             x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
-            logits = model.mlm_head(x[selected])  # (N, V), only where there is a target
-            nsp_logits = model.nsp_head(model.pooler(x)) if 'nsp_labels' in batch else None
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction='sum').item()
-        correct += (logits.argmax(-1) == targets).sum().item()
-        n_masked += len(targets)
+            heads = {'mlm': (model.mlm_head(x[selected]), targets)}  # (N, V), only where there is a target
+            if 'nsp_labels' in batch:
+                heads['nsp'] = (model.nsp_head(model.pooler(x)), batch['nsp_labels'])  # (B, 2)
+        for head, (logits, labels) in heads.items():
+            sums[head, 'loss'] += F.cross_entropy(logits.float(), labels, reduction='sum').item()
+            sums[head, 'acc'] += (logits.argmax(-1) == labels).sum().item()
+            sums[head, 'n'] += len(labels)
         target_counts.update(targets.tolist())
-        if nsp_logits is not None:
-            nsp_loss_sum += F.cross_entropy(nsp_logits.float(), batch['nsp_labels'], reduction='sum').item()
-            nsp_correct += (nsp_logits.argmax(-1) == batch['nsp_labels']).sum().item()
-            n_pairs += len(batch['nsp_labels'])
     model.train(was_training)
-    n_masked = max(n_masked, 1)
-    result = {'mlm_loss': loss_sum / n_masked, 'mlm_acc': correct / n_masked,
-              'mlm_baseline_acc': max(target_counts.values(), default=0) / n_masked}
-    if n_pairs:
-        result.update(nsp_loss=nsp_loss_sum / n_pairs, nsp_acc=nsp_correct / n_pairs)
-    return result
+    scores = {f'{head}_{kind}': total / max(sums[head, 'n'], 1) for (head, kind), total in sums.items() if kind != 'n'}
+    return {**scores, 'mlm_baseline_acc': max(target_counts.values(), default=0) / max(sums['mlm', 'n'], 1)}
 
 
 # -----------------------------------------------------------------------------
@@ -440,8 +432,7 @@ def main():
         if master:
             print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train "
                   f"tokens, {len(val_data):,} val tokens")
-            with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-                json.dump(config, f, indent=2)
+            write_json(os.path.join(out_dir, 'config.json'), config)
 
         decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
         final_lr = min_lr if min_lr is not None else learning_rate / 10
@@ -458,15 +449,15 @@ def main():
 
             if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and iter_num != resumed_at:
                 # val only: the running train loss is logged every log_interval, and eval time is training time lost
+                val_batches = (batch(val_data, val_docs, [seed, 1, k]) for k in range(eval_iters))  # the same each time
                 if objective == 'mlm':
-                    scores = estimate_mlm(raw_model, (batch(val_data, val_docs, [seed, 1, k])
-                                                      for k in range(eval_iters)), runtime)
+                    scores = estimate_mlm(raw_model, val_batches, runtime)
                     val_loss = scores['mlm_loss'] + scores.get('nsp_loss', 0.0)
                     scores['mlm_bpb'] = bits_per_byte(scores['mlm_loss'], meta)  # per masked token's bytes
                     summary = (f"masked-token acc {scores['mlm_acc']:.3f} (most frequent token "
                                f"{scores['mlm_baseline_acc']:.3f})" + (f", NSP acc {scores['nsp_acc']:.3f}" if nsp else ''))
                 else:
-                    val_loss = estimate_loss(raw_model, val_data, batch_size, block_size, eval_iters, runtime, seed)
+                    val_loss = estimate_loss(raw_model, val_batches, runtime)
                     val_bpb = bits_per_byte(val_loss, meta)  # tokenizer-independent: any vocabulary compares
                     scores = {'val_ppl': math.exp(min(val_loss, 700.0)), 'val_bpb': val_bpb}
                     summary = f"val ppl {scores['val_ppl']:.1f}" + (f", {val_bpb:.4f} bits/byte" if val_bpb else '')
@@ -492,10 +483,9 @@ def main():
                 break
 
             # one optimizer step over this process's micro-batches of the iteration
-            keys = [[seed, 0, iter_num, micro * runtime.world_size + runtime.rank]
-                    for micro in range(gradient_accumulation_steps)]
-            record = train_step(model, opt, scaler, [batch(train_data, train_docs, key) for key in keys], runtime,
-                                grad_clip)
+            batches = [batch(train_data, train_docs, [seed, 0, iter_num, micro * runtime.world_size + runtime.rank])
+                       for micro in range(gradient_accumulation_steps)]
+            record = train_step(model, opt, scaler, batches, runtime, grad_clip)
             sums += torch.stack([record['loss'], record['grad_norm'].to(sums.device, torch.float32)])
             n_steps += 1
             iter_num += 1
