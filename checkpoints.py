@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import random
+import re
 import sys
 from dataclasses import replace
 
@@ -133,8 +134,7 @@ def checkpoint_path(path, last=False):
     run directory's last.pt or last.dcp, the newer if both (a run that moved between DDP and FSDP)."""
     if last or (os.path.isdir(path) and not path.rstrip(os.sep).endswith('.dcp')):
         for kind in ('last',) if last else ('best', 'last'):
-            held = [name for name in (os.path.join(path, kind + '.pt'), os.path.join(path, kind + '.dcp'))
-                    if os.path.exists(name)]
+            held = list(filter(os.path.exists, (os.path.join(path, kind + ext) for ext in ('.pt', '.dcp'))))
             if held:
                 return max(held, key=os.path.getmtime)  # both: a .pt consolidated from a sharded run that went on
         if last:
@@ -155,12 +155,10 @@ def read(path, device='cpu', trust=False):
         return read_sharded(path, device)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        if 'GLOBAL' not in str(e) and 'Unsupported global' not in str(e):  # garbage, not a refused Python object
-            raise UserError(f"checkpoint {path} cannot be read (UnpicklingError): it is damaged or not a checkpoint") from None
-        raise UserError(f"{path} holds Python objects besides tensors, which could run code when loaded: refused. "
-                        f"If you trust where it comes from, pass --trust_checkpoint=True") from None
-    except Exception as e:
+    except Exception as e:  # an UnpicklingError that names a global is a refused Python object; others are garbage
+        if isinstance(e, pickle.UnpicklingError) and ('GLOBAL' in str(e) or 'Unsupported global' in str(e)):
+            raise UserError(f"{path} holds Python objects besides tensors, which could run code when loaded: refused. "
+                            f"If you trust where it comes from, pass --trust_checkpoint=True") from None
         raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is damaged or not a checkpoint") from None
     if trust:
         print(f"warning: {path} was unpickled with weights_only=False (--trust_checkpoint=True): any code in it ran",
@@ -173,12 +171,8 @@ def read(path, device='cpu', trust=False):
 
 def clean_state_dict(state_dict):
     """Strip the wrappers' prefixes: '_orig_mod.' from torch.compile, 'module.' from DDP. The one place for it."""
-    cleaned = {}
-    for k, v in state_dict.items():
-        while k.startswith(('_orig_mod.', 'module.')):  # in any order: DDP(compile(m)) gives 'module._orig_mod.'
-            k = k.split('.', 1)[1]
-        cleaned[k] = v
-    return cleaned
+    # any number, in any order: DDP(compile(m)) gives 'module._orig_mod.'
+    return {re.sub(r'^(?:_orig_mod\.|module\.)+', '', k): v for k, v in state_dict.items()}
 
 
 def with_heads(model, **heads):

@@ -85,9 +85,8 @@ RULES = {
                      'seed', 'split_seed', 'eval_generate'), AT_LEAST_0),
     **dict.fromkeys(('learning_rate', 'muon_lr'), ABOVE_0),
     **dict.fromkeys(('lora_dropout', 'warmup', 'augment', 'test_fraction', 'muon_momentum'), FRACTION),
-    'val_fraction': (0, 1, False),
-    'mlm_probability': (0, 1, False),
-    'top_p': (0, 1, False),  # 0 < top_p <= 1: the upper end is allowed, see check_value
+    # 0 < x < 1, and 0 < top_p <= 1: the upper end is allowed (INCLUSIVE_TOP, see check_value)
+    **dict.fromkeys(('val_fraction', 'mlm_probability', 'top_p'), (0, 1, False)),
     'freeze_layers': (-1, None, True),  # -1: the whole trunk
 }
 INCLUSIVE_TOP = {'top_p'}

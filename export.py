@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -98,8 +99,7 @@ def check_target(to, source, overwrite=False):
     """A one-line UserError unless --to can be written: a new directory (not under a file), or with overwrite an
     earlier export (config.json and scratchlm_meta.json) that holds no run (no checkpoint, no metrics.jsonl, at any
     depth) and is not, nor contains, the source."""
-    path = os.path.abspath(to)
-    above = path
+    path = above = os.path.abspath(to)
     while not os.path.exists(above):
         above = os.path.dirname(above)
     if os.path.isfile(above):
@@ -157,17 +157,11 @@ def export(model, meta, checkpoint, directory, dtype='float32', source='', name=
         'model_max_length': c.block_size, 'clean_up_tokenization_spaces': False,
         **{f'{role}_token': tok.id_to_token(i) for role, i in role_ids.items()},
         **({k: meta[k] for k in ('do_lower_case', 'strip_accents')} if meta['tokenizer'] == 'wordpiece' else {})})
-    for file_name, text in vocabulary_files(meta).items():
-        write_text(os.path.join(directory, file_name), text)
+    card = model_card(checkpoint, model, meta, hf_config, source, name or directory)
+    for file_name, text in {**vocabulary_files(meta), 'README.md': card}.items():
+        Path(directory, file_name).write_text(text, encoding='utf-8')
     write_json(os.path.join(directory, hf.EXPORT_META), meta)
-    write_text(os.path.join(directory, 'README.md'), model_card(checkpoint, model, meta, hf_config, source,
-                                                                name or directory))
     return hf_config['architectures'][0]
-
-
-def write_text(path, text):
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(text)
 
 
 # -----------------------------------------------------------------------------
@@ -234,15 +228,11 @@ def vocabulary_files(meta):
     merges.txt, WordPiece's vocab.txt."""
     if meta['tokenizer'] == 'gpt2':
         paths = installed_gpt2_files()
-        return {hf_name: read_text(paths[name]) for hf_name, name in (('vocab.json', 'encoder.json'), ('merges.txt', 'vocab.bpe'))}
+        return {hf_name: Path(paths[name]).read_text(encoding='utf-8')
+                for hf_name, name in (('vocab.json', 'encoder.json'), ('merges.txt', 'vocab.bpe'))}
     if meta['tokenizer'] == 'wordpiece':
         return {'vocab.txt': ''.join(token + '\n' for token in meta['vocab'])}
     return {}
-
-
-def read_text(path):
-    with open(path, encoding='utf-8') as f:
-        return f.read()
 
 
 def hf_tokenizer(meta, special, config):
@@ -315,8 +305,7 @@ def model_card(checkpoint, model, meta, hf_config, source, path):
         rows += [(f'val {k}', f'{v:.4f}') for k, v in (checkpoint.get('val') or {}).items()]
         results = os.path.join(source if os.path.isdir(source) else os.path.dirname(source), 'test_results.json')
         if os.path.isfile(results):
-            with open(results) as f:
-                test = json.load(f)
+            test = json.loads(Path(results).read_text())
             rows += [(f"test {k} ({test.get('n_examples', '?')} examples)", f'{v:.4f}') for k, v in test.items()
                      if isinstance(v, float)]
         if meta.get('label_names'):

@@ -84,18 +84,17 @@ def read_records(path, complete=False):
     crash or a full disk is skipped (complete: and so is a last line without its newline, one being written)."""
     records, torn = [], []
     with open(path, encoding='utf-8', errors='replace') as f:
-        lines = f.readlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and (line.endswith('\n') or not complete):
-            records.append(record)
-        else:
-            torn.append(n)
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and (line.endswith('\n') or not complete):
+                records.append(record)
+            else:
+                torn.append(n)
     return records, torn
 
 

@@ -79,10 +79,10 @@ def check_settings(runtime, cpu_offload):
     """What shard() cannot do, refused in one line (the scripts call it at start, before any data is prepared)."""
     if cpu_offload and runtime.device_type != 'cuda':
         raise UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
-                               f"{runtime.device_type}, where they already are; drop --cpu_offload")
+                        f"{runtime.device_type}, where they already are; drop --cpu_offload")
     if runtime.dtype == 'float16':
         raise UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
-                               "use --dtype=bfloat16")
+                        "use --dtype=bfloat16")
 
 
 def checkpoint_activations(block):
@@ -142,11 +142,9 @@ def jsonable_rng(states):
 
 
 def tensor_rng(states):
-    states = dict(states)
-    states['torch'] = torch.tensor(states['torch'], dtype=torch.uint8)
-    if 'cuda' in states:
-        states['cuda'] = [torch.tensor(s, dtype=torch.uint8) for s in states['cuda']]
-    return states
+    """The inverse of jsonable_rng: what checkpoints.set_rng_states takes."""
+    return {k: (torch.tensor(v, dtype=torch.uint8) if k == 'torch' else
+                [torch.tensor(s, dtype=torch.uint8) for s in v] if k == 'cuda' else v) for k, v in states.items()}
 
 
 def save_sharded(path, model, optimizer, plain, runtime):
@@ -164,14 +162,13 @@ def save_sharded(path, model, optimizer, plain, runtime):
     try:
         dcp.save({'model': model_state, 'optimizer': optimizer_tensors}, storage_writer=dcp.FileSystemWriter(tmp))
         if runtime.master:
-            write_json(os.path.join(tmp, checkpoints.SHARDED_JSON),
-                              {**plain, 'optimizer': optimizer_plain})
+            write_json(os.path.join(tmp, checkpoints.SHARDED_JSON), {**plain, 'optimizer': optimizer_plain})
             swap_in(tmp, path, tmp + '.old')
     except (OSError, RuntimeError) as e:
         if not write_failed(e):
             raise
         raise UserError(f"no space left / file too large while writing {path}: the previous checkpoint is "
-                               f"intact; free some space and run again") from None
+                        f"intact; free some space and run again") from None
     dist.barrier()  # no process goes on (or exits) before the checkpoint is in place
 
 
@@ -187,7 +184,7 @@ def load_sharded(path, model, optimizer):
         dcp.load(state, storage_reader=checkpoints.SafeCheckpointReader(path))
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(f"{path} does not fit this model and optimizer ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200]}): resume with the run's own settings") from None
+                        f"{str(e).splitlines()[0][:200]}): resume with the run's own settings") from None
     set_state_dict(model, optimizer, model_state_dict=state['model'],
                    optim_state_dict=merge(state['optimizer'], plain['optimizer']))
     return plain
@@ -206,11 +203,10 @@ def consolidate(source, output=None):
     path = checkpoints.checkpoint_path(source)
     if not os.path.isdir(path):
         raise UserError(f"{path} is already a single file: nothing to consolidate")
-    checkpoint = checkpoints.read(path)
+    checkpoint = checkpoints.read(path)  # without the optimizer state, which only a resumed FSDP run reads
     output = output or os.path.splitext(path.rstrip(os.sep))[0] + '.pt'
     if os.path.exists(output):
         raise UserError(f"{output} exists: pass another --output (nothing is overwritten)")
-    checkpoint.pop('optimizer', None)
     checkpoints.save_checkpoint(output, checkpoint)
     return output
 

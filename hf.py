@@ -24,6 +24,7 @@ from dataclasses import fields
 
 import torch
 
+from metrics import progress
 from model import ModelConfig, Transformer
 
 HF_URL = 'https://huggingface.co/{name}/resolve/main/{file}'
@@ -91,18 +92,15 @@ def resolve_pretrained(name_or_path, allow_pickle=False):
 
 
 def download(url, path):
-    """Fetch url to path atomically (temp file + rename), printing progress."""
+    """Fetch url to path atomically (temp file + rename), showing progress (metrics.progress, as prepare.py's)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.part'
     with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
-        total = int(response.headers.get('Content-Length') or 0)
-        done = 0
+        update = progress(response.length, f'downloading {os.path.basename(path)}')
         while chunk := response.read(1 << 20):
             f.write(chunk)
-            done += len(chunk)
-            if total:
-                print(f"\rdownloading {os.path.basename(path)}: {done / 1e6:.0f}/{total / 1e6:.0f} MB", end='', flush=True)
-    print()
+            update(len(chunk))
+        update(None)
     os.replace(tmp, path)
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 
 from configurator import UserError, require
-from files import atomic_path, read_records
+from files import read_records, write_jsonl
 
 
 class MetricsLog:
@@ -40,9 +40,7 @@ class MetricsLog:
 
     def keep_until(self, iter_num):
         """Rewrite the log (atomically) with its complete records up to iter_num."""
-        kept = [json.dumps(r) + '\n' for r in read_records(self.path, complete=True)[0] if r.get('iter', 0) <= iter_num]
-        with atomic_path(self.path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-            f.writelines(kept)
+        write_jsonl(self.path, [r for r in read_records(self.path, complete=True)[0] if r.get('iter', 0) <= iter_num])
 
     def log(self, record):
         record = {'time': round(time.time(), 3), **record}

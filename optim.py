@@ -16,7 +16,6 @@ AdamW learning rate, schedule and weight decay carry over as they are.
 """
 
 import functools
-import inspect
 import math
 
 import torch
@@ -123,43 +122,9 @@ def adamw_update(group, state, lr):
         p.addcdiv_(s['exp_avg'], denom, value=-lr / (1 - beta1 ** s['step']))
 
 
-def _check_matrices(groups):
-    for group in groups:
-        if group.get('use_muon', True) and any(p.ndim != 2 for p in group['params']):
-            raise ValueError("Muon updates 2-D weight matrices only: put biases, norms and other "
-                             "non-matrix params in an AdamW group")
-
-
-def _step(optimizer, closure, update_group):
-    loss = None
-    if closure is not None:
-        with torch.enable_grad():
-            loss = closure()
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            update_group(group)
-    return loss
-
-
-class Muon(torch.optim.Optimizer):
-    """Muon(matrices, lr=6e-4, momentum=0.95): SGD-momentum (Nesterov by default), orthogonalised, for 2-D params.
-
-    Under DDP the gradients are all-reduced before step(), so every rank computes the same update and no extra
-    communication is needed. Under FSDP each rank holds a block of rows of a matrix (and of its momentum): the
-    momentum is all-gathered, every rank orthogonalises the whole matrix (the same result everywhere) and keeps
-    its own rows. The lr is in AdamW units (see muon_update's scale rule)."""
-
-    def __init__(self, params, lr=6e-4, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      weight_decay=weight_decay))
-        _check_matrices(self.param_groups)
-
-    def step(self, closure=None):
-        return _step(self, closure, lambda group: muon_update(group, self.state, group['lr']))
-
-
 class MuonAdamW(torch.optim.Optimizer):
-    """MuonAdamW(groups, lr): one optimizer whose groups with use_muon=True get Muon, the others AdamW.
+    """MuonAdamW(groups, lr): one optimizer whose groups with use_muon=True get Muon, the others AdamW (use_muon: the
+    default of the groups that do not set it).
 
     Every group's step uses group['lr'] * group['lr_scale']: the LR schedule writes group['lr'] into every group
     as it does for AdamW, and lr_scale (1.0 by default) sets a group's rate relative to that. One
@@ -168,23 +133,42 @@ class MuonAdamW(torch.optim.Optimizer):
     FSDP see Muon."""
 
     def __init__(self, params, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, momentum=0.95, nesterov=True,
-                 ns_steps=5):
-        super().__init__(params, dict(lr=lr, lr_scale=1.0, use_muon=False, betas=betas, eps=eps,
+                 ns_steps=5, use_muon=False):
+        super().__init__(params, dict(lr=lr, lr_scale=1.0, use_muon=use_muon, betas=betas, eps=eps,
                                       weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_steps=ns_steps))
-        _check_matrices(self.param_groups)
+        if any(group['use_muon'] and p.ndim != 2 for group in self.param_groups for p in group['params']):
+            raise ValueError("Muon updates 2-D weight matrices only: put biases, norms and other "
+                             "non-matrix params in an AdamW group")
 
     def step(self, closure=None):
-        def update_group(group):
-            update = muon_update if group['use_muon'] else adamw_update
-            update(group, self.state, group['lr'] * group['lr_scale'])
-        return _step(self, closure, update_group)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            for group in self.param_groups:
+                update = muon_update if group['use_muon'] else adamw_update
+                update(group, self.state, group['lr'] * group['lr_scale'])
+        return loss
+
+
+class Muon(MuonAdamW):
+    """Muon(matrices, lr=6e-4, momentum=0.95): SGD-momentum (Nesterov by default), orthogonalised, for 2-D params
+    (a MuonAdamW whose groups are all Muon's).
+
+    Under DDP the gradients are all-reduced before step(), so every rank computes the same update and no extra
+    communication is needed. Under FSDP each rank holds a block of rows of a matrix (and of its momentum): the
+    momentum is all-gathered, every rank orthogonalises the whole matrix (the same result everywhere) and keeps
+    its own rows. The lr is in AdamW units (see muon_update's scale rule)."""
+
+    def __init__(self, params, lr=6e-4, momentum=0.95, nesterov=True, ns_steps=5, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                         ns_steps=ns_steps, use_muon=True)
 
 
 def fused_adamw_available(device_type):
     """Fused AdamW runs on CUDA, and on CPU since torch 2.4; MPS has it in recent releases."""
-    if 'fused' not in inspect.signature(torch.optim.AdamW).parameters:
-        return False
     try:
         p = torch.zeros(1, device=device_type, requires_grad=True)
         p.grad = torch.zeros(1, device=device_type)
@@ -208,8 +192,7 @@ def configure_optimizers(model, optimizer, learning_rate, weight_decay, betas, d
     if optimizer == 'adamw':
         groups = [{'params': [p for _, p in named if p.dim() >= 2], 'weight_decay': weight_decay},
                   {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
-        if fused is None:
-            fused = fused_adamw_available(device_type)
+        fused = fused_adamw_available(device_type) if fused is None else fused
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
     if optimizer == 'muon':
         if muon_lr is not None and learning_rate <= 0:

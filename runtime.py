@@ -50,12 +50,11 @@ def cpu_has_bf16():
 def setup_runtime(device='auto', dtype='auto', seed=1337):
     """Pick device and dtype, join the torchrun process group if there is one, seed everything."""
     ddp = int(os.environ.get('RANK', -1)) != -1
-    rank, local_rank, world_size = 0, 0, 1
+    rank, local_rank, world_size = ((int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp
+                                    else (0, 0, 1))
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
     if ddp:
-        rank, local_rank = int(os.environ['RANK']), int(os.environ['LOCAL_RANK'])
-        world_size = int(os.environ['WORLD_SIZE'])
         dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
         if device.startswith('cuda'):
             device = f'cuda:{local_rank}'
@@ -112,10 +111,7 @@ PEAK_FLOPS = {'A100': 312e12, 'H100': 989e12, 'H200': 989e12, 'L4': 121e12, 'A10
 
 def peak_flops_for(device_name):
     """Look up the table by a device name such as torch.cuda.get_device_name(); None if unknown."""
-    for key, value in PEAK_FLOPS.items():
-        if key.lower() in device_name.lower():
-            return value
-    return None
+    return next((value for key, value in PEAK_FLOPS.items() if key.lower() in device_name.lower()), None)
 
 
 def unwrap(model):
