@@ -13,10 +13,11 @@ Each model is read as finetune.py reads it for classification (config's block_si
 a long text becomes windows of `text <eot>`, or `[CLS] text [SEP]` for encoders), and given finetune.py's sequence
 head. The vector that head pools from each window (the last real token for causal models, the first for
 bidirectional ones) is computed once, the trunk frozen; for every (size, seed) the head is fitted as a logistic
-regression on the sample's windows, its C chosen by val accuracy, and scored on the test split with a text's
-windows averaged: exactly `finetune.py --probe=True` (features.fit_head), the feature-based approach of Devlin et
-al. 2019 (sec. 5.3). 'scratch' is the same architecture, tokenizer and special tokens with fresh weights
-(finetune.py's --init_from=scratch:PATH), a new initialisation per seed: the two differ in the weights alone.
+regression on the sample's windows, its C the one with the lowest val loss over texts, and scored on the test
+split with a text's windows averaged: exactly `finetune.py --probe=True` (features.fit_head), the feature-based
+approach of Devlin et al. 2019 (sec. 5.3). 'scratch' is the same architecture, tokenizer and special tokens with
+fresh weights (finetune.py's --init_from=scratch:PATH), a new initialisation per seed: the two differ in the weights
+alone.
 'tfidf' is baseline.py's model on the same sample. --finetune_sizes adds finetune.py runs that train all weights,
 of the pretrained model and of its scratch twin, with epochs scaled so that a small sample still gets
 finetune_min_passes text passes. Writes out_dir/curves.json (every run), curves.md (mean and min-max per size)
@@ -39,7 +40,7 @@ import features
 import finetune
 import tasks
 from configurator import UserError, config_defaults, configure, run_main
-from files import write_json
+from files import atomic_path, write_json
 from model import Transformer
 from runtime import setup_runtime
 from tokenizer import get_tokenizer
@@ -55,7 +56,7 @@ pooling = ''  # the head's pooled vector, if not the config's: 'auto' (last toke
 sizes = '25,50,100,200,500,all'  # labelled training examples; 'all': the whole training split
 seeds = '0,1,2'  # one stratified sample (and one scratch initialisation) per seed
 split_seed = 1337  # the seed of a single file's train / val / test split, the same for every sample
-C_grid = '0.001,0.003,0.01,0.03,0.1,0.3,1'  # the head's logistic regression: the C with the best val accuracy
+C_grid = '0.001,0.003,0.01,0.03,0.1,0.3,1'  # the head's logistic regression: the C with the lowest val loss
 finetune_sizes = ''  # e.g. '50,all': also full fine-tuning (finetune.py) at these sizes
 finetune_min_passes = 1000  # fine-tuning: epochs = max(config's, ceil(this / size)) up to finetune_max_epochs
 finetune_max_epochs = 30
@@ -212,13 +213,14 @@ def main():
             for seed in seed_list if method == 'pretrained' else [init_seed]:
                 val, c, test = probe(model, feats, samples[label, seed], C_values, seed)
                 record(method, label, seed, test, val=val, C=c)
+    tfidf_C = [float(c) for c in baseline.C_grid.split(',')]  # baseline.py's own grid
     fitted = {}  # a sample drawn twice ('all' under every seed) is fitted once: TF-IDF + lbfgs is deterministic
     for label, _ in sizes_:
         for seed in seed_list:
             sample = tuple(samples[label, seed])
             if sample not in fitted:
                 val_accuracy, best, report = baseline.fit_and_score(
-                    {**splits, 'train': [splits['train'][i] for i in sample]}, names, [0.3, 1, 3, 10, 30],
+                    {**splits, 'train': [splits['train'][i] for i in sample]}, names, tfidf_C,
                     baseline.max_features, seed)
                 fitted[sample] = report['accuracy'], val_accuracy[best], best
             test, val, c = fitted[sample]
@@ -240,7 +242,7 @@ def main():
         'init_from': init_from, 'data': data, 'config': config, 'reading': reading, 'seeds': seed_list,
         'split_seed': split_seed, 'runs': runs, 'minutes': round((time.time() - started) / 60, 1)})
     text = markdown(table, sizes_, methods)
-    with open(os.path.join(out_dir, 'curves.md'), 'w') as f:
+    with atomic_path(os.path.join(out_dir, 'curves.md')) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         f.write(text)
     print(text)
     try:
