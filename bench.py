@@ -368,19 +368,43 @@ def write_scale_corpus(path, megabytes, n_planted, val_fraction=0.05, draw_seed=
     return n_documents, planted
 
 
+# `python -c PEAK_RSS_RUNNER PEAK_FILE SCRIPT ARGS...` runs SCRIPT as __main__ and, as it exits, writes its peak
+# resident set in kB to PEAK_FILE: Linux's VmHWM, the high-water mark of this process's own address space since its
+# exec. A child's ru_maxrss cannot serve: at exec the kernel keeps the address space it leaves behind as the
+# child's peak, and that is a copy of the parent's (this benchmark's ~400 MB, torch loaded).
+PEAK_RSS_RUNNER = """
+import atexit, os, re, runpy, sys
+def write_peak(path):
+    with open('/proc/self/status') as status, open(path, 'w') as out:
+        out.write(re.search(r'VmHWM:\\s+(\\d+) kB', status.read()).group(1))
+atexit.register(write_peak, sys.argv[1])
+sys.argv = sys.argv[2:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python SCRIPT` would have it
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def run_prepare(args, log_path):
-    """python prepare.py *args in a child process: (wall seconds, its CPU seconds, its peak RSS in bytes)."""
+    """python prepare.py *args in a child process: (wall seconds, its CPU seconds, its peak RSS in bytes). The peak
+    is the child's own on Linux (PEAK_RSS_RUNNER); elsewhere its ru_maxrss, which may include this process's."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare.py')
+    peak_path = log_path + '.peak'
+    own_peak = os.path.exists('/proc/self/status')
+    runner = ['-c', PEAK_RSS_RUNNER, peak_path] if own_peak else []
     with open(log_path, 'w') as log:
         t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare.py'),
-                                 *args], stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage
+        proc = subprocess.Popen([sys.executable, *runner, script, *args], stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time
         wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         with open(log_path) as log:
             raise RuntimeError(f"prepare.py {' '.join(args)} failed:\n{log.read()[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    if own_peak:
+        with open(peak_path) as f:
+            peak_kb = int(f.read())
+        os.remove(peak_path)
+    return wall, usage.ru_utime + usage.ru_stime, (peak_kb if own_peak else usage.ru_maxrss) * 1024
 
 
 def bench_prepare_scale():

@@ -62,3 +62,17 @@ def test_gpu_check_dry_run_writes_every_figure_to_one_file(tmp_path):
     assert [e['iter'] for e in results['main_config']['evaluations']] == [0, 1, 2]
     assert results['main_config']['last_step']['train_loss'] > 0
     assert all((tmp_path / f'{step}.log').exists() for step in ('gpu_tests', 'gpt2_bench', 'main_config'))
+
+
+def test_prepare_peak_rss_is_the_child_own(tmp_path):
+    """bench.run_prepare reports prepare.py's own peak, not this process's carried over from the fork: with 800 MB
+    held here, a tiny corpus still peaks far below it (a child's ru_maxrss would read above 800 MB)."""
+    if not os.path.exists('/proc/self/status'):
+        return  # elsewhere run_prepare reads ru_maxrss, and says it may include the parent's
+    held = b'\x01' * (800 * 2**20)  # written, so every page is resident
+    (tmp_path / 'corpus.txt').write_text("The cat sat on the mat.\n" * 2000)
+    wall, cpu, peak = bench.run_prepare([str(tmp_path / 'corpus.txt'), '--name=tiny', f'--out_root={tmp_path}'],
+                                        str(tmp_path / 'log.txt'))
+    assert (tmp_path / 'tiny' / 'train.bin').exists() and wall > 0 and cpu > 0
+    assert 20e6 < peak < 500e6, f"{peak / 1e6:.0f} MB"
+    del held
