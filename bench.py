@@ -53,7 +53,7 @@ import tasks
 import tokenizer
 from configurator import config_defaults, configure, run_main
 from model import ModelConfig, Transformer, config_dict as model_config_dict
-from runtime import Runtime, cleanup_runtime, grad_scaler, setup_runtime
+from runtime import Runtime, cleanup_runtime, grad_scaler, setup_runtime, wrap
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 from train import get_batch, train_step
 
@@ -523,12 +523,10 @@ def launch_sharding():
 def bench_sharding(runtime, data):
     """Under torchrun: the benchmark's model trained a few steps wrapped in DDP, then sharded by FSDP (AdamW,
     the run's dtype); what each process holds (fsdp.state_bytes, after a backward) and the median step time."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
     rows = []
     for name in ('DDP', 'FSDP'):
         model = bench_model(runtime)
-        wrapped = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None) \
-            if name == 'DDP' else fsdp.shard(model, runtime)
+        wrapped = wrap(model, runtime) if name == 'DDP' else fsdp.shard(model, runtime)
         optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
                                                device_type=runtime.device_type)
         scaler, times = grad_scaler(runtime), []

@@ -25,7 +25,7 @@ import torch.distributed.checkpoint as dcp
 
 import hf
 from configurator import UserError
-from files import atomic_path, write_failed
+from files import atomic_path, full_disk_is_user_error
 from model import ModelConfig, Transformer
 from tokenizer import GPT2_META, wordpiece_meta
 
@@ -114,17 +114,12 @@ def hf_meta(source, directory, model_type):
 def save_checkpoint(path, checkpoint):
     """torch.save to a temp file in the same directory, fsync, then rename (atomic_path). A full disk or a file-size
     limit is a one-line UserError; the previous file at path is left as it was."""
-    try:
+    previous = f"the previous {os.path.basename(path)} is intact" if os.path.exists(path) else "nothing was written"
+    with full_disk_is_user_error(path, f"{previous}; free some space (or raise the limit) and run again"):
         with atomic_path(path) as tmp, open(tmp, 'wb') as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
-    except (OSError, RuntimeError) as e:
-        if not write_failed(e):
-            raise
-        previous = f"the previous {os.path.basename(path)} is intact" if os.path.exists(path) else "nothing was written"
-        raise UserError(f"no space left / file too large while writing {path}: {previous}; free some space "
-                        f"(or raise the limit) and run again") from None
 
 
 def checkpoint_path(path, last=False):

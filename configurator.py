@@ -84,7 +84,8 @@ RULES = {
     **dict.fromkeys(('warmup_iters', 'weight_decay', 'grad_clip', 'temperature', 'min_lr', 'lora_rank', 'patience',
                      'seed', 'split_seed', 'eval_generate'), AT_LEAST_0),
     **dict.fromkeys(('learning_rate', 'muon_lr'), ABOVE_0),
-    **dict.fromkeys(('lora_dropout', 'warmup', 'augment', 'test_fraction', 'muon_momentum'), FRACTION),
+    **dict.fromkeys(('lora_dropout', 'warmup', 'augment', 'test_fraction', 'muon_momentum', 'beta1', 'beta2'),
+                    FRACTION),
     # 0 < x < 1, and 0 < top_p <= 1: the upper end is allowed (INCLUSIVE_TOP, see check_value)
     **dict.fromkeys(('val_fraction', 'mlm_probability', 'top_p'), (0, 1, False)),
     'freeze_layers': (-1, None, True),  # -1: the whole trunk

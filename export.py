@@ -38,7 +38,7 @@ import torch
 import checkpoints
 import hf
 from configurator import UserError, config_defaults, configure, run_main
-from files import fresh_directory, write_failed, write_json
+from files import fresh_directory, full_disk_is_user_error, write_json
 from metrics import bits_per_byte
 from model import Transformer
 from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, bpe_tokenizer_json, gpt2_files, special_tokens
@@ -83,15 +83,12 @@ def main():
     check_target(to, source, overwrite)
     started = time.time()
     model, meta, checkpoint = checkpoints.load(source, trust=trust_checkpoint)
-    try:
-        with fresh_directory(to) as directory:
-            kind = export(model, meta, checkpoint or {}, directory, dtype, source, name=to)
-    except ValueError as e:  # what no transformers class expresses
-        raise UserError(f"{source} cannot be exported: {e}") from None
-    except OSError as e:
-        if not write_failed(e):
-            raise
-        raise UserError(f"no space left / file too large while writing {to}: nothing was replaced") from None
+    with full_disk_is_user_error(to, "nothing was replaced"):
+        try:
+            with fresh_directory(to) as directory:
+                kind = export(model, meta, checkpoint or {}, directory, dtype, source, name=to)
+        except ValueError as e:  # what no transformers class expresses
+            raise UserError(f"{source} cannot be exported: {e}") from None
     print(f"wrote {to}: {kind} ({', '.join(sorted(os.listdir(to)))}) in {time.time() - started:.1f} s")
 
 

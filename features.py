@@ -37,7 +37,7 @@ import tasks
 from configurator import CHOICES, UserError, config_defaults, configure, run_main
 from files import atomic_path
 from metrics import progress
-from runtime import setup_runtime
+from runtime import eval_mode, setup_runtime
 from tokenizer import DataError, token_text, tokenizer_of
 
 # -----------------------------------------------------------------------------
@@ -414,21 +414,19 @@ def explain_text(model, tokenizer, special, names, text, truncation='head', max_
         windows = classifier_windows(model, tokenizer, special, words, truncation, max_windows)
     except DataError as e:  # a character the char vocabulary lacks
         raise UserError(str(e)) from None
-    was_training = model.training
-    model.eval()
-    logprobs = label_logprobs(model, [ids for ids, _ in windows], special['pad'], batch_size).mean(0)  # (num_labels,)
-    label = int(logprobs.argmax()) if label is None else names.index(label)
-    record = {'text': ' '.join(words), 'label': names[label],
-              'probabilities': {name: round(p, 6) for name, p in zip(names, logprobs.softmax(-1).tolist())},
-              'words': words, 'n_windows': len(windows), 'logprob': round(float(logprobs[label]), 6)}
-    if 'occlusion' in methods:
-        record['occlusion'] = rounded(occlusion(model, windows, label, special['pad'], len(words), batch_size))
-    if 'integrated_gradients' in methods:
-        scores, f, f_baseline, n_points = integrated_gradients(model, windows, label, special['pad'], len(words),
-                                                               ig_steps, batch_size)
-        record.update(integrated_gradients=rounded(scores), baseline_logprob=round(f_baseline, 6), ig_points=n_points,
-                      completeness_gap=round(float(np.nansum(scores)) - (f - f_baseline), 6))
-    model.train(was_training)
+    with eval_mode(model):
+        logprobs = label_logprobs(model, [ids for ids, _ in windows], special['pad'], batch_size).mean(0)  # (labels,)
+        label = int(logprobs.argmax()) if label is None else names.index(label)
+        record = {'text': ' '.join(words), 'label': names[label],
+                  'probabilities': {name: round(p, 6) for name, p in zip(names, logprobs.softmax(-1).tolist())},
+                  'words': words, 'n_windows': len(windows), 'logprob': round(float(logprobs[label]), 6)}
+        if 'occlusion' in methods:
+            record['occlusion'] = rounded(occlusion(model, windows, label, special['pad'], len(words), batch_size))
+        if 'integrated_gradients' in methods:
+            scores, f, f_baseline, n_points = integrated_gradients(model, windows, label, special['pad'], len(words),
+                                                                   ig_steps, batch_size)
+            record.update(integrated_gradients=rounded(scores), baseline_logprob=round(f_baseline, 6),
+                          ig_points=n_points, completeness_gap=round(float(np.nansum(scores)) - (f - f_baseline), 6))
     return record
 
 

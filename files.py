@@ -5,6 +5,7 @@ complete, an existing one is replaced only by a complete new one, and a run hold
     with atomic_path('out/run/curves.png') as tmp: fig.savefig(tmp)   # renamed into place when the block ends
     write_json(path, obj); write_jsonl(path, rows)                     # the same, for JSON
     with run_lock(out_dir): ...                                        # a second run into out_dir stops at start
+    with full_disk_is_user_error(path, 'nothing was replaced'): ...   # a full disk: one line, not a traceback
 
 Every temp name is <dir>/.tmp-<pid>-<name>, so a later run knows the ones a killed process left and
 removes them. read_records(path) reads a JSON-lines log back, skipping the lines a crash tore.
@@ -128,6 +129,32 @@ def write_failed(e):
         return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
     return isinstance(e, RuntimeError) and any(s in str(e) for s in ('unexpected pos', 'file write failed',
                                                                     'No space left', 'File too large'))
+
+
+@contextlib.contextmanager
+def full_disk_is_user_error(path, outcome):
+    """A write in the block that fails for a full disk or a file-size limit (write_failed) ends as one line,
+    "no space left / file too large while writing {path}: {outcome}" (outcome: what is left as it was)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not write_failed(e):
+            raise
+        raise UserError(f"no space left / file too large while writing {path}: {outcome}") from None
+
+
+def set_aside(directory, names):
+    """Each of names in directory becomes its *.previous.* file (best.pt -> best.previous.pt, last.dcp ->
+    last.previous.dcp, metrics.jsonl -> metrics.previous.jsonl), an atomic rename over an older one: called before a
+    new run in directory writes anything, so that the old run is kept and no script reads its files as the new run's."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            aside = os.path.join(directory, f'{stem}.previous{ext}')
+            if os.path.isdir(aside):  # a directory cannot be renamed over a full one: clear the older one first
+                shutil.rmtree(aside)
+            os.replace(path, aside)
 
 
 @contextlib.contextmanager

@@ -33,17 +33,16 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoints
 import fsdp as sharding
 import optim
 import tasks
 from configurator import UserError, config_defaults, configure, read_text_arg, run_main, settings_of
-from files import run_lock, write_json, write_jsonl
+from files import run_lock, set_aside, write_json, write_jsonl
 from metrics import MetricsLog, log_step, progress
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
-from runtime import cleanup_runtime, grad_scaler, same_on_all_ranks, setup_runtime
+from runtime import cleanup_runtime, eval_mode, grad_scaler, same_on_all_ranks, setup_runtime, wrap
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
 from train import train_step
 
@@ -256,22 +255,20 @@ def augmented(examples, p, rng, n_random):
 @torch.no_grad()
 def forward_batches(model, unit, examples, runtime, pad_id, batch_size, show_progress=False):
     """(logits of each batch as float32 numpy arrays, or [] for the LM head; mean loss over the targets)."""
-    was_training = model.training
-    model.eval()
     logits_list, loss_sum, count = [], 0.0, 0
     update = progress(len(examples), 'evaluating', unit='examples') if show_progress else (lambda n: None)
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        batch = collate(chunk, pad_id, runtime.device, unit.per_token)
-        with runtime.autocast():
-            logits, loss = model(**batch)
-        n = int((batch['targets'] != IGNORE_INDEX).sum())
-        loss_sum, count = loss_sum + float(loss) * n, count + n
-        if unit.head:
-            logits_list.append(logits.float().cpu().numpy())
-        update(len(chunk))
+    with eval_mode(model):
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            batch = collate(chunk, pad_id, runtime.device, unit.per_token)
+            with runtime.autocast():
+                logits, loss = model(**batch)
+            n = int((batch['targets'] != IGNORE_INDEX).sum())
+            loss_sum, count = loss_sum + float(loss) * n, count + n
+            if unit.head:
+                logits_list.append(logits.float().cpu().numpy())
+            update(len(chunk))
     update(None)
-    model.train(was_training)
     return logits_list, loss_sum / max(count, 1)
 
 
@@ -292,12 +289,9 @@ def evaluate(model, unit, examples, names, runtime, pad_id, batch_size, answer=N
     """Scores of model on encoded examples: loss, and the task's own (its unit's score), with 'predictions':
     labels, tag lists or answers. tuned: the checkpoint's val scores (what the unit tuned on val)."""
     logits, loss = forward_batches(model, unit, examples, runtime, pad_id, batch_size, show_progress=runtime.master)
-    was_training = model.training
-    model.eval()
-    scores = {'loss': loss, **unit.score(examples, logits, tasks.Context(names=names, answer=answer,
-                                                                         n_generate=n_generate, tuned=tuned))}
-    model.train(was_training)
-    return scores
+    with eval_mode(model):  # the unit's score may generate (answer)
+        context = tasks.Context(names=names, answer=answer, n_generate=n_generate, tuned=tuned)
+        return {'loss': loss, **unit.score(examples, logits, context)}
 
 
 def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_steps=32, explain_output=None,
@@ -406,11 +400,8 @@ def main():
     if truncation not in ('head', 'tail', 'windows') or (truncation == 'windows' and not unit.text_label):
         raise UserError(f"truncation {truncation!r} unknown for task {task!r}: use 'head' or 'tail' ('windows' is "
                         f"for a label a text)")
-    if cpu_offload and not fsdp:
-        raise UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
     runtime = setup_runtime(device, dtype, seed)
-    if fsdp:
-        sharding.check_settings(runtime, cpu_offload)
+    sharding.check_settings(runtime, fsdp, cpu_offload)
     master = runtime.master
     with run_lock(out_dir) if master else contextlib.nullcontext():
         if master and os.path.exists(os.path.join(out_dir, 'best.pt')) and not overwrite:
@@ -477,10 +468,7 @@ def main():
                                                betas=(beta1, beta2), device_type=runtime.device_type)
         scaler = grad_scaler(runtime)
         raw_model = model
-        if compile:
-            model = torch.compile(model, dynamic=True)  # every batch has its own length
-        if runtime.ddp and not fsdp:
-            model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None)
+        model = wrap(model, runtime, compile, dynamic=True, ddp=not fsdp)  # dynamic: every batch has its own length
 
         steps_per_epoch = len(batch_order(encoded['train'], batch_size, 0, seed, bucket)) // runtime.world_size
         if steps_per_epoch == 0:  # the last, incomplete round of batches is dropped
@@ -496,8 +484,7 @@ def main():
                 f"probe: the {raw_model.classifier.weight.numel():,} weights of the head, fitted on the frozen features"
                 if probe else f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train; {epochs} epochs x "
                               f"{steps_per_epoch} steps of {batch_size * runtime.world_size} examples"))
-            if os.path.exists(os.path.join(out_dir, 'metrics.jsonl')):  # an earlier run's: kept aside
-                os.replace(os.path.join(out_dir, 'metrics.jsonl'), os.path.join(out_dir, 'metrics.previous.jsonl'))
+            set_aside(out_dir, ['metrics.jsonl'])  # an earlier run's log: kept aside as metrics.previous.jsonl
         log = MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name) if master else None
 
         def save(name, scores):

@@ -37,7 +37,7 @@ from torch.utils.checkpoint import checkpoint as recompute
 
 import checkpoints
 from configurator import UserError, configure, run_main
-from files import TEMP_PREFIX, swap_in, write_failed, write_json
+from files import TEMP_PREFIX, full_disk_is_user_error, swap_in, write_json
 
 # -----------------------------------------------------------------------------
 # sharding a model
@@ -48,7 +48,7 @@ def shard(model, runtime, cpu_offload=False):
     only. bf16 runs compute in bf16 and reduce gradients in float32; the sharded weights and the optimizer stay
     float32. One process without torchrun gets a process group of its own, so that the same code and checkpoints
     serve any number of processes."""
-    check_settings(runtime, cpu_offload)
+    check_settings(runtime, True, cpu_offload)
     if not dist.is_initialized():
         dist.init_process_group('nccl' if runtime.device_type == 'cuda' else 'gloo', store=dist.HashStore(),
                                 rank=0, world_size=1)
@@ -75,12 +75,18 @@ def place(model, runtime, fsdp=False, activation_checkpointing=False, cpu_offloa
     return shard(model, runtime, cpu_offload=cpu_offload) if fsdp else model
 
 
-def check_settings(runtime, cpu_offload):
-    """What shard() cannot do, refused in one line (the scripts call it at start, before any data is prepared)."""
+def check_settings(runtime, fsdp, cpu_offload, optimizer='adamw'):
+    """The sharding settings that cannot go together, and what shard() cannot do, refused in one line (the scripts
+    call it at start, before any data is prepared)."""
+    if cpu_offload and not fsdp:
+        raise UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
+    if cpu_offload and optimizer == 'muon':  # its all-gather of each matrix would see shards in CPU memory
+        raise UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
+                        "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
     if cpu_offload and runtime.device_type != 'cuda':
         raise UserError("cpu_offload=True keeps a GPU run's weights in CPU memory: this run is on "
                         f"{runtime.device_type}, where they already are; drop --cpu_offload")
-    if runtime.dtype == 'float16':
+    if fsdp and runtime.dtype == 'float16':
         raise UserError("fsdp=True trains in bfloat16 or float32 (float16 would need a sharded GradScaler): "
                         "use --dtype=bfloat16")
 
@@ -159,16 +165,11 @@ def save_sharded(path, model, optimizer, plain, runtime):
     tmp = [os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")]
     dist.broadcast_object_list(tmp, src=0)  # one temp directory for all: rank 0's pid names it
     tmp = tmp[0]
-    try:
+    with full_disk_is_user_error(path, "the previous checkpoint is intact; free some space and run again"):
         dcp.save({'model': model_state, 'optimizer': optimizer_tensors}, storage_writer=dcp.FileSystemWriter(tmp))
         if runtime.master:
             write_json(os.path.join(tmp, checkpoints.SHARDED_JSON), {**plain, 'optimizer': optimizer_plain})
             swap_in(tmp, path, tmp + '.old')
-    except (OSError, RuntimeError) as e:
-        if not write_failed(e):
-            raise
-        raise UserError(f"no space left / file too large while writing {path}: the previous checkpoint is "
-                        f"intact; free some space and run again") from None
     dist.barrier()  # no process goes on (or exits) before the checkpoint is in place
 
 

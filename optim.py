@@ -196,7 +196,7 @@ def configure_optimizers(model, optimizer, learning_rate, weight_decay, betas, d
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
     if optimizer == 'muon':
         if muon_lr is not None and learning_rate <= 0:
-            raise ValueError(f"muon_lr={muon_lr} needs learning_rate > 0: it is kept as a ratio to learning_rate")
+            raise UserError(f"muon_lr={muon_lr} needs learning_rate > 0: it is kept as a ratio to learning_rate")
         matrices = {id(p) for n, p in named if n.startswith('transformer.h.') and p.dim() == 2}
         groups = [{'params': [p for _, p in named if id(p) in matrices], 'use_muon': True,
                    'lr_scale': 1.0 if muon_lr is None else muon_lr / learning_rate, 'weight_decay': weight_decay},
@@ -204,4 +204,4 @@ def configure_optimizers(model, optimizer, learning_rate, weight_decay, betas, d
                    'weight_decay': weight_decay},
                   {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
         return MuonAdamW(groups, lr=learning_rate, betas=betas, momentum=muon_momentum)
-    raise ValueError(f"optimizer {optimizer!r} unknown: use 'adamw' or 'muon'")
+    raise UserError(f"optimizer {optimizer!r} unknown: use 'adamw' or 'muon'")

@@ -66,7 +66,7 @@ from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, b
     prepare_command, without_lone_surrogates
 from configurator import configure, run_main
 from dedup import DEDUP_THRESHOLD, streamed_near_duplicates, summary_line
-from files import pid_alive, swap_in
+from files import pid_alive, swap_in, write_failed
 from metrics import progress
 from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_sample, bpe_size, bpe_tokenizer_json, \
     get_tokenizer, train_bpe, wordpiece_meta
@@ -580,7 +580,7 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         # --overwrite: the new one is complete, only now is it swapped in
         swap_in(tmp_dir, data_dir, os.path.join(out_root, f'.{name}.old-{os.getpid()}'))
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if not write_failed(e):
             raise
         what = 'a file grew too large' if e.errno == errno.EFBIG else 'no space left on the device'
         kept = 'the dataset there is as it was' if os.path.exists(os.path.join(data_dir, 'meta.json')) else 'nothing was written'

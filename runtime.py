@@ -4,7 +4,9 @@ The runtime every script runs in: device, dtype (mixed precision), torchrun's pr
     runtime = setup_runtime(device='auto', dtype='auto', seed=1337)
     with runtime.autocast(): logits, loss = model(x, y)
     scaler = grad_scaler(runtime)              # active for float16 only
+    model = wrap(model, runtime, use_compile)  # torch.compile'd, and in DDP under torchrun
     model = unwrap(model)                      # the Transformer inside DDP / torch.compile
+    with eval_mode(model): ...                 # dropout off, the model's own mode back afterwards
 """
 
 import contextlib
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import UserError
 
@@ -114,7 +117,29 @@ def peak_flops_for(device_name):
     return next((value for key, value in PEAK_FLOPS.items() if key.lower() in device_name.lower()), None)
 
 
+def wrap(model, runtime, use_compile=False, dynamic=None, ddp=True, find_unused_parameters=False):
+    """The model the step runs: torch.compile'd if use_compile (dynamic: torch.compile's), then in DDP under torchrun
+    unless ddp=False (an FSDP run is sharded instead). Build the optimizer on the plain model first."""
+    if use_compile:
+        model = torch.compile(model, dynamic=dynamic)
+    if runtime.ddp and ddp:
+        model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
+                    find_unused_parameters=find_unused_parameters)
+    return model
+
+
 def unwrap(model):
     """The plain Transformer inside DDP and/or torch.compile wrappers."""
     model = model.module if hasattr(model, 'module') else model
     return getattr(model, '_orig_mod', model)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """model.eval() for the block (no dropout), then the training flag it had before: evaluations mid-training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -22,7 +22,6 @@ import collections
 import contextlib
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -38,10 +37,11 @@ import fsdp as sharding
 import optim
 import prepare
 from configurator import UserError, config_defaults, configure, run_main, settings_of
-from files import run_lock, write_json
+from files import run_lock, set_aside, write_json
 from metrics import MetricsLog, bits_per_byte, log_step
 from model import IGNORE_INDEX, ModelConfig, Transformer, config_dict
-from runtime import cleanup_runtime, grad_scaler, peak_flops_for, same_on_all_ranks, setup_runtime, unwrap
+from runtime import (cleanup_runtime, eval_mode, grad_scaler, peak_flops_for, same_on_all_ranks, setup_runtime, unwrap,
+                     wrap)
 from tokenizer import special_tokens
 
 # -----------------------------------------------------------------------------
@@ -205,13 +205,11 @@ def get_mlm_batch(data, batch_size, block_size, key, device, special, mlm_probab
 def estimate_loss(model, batches, runtime):
     """Mean loss over batches [(x, y), ...] from get_batch (the same fixed ones at every evaluation, so evals
     compare cleanly)."""
-    was_training = model.training
-    model.eval()
     losses = []
-    for x, y in batches:
-        with runtime.autocast():
-            losses.append(model(x, y)[1].float())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in batches:
+            with runtime.autocast():
+                losses.append(model(x, y)[1].float())
     return torch.stack(losses).mean().item()
 
 
@@ -220,24 +218,22 @@ def estimate_mlm(model, batches, runtime):
     """Masked-LM loss and masked-token accuracy over batches (dicts from get_mlm_batch), and the accuracy of always
     predicting the most frequent masked token, the baseline to beat; NSP loss and accuracy when batches have
     nsp_labels. Token-weighted means over all masked positions."""
-    was_training = model.training
-    model.eval()
     sums = collections.Counter()  # (head, 'loss' / 'acc' / 'n'): summed cross-entropy, correct argmaxes, count
     target_counts = collections.Counter()
-    for batch in batches:
-        selected = batch['targets'] != IGNORE_INDEX
-        targets = batch['targets'][selected]
-        with runtime.autocast():
-            x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
-            heads = {'mlm': (model.mlm_head(x[selected]), targets)}  # (N, V), only where there is a target
-            if 'nsp_labels' in batch:
-                heads['nsp'] = (model.nsp_head(model.pooler(x)), batch['nsp_labels'])  # (B, 2)
-        for head, (logits, labels) in heads.items():
-            sums[head, 'loss'] += F.cross_entropy(logits.float(), labels, reduction='sum').item()
-            sums[head, 'acc'] += (logits.argmax(-1) == labels).sum().item()
-            sums[head, 'n'] += len(labels)
-        target_counts.update(targets.tolist())
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            selected = batch['targets'] != IGNORE_INDEX
+            targets = batch['targets'][selected]
+            with runtime.autocast():
+                x = model.hidden_states(batch['idx'], token_type_ids=batch.get('token_type_ids'))
+                heads = {'mlm': (model.mlm_head(x[selected]), targets)}  # (N, V), only where there is a target
+                if 'nsp_labels' in batch:
+                    heads['nsp'] = (model.nsp_head(model.pooler(x)), batch['nsp_labels'])  # (B, 2)
+            for head, (logits, labels) in heads.items():
+                sums[head, 'loss'] += F.cross_entropy(logits.float(), labels, reduction='sum').item()
+                sums[head, 'acc'] += (logits.argmax(-1) == labels).sum().item()
+                sums[head, 'n'] += len(labels)
+            target_counts.update(targets.tolist())
     scores = {f'{head}_{kind}': total / max(sums[head, 'n'], 1) for (head, kind), total in sums.items() if kind != 'n'}
     return {**scores, 'mlm_baseline_acc': max(target_counts.values(), default=0) / max(sums['mlm', 'n'], 1)}
 
@@ -294,14 +290,8 @@ def main():
         raise UserError("objective='clm' needs causal=True: a bidirectional model sees the token it predicts")
     if nsp and objective != 'mlm':
         raise UserError("nsp=True is part of BERT-style pretraining: use it with objective='mlm'")
-    if cpu_offload and not fsdp:
-        raise UserError("cpu_offload=True offloads the shards of an FSDP run: use it with --fsdp=True")
-    if cpu_offload and optimizer == 'muon':  # its all-gather of each matrix would see shards in CPU memory
-        raise UserError("optimizer='muon' gathers every matrix on the GPU, which cpu_offload=True keeps in CPU "
-                        "memory: use --optimizer=adamw with offload, or drop --cpu_offload")
     runtime = setup_runtime(device, dtype, seed)
-    if fsdp:
-        sharding.check_settings(runtime, cpu_offload)  # before any data is prepared
+    sharding.check_settings(runtime, fsdp, cpu_offload, optimizer)  # before any data is prepared
     master = runtime.master
     with run_lock(out_dir) if master else contextlib.nullcontext():
         if master and init_from != 'resume':
@@ -309,7 +299,8 @@ def main():
             if held and not overwrite:
                 raise UserError(f"{out_dir} already holds a run ({', '.join(held)}): continue it with "
                                 f"--init_from=resume, replace it with --overwrite=True, or choose another --out_dir")
-            set_aside(out_dir)  # no tool may read the old run's best.pt (or its metrics) as this one's
+            # no tool may read the old run's best.pt (or its metrics) as this one's
+            set_aside(out_dir, (*checkpoints.CHECKPOINT_NAMES, 'metrics.jsonl'))
         tokens_per_iter = gradient_accumulation_steps * runtime.world_size * batch_size * block_size
         if master:
             print(f"device {runtime.device}, dtype {runtime.dtype}, {runtime.world_size} process(es); "
@@ -372,12 +363,9 @@ def main():
 
         # optimizer (and on resume its state, the scaler's and the random generators')
         scaler = grad_scaler(runtime)
-        try:
-            opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
-                                             betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
-                                             muon_momentum=muon_momentum, fused=None if fused_adam else False)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+                                         betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
+                                         muon_momentum=muon_momentum, fused=None if fused_adam else False)
         if init_from == 'resume' and fsdp:
             sharding.load_sharded(checkpoint['path'], model, opt)
             checkpoints.set_rng_states(sharding.tensor_rng(checkpoint['rng_states']))
@@ -393,10 +381,8 @@ def main():
         raw_model = model
         if compile:
             print("compiling the model (takes a minute)...")
-            model = torch.compile(model)
-        if runtime.ddp and not fsdp:
-            model = DDP(model, device_ids=[runtime.local_rank] if runtime.device_type == 'cuda' else None,
-                        find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
+        model = wrap(model, runtime, compile, ddp=not fsdp,  # FSDP has sharded it instead
+                     find_unused_parameters=raw_model.config.pooler and not nsp)  # a BERT checkpoint's idle pooler
         peak = peak_flops_for(torch.cuda.get_device_name(runtime.device)) if runtime.device_type == 'cuda' else None
 
         def save(name):
@@ -552,20 +538,6 @@ def keep_tokens_per_iter(config, checkpoint, explicit):
                         f"{micro_batches} processes, or pass --gradient_accumulation_steps")
     print(f"resuming on {world} process(es) instead of {saved}: gradient_accumulation_steps = {micro_batches // world}")
     return {**config, 'gradient_accumulation_steps': micro_batches // world}
-
-
-def set_aside(out_dir):
-    """--overwrite: the run in out_dir becomes its *.previous.* files (best.previous.pt, last.previous.dcp,
-    metrics.previous.jsonl, each an atomic rename over an older one) before the new run writes anything, so that
-    no script reads the old run's checkpoint as the new run's."""
-    for name in (*checkpoints.CHECKPOINT_NAMES, 'metrics.jsonl'):
-        path = os.path.join(out_dir, name)
-        if os.path.exists(path):
-            stem, ext = os.path.splitext(name)
-            aside = os.path.join(out_dir, f'{stem}.previous{ext}')
-            if os.path.isdir(aside):  # a directory cannot be renamed over a full one: clear the older one first
-                shutil.rmtree(aside)
-            os.replace(path, aside)
 
 
 def diverged_hint(out_dir, saved_iter, learning_rate):
