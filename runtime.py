@@ -10,6 +10,7 @@ The runtime every script runs in: device, dtype (mixed precision), torchrun's pr
 """
 
 import contextlib
+import gc
 import os
 import random
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ def cleanup_runtime(runtime):
     """Leave the process group together: a rank that tears it down while another is still saving or drawing its
     last evaluation can abort the run at exit (gloo)."""
     if runtime.ddp:
+        gc.collect()  # the run's last DTensors and collective works hold the group: free them while Python is whole
         dist.barrier()
         dist.destroy_process_group()
 
