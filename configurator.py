@@ -134,9 +134,10 @@ def check_value(key, value, where, ranges=RULES, choices=CHOICES):
 
 
 def config_defaults(namespace):
-    """The overridable globals of a script: public names bound to simple values."""
-    return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+    """The overridable globals of a script: public names bound to simple values, constants aside (UPPER_CASE names
+    of two or more characters, such as one imported from another module; baseline.py's `C` is a setting)."""
+    return {k: v for k, v in namespace.items() if not k.startswith('_') and not (k.isupper() and len(k) > 1)
+            and isinstance(v, (int, float, bool, str, type(None)))}
 
 
 def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choices=None):

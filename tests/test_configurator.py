@@ -22,10 +22,21 @@ def write_config(tmp_path, name, text):
 
 
 def test_config_defaults_picks_simple_public_globals():
-    """Only public names bound to simple values are overridable."""
+    """Only public names bound to simple values are overridable; constants are not settings."""
     namespace = {'batch_size': 4, 'name': 'x', 'flag': True, 'nothing': None, '_private': 1,
-                 'os': __import__('os'), 'fn': print, 'items': [1, 2]}
-    assert config_defaults(namespace) == {'batch_size': 4, 'name': 'x', 'flag': True, 'nothing': None}
+                 'os': __import__('os'), 'fn': print, 'items': [1, 2], 'EOT': '<|endoftext|>', 'IG_ROUNDS': 4,
+                 'C': None, 'C_grid': '1,3'}
+    assert config_defaults(namespace) == {'batch_size': 4, 'name': 'x', 'flag': True, 'nothing': None, 'C': None,
+                                          'C_grid': '1,3'}
+
+
+def test_a_module_constant_is_not_a_setting():
+    """bench's runner source, export's imported tokenizer pattern and features' integration constants are not
+    overrides a user could set by mistake: --help does not list them and setting one is an unknown key."""
+    import bench, export, features
+    for module, key in ((bench, 'PEAK_RSS_RUNNER'), (export, 'GPT2_PAT_STR'), (features, 'IG_ROUNDS')):
+        with pytest.raises(ConfigError, match='unknown'):
+            configure(config_defaults(vars(module)), [f'--{key}=1'], quiet=True)
 
 
 def test_files_and_overrides_apply_in_order(tmp_path, capsys):
