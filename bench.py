@@ -51,7 +51,7 @@ import prepare
 import sample
 import tasks
 import tokenizer
-from configurator import config_defaults, configure, run_main
+from configurator import UserError, config_defaults, configure, run_main
 from model import ModelConfig, Transformer, config_dict as model_config_dict
 from runtime import Runtime, cleanup_runtime, grad_scaler, setup_runtime, wrap
 from tokenizer import GPT2_META, get_tokenizer, special_tokens
@@ -60,6 +60,7 @@ from train import get_batch, train_step
 # -----------------------------------------------------------------------------
 sections = 'train,recipes,generate,prepare,finetune,memory,sharding'
 device = 'auto'
+dtype = 'auto'  # 'auto': bf16 where the hardware has it; 'float32' times an fp32-only machine's path on any CPU
 # model and batch of the training benchmark: config/pretrain_small.py's
 n_layer = 4
 n_head = 4
@@ -550,7 +551,7 @@ def bench_sharding(runtime, data):
 
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:], fields_of=ModelConfig))
-    runtime = setup_runtime(device, 'auto', seed)
+    runtime = setup_runtime(device, dtype, seed)
     data_dir = os.path.join('data', 'bbc_news')
     if 'RANK' in os.environ:  # started by launch_sharding
         bench_sharding(runtime, prepare.open_split(data_dir, 'train'))
@@ -564,6 +565,9 @@ def main():
     prepared = os.path.exists(os.path.join(data_dir, 'meta.json'))
     if not prepared and wanted & {'train', 'recipes', 'generate', 'memory', 'sharding'}:  # these read BBC News
         prepare.prepare()
+    if wanted & {'train', 'memory', 'sharding'} and vocab_size < prepare.load_meta(data_dir)['vocab_size']:
+        raise UserError(f"--vocab_size={vocab_size} is below the {prepare.load_meta(data_dir)['vocab_size']:,} ids of "
+                        f"{data_dir} (GPT-2's BPE): leave it at 50304")
     benches = {  # each section, in the order they run
         'train': lambda: bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks),
         'recipes': lambda: bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks),

@@ -509,10 +509,13 @@ class Transformer(nn.Module):
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def flops_per_token(self, T=None):
-        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T, N the weights that
+        multiply: an embedding table looked up costs none (wte counts once when the LM head shares it)."""
         cfg = self.config
         T = T or cfg.block_size
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+        looked_up = sum(m.weight.numel() for m in self.transformer.values()
+                        if isinstance(m, nn.Embedding) and m.weight is not self.lm_head.weight)
+        return 6 * (self.num_params(non_embedding=False) - looked_up) + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T=None):
         """Model FLOP utilisation: achieved FLOP/s over the given peak FLOP/s (runtime.PEAK_FLOPS or bench.py)."""

@@ -76,3 +76,20 @@ def test_prepare_peak_rss_is_the_child_own(tmp_path):
     assert (tmp_path / 'tiny' / 'train.bin').exists() and wall > 0 and cpu > 0
     assert 20e6 < peak < 500e6, f"{peak / 1e6:.0f} MB"
     del held
+
+
+def test_float32_times_an_fp32_only_machine_and_a_short_vocabulary_is_refused(tmp_path):
+    """--dtype=float32 runs every path in fp32 on any CPU (as a CPU without bf16 would), its MFU against the fp32
+    peak alone; a --vocab_size below the data's ids is a one-line error, not an IndexError from the embedding."""
+    tiny = ['--sections=train', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=2',
+            '--steps=1', '--repeats=1']
+    proc = subprocess.run([sys.executable, 'bench.py', *tiny, '--dtype=float32', f'--out={tmp_path / "b.json"}'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / 'b.json').read_text())
+    assert list(results['peak_flops']) == ['float32']
+    assert results['tables'][0]['rows'][-1][0] == 'default: float32 + fused AdamW + fused loss'
+    proc = subprocess.run([sys.executable, 'bench.py', *tiny, '--vocab_size=64'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "error: --vocab_size=64 is below the 50,257 ids of data/bbc_news (GPT-2's BPE): leave it at 50304")

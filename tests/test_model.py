@@ -360,6 +360,18 @@ def test_flops_and_mfu():
     assert peak_flops_for('Some Unknown Accelerator') is None
 
 
+def test_flops_count_the_matmuls_not_the_lookups():
+    """An untied model does the same multiplications as its tied twin (its own wte is a lookup, not a matmul), so
+    both count the same FLOPs; so does a model with rotary positions against learned ones (wpe is a lookup too)."""
+    tied, untied = tiny_model(tie_embeddings=True), tiny_model(tie_embeddings=False)
+    assert untied.num_params() == tied.num_params() + 64 * 32
+    assert untied.flops_per_token() == tied.flops_per_token()
+    assert tiny_model(pos_embedding='rope').flops_per_token() == tied.flops_per_token()
+    multiplied = [tied.transformer.h, tied.transformer.ln_f, tied.lm_head]  # the LM head is the tied wte
+    blocks = sum(p.numel() for m in multiplied for p in m.parameters())
+    assert tied.flops_per_token() == 6 * blocks + 12 * 2 * 2 * 16 * 16
+
+
 def test_model_config_from_dict():
     """A checkpoint's config dict round-trips; unknown keys are a one-line error."""
     config = tiny_model_config(causal=False)
