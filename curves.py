@@ -8,6 +8,7 @@ stratified samples of the training split (tasks.subsample, as finetune.py and ba
     python curves.py --data=rt_reviews --out_dir=out/curves_rt   # movie reviews, fresh / rotten: another domain
     python curves.py --data=reviews.csv --init_from=out/mine --out_dir=out/curves_reviews
     python curves.py --finetune_sizes=50,all               # also full fine-tuning by finetune.py at those sizes
+    python curves.py --init_from=out/pretrain_small,out/seed1,out/seed2   # pretraining seeds pooled (--seed=1, ...)
 
 Each model is read as finetune.py reads it for classification (config's block_size, truncation and max_windows:
 a long text becomes windows of `text <eot>`, or `[CLS] text [SEP]` for encoders), and given finetune.py's sequence
@@ -46,7 +47,8 @@ from runtime import setup_runtime
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
-init_from = 'out/pretrain_small'  # the pretrained model (any checkpoint finetune.py's init_from takes)
+init_from = 'out/pretrain_small'  # the pretrained model (any checkpoint finetune.py's init_from takes); several,
+# comma-separated (pretraining seeds of one recipe): 'pretrained' pools them, each under every seed
 data = 'bbc_news'  # classification data, as finetune.py takes it
 text_column = 'text'
 label_column = 'label'
@@ -201,18 +203,26 @@ def main():
                      'test': test, **extra})
         print(f"{method:>10} n={len(samples[label, seed]):>5} seed {seed}: test accuracy {test:.4f}", flush=True)
 
-    pretrained, meta, _ = checkpoints.load(init_from, trust=trust_checkpoint)
-    # the pretrained trunk's features serve every seed; scratch: a fresh initialisation per seed, its own features
-    for method, init_seed in [('pretrained', None)] + [('scratch', seed) for seed in seed_list]:
+    inits = [path.strip() for path in init_from.split(',') if path.strip()]
+    loaded = [checkpoints.load(path, trust=trust_checkpoint)[:2] for path in inits]
+    first, meta = loaded[0]  # one model and tokenizer for all: its meta encodes the texts of each
+    for path, (trunk, other) in zip(inits[1:], loaded[1:]):
+        if (trunk.config, other.get('tokenizer'), other.get('special_tokens')) != (
+                first.config, meta.get('tokenizer'), meta.get('special_tokens')):
+            raise UserError(f"init_from: {path} is not the model and tokenizer of {inits[0]}: the pretrained "
+                            f"curve pools runs of one recipe (e.g. its seeds); run curves.py once for each")
+    # each pretrained trunk's features serve every seed; scratch: a fresh initialisation of the first per seed
+    for method, path, trunk, init_seed in [('pretrained', path, trunk, None) for path, (trunk, _) in zip(inits, loaded)
+                                           ] + [('scratch', inits[0], None, seed) for seed in seed_list]:
         if method == 'scratch':
             torch.manual_seed(init_seed)
-        trunk = pretrained if method == 'pretrained' else Transformer(pretrained.config)
+            trunk = Transformer(first.config)
         model = checkpoints.for_task(trunk, 'sequence', len(names), pooling or reading['pooling']).to(runtime.device)
         feats = window_features(model, meta, splits, names, reading, runtime, batch_size)
         for label, _ in sizes_:
             for seed in seed_list if method == 'pretrained' else [init_seed]:
                 val, c, test = probe(model, feats, samples[label, seed], C_values, seed)
-                record(method, label, seed, test, val=val, C=c)
+                record(method, label, seed, test, val=val, C=c, init_from=path)
     tfidf_C = [float(c) for c in baseline.C_grid.split(',')]  # baseline.py's own grid
     fitted = {}  # a sample drawn twice ('all' under every seed) is fitted once: TF-IDF + lbfgs is deterministic
     for label, _ in sizes_:
@@ -231,9 +241,10 @@ def main():
         epochs = min(finetune_max_epochs, max(reading['epochs'], math.ceil(finetune_min_passes / size)))
         for seed in seed_list:
             samples.setdefault((label, seed), tasks.subsample(splits['train'], size, seed))
-            for method, init in (('pretrained fine-tuned', init_from), ('scratch fine-tuned', f'scratch:{init_from}')):
-                path = os.path.join(out_dir, 'runs', f"{method.split()[0]}_n{label}_s{seed}")
-                record(method, label, seed, finetune_run(init, size, seed, epochs, path), epochs=epochs)
+            for method, init, run in [('pretrained fine-tuned', init, f"pretrained{i or ''}") for i, init in enumerate(inits)
+                                      ] + [('scratch fine-tuned', f'scratch:{inits[0]}', 'scratch')]:
+                path = os.path.join(out_dir, 'runs', f"{run}_n{label}_s{seed}")
+                record(method, label, seed, finetune_run(init, size, seed, epochs, path), epochs=epochs, init_from=init)
     if finetuned:
         methods += ['pretrained fine-tuned', 'scratch fine-tuned']
         sizes_ = sorted(set(sizes_) | set(finetuned), key=lambda item: item[1])

@@ -105,6 +105,32 @@ def test_curves_end_to_end(tmp_path, tiny_config):
         assert json.loads((out / 'runs' / run / 'test_results.json').read_text())['best_epoch'] >= 1
 
 
+def test_curves_pool_several_pretraining_runs(tmp_path, tiny_config):
+    """--init_from=A,B (pretraining seeds of one recipe): 'pretrained' scores each checkpoint under every seed, the
+    scratch twin is A's model once a seed; a checkpoint of another shape is a one-line error."""
+    write_news_csv(tmp_path / 'news.csv')
+    config = tiny_config(vocab_size=50304, block_size=32)
+    for seed in (0, 1):
+        save_tiny_checkpoint(tmp_path / f'run{seed}.pt', config, GPT2_META, seed=seed)
+    save_tiny_checkpoint(tmp_path / 'wide.pt', tiny_config(vocab_size=50304, block_size=32, n_embd=64), GPT2_META)
+
+    def curves(init_from, out):
+        return subprocess.run([sys.executable, 'curves.py', f'--init_from={init_from}', f'--data={tmp_path}/news.csv',
+                               '--sizes=4,all', '--seeds=0,1', f'--out_dir={tmp_path / out}', '--device=cpu',
+                               '--dtype=float32'], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = curves(f'{tmp_path}/run0.pt,{tmp_path}/run1.pt', 'two')
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads((tmp_path / 'two' / 'curves.json').read_text())['runs']
+    pretrained = Counter((r['init_from'], r['size']) for r in runs if r['method'] == 'pretrained')
+    assert pretrained == {(f'{tmp_path}/run{i}.pt', n): 2 for i in (0, 1) for n in (4, 128)}
+    assert Counter(r['size'] for r in runs if r['method'] == 'scratch') == {4: 2, 128: 2}
+    assert '(0.' in (tmp_path / 'two' / 'curves.md').read_text()
+    proc = curves(f'{tmp_path}/run0.pt,{tmp_path}/wide.pt', 'mixed')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: init_from: {tmp_path}/wide.pt is not the model and tokenizer of {tmp_path}/run0.pt: the pretrained "
+        "curve pools runs of one recipe (e.g. its seeds); run curves.py once for each"]
+
+
 def test_curves_bad_sizes_are_one_line(script_main, tmp_path):
     code, stderr = script_main('curves', '--sizes=25,lots', f'--out_dir={tmp_path}')
     assert code == 2 and 'lots' in stderr and len(stderr.strip().splitlines()) == 1, stderr
