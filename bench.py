@@ -565,9 +565,9 @@ def main():
     prepared = os.path.exists(os.path.join(data_dir, 'meta.json'))
     if not prepared and wanted & {'train', 'recipes', 'generate', 'memory', 'sharding'}:  # these read BBC News
         prepare.prepare()
-    if wanted & {'train', 'memory', 'sharding'} and vocab_size < prepare.load_meta(data_dir)['vocab_size']:
-        raise UserError(f"--vocab_size={vocab_size} is below the {prepare.load_meta(data_dir)['vocab_size']:,} ids of "
-                        f"{data_dir} (GPT-2's BPE): leave it at 50304")
+    ids = prepare.load_meta(data_dir)['vocab_size'] if wanted & {'train', 'memory', 'sharding'} else 0
+    if vocab_size < ids:
+        raise UserError(f"--vocab_size={vocab_size} is below the {ids:,} ids of {data_dir} (GPT-2's BPE): leave it at 50304")
     benches = {  # each section, in the order they run
         'train': lambda: bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks),
         'recipes': lambda: bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks),
