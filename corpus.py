@@ -20,6 +20,7 @@ import os
 import random
 import re
 import sys
+from pathlib import Path
 
 from dedup import DEDUP_THRESHOLD, dedup_report, near_duplicates, shingles
 from tokenizer import DataError
@@ -50,8 +51,7 @@ def bbc_news_articles():
                    for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
     first_path = {}  # text -> the first path that has it
     for path in paths:
-        with open(os.path.join(root, path), encoding='utf-8', errors='ignore') as f:  # a few stray bytes
-            first_path.setdefault(f.read(), path)
+        first_path.setdefault(Path(root, path).read_text(encoding='utf-8', errors='ignore'), path)  # a few stray bytes
     return [(path, path.split('/')[0], text) for text, path in first_path.items()]
 
 
@@ -89,17 +89,14 @@ def split_articles(paths, val_fraction, test_fraction, seed):
 
 
 def without_lone_surrogates(text):
-    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded."""
-    try:
-        text.encode('utf-8')
-        return text
-    except UnicodeEncodeError:
-        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+    """JSON can spell half a UTF-16 pair ("\\ud800"); make it U+FFFD, as tiktoken does, so it can be encoded (the
+    round trip through UTF-16 leaves every other character, and a pair spelled as two halves is joined)."""
+    return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
 
 
 def prepare_command(data_dir, meta=None):
     """The command that (re)builds data_dir, for error messages."""
-    name, out_root = os.path.basename(os.path.normpath(data_dir)), os.path.dirname(os.path.normpath(data_dir))
+    out_root, name = os.path.split(os.path.normpath(data_dir))
     source = meta.get('source') if meta else (BBC_SOURCE if name == BBC_NAME else None)
     command = 'python prepare.py' + ('' if source == BBC_SOURCE else f' {source or "SOURCE"} --name={name}')
     return command + ('' if out_root in ('data', '') else f' --out_root={out_root}')
@@ -116,8 +113,7 @@ def bbc_news_split(data_root='data'):
     recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
     if os.path.isfile(recorded):
         try:
-            with open(recorded) as f:
-                saved = json.load(f)
+            saved = json.loads(Path(recorded).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise DataError(f"{recorded} is corrupt: re-run `{prepare_command(os.path.dirname(recorded))} "
                             f"--overwrite`") from None

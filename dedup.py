@@ -79,10 +79,8 @@ def _word_code_points(text, lowered=False):
 
 def _mix(h):
     """MurmurHash3's 64-bit finaliser (fmix64): every bit of h moves every bit of the result."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h = (h ^ (h >> np.uint64(33))) * np.uint64(multiplier)
     return h ^ (h >> np.uint64(33))
 
 
@@ -226,8 +224,7 @@ class HeldOut:
 
     @property
     def nbytes(self):
-        return sum(a.nbytes for a in (self.splits, self.doc_starts, self.pool, self.doc_index, self.in_train,
-                                      self.filter))
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))  # every array it holds
 
     def found(self, values):
         """The positions in pool of those of values (train shingles, any order) that are held-out shingles. Only

@@ -176,11 +176,10 @@ def run_lock(out_dir):
             os.close(fd)
             raise UserError(f"{out_dir} is in use by another run (pid {owner}, see {path}): wait for it to end "
                             f"or choose another --out_dir") from None
-        try:  # the file we locked is still the lock: not one its owner removed while we opened it
+        # the file we locked is still the lock: not one its owner removed while we opened it
+        with contextlib.suppress(FileNotFoundError):
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break
-        except FileNotFoundError:
-            pass
         os.close(fd)
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())

@@ -66,7 +66,7 @@ from corpus import BBC_NAME, BBC_SOURCE, BBC_TEST_FRACTION, bbc_news_articles, b
     prepare_command, without_lone_surrogates
 from configurator import configure, run_main
 from dedup import DEDUP_THRESHOLD, streamed_near_duplicates, summary_line
-from files import pid_alive, swap_in, write_failed
+from files import atomic_path, pid_alive, swap_in, write_failed
 from metrics import progress
 from tokenizer import EOT, DataError, DataNotFoundError, bpe_meta, bpe_sample, bpe_size, bpe_tokenizer_json, \
     get_tokenizer, train_bpe, wordpiece_meta
@@ -221,21 +221,15 @@ def _download(url, out_root):
     if os.path.exists(path):
         print(f"using {path}, downloaded before (delete it to download again)")
         return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f'{path}.part-{os.getpid()}'  # renamed only when complete
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, 'wb') as f:
+    try:  # into a temp file that becomes path only when complete (atomic_path)
+        with atomic_path(path) as tmp, urllib.request.urlopen(url, timeout=60) as response, open(tmp, 'wb') as f:
             update = progress(response.length, f'downloading {filename}')
             while block := response.read(CHUNK_BYTES):
                 f.write(block)
                 update(len(block))
             update(None)
-        os.replace(partial, path)
     except OSError as e:  # URLError, HTTPError and timeouts are OSErrors
         raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return path
 
 
@@ -309,8 +303,7 @@ def _write_bins(events, tok, out_dir, split_names, num_threads, total_bytes, des
     update = progress(total_bytes, desc)
 
     with contextlib.ExitStack() as stack:
-        files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb'))
-                 for split in split_names}
+        files = {split: stack.enter_context(open(os.path.join(out_dir, f'{split}.bin'), 'wb')) for split in split_names}
         encoder = stack.enter_context(ThreadPoolExecutor(1))  # encodes a batch while the next one is read
         encoding = [([], encoder.submit(list))]  # (the batch being encoded, the future of its ids)
 
@@ -564,19 +557,16 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
             raise DataError(f"corpus too small: the val split of {source_desc} has {stats['val']['tokens']} token(s), "
                             f"and a split takes whole lines of a text file, whole documents else: give more lines or documents")
         if splits_json is not None:
-            with open(os.path.join(tmp_dir, 'splits.json'), 'w') as f:
-                json.dump(splits_json, f, indent=1)
+            Path(tmp_dir, 'splits.json').write_text(json.dumps(splits_json, indent=1))
         if meta['tokenizer'] == 'bpe':  # the same tokenizer for Hugging Face tokenizers / transformers
-            with open(os.path.join(tmp_dir, 'tokenizer.json'), 'w', encoding='utf-8') as f:
-                f.write(bpe_tokenizer_json(meta))
+            Path(tmp_dir, 'tokenizer.json').write_text(bpe_tokenizer_json(meta), encoding='utf-8')
         meta.update(vocab_size=tok.vocab_size, dtype=_dtype_name(tok.vocab_size), eot_id=tok.eot_id,
                     splits=stats, source=source_desc, seed=seed, val_fraction=val_fraction,
                     test_fraction=test_fraction, text_field=text_field, dedup=dedup, prepared_with=prepared_with,
                     format_version=FORMAT_VERSION, created=datetime.now(timezone.utc).isoformat(timespec='seconds'))
         # the long list (vocab or ranks) last, so that meta.json reads from the top
         meta = dict(sorted(meta.items(), key=lambda item: item[0] in ('vocab', 'ranks')))
-        with open(os.path.join(tmp_dir, 'meta.json'), 'w') as f:  # last: its presence marks a finished dataset
-            json.dump(meta, f, indent=1)
+        Path(tmp_dir, 'meta.json').write_text(json.dumps(meta, indent=1))  # last: its presence marks a finished dataset
         # --overwrite: the new one is complete, only now is it swapped in
         swap_in(tmp_dir, data_dir, os.path.join(out_root, f'.{name}.old-{os.getpid()}'))
     except OSError as e:
@@ -600,8 +590,7 @@ def load_meta(data_dir):
     if not os.path.isfile(meta_path):
         raise DataNotFoundError(f"dataset not found at {data_dir}: run `{prepare_command(data_dir)}` first")
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = json.loads(Path(meta_path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(f"{meta_path} is corrupt: re-run `{prepare_command(data_dir)} --overwrite`") from None
     missing = [key for key in ('tokenizer', 'vocab_size', 'dtype', 'splits', 'eot_id')

