@@ -42,11 +42,9 @@ def vectorizer(max_features):
     """Word 1-2-grams + character 2-5-grams, sublinear TF-IDF: the standard strong linear text classifier."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
-    return FeatureUnion([
-        ('words', TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=max_features)),
-        ('chars', TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                                  max_features=max_features)),
-    ])
+    weighting = dict(sublinear_tf=True, min_df=2, max_features=max_features)
+    return FeatureUnion([('words', TfidfVectorizer(ngram_range=(1, 2), **weighting)),
+                         ('chars', TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 5), **weighting))])
 
 
 def fit_and_score(splits, names, C_values, max_features, seed):
@@ -63,8 +61,7 @@ def fit_and_score(splits, names, C_values, max_features, seed):
     report = None
     if x_test is not None:
         predicted = models[best].predict(x_test).tolist()
-        report = classification_report(y['test'], predicted, names)
-        report['predictions'] = [names[p] for p in predicted]
+        report = {**classification_report(y['test'], predicted, names), 'predictions': [names[p] for p in predicted]}
     return val_accuracy, best, report
 
 
@@ -99,7 +96,7 @@ def main():
                    **{k: v for k, v in report.items() if k != 'predictions'}}
         write_json(os.path.join(out_dir, 'test_results.json'), results)
         write_jsonl(os.path.join(out_dir, 'test_predictions.jsonl'),
-                           [{**ex, 'predicted': p} for ex, p in zip(splits['test'], report['predictions'])])
+                    [{**ex, 'predicted': p} for ex, p in zip(splits['test'], report['predictions'])])
         print(f"wrote {out_dir}/test_results.json and test_predictions.jsonl")
 
 

@@ -72,22 +72,11 @@ trust_checkpoint = False
 
 def parse_sizes(text, n_train):
     """[(label, size)] of a sizes option ('25,50,all'), each at most n_train."""
-    sizes_ = []
-    for item in (s.strip() for s in text.split(',') if s.strip()):
-        if item == 'all':
-            sizes_.append(('all', n_train))
-        elif item.isdigit() and int(item) > 0:
-            sizes_.append((item, min(int(item), n_train)))
-        else:
+    items = [s.strip() for s in text.split(',') if s.strip()]
+    for item in items:
+        if item != 'all' and not (item.isdigit() and int(item) > 0):
             raise UserError(f"sizes: {item!r} is not a number of examples or 'all' (e.g. --sizes=25,50,all)")
-    return sizes_
-
-
-def reading_of(config_path):
-    """block_size, truncation, max_windows, epochs and pooling of a finetune.py config file (finetune.py's defaults
-    otherwise)."""
-    read = configure(config_defaults(vars(finetune)), [config_path] if config_path else [], quiet=True)
-    return {key: read[key] for key in ('block_size', 'truncation', 'max_windows', 'epochs', 'pooling')}
+    return [(item, n_train if item == 'all' else min(int(item), n_train)) for item in items]
 
 
 def window_features(model, meta, splits, names, reading, runtime, batch_size):
@@ -126,7 +115,7 @@ def finetune_run(init, size, seed, epochs, path):
         proc = subprocess.run(args, cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True, text=True)
         if proc.returncode:
             raise UserError(f"fine-tuning failed ({' '.join(args[1:])}): "
-                                   f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                            f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     with open(os.path.join(path, 'test_results.json')) as f:
         return json.load(f)['accuracy']
 
@@ -181,7 +170,9 @@ def draw(table, sizes_, methods, path, title):
 def main():
     globals().update(configure(config_defaults(globals()), sys.argv[1:]))
     started = time.time()
-    reading = reading_of(config)
+    # how finetune.py reads the texts, from its config file (finetune.py's defaults otherwise)
+    read = configure(config_defaults(vars(finetune)), [config] if config else [], quiet=True)
+    reading = {key: read[key] for key in ('block_size', 'truncation', 'max_windows', 'epochs', 'pooling')}
     parse_sizes(sizes, 1), parse_sizes(finetune_sizes, 1)  # their form, before any data is read
     try:
         C_values = [float(c) for c in C_grid.split(',')]
@@ -229,10 +220,9 @@ def main():
         for seed in seed_list:
             sample = tuple(samples[label, seed])
             if sample not in fitted:
-                val_accuracy, best, report = baseline.fit_and_score(
-                    {**splits, 'train': [splits['train'][i] for i in sample]}, names, tfidf_C,
-                    baseline.max_features, seed)
-                fitted[sample] = report['accuracy'], val_accuracy[best], best
+                sampled = {**splits, 'train': [splits['train'][i] for i in sample]}
+                val_by_C, best, report = baseline.fit_and_score(sampled, names, tfidf_C, baseline.max_features, seed)
+                fitted[sample] = report['accuracy'], val_by_C[best], best
             test, val, c = fitted[sample]
             record('tfidf', label, seed, test, val=val, C=c)
     methods = ['pretrained', 'scratch', 'tfidf']

@@ -35,7 +35,7 @@ import torch
 import checkpoints
 import tasks
 from configurator import CHOICES, UserError, config_defaults, configure, run_main
-from files import atomic_path
+from files import atomic_path, write_jsonl
 from metrics import progress
 from runtime import eval_mode, setup_runtime
 from tokenizer import DataError, token_text, tokenizer_of
@@ -170,10 +170,8 @@ def output_paths(output, per_token):
     if not output or not output.endswith('.npy'):
         raise UserError(f"--output must name a .npy file for the pooled features, got {output!r}")
     stem = output[:-len('.npy')]
-    paths = {'pooled': output, 'index': f'{stem}.index.jsonl'}
-    if per_token:
-        paths.update(tokens=f'{stem}.tokens.npy', offsets=f'{stem}.offsets.npy')
-    return paths
+    per_token_paths = {'tokens': f'{stem}.tokens.npy', 'offsets': f'{stem}.offsets.npy'} if per_token else {}
+    return {'pooled': output, 'index': f'{stem}.index.jsonl', **per_token_paths}
 
 
 # -----------------------------------------------------------------------------
@@ -222,18 +220,14 @@ def nearest_tokens(embedding, tokenizer, vector, candidates, k=8, exclude=()):
     return [(token_text(tokenizer, int(ids[j])), float(cosine[j])) for j in top]
 
 
-PROJECTIONS = CHOICES['projection']
-
-
 def check_projection(projection):
     """A one-line UserError for a projection that is unknown, or whose package is not installed."""
-    if projection not in PROJECTIONS:
-        raise UserError(f"projection {projection!r} unknown: use one of {', '.join(PROJECTIONS)}")
-    package = {'tsne': 'sklearn', 'umap': 'umap'}.get(projection)
-    if package and importlib.util.find_spec(package) is None:
-        name = {'sklearn': 'scikit-learn', 'umap': 'umap-learn'}[package]
+    if projection not in CHOICES['projection']:
+        raise UserError(f"projection {projection!r} unknown: use one of {', '.join(CHOICES['projection'])}")
+    module, name = {'tsne': ('sklearn', 'scikit-learn'), 'umap': ('umap', 'umap-learn')}.get(projection, (None, None))
+    if module and importlib.util.find_spec(module) is None:
         raise UserError(f"projection={projection!r} needs {name}, which is not installed: pip install {name}, "
-                               f"or use projection='pca'")
+                        f"or use projection='pca'")
 
 
 def project_2d(X, projection='pca', seed=0):
@@ -311,9 +305,16 @@ def occlusion(model, windows, label, pad_id, n_words, batch_size=64):
             variants.append([i for i, o in zip(ids, owner) if o != word])
             whose.append((w, word))
     logp = label_logprobs(model, [ids for ids, _ in windows] + variants, pad_id, batch_size)[:, label].tolist()
+    drops = [(word, logp[w] - occluded) for (w, word), occluded in zip(whose, logp[len(windows):])]
+    return word_scores(drops, n_words, len(windows))
+
+
+def word_scores(pairs, n_words, n_windows):
+    """(n_words,): the values of the (word, value) pairs summed by word and divided by n_windows (a word's mean over
+    the windows), NaN for a word that has none (no window holds it)."""
     scores, seen = np.zeros(n_words), np.zeros(n_words, dtype=bool)
-    for (w, word), occluded in zip(whose, logp[len(windows):]):
-        scores[word] += (logp[w] - occluded) / len(windows)
+    for word, value in pairs:
+        scores[word] += value / n_windows
         seen[word] = True
     scores[~seen] = np.nan
     return scores
@@ -363,8 +364,7 @@ def integrated_gradients(model, windows, label, baseline_id, n_words, steps=32, 
     sees)."""
     wte = model.transformer.wte
     device = wte.weight.device
-    scores, seen = np.zeros(n_words), np.zeros(n_words, dtype=bool)
-    f, f_baseline, n_points = 0.0, 0.0, 0
+    pairs, f, f_baseline, n_points = [], 0.0, 0.0, 0  # pairs: (word, its tokens' attribution in a window)
     for ids, owner in windows:
         idx = torch.tensor([ids], device=device)
         x = wte.weight[idx[0]].detach()  # (T, C)
@@ -384,15 +384,11 @@ def integrated_gradients(model, windows, label, baseline_id, n_words, steps=32, 
             alphas, order = torch.cat([alphas, new.flatten()]).sort()
             path_f, h = torch.cat([path_f, new_f])[order], torch.cat([h, new_h])[order]
         per_token = (alphas.diff()[:, None] * (h[1:] + h[:-1]) / 2).sum(0)  # (T,)
-        for value, word in zip(per_token.tolist(), owner):
-            if word >= 0:
-                scores[word] += value / len(windows)
-                seen[word] = True
+        pairs += [(word, value) for value, word in zip(per_token.tolist(), owner) if word >= 0]
         f += path_f[-1].item() / len(windows)
         f_baseline += path_f[0].item() / len(windows)
         n_points += len(alphas)
-    scores[~seen] = np.nan
-    return scores, f, f_baseline, n_points
+    return word_scores(pairs, n_words, len(windows)), f, f_baseline, n_points
 
 
 def explain_text(model, tokenizer, special, names, text, truncation='head', max_windows=4, methods=EXPLAIN_METHODS,
@@ -406,7 +402,7 @@ def explain_text(model, tokenizer, special, names, text, truncation='head', max_
     if model.config.task_head != 'sequence':
         head = f"a {model.config.task_head} head" if model.config.task_head else 'no task head'
         raise UserError(f"explanations are of a text classifier's label, and this model has {head}: use a "
-                               f"checkpoint fine-tuned with task='classification'")
+                        f"checkpoint fine-tuned with task='classification'")
     words = text.split()
     if not words:
         raise UserError("the text to explain is empty")
@@ -475,9 +471,8 @@ def main():
         del pooled_out, tokens_out  # flushes and closes the memmaps before the rename
         if per_token:
             np.save(tmp['offsets'], offsets)  # the temp name ends in .npy too, so np.save adds nothing
-        with open(tmp['index'], 'w', encoding='utf-8') as f:
-            f.writelines(json.dumps({'line': line, 'text': text[:80], 'n_tokens': len(ids), 'truncated': cut},
-                                    ensure_ascii=False) + '\n' for (line, text), (ids, cut) in zip(texts, encoded))
+        write_jsonl(tmp['index'], ({'line': line, 'text': text[:80], 'n_tokens': len(ids), 'truncated': cut}
+                                   for (line, text), (ids, cut) in zip(texts, encoded)))
     n_cut = sum(cut for _, cut in encoded)
     print(f"wrote {output} ({len(texts):,} x {C} float32, pooled by {pooled_by}) and {paths['index']}"
           + (f", {paths['tokens']} ({int(offsets[-1]):,} tokens) and {paths['offsets']}" if per_token else '')
@@ -524,19 +519,17 @@ def fit_head(model, train_x, train_windows, val_x, val_windows, C_values=PROBE_C
     from sklearn.preprocessing import StandardScaler
     y = np.array([w['labels'] for w in train_windows])
     scaler = StandardScaler().fit(train_x)
-    best = None
+    num_labels = model.classifier.weight.size(0)
+    fits = []
     for c in sorted(C_values):
         clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(train_x), y)
-        logprobs = np.full((len(val_x), model.classifier.weight.size(0)), -30.0)
+        logprobs = np.full((len(val_x), num_labels), -30.0)
         logprobs[:, clf.classes_] = clf.predict_log_proba(scaler.transform(val_x))  # columns: the classes seen
-        accuracy, loss = text_scores(logprobs, val_windows)
-        if best is None or loss < best[0]:
-            best = (loss, c, clf, accuracy)
-    _, c, clf, accuracy = best
+        fits.append((*text_scores(logprobs, val_windows), c, clf))  # (accuracy, loss, C, model)
+    accuracy, _, c, clf = min(fits, key=lambda fit: fit[1])  # the lowest val loss, the first (smallest C) in a tie
     coef, intercept = clf.coef_, clf.intercept_
     if len(clf.classes_) == 2:  # sklearn's binary model: one row, the logit of the second class against the first
         coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    num_labels = model.classifier.weight.size(0)
     weight, bias = np.zeros((num_labels, coef.shape[1])), np.full(num_labels, -30.0)  # an unseen class: never
     weight[clf.classes_], bias[clf.classes_] = coef / scaler.scale_, intercept - (coef / scaler.scale_) @ scaler.mean_
     with torch.no_grad():

@@ -63,13 +63,22 @@ class Task:
         return sorted({label for example in examples for label in self.labels_of(example)})
 
     def read_file(self, path, columns):
-        return read_rows(path, columns)
+        """The examples of a CSV / TSV (a header row names the columns) or JSONL file."""
+        if path.lower().endswith('.jsonl'):
+            rows = read_jsonl_rows(path)
+        else:
+            header, rows = read_csv_rows(path, '\t' if path.lower().endswith('.tsv') else ',')
+            for column, option in columns.values():
+                if column not in header:
+                    raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
+                                    f"choose one with --{option}=NAME")
+        return [row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
 
     def check_classes(self, examples, where, columns):
-        pass
+        """A DataError where the training examples cannot make a model of this task (by default they always can)."""
 
     def check_model(self, config, init_from):
-        pass
+        """A DataError where the task cannot fine-tune this model (by default it always can)."""
 
     def token_types(self, config, match_feature):
         """What the encoded examples' token types say to a model of this config: '' (none are given)."""
@@ -82,8 +91,7 @@ class Task:
         return format_report(scores)
 
     def picture(self, plot, scores, names, out_dir):
-        """The PNG of the test scores drawn with the plot module, or None."""
-        return None
+        """The PNG of the test scores drawn with the plot module, or None (by default, none is drawn)."""
 
     def files(self, examples, scores):
         """{file name: JSON object} the test run writes into out_dir besides test_results.json."""
@@ -158,7 +166,29 @@ class NER(Task):
         return ['O'] + [tag for tag in super().label_names(examples) if tag != 'O']
 
     def read_file(self, path, columns):
-        return read_conll(path)
+        """Sentences of a CoNLL-style file as [{'words', 'tags'}]: TOKEN<TAB>TAG lines (else the first and last
+        whitespace-separated columns), sentences separated by blank or whitespace-only lines, -DOCSTART- skipped."""
+        sentences, words, tags = [], [], []
+        with open(path, encoding='utf-8-sig') as f:
+            for line, text in enumerate(itertools.chain(f, ['']), 1):  # '': the end of the file ends a sentence
+                text = text.rstrip('\r\n')
+                if not text.strip() or text.startswith('-DOCSTART-'):
+                    if words:
+                        sentences.append({'words': words, 'tags': tags})
+                        words, tags = [], []
+                    continue
+                fields = text.split('\t') if '\t' in text else text.split()
+                word, tag = fields[0].strip(), fields[-1].strip() if len(fields) > 1 else ''
+                if not tag:
+                    raise DataError(f"{path}:{line}: no tag in {text!r}: NER lines are TOKEN<TAB>TAG, with a blank "
+                                    f"line between sentences")
+                if not word:
+                    raise DataError(f"{path}:{line}: empty token in {text!r}: NER lines are TOKEN<TAB>TAG")
+                if tag != 'O' and not (tag[:2] in ('B-', 'I-', 'E-', 'S-') and len(tag) > 2):
+                    raise DataError(f"{path}:{line}: tag {tag!r} is not BIO: use O, B-TYPE or I-TYPE")
+                words.append(word)
+                tags.append(tag)
+        return sentences
 
     def encode(self, ex, text_id, ctx):
         """Each word's tokens (words after the first with their leading space); the first token of a word carries its
@@ -209,8 +239,7 @@ class NER(Task):
 
 class SFT(Task):
     """Prompt -> response (instruction tuning): the loss on the response, exact match of greedy answers."""
-    name, metrics, generates = 'sft', ('loss', 'exact_match'), True
-    per_token = True
+    name, metrics, generates, per_token = 'sft', ('loss', 'exact_match'), True, True
     columns = {'prompt': 'prompt_column', 'response': 'response_column'}
     builtin = {'sft_tasks': lambda data_root: SFT_TASKS_PATH}
 
@@ -449,16 +478,14 @@ def load_task_data(task, data, text_column='text', label_column='label', prompt_
     else test is []). Labels in val/test that train lacks are an error."""
     unit, data = get(task), str(data)
     builtins = {name: other.name for other in TASKS.values() for name in other.builtin}
-    path = data
-    if data in builtins:
-        if builtins[data] != task:
-            listed = ', '.join(f'{name} ({kind})' for name, kind in builtins.items())
-            raise DataError(f"{data} is {builtins[data]} data, not {task}: use --task={builtins[data]} "
-                            f"or other data (built in: {listed})")
-        path = unit.builtin[data](data_root)
-        if isinstance(path, dict):  # the splits themselves
-            check_labels(path, unit, data)
-            return path
+    if data in builtins and builtins[data] != task:
+        listed = ', '.join(f'{name} ({kind})' for name, kind in builtins.items())
+        raise DataError(f"{data} is {builtins[data]} data, not {task}: use --task={builtins[data]} "
+                        f"or other data (built in: {listed})")
+    path = unit.builtin[data](data_root) if data in builtins else data
+    if isinstance(path, dict):  # built-in data: the splits themselves
+        check_labels(path, unit, data)
+        return path
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"need 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1 "
                         f"(got {val_fraction} and {test_fraction})")
@@ -527,19 +554,6 @@ def read_task_file(path, unit, columns):
     return examples
 
 
-def read_rows(path, columns):
-    """The examples of a CSV / TSV (a header row names the columns) or JSONL file."""
-    if path.lower().endswith('.jsonl'):
-        rows = read_jsonl_rows(path)
-    else:
-        header, rows = read_csv_rows(path, '\t' if path.lower().endswith('.tsv') else ',')
-        for column, option in columns.values():
-            if column not in header:
-                raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(header)}): "
-                                f"choose one with --{option}=NAME")
-    return [row_example(path, n, line, row, columns) for n, (line, row) in enumerate(rows, 1)]
-
-
 def read_csv_rows(path, delimiter):
     """(header, [(line, {column: value})]) of a CSV or TSV file whose first row names the columns."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # the default, 128 KiB, is less than a long article
@@ -598,32 +612,6 @@ def row_example(path, row_number, line, row, columns):
             raise DataError(f"{path}:{line}: empty {column!r} in row {row_number}: fill it in or remove the row")
         example[key] = without_lone_surrogates(value.strip() if key == 'label' else value)
     return example
-
-
-def read_conll(path):
-    """Sentences of a CoNLL-style file as [{'words', 'tags'}]: TOKEN<TAB>TAG lines (else the first and last
-    whitespace-separated columns), sentences separated by blank or whitespace-only lines, -DOCSTART- skipped."""
-    sentences, words, tags = [], [], []
-    with open(path, encoding='utf-8-sig') as f:
-        for line, text in enumerate(itertools.chain(f, ['']), 1):  # '': the end of the file ends a sentence
-            text = text.rstrip('\r\n')
-            if not text.strip() or text.startswith('-DOCSTART-'):
-                if words:
-                    sentences.append({'words': words, 'tags': tags})
-                    words, tags = [], []
-                continue
-            fields = text.split('\t') if '\t' in text else text.split()
-            word, tag = fields[0].strip(), fields[-1].strip() if len(fields) > 1 else ''
-            if not tag:
-                raise DataError(f"{path}:{line}: no tag in {text!r}: NER lines are TOKEN<TAB>TAG, with a blank line "
-                                f"between sentences")
-            if not word:
-                raise DataError(f"{path}:{line}: empty token in {text!r}: NER lines are TOKEN<TAB>TAG")
-            if tag != 'O' and not (tag[:2] in ('B-', 'I-', 'E-', 'S-') and len(tag) > 2):
-                raise DataError(f"{path}:{line}: tag {tag!r} is not BIO: use O, B-TYPE or I-TYPE")
-            words.append(word)
-            tags.append(tag)
-    return sentences
 
 
 def read_squad(path):
