@@ -148,17 +148,18 @@ def bench_model(runtime, **fields):
 
 
 def train_setup(runtime, dtype=None, fused_adam=True, fused_loss=True, use_compile=False, arch=None,
-                optimizer_name='adamw'):
-    """A fresh model, optimizer and scaler exactly as train.py builds them, by default with its fast paths (the run's
-    dtype, fused AdamW, fused loss; no compile); arch: ModelConfig fields over the benchmark's sizes (another
-    vocabulary, the modern options)."""
+                optimizer_name='adamw', shard=None):
+    """(The model to step, the plain model, optimizer, scaler, the step's runtime) exactly as train.py builds them, by
+    default with its fast paths (the run's dtype, fused AdamW, fused loss; no compile); arch: ModelConfig fields over
+    the benchmark's sizes (another vocabulary, the modern options); shard: DDP's wrap or fsdp.shard, applied before
+    the optimizer is built, instead of torch.compile."""
     model = bench_model(runtime, fused_loss=fused_loss, **(arch or {}))
+    wrapped = shard(model, runtime) if shard else torch.compile(model) if use_compile else model
     optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type=runtime.device_type,
                                            fused=None if fused_adam else False)
     step_runtime = Runtime(**{**runtime.__dict__, 'dtype': dtype or runtime.dtype})
-    compiled = torch.compile(model) if use_compile else model
-    return compiled, model, optimizer, grad_scaler(step_runtime), step_runtime
+    return wrapped, model, optimizer, grad_scaler(step_runtime), step_runtime
 
 
 def time_train(runtime, variants):
@@ -212,11 +213,9 @@ def bench_train(runtime, data, peaks):
 # the same time are in the README. Text per token differs (BBC News val: 4.67 bytes a GPT-2 token, 3.66 a bpe:4096
 # one), so the last column compares text read per second.
 PRETRAIN_SMALL = dict(vocab_size=4096, pos_embedding='rope', norm='rms', mlp='swiglu', tie_embeddings=False)
-RECIPES = [
-    ('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(vocab_size=50304), 'adamw', 4.67),
-    ('pretrain_small: bpe:4096, rope + RMSNorm + SwiGLU + untied head, AdamW', PRETRAIN_SMALL, 'adamw', 3.66),
-    ('the same with Muon', PRETRAIN_SMALL, 'muon', 3.66),
-]
+RECIPES = [('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(vocab_size=50304), 'adamw', 4.67),
+           ('pretrain_small: bpe:4096, rope + RMSNorm + SwiGLU + untied head, AdamW', PRETRAIN_SMALL, 'adamw', 3.66),
+           ('the same with Muon', PRETRAIN_SMALL, 'muon', 3.66)]
 
 
 def bench_recipes(runtime, data, peaks):
@@ -309,18 +308,16 @@ def bench_prepare():
     raw_s = times[next(iter(runs))]
     table(f"prepare: BBC News as JSON lines, {megabytes:.1f} MB, GPT-2 BPE, {threads} threads", ('path', 'MB/s', 'ratio'),
           [(name, f"{megabytes / t:.1f}", f"{raw_s / t:.2f}x") for name, t in times.items()])
-    bench_tokenizers(articles, threads)
+    bench_tokenizers(articles, texts, megabytes, threads)
 
 
-def bench_tokenizers(articles, threads, bpe_vocab_size=8192):
+def bench_tokenizers(articles, texts, megabytes, threads, bpe_vocab_size=8192):
     """Encode speed of a BPE trained on BBC News's train split (prepare --tokenizer=bpe:8192) against GPT-2's BPE,
     on the same text (all the articles), and bytes per token of each (the val split's, eot excluded)."""
     split_of, _ = corpus.bbc_news_split_of(articles)
     train_s, bpe_meta = timed('cpu', lambda: tokenizer.bpe_meta(tokenizer.train_bpe(
         (text for path, _, text in articles if split_of[path] == 'train'), bpe_vocab_size)))
-    texts = [text for _, _, text in articles]
     val = [text for path, _, text in articles if split_of[path] == 'val']
-    megabytes = sum(len(t.encode('utf-8')) for t in texts) / 1e6
 
     def rows():
         for name, meta in (('gpt2', None), (f'bpe:{bpe_vocab_size}', bpe_meta)):
@@ -479,8 +476,7 @@ def bench_finetune(runtime):
     def epoch(name):  # a train_step on each of the variant's batches
         for batch in batches[name]:
             train_step(model, optimizer, scaler, [batch], runtime, 1.0)
-    for name in variants:  # a round to warm up
-        epoch(name)
+    interleaved(variants, epoch, rounds=1)  # a round to warm up
     times = interleaved(variants, lambda name: timed(runtime.device, epoch, name)[0], rounds=finetune_repeats)
     base = times['padded to block_size']
     table(f"fine-tuning: BBC News classification, {len(encoded)} train articles ({n_truncated} longer than "
@@ -525,12 +521,9 @@ def bench_sharding(runtime, data):
     """Under torchrun: the benchmark's model trained a few steps wrapped in DDP, then sharded by FSDP (AdamW,
     the run's dtype); what each process holds (fsdp.state_bytes, after a backward) and the median step time."""
     rows = []
-    for name in ('DDP', 'FSDP'):
-        model = bench_model(runtime)
-        wrapped = wrap(model, runtime) if name == 'DDP' else fsdp.shard(model, runtime)
-        optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
-                                               device_type=runtime.device_type)
-        scaler, times = grad_scaler(runtime), []
+    for name, shard in (('DDP', wrap), ('FSDP', fsdp.shard)):
+        wrapped, model, optimizer, scaler, _ = train_setup(runtime, shard=shard)
+        times = []
         for it in range(2 + steps):
             batch = [get_batch(data, batch_size, block_size, [seed, 0, it, runtime.rank], runtime.device)]
             times.append(timed(runtime.device, train_step, wrapped, optimizer, scaler, batch, runtime, 1.0)[0])

@@ -27,20 +27,16 @@ class MetricsLog:
     def __init__(self, out_dir, config, tensorboard=False, wandb_project=None, run_name=None, resume_iter=None):
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, 'metrics.jsonl')
-        if resume_iter is not None and os.path.exists(self.path):
-            self.keep_until(resume_iter)
+        if resume_iter is not None and os.path.exists(self.path):  # rewritten atomically: complete records up to it
+            records = read_records(self.path, complete=True)[0]
+            write_jsonl(self.path, [r for r in records if r.get('iter', 0) <= resume_iter])
         self.tb = self.wandb = None
         if tensorboard:
-            writer = require('torch.utils.tensorboard', "tensorboard=True needs the tensorboard package: "
-                                                        "pip install tensorboard").SummaryWriter
-            self.tb = writer(os.path.join(out_dir, 'tensorboard'))
+            self.tb = require('torch.utils.tensorboard', "tensorboard=True needs the tensorboard package: "
+                              "pip install tensorboard").SummaryWriter(os.path.join(out_dir, 'tensorboard'))
         if wandb_project:
             self.wandb = require('wandb', "wandb_project is set but wandb is not installed: pip install wandb")
             self.wandb.init(project=wandb_project, name=run_name, config=config)
-
-    def keep_until(self, iter_num):
-        """Rewrite the log (atomically) with its complete records up to iter_num."""
-        write_jsonl(self.path, [r for r in read_records(self.path, complete=True)[0] if r.get('iter', 0) <= iter_num])
 
     def log(self, record):
         record = {'time': round(time.time(), 3), **record}

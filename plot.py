@@ -155,39 +155,35 @@ def plot_curves(run_dirs, path, labels=None):
     max_lr = max((r['lr'] for records in runs for r in records if isinstance(r.get('lr'), (int, float))), default=0)
     lr_exp = round(math.log10(max_lr)) if max_lr > 0 else 0  # the label says 'x 1e-3', the ticks 0.2 .. 1.0
     several = len(runs) > 1
-    lines = {'train': [], 'val': [], 'lr': [], 'scores': []}
 
     def curve(ax, records, key, scale=1.0, **style):
-        """The line of records' key over the x axis, as a list of one line."""
+        """The line of records' key over the x axis."""
         x, y = series(records, key, x_key)
-        return ax.plot(x / divisor, y / scale, **style)
+        ax.plot(x / divisor, y / scale, **style)
 
     for n, (records, label) in enumerate(zip(runs, labels)):
-        prefix = f"{label}: " if several else ''
-        lines['train'] += curve(loss_ax, records, 'train_loss', color=f'C{n}' if several else 'C0', lw=1, alpha=0.7,
-                                label=f"{prefix}train loss")
-        lines['val'] += curve(loss_ax, records, 'val_loss', color=f'C{n}' if several else 'C1', lw=1.8, marker='o',
-                              ms=3.5, ls='--' if several else '-', label=f"{prefix}val loss")
-        lines['lr'] += curve(lr_ax, records, 'lr', 10.0 ** lr_exp, color=f'C{n}' if several else '0.45', lw=1, ls=':',
-                             label=f"{prefix}learning rate")
+        prefix, colour = (f"{label}: ", f'C{n}') if several else ('', None)  # several runs: one colour each
+        curve(loss_ax, records, 'train_loss', color=colour or 'C0', lw=1, alpha=0.7, label=f"{prefix}train loss")
+        curve(loss_ax, records, 'val_loss', color=colour or 'C1', lw=1.8, marker='o', ms=3.5,
+              ls='--' if several else '-', label=f"{prefix}val loss")
+        curve(lr_ax, records, 'lr', 10.0 ** lr_exp, color=colour or '0.45', lw=1, ls=':',
+              label=f"{prefix}learning rate")
         if bpb_ax is not None:
-            curve(bpb_ax, records, 'val_bpb', color=f'C{n}' if several else 'C1', lw=1.8, marker='o', ms=3.5,
-                  label=label)
+            curve(bpb_ax, records, 'val_bpb', color=colour or 'C1', lw=1.8, marker='o', ms=3.5, label=label)
         for m, key in enumerate(metrics):
             if any(key in r for r in records):  # a run that logs the score
-                lines['scores'] += curve(score_ax, records, key, color=f'C{n if several else m}', ms=3.5,
-                                         marker='os^vD*'[m % 6], ls=':' if 'baseline' in key else '-',
-                                         label=prefix + SCORE_NAMES.get(key, key))
+                curve(score_ax, records, key, color=colour or f'C{m}', ms=3.5, marker='os^vD*'[m % 6],
+                      ls=':' if 'baseline' in key else '-', label=prefix + SCORE_NAMES.get(key, key))
     fig.suptitle(' vs '.join(labels))
     y_labels = {loss_ax: "cross-entropy loss (nats)", score_ax: "score (validation)", bpb_ax: "val bits per byte"}
     for ax in axes:
         ax.set_ylabel(y_labels[ax])
         ax.grid(alpha=0.3)
-    lr_ax.set_ylabel("learning rate" + (f" (x 1e{lr_exp})" if lr_exp else ''))
-    lr_ax.set_ylim(bottom=0)
-    above(loss_ax, lines['train'] + lines['val'] + lines['lr'], ncols=3)  # one row a run
+    lr_ax.set(ylabel="learning rate" + (f" (x 1e{lr_exp})" if lr_exp else ''), ylim=(0, None))
+    # one row a run: every train loss, then every val loss (the loss axis holds a run's two in turn), then every lr
+    above(loss_ax, [*loss_ax.lines[::2], *loss_ax.lines[1::2], *lr_ax.lines], ncols=3)
     if metrics:
-        above(score_ax, lines['scores'], ncols=min(len(metrics), 4) if not several else len(metrics))
+        above(score_ax, score_ax.lines, ncols=min(len(metrics), 4) if not several else len(metrics))
     axes[-1].set_xlabel(x_label)
     return save(fig, path)
 
@@ -309,16 +305,6 @@ def source_of(config):
     return config['out_dir'] if config['init_from'] == 'out_dir' else config['init_from']
 
 
-def training_data_dir(config, checkpoint):
-    """--data_dir, else the dataset directory a train.py checkpoint names (its data_root/dataset), or None (an HF
-    checkpoint records no dataset)."""
-    trained = (checkpoint or {}).get('config', {})
-    if config['data_dir'] or not (isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str)):
-        return config['data_dir']
-    found = os.path.join(trained['data_root'], trained['dataset'])
-    return found if os.path.isfile(os.path.join(found, 'meta.json')) else None
-
-
 def embeddings_command(config, runtime):
     """plot.py embeddings: neighbours printed, then the map of words (or of --texts) drawn; returns the PNG path."""
     import features
@@ -346,7 +332,12 @@ def embeddings_command(config, runtime):
         vectors = np.stack([embedding[features.word_ids(tokenizer, word)].mean(0) for word in names])
         what = f"input embeddings of {len(names)} given words"
     else:
-        data_dir = training_data_dir(config, checkpoint)
+        # --data_dir, else the dataset a train.py checkpoint names when prepared there (an HF checkpoint names none)
+        trained = (checkpoint or {}).get('config', {})
+        data_dir = config['data_dir']
+        if not data_dir and isinstance(trained.get('data_root'), str) and isinstance(trained.get('dataset'), str):
+            found = os.path.join(trained['data_root'], trained['dataset'])
+            data_dir = found if os.path.isfile(os.path.join(found, 'meta.json')) else None
         counts = token_counts(data_dir, meta) if data_dir else None
         if counts is None:
             print("note: no training data found (pass --data_dir=data/NAME): the words are taken in token-id order, "
@@ -417,14 +408,13 @@ def plot_explanations(records, path, line_chars=110):
     cmap = colormaps['RdBu_r']
     headings, placed, top = [], [], 0  # [(y, heading)], [(x, y, word, colour)]; y counts text lines from the top
     for n, record in enumerate(records):
+        text_name = f"text {n + 1}: " if len(records) > 1 else ''
         for method in [m for m in EXPLAIN_METHODS if m in record]:
             scores = record[method]
             scale = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
             gap = f", completeness gap {record['completeness_gap']:+.3f}" if method == 'integrated_gradients' else ''
-            headings.append((top + 0.5, f"{'text ' + str(n + 1) + ': ' if len(records) > 1 else ''}"
-                                         f"{method.replace('_', ' ')} for '{record['label']}' (p "
-                                         f"{record['probabilities'][record['label']]:.3f}); full colour = "
-                                         f"{scale:.3g} nats{gap}"))
+            headings.append((top + 0.5, f"{text_name}{method.replace('_', ' ')} for '{record['label']}' (p "
+                             f"{record['probabilities'][record['label']]:.3f}); full colour = {scale:.3g} nats{gap}"))
             x, line = 0, 0
             for word, score in zip(record['words'], scores):
                 if x and x + len(word) > line_chars:
@@ -482,10 +472,9 @@ def plot_entity_f1(per_type, path, title=None):
     if not per_type:
         raise ValueError("no entity types to plot")
     types = sorted(per_type, key=lambda t: -per_type[t].get('support', 0))
-    f1 = [per_type[t]['f1'] for t in types]
     fig = figure(max(5.0, 0.7 * len(types) + 2.0), 4.2)
     ax = fig.subplots()
-    bars = ax.bar(range(len(types)), f1, color='C0')
+    bars = ax.bar(range(len(types)), [per_type[t]['f1'] for t in types], color='C0')
     for bar, t in zip(bars, types):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01,
                 f"{bar.get_height():.2f}\nn={per_type[t].get('support', 0):,}", ha='center', va='bottom', fontsize=7)
