@@ -460,8 +460,7 @@ def main():
         label_weights = None  # per-class loss weights (class imbalance), a forward argument of every training batch
         if class_weights and unit.text_label:
             counts = np.bincount([ex['labels'] for ex in encoded['train']], minlength=len(names))
-            label_weights = torch.tensor(len(encoded['train']) / (len(names) * np.maximum(counts, 1)),
-                                         dtype=torch.float32)
+            label_weights = torch.tensor(counts.sum() / (len(names) * np.maximum(counts, 1)), dtype=torch.float32)
         trainable = set_trainable(model, freeze_layers, lora_rank, lora_alpha, lora_dropout, freeze_embeddings)
         model = sharding.place(model, runtime, fsdp, activation_checkpointing, cpu_offload)  # device, recompute, shards
         optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=learning_rate, weight_decay=weight_decay,

@@ -179,8 +179,7 @@ def load_sharded(path, model, optimizer):
     plain = checkpoints.read_sharded_json(path)
     checkpoints.SafeCheckpointReader(path).read_metadata()  # an unsafe index refused here, in one line
     model_state, optimizer_state = get_state_dict(model, optimizer)  # the shapes to fill (creates optimizer state)
-    optimizer_tensors, _ = split_tensors(optimizer_state)
-    state = {'model': model_state, 'optimizer': optimizer_tensors}
+    state = {'model': model_state, 'optimizer': split_tensors(optimizer_state)[0]}
     try:
         dcp.load(state, storage_reader=checkpoints.SafeCheckpointReader(path))
     except (RuntimeError, ValueError, KeyError) as e:

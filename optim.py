@@ -141,15 +141,13 @@ class MuonAdamW(torch.optim.Optimizer):
             raise ValueError("Muon updates 2-D weight matrices only: put biases, norms and other "
                              "non-matrix params in an AdamW group")
 
+    @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        with torch.no_grad():
-            for group in self.param_groups:
-                update = muon_update if group['use_muon'] else adamw_update
-                update(group, self.state, group['lr'] * group['lr_scale'])
+        with torch.enable_grad():
+            loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            update = muon_update if group['use_muon'] else adamw_update
+            update(group, self.state, group['lr'] * group['lr_scale'])
         return loss
 
 
@@ -189,19 +187,18 @@ def configure_optimizers(model, optimizer, learning_rate, weight_decay, betas, d
     muon_lr (default: learning_rate) becomes the Muon group's lr_scale = muon_lr / learning_rate, so the
     schedule keeps the ratio. Only params with requires_grad; tied weights (lm_head = wte) appear once."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # named_parameters drops duplicates
+    # the blocks' weight matrices go to Muon (none for 'adamw'); the rest to AdamW, decayed if 2-D (not norms, biases)
+    matrices = {id(p) for n, p in named if optimizer == 'muon' and n.startswith('transformer.h.') and p.dim() == 2}
+    groups = [{'params': [p for _, p in named if id(p) not in matrices and p.dim() >= 2], 'weight_decay': weight_decay},
+              {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
     if optimizer == 'adamw':
-        groups = [{'params': [p for _, p in named if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
         fused = fused_adamw_available(device_type) if fused is None else fused
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
     if optimizer == 'muon':
         if muon_lr is not None and learning_rate <= 0:
             raise UserError(f"muon_lr={muon_lr} needs learning_rate > 0: it is kept as a ratio to learning_rate")
-        matrices = {id(p) for n, p in named if n.startswith('transformer.h.') and p.dim() == 2}
-        groups = [{'params': [p for _, p in named if id(p) in matrices], 'use_muon': True,
-                   'lr_scale': 1.0 if muon_lr is None else muon_lr / learning_rate, 'weight_decay': weight_decay},
-                  {'params': [p for _, p in named if id(p) not in matrices and p.dim() >= 2],
-                   'weight_decay': weight_decay},
-                  {'params': [p for _, p in named if p.dim() < 2], 'weight_decay': 0.0}]
+        groups.insert(0, {'params': [p for _, p in named if id(p) in matrices], 'use_muon': True,  # Muon's first
+                          'lr_scale': 1.0 if muon_lr is None else muon_lr / learning_rate,
+                          'weight_decay': weight_decay})
         return MuonAdamW(groups, lr=learning_rate, betas=betas, momentum=muon_momentum)
     raise UserError(f"optimizer {optimizer!r} unknown: use 'adamw' or 'muon'")

@@ -79,15 +79,13 @@ def setup_runtime(device='auto', dtype='auto', seed=1337):
     random.seed(seed)
     np.random.seed(seed)
     if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Runtime(device, device_type, dtype, ddp, rank, local_rank, world_size, rank == 0)
 
 
 def grad_scaler(runtime):
     """A GradScaler that is active only for float16 (bf16 and fp32 need none)."""
-    return torch.amp.GradScaler(runtime.device_type if runtime.device_type == 'cuda' else 'cpu',
-                                enabled=runtime.dtype == 'float16')
+    return torch.amp.GradScaler('cuda' if runtime.device_type == 'cuda' else 'cpu', enabled=runtime.dtype == 'float16')
 
 
 def same_on_all_ranks(value, runtime):

@@ -218,8 +218,8 @@ def estimate_mlm(model, batches, runtime):
     """Masked-LM loss and masked-token accuracy over batches (dicts from get_mlm_batch), and the accuracy of always
     predicting the most frequent masked token, the baseline to beat; NSP loss and accuracy when batches have
     nsp_labels. Token-weighted means over all masked positions."""
-    sums = collections.Counter()  # (head, 'loss' / 'acc' / 'n'): summed cross-entropy, correct argmaxes, count
-    target_counts = collections.Counter()
+    # sums[head, 'loss' / 'acc' / 'n']: summed cross-entropy, correct argmaxes, count
+    sums, target_counts = collections.Counter(), collections.Counter()
     with eval_mode(model):
         for batch in batches:
             selected = batch['targets'] != IGNORE_INDEX
@@ -521,8 +521,7 @@ def resume_checkpoint(out_dir, fsdp_setting, trust):
         raise UserError(f"{path} is a {'sharded (FSDP)' if sharded else 'single-file'} checkpoint but "
                         f"--fsdp={fsdp_setting}: drop the flag to resume it as it was saved" +
                         ('' if sharded else ", or start an FSDP run from it with --init_from=" + path))
-    checkpoint = checkpoints.read_sharded_json(path) if sharded else checkpoints.read(path, trust=trust)
-    return {**checkpoint, 'path': path}
+    return {**(checkpoints.read_sharded_json(path) if sharded else checkpoints.read(path, trust=trust)), 'path': path}
 
 
 def keep_tokens_per_iter(config, checkpoint, explicit):
