@@ -185,9 +185,8 @@ def with_heads(model, **heads):
 def for_task(model, task_head, num_labels, pooling='auto'):
     """model with a fresh task head ('sequence' or 'token', num_labels classes) and without the pretraining heads
     (masked LM, next sentence) that fine-tuning does not train; BERT's pooler stays, the sequence head reads it."""
-    config = replace(model.config, task_head=task_head, num_labels=num_labels, pooling=pooling, mlm_head=False,
-                     nsp_head=False)
-    tuned = Transformer(config)
+    tuned = Transformer(replace(model.config, task_head=task_head, num_labels=num_labels, pooling=pooling,
+                                mlm_head=False, nsp_head=False))
     missing, unexpected = tuned.load_state_dict(model.state_dict(), strict=False)
     assert all(k.startswith('classifier.') for k in missing), missing
     assert all(k.startswith(('mlm_head.', 'nsp_head.')) for k in unexpected), unexpected

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import importlib
 import os
+import runpy
 import sys
 
 
@@ -157,19 +158,18 @@ def configure(defaults, argv, quiet=False, explicit=None, fields_of=None, choice
         print('\n'.join(f"  --{key}={value!r}" for key, value in sorted(defaults.items())))
         raise SystemExit(0)
     for arg in argv:
-        if not arg.startswith('--'):
-            for key, value in read_config_file(arg).items():
-                set_value(config, defaults, key, value, f"config file {arg}", quiet, rules)
-                explicit.add(key)
-            continue
-        if '=' not in arg:
-            if arg[2:] in defaults and isinstance(defaults[arg[2:]], bool):
+        if arg.startswith('--'):
+            if '=' not in arg:
+                if not isinstance(defaults.get(arg[2:]), bool):
+                    raise ConfigError(f"override {arg!r} has no value: write --key=value")
                 arg += '=True'  # --compile is --compile=True
-            else:
-                raise ConfigError(f"override {arg!r} has no value: write --key=value")
-        key, raw = arg[2:].split('=', 1)
-        set_value(config, defaults, key, parse_value(key, raw, defaults.get(key)), 'command line', quiet, rules)
-        explicit.add(key)
+            key, raw = arg[2:].split('=', 1)
+            settings, where = {key: parse_value(key, raw, defaults.get(key))}, 'command line'
+        else:
+            settings, where = read_config_file(arg), f"config file {arg}"
+        for key, value in settings.items():
+            set_value(config, defaults, key, value, where, quiet, rules)
+            explicit.add(key)
     for key, value in defaults.items():  # the defaults too: a script's own defaults obey the same rules
         if config[key] is value:
             check_value(key, value, 'default', *rules)
@@ -193,11 +193,8 @@ def settings_of(config, fields_of):
 def read_config_file(path):
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} not found (arguments are config files or --key=value overrides)")
-    with open(path) as f:
-        source = f.read()
-    namespace = {}
     try:
-        exec(compile(source, path, 'exec'), namespace)
+        namespace = runpy.run_path(path)  # the file's globals after running it
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
     return config_defaults(namespace)
@@ -211,9 +208,8 @@ def parse_value(key, raw, default):
         if isinstance(default, bool) and raw.lower() in ('true', 'false'):
             return raw.lower() == 'true'
         return raw
-    if isinstance(default, str) and not isinstance(value, str):
-        return raw  # --dataset=2024, --start=42: text for a string key, not a type error
-    return value
+    # --dataset=2024, --start=42: text for a string key, not a type error
+    return raw if isinstance(default, str) and not isinstance(value, str) else value
 
 
 def set_value(config, defaults, key, value, where, quiet, rules=(RULES, CHOICES)):
@@ -223,13 +219,11 @@ def set_value(config, defaults, key, value, where, quiet, rules=(RULES, CHOICES)
         raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
     default = defaults[key]
     if default is not None and value is not None:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{key} expects True or False, got {value!r} ({where})")
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        elif type(value) is not type(default):
-            raise ConfigError(f"{key} expects {type(default).__name__}, got {value!r} ({where})")
+        elif type(value) is not type(default):  # bool's type too: 1 is not True
+            expected = 'True or False' if isinstance(default, bool) else type(default).__name__
+            raise ConfigError(f"{key} expects {expected}, got {value!r} ({where})")
     check_value(key, value, where, *rules)
     if not quiet:
         print(f"config: {key} = {value!r}  ({where})")

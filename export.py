@@ -262,10 +262,9 @@ def hf_tokenizer(meta, special, config):
         tok.decoder = decoders.WordPiece(prefix='##')
     else:
         raise ValueError(f"no Hugging Face tokenizer for tokenizer {kind!r}")
-    if kind == 'wordpiece':
-        texts = {i: meta['vocab'][i] for i in sorted(set(meta['special_ids'].values()) | {special['eot']})}
-    else:  # <|endoftext|>, [MASK], [CLS], [SEP], [PAD]: the ids tokenizer.special_tokens gives, from eot on
-        texts = {special[key]: text for key, text in BPE_SPECIALS.items() if special[key] < config.vocab_size}
+    # WordPiece's own special tokens; else <|endoftext|>, [MASK], [CLS], [SEP], [PAD]: tokenizer.special_tokens' ids
+    texts = ({i: meta['vocab'][i] for i in set(meta['special_ids'].values()) | {special['eot']}} if kind == 'wordpiece'
+             else {special[key]: text for key, text in BPE_SPECIALS.items() if special[key] < config.vocab_size})
     for i, text in sorted(texts.items()):  # byte-level [MASK] takes the space before it, as sample.py's fill_mask
         tok.add_special_tokens([AddedToken(text, special=True, normalized=False, lstrip=text == '[MASK]' and kind in ('gpt2', 'bpe'))])
         if tok.token_to_id(text) != i:

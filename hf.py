@@ -24,6 +24,7 @@ from dataclasses import fields
 
 import torch
 
+from files import atomic_path
 from metrics import progress
 from model import ModelConfig, Transformer
 
@@ -53,8 +54,7 @@ def load_model(init_from, dropout=0.0, allow_pickle=False):
     with open(os.path.join(directory, 'config.json')) as f:
         hf_config = json.load(f)
     state_dict = load_state_dict_file(directory, allow_pickle=allow_pickle)
-    model = from_hf(hf_config, state_dict, dropout=dropout)  # refuses what it cannot represent
-    return model, directory, hf_config.get('model_type', 'gpt2')
+    return from_hf(hf_config, state_dict, dropout=dropout), directory, hf_config.get('model_type', 'gpt2')
 
 
 def resolve_pretrained(name_or_path, allow_pickle=False):
@@ -67,12 +67,9 @@ def resolve_pretrained(name_or_path, allow_pickle=False):
     hub = os.environ.get('HF_HUB_CACHE') or os.path.join(
         os.environ.get('HF_HOME', os.path.expanduser('~/.cache/huggingface')), 'hub')
     snapshots = os.path.join(hub, 'models--' + name_or_path.replace('/', '--'), 'snapshots')
-    if os.path.isdir(snapshots):
-        for snap in sorted(os.listdir(snapshots)):
-            d = os.path.join(snapshots, snap)
-            if os.path.exists(os.path.join(d, 'config.json')) and any(  # a pickle too: load_model says what to do
-                    os.path.exists(os.path.join(d, w)) for w in (SAFETENSORS, SAFETENSORS_INDEX, PICKLE)):
-                return d
+    for snapshot in sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else ():
+        if is_hf_name(os.path.join(snapshots, snapshot)):  # a pickle too: load_model says what to do
+            return os.path.join(snapshots, snapshot)
     target = os.path.join(snapshots, 'scratchlm')
     try:
         download(HF_URL.format(name=name_or_path, file='config.json'), os.path.join(target, 'config.json'))
@@ -93,15 +90,12 @@ def resolve_pretrained(name_or_path, allow_pickle=False):
 
 def download(url, path):
     """Fetch url to path atomically (temp file + rename), showing progress (metrics.progress, as prepare.py's)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.part'
-    with urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
+    with atomic_path(path) as tmp, urllib.request.urlopen(url, timeout=30) as response, open(tmp, 'wb') as f:
         update = progress(response.length, f'downloading {os.path.basename(path)}')
         while chunk := response.read(1 << 20):
             f.write(chunk)
             update(len(chunk))
         update(None)
-    os.replace(tmp, path)
 
 
 def shard_names(index_path):
@@ -109,8 +103,7 @@ def shard_names(index_path):
     an index (from a hub repository, say) can never make us read or write outside its directory."""
     try:
         with open(index_path, encoding='utf-8') as f:
-            weight_map = json.load(f)['weight_map']
-        names = sorted(set(weight_map.values()))
+            names = sorted(set(json.load(f)['weight_map'].values()))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{index_path} is not a safetensors index ({type(e).__name__}): no weight_map of file names") from None
     for name in names:
@@ -124,10 +117,9 @@ def load_safetensors(path):
     against the file, and maps the file instead of reading it into memory twice as a pure-torch reader would."""
     try:
         from safetensors.torch import load_file
+        return load_file(path)
     except ImportError:
         raise ValueError("reading HF weights needs the safetensors package: pip install safetensors") from None
-    try:
-        return load_file(path)
     except Exception as e:  # safetensors raises its own SafetensorError for a damaged file
         raise ValueError(f"{path} cannot be read as safetensors ({e}): the file is damaged or not safetensors") from None
 
@@ -279,12 +271,6 @@ HF_NAMES = {
         model.embed_tokens=transformer.wte  model.norm=transformer.ln_f  lm_head=lm_head"""),
 }
 HF_NAMES['qwen3'] = HF_NAMES['llama']
-QKV = ('q', 'k', 'v')
-
-
-def qkv_rows(config, part):
-    q, kv = config.n_head * config.head_size, config.kv_heads * config.head_size
-    return {'q': slice(0, q), 'k': slice(q, q + kv), 'v': slice(q + kv, q + 2 * kv)}[part]
 
 
 def hf_defaults(arch):
@@ -297,16 +283,19 @@ def hf_views(model, arch):
     modules marked skip."""
     ours = model.state_dict()  # tensors that share their storage with the parameters
     wte = ours['transformer.wte.weight'].data_ptr()
+    c = model.config
+    q, kv = c.n_head * c.head_size, c.kv_heads * c.head_size
+    rows = {'q': slice(0, q), 'k': slice(q, q + kv), 'v': slice(q + kv, q + 2 * kv)}  # of our fused c_attn
     views, ignored = {}, []
     for hf, our, how in HF_NAMES[arch]:
-        for i in range(model.config.n_layer) if '{i}' in hf else [0]:
+        for i in range(c.n_layer) if '{i}' in hf else [0]:
             for leaf in ('weight', 'bias'):
                 key, name = (f"{n.replace('{i}', str(i))}.{leaf}" for n in (hf, our))
                 if how == 'skip' or (name in ours and 'wte' not in name and ours[name].data_ptr() == wte):
                     ignored.append(key.rpartition('.')[0] if how == 'skip' else key)
                 elif name in ours:
                     t = ours[name]
-                    views[key] = name, how, t[qkv_rows(model.config, how)] if how in QKV else t.t() if how == 'T' else t
+                    views[key] = name, how, t[rows[how]] if how in rows else t.t() if how == 'T' else t
     return views, ignored
 
 

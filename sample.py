@@ -92,19 +92,17 @@ def fill_masks(model, tokenizer, special, text, top_k=5):
     """For each [MASK] in text, the top_k (token text, probability) of a masked-LM model, as `[CLS] text [SEP]`."""
     if not model.config.mlm_head or special is None:
         raise UserError("fill_mask needs an encoder checkpoint with a masked-LM head (objective='mlm' or an "
-                               "HF BertForMaskedLM); this one has none")
+                        "HF BertForMaskedLM); this one has none")
     pieces = text.split('[MASK]')
     if len(pieces) == 1:
         raise UserError(f"fill_mask text {text!r} has no [MASK] in it")
     ids = [special['cls']]
-    for i, piece in enumerate(pieces):
-        if tokenizer.name in ('gpt2', 'bpe') and i < len(pieces) - 1:
-            piece = piece.rstrip(' ')  # byte-level BPE tokens carry their leading space: the mask stands for ' word'
-        ids += tokenizer.encode(piece) + ([special['mask']] if i < len(pieces) - 1 else [])
-    ids.append(special['sep'])
+    for piece in pieces[:-1]:  # byte-level BPE tokens carry their leading space: the mask stands for ' word'
+        ids += tokenizer.encode(piece.rstrip(' ') if tokenizer.name in ('gpt2', 'bpe') else piece) + [special['mask']]
+    ids += tokenizer.encode(pieces[-1]) + [special['sep']]
     if len(ids) > model.config.block_size:
         raise UserError(f"fill_mask text is {len(ids)} tokens with [CLS] and [SEP], more than the model's "
-                               f"block_size {model.config.block_size}: shorten it")
+                        f"block_size {model.config.block_size}: shorten it")
     idx = torch.tensor([ids], device=next(model.parameters()).device)
     logits = model.mlm_head(model.hidden_states(idx))[0, idx[0] == special['mask']]  # (masks, V), in text order
     top = torch.topk(torch.softmax(logits.float(), dim=-1), top_k)
@@ -131,10 +129,10 @@ def main():
         return
     if not model.config.causal:
         raise UserError("this checkpoint is a bidirectional encoder and cannot generate text: "
-                               "use --fill_mask='text with a [MASK] in it'")
+                        "use --fill_mask='text with a [MASK] in it'")
     if model.config.task_head:
         raise UserError(f"this checkpoint is a {meta.get('task')} model: predict with "
-                               f"python finetune.py --out_dir=... --predict='text'")
+                        f"python finetune.py --out_dir=... --predict='text'")
     prompt = read_text_arg(start, 'start')
     if template == 'auto' and meta.get('prompt_template'):  # instruction-tuned by finetune.py: ask in its template
         prompt = meta['prompt_template'].format(prompt=prompt)
