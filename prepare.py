@@ -524,7 +524,8 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
         to_train = frozenset()  # documents (numbered in order) that dedup moves to train
         if dedup == 'draws' and dedup_threshold:  # two reads that hold the val and test documents' shingles alone
             to_train, dedup = streamed_near_duplicates(
-                lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), dedup_threshold, num_threads)
+                lambda: _assign_splits(make_events(), val_fraction, test_fraction, seed), dedup_threshold, num_threads,
+                lambda desc: progress(total_bytes, f'near-duplicates in {name}, {desc}'))
         if dedup in (None, 'draws'):
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
         print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")

@@ -318,7 +318,11 @@ def test_near_duplicates_move_to_train(tmp_path, capsys):
     (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in docs))
 
     data_dir = P.prepare(tmp_path / 'docs.jsonl', out_root=tmp_path / 'data', val_fraction=0.2, test_fraction=0.2)
-    assert 'near-duplicates: moved 2 val and 1 test documents to train' in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert 'near-duplicates: moved 2 val and 1 test documents to train' in out
+    size = (tmp_path / 'docs.jsonl').stat().st_size / 1e6  # both passes read the whole file, and say so
+    for desc in ('the val and test documents', 'train streamed past them'):
+        assert f'near-duplicates in docs, {desc}: {size:.1f}/{size:.1f} MB' in err, err
     meta = P.load_meta(data_dir)
     assert meta['dedup']['moved_to_train'] == {'val': 2, 'test': 1}
     assert meta['dedup']['threshold'] == 0.5 and meta['dedup']['shingle'] == 8
