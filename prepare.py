@@ -517,6 +517,10 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
     make_events, total_bytes, source_desc, splits_json, dedup = _open_source(
         source, out_root, text_field, val_fraction, test_fraction, seed, dedup_threshold)
 
+    meta = {'tokenizer': tokenizer}  # a WordPiece vocabulary is read before the corpus: a wrong path fails at once
+    if tokenizer.startswith('wordpiece:'):
+        meta = wordpiece_meta(tokenizer.partition(':')[2])  # {'tokenizer': 'wordpiece', 'vocab': ..., ...}
+
     tmp_dir = os.path.join(out_root, f'.{name}.tmp-{os.getpid()}')
     shutil.rmtree(tmp_dir, ignore_errors=True)  # left by an earlier run that had our pid
     try:
@@ -530,9 +534,6 @@ def prepare(source=None, name=None, tokenizer='gpt2', out_root='data', val_fract
             dedup = {'threshold': 0, 'skipped': 'turned off (dedup_threshold=0)'}
         print(summary_line(dedup) if 'moved_to_train' in dedup else f"near-duplicates: not looked for, {dedup['skipped']}")
 
-        meta = {'tokenizer': tokenizer}
-        if tokenizer.startswith('wordpiece:'):
-            meta = wordpiece_meta(tokenizer.partition(':')[2])  # {'tokenizer': 'wordpiece', 'vocab': ..., ...}
         if tokenizer == 'char':
             chars, update = set(), progress(total_bytes, f'collecting the characters of {name}')
             for _, text, nbytes in make_events():
