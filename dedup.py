@@ -13,11 +13,11 @@ not generalisation. prepare.py (and tasks.py for BBC News's fine-tuning split) m
 
 Each document is a set of hashed word 8-shingles; a val document with at least DEDUP_THRESHOLD of its shingles in
 train's, or a test document with that much in train's or val's, moves to train (nothing is thrown away, and a
-near-copy in train teaches what its twin does). near_duplicates holds every document's shingles (8 bytes a word);
-HeldOut holds only the val and test documents' (15-17 bytes a held-out word) and asks of each train shingle whether
-it is one of them, so its memory does not grow with train. Hashing is vectorised over batches of documents
-(~1 MB of text at a time; numpy releases the GIL, so batches hash in parallel threads). numpy and the standard
-library only.
+near-copy in train teaches what its twin does). HeldOut decides: it holds only the val and test documents'
+shingles (15-17 bytes a held-out word) and asks of each train shingle whether it is one of them, so its memory does
+not grow with train; near_duplicates hands it every document's shingles at once (8 bytes a word). Hashing is
+vectorised over batches of documents (~1 MB of text at a time; numpy releases the GIL, so batches hash in parallel
+threads). numpy and the standard library only.
 """
 import collections
 import functools
@@ -152,50 +152,32 @@ def shingles(text):
     return doc_shingles([text])[0]
 
 
-def _sorted_distinct(*arrays):
-    """The distinct values of the arrays together, sorted (np.unique's hashing is several times slower here)."""
-    values = np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)
+def _sorted_distinct(values):
+    """The distinct values, sorted (np.unique's hashing is several times slower here)."""
+    values = np.sort(values)
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
-
-
-def containment_of(doc, pool):
-    """The fraction of doc's shingles that are in pool (both sorted and distinct)."""
-    if not len(doc) or not len(pool):
-        return 0.0
-    pos = np.minimum(np.searchsorted(pool, doc), len(pool) - 1)
-    return float((pool[pos] == doc).mean())
 
 
 def near_duplicates(splits, doc_shingles, threshold):
     """Which val/test documents move to train, and the containment of each at the start. splits[i] is document i's
     split, doc_shingles[i] its shingles(). A val document moves with at least threshold of its shingles in train's,
     a test document with that much in train's and val's; a moved document's shingles join train's, so this repeats
-    until nothing moves (then no val document is a near-copy of train, no test one of train or val).
-    Returns (set of moved i, {i: containment})."""
-    pool = _sorted_distinct(*(s for split, s in zip(splits, doc_shingles) if split == 'train'))
-    moved, containment = set(), {}
-    while True:
-        newly = set()
-        for split in ('val', 'test'):
-            against = pool if split == 'val' else _sorted_distinct(
-                pool, *(doc_shingles[i] for i, s in enumerate(splits) if s == 'val' and i not in moved))
-            for i, s in enumerate(splits):
-                if s == split and i not in moved:
-                    fraction = containment_of(doc_shingles[i], against)
-                    containment.setdefault(i, fraction)
-                    if fraction >= threshold:
-                        newly.add(i)
-        if not newly:
-            return moved, containment
-        moved |= newly
-        pool = _sorted_distinct(pool, *(doc_shingles[i] for i in sorted(newly)))
+    until nothing moves (then no val document is a near-copy of train, no test one of train or val). HeldOut decides,
+    train's shingles passed in one piece. Returns (set of moved i, {i: containment})."""
+    held = [i for i, split in enumerate(splits) if split != 'train']
+    held_shingles = [doc_shingles[i] for i in held]
+    held_out = HeldOut([splits[i] for i in held], np.concatenate([np.zeros(0, np.uint64), *held_shingles]),
+                       [len(s) for s in held_shingles])
+    train_shingles = [s for split, s in zip(splits, doc_shingles) if split == 'train']
+    held_out.mark(held_out.found(np.concatenate([np.zeros(0, np.uint64), *train_shingles])))
+    moved, containment = held_out.near_duplicates(threshold)
+    return {held[i] for i in moved}, {held[i]: fraction for i, fraction in containment.items()}
 
 
 class HeldOut:
     """The val and test documents' shingles, and which of them occur in train: train's shingles are streamed past
     (found, then mark), so memory is the held-out documents' alone: 15-17 bytes a shingle (~25 while it is built).
-    near_duplicates then decides as the function near_duplicates does with every document in memory: the same moved
-    documents and containments."""
+    near_duplicates then decides which move, by the rule the function near_duplicates states."""
 
     def __init__(self, splits, shingles, lengths):
         """splits[i] ('val' or 'test') of each held-out document; shingles: their shingles() one after another,
@@ -254,8 +236,7 @@ class HeldOut:
 
     def _flag(self, flags, documents):
         """Set flags (a bool per pool shingle) at the shingles of the documents (a bool per document)."""
-        for doc in np.flatnonzero(documents).tolist():
-            flags[self.doc_index[self.doc_starts[doc]:self.doc_starts[doc + 1]]] = True
+        flags[self.doc_index[np.repeat(documents, np.diff(self.doc_starts))]] = True
 
     def near_duplicates(self, threshold):
         """(set of moved i, {i: containment}) as near_duplicates() returns them, i numbering the held-out documents."""
@@ -271,7 +252,7 @@ class HeldOut:
                 if split == 'test':  # and the val documents' that stay
                     against = in_pool.copy()
                     self._flag(against, (self.splits == 'val') & ~moved)
-                fraction = self._hits(against) / np.maximum(lengths, 1)  # the same float as containment_of's mean
+                fraction = self._hits(against) / np.maximum(lengths, 1)
                 for i in np.flatnonzero((self.splits == split) & ~moved).tolist():
                     containment.setdefault(i, float(fraction[i]))
                     newly[i] = fraction[i] >= threshold
@@ -287,15 +268,15 @@ def streamed_near_duplicates(events, threshold, num_threads, progress=lambda des
     held (HeldOut), then train's documents stream past them; both passes hash batches of ~BATCH_CHARS characters in
     num_threads threads. progress(desc) gives an update(nbytes) for each pass. Returns (the numbers of the documents
     to move to train, counted from 0 in order; the dedup_report)."""
-    numbers, splits, lengths, held_out_shingles = [], [], [], []
+    numbers, splits, held_out_shingles = [], [], []
     for batch, shingles_of_batch in _in_threads(lambda batch: (batch, doc_shingles([text for _, _, text in batch])),
                                                 _batches(events, ('val', 'test'), progress('the val and test documents')),
                                                 num_threads):
         numbers += [number for number, _, _ in batch]
         splits += [split for _, split, _ in batch]
-        lengths += [len(shingles) for shingles in shingles_of_batch]
         held_out_shingles += shingles_of_batch
-    held_out = HeldOut(splits, np.concatenate([np.zeros(0, np.uint64), *held_out_shingles]), lengths)
+    held_out = HeldOut(splits, np.concatenate([np.zeros(0, np.uint64), *held_out_shingles]),
+                       [len(s) for s in held_out_shingles])
     del held_out_shingles
     for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
                              _batches(events, ('train',), progress('train streamed past them')), num_threads):

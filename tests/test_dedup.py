@@ -84,16 +84,53 @@ def stream_held_out(splits, texts, batch_chars=20_000):
     return {held[i] for i in moved}, {held[i]: c for i, c in containment.items()}
 
 
-def test_streaming_decides_as_in_memory_on_bbc_news():
-    """BBC News's seeded split: the streaming index moves the same 13 articles as near_duplicates with every article
-    in memory, with the same containment for every val and test article."""
+def reference_near_duplicates(splits, doc_shingles, threshold):
+    """dedup.near_duplicates's rule written plainly with Python sets: a val document moves with at least threshold
+    of its shingles in train's, a test one with that much in train's and the remaining val documents'; moved
+    documents join train and the rule repeats until nothing moves. Containment: each document's first."""
+    docs = [set(s.tolist()) for s in doc_shingles]
+    pool = set().union(*(doc for doc, split in zip(docs, splits) if split == 'train'))
+    moved, containment = set(), {}
+    while True:
+        newly = set()
+        for split in ('val', 'test'):
+            against = pool if split == 'val' else pool.union(
+                *(docs[i] for i, s in enumerate(splits) if s == 'val' and i not in moved))
+            for i in (i for i, s in enumerate(splits) if s == split and i not in moved):
+                fraction = len(docs[i] & against) / len(docs[i]) if docs[i] else 0.0
+                containment.setdefault(i, fraction)
+                if fraction >= threshold:
+                    newly.add(i)
+        if not newly:
+            return moved, containment
+        moved |= newly
+        pool = pool.union(*(docs[i] for i in newly))
+
+
+def test_near_duplicates_follow_the_plain_rule():
+    """Random small documents over a small vocabulary of shingles, so that copies chain (a val document moved to
+    train takes a test one with it): the same moved documents and containments as the rule written with sets."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        splits = rng.choice(['train', 'val', 'test'], size=n).tolist()
+        docs = [np.unique(rng.integers(0, 24, size=int(rng.integers(0, 12)))).astype(np.uint64) for _ in range(n)]
+        threshold = float(rng.choice([0.3, 0.5, 0.8]))
+        assert dedup.near_duplicates(splits, docs, threshold) == reference_near_duplicates(splits, docs, threshold)
+
+
+def test_streaming_decides_as_the_plain_rule_on_bbc_news():
+    """BBC News's seeded split: the streaming index and near_duplicates move the same 13 articles as the rule
+    written with sets, with the same containment for every val and test article."""
     articles = corpus.bbc_news_articles()
     split_of = corpus.split_articles([path for path, _, _ in articles], corpus.BBC_VAL_FRACTION,
                                      corpus.BBC_TEST_FRACTION, corpus.BBC_SEED)
     splits, texts = [split_of[path] for path, _, _ in articles], [text for _, _, text in articles]
-    in_memory = dedup.near_duplicates(splits, [dedup.shingles(text) for text in texts], dedup.DEDUP_THRESHOLD)
+    doc_shingles = [dedup.shingles(text) for text in texts]
+    expected = reference_near_duplicates(splits, doc_shingles, dedup.DEDUP_THRESHOLD)
+    assert dedup.near_duplicates(splits, doc_shingles, dedup.DEDUP_THRESHOLD) == expected and len(expected[0]) == 13
     streamed = stream_held_out(splits, texts)
-    assert streamed == in_memory and len(in_memory[0]) == 13
+    assert streamed == expected
     assert sorted(articles[i][0] for i in streamed[0]) == corpus.bbc_news_split_of(articles)[1]['moved_paths']
 
 
