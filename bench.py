@@ -96,13 +96,14 @@ seed = 1337
 # -----------------------------------------------------------------------------
 
 
-def measure_peak_flops(device, dtype, n=2048, repeats=5):
-    """FLOP/s of an n^3 matmul in dtype (n 8,192 on a GPU): the ceiling MFU is measured against on this machine."""
-    n = 8192 if device.startswith('cuda') else n
+def measure_peak_flops(device, dtype):
+    """FLOP/s of an n^3 matmul in dtype (n 2,048; 8,192 on a GPU), the best of 5: the ceiling MFU is measured against
+    on this machine."""
+    n = 8192 if device.startswith('cuda') else 2048
     a, b = torch.randn(2, n, n, device=device, dtype=dtype)
     for _ in range(2):  # warm-up
         a @ b
-    return 2 * n ** 3 / min(timed(device, torch.matmul, a, b)[0] for _ in range(repeats))
+    return 2 * n ** 3 / min(timed(device, torch.matmul, a, b)[0] for _ in range(5))
 
 
 RESULTS = []  # every table printed, for --out
@@ -198,7 +199,7 @@ def bench_train(runtime, data, peaks):
     def row(name):
         seconds, losses, warmup_s, model = runs[name]
         mfu = model.estimate_mfu(tokens, seconds, T=block_size,
-                                 peak_flops=peaks['float32' if variants[name]['dtype'] == 'float32' else 'bfloat16'])
+                                 peak_flops=peaks[variants[name]['dtype']])
         extra = f" (compile {warmup_s:.0f} s)" if variants[name]['use_compile'] else ''
         return (f"{name}{extra}", f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}", f"{mfu * 100:.1f}%",
                 f"{base / seconds:.2f}x", f"{losses[-1]:.4f}")
@@ -223,7 +224,7 @@ def bench_recipes(runtime, data, peaks):
     runs = time_train(runtime, {name: ((data % arch['vocab_size']).astype('int64'),
                                        dict(arch=arch, optimizer_name=optimizer_name))
                                 for name, arch, optimizer_name, _ in RECIPES})
-    tokens, peak = batch_size * block_size, peaks.get(runtime.dtype, peaks['float32'])
+    tokens, peak = batch_size * block_size, peaks[runtime.dtype]
     base, adamw, muon = (runs[name][0] for name, _, _, _ in RECIPES[:3])  # round 1; pretrain_small, AdamW; Muon
     table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
           f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'MFU', 'text KB/s', 'speed-up'),
@@ -238,11 +239,10 @@ def bench_recipes(runtime, data, peaks):
 def load_generation_model(runtime):
     """The trained checkpoint when its block holds prompt + new tokens; otherwise a random model of the same shape
     with a long enough block (the cost of a token does not depend on the weights)."""
-    has_checkpoint = os.path.isfile(checkpoint) or any(
-        os.path.exists(os.path.join(checkpoint, name)) for name in ('best.pt', 'last.pt'))
-    path = checkpoints.checkpoint_path(checkpoint) if has_checkpoint else None
     needed = prompt_tokens + new_tokens
-    if not path:
+    try:
+        path = checkpoints.checkpoint_path(checkpoint)
+    except UserError:  # no checkpoint there
         return bench_model(runtime, block_size=max(block_size, needed)).eval(), 'random weights (no checkpoint found)'
     model = checkpoints.load(path, trust=trust_checkpoint)[0]
     if model.config.block_size >= needed:
@@ -276,8 +276,7 @@ def bench_generate(runtime, data):
                                               temperature=0, use_cache=key[1])
                 return seconds
             times = interleaved([(runtime.dtype, False), (runtime.dtype, True)], run)
-            for use_cache in (False, True):
-                run(('float32', use_cache))
+            interleaved([('float32', False), ('float32', True)], run, rounds=1)  # the outputs to compare
             plain, cached = times[runtime.dtype, False], times[runtime.dtype, True]
             same = torch.equal(outputs['float32', True], outputs['float32', False])
             agree = first_divergence(outputs[runtime.dtype, True][:, prompt_tokens:],
@@ -298,8 +297,7 @@ def bench_prepare():
     names = itertools.count()
     with tempfile.TemporaryDirectory() as tmp:
         corpus_path = os.path.join(tmp, 'bbc.jsonl')
-        with open(corpus_path, 'w') as f:
-            f.writelines(json.dumps({'text': t}) + '\n' for t in texts)
+        files.write_jsonl(corpus_path, ({'text': t} for t in texts))
         runs = {'raw tiktoken encode_ordinary_batch (tokenize only)': lambda: encoding.encode_batch(texts, num_threads=threads),
                 'prepare.prepare end to end (read, tokenize, split, write)': lambda: prepare.prepare(
                     corpus_path, name=f'bench{next(names)}', out_root=tmp, num_threads=threads)}
@@ -464,10 +462,8 @@ def bench_finetune(runtime):
     special = special_tokens(GPT2_META)
     encoded, n_truncated = tasks.encode('classification', examples, get_tokenizer('gpt2'), special, names,
                                         finetune_block_size, True)
-    model = bench_model(runtime, block_size=finetune_block_size, task_head='sequence', num_labels=len(names))
-    optimizer = optim.configure_optimizers(model, 'adamw', learning_rate=1e-4, weight_decay=0.01, betas=(0.9, 0.999),
-                                           device_type=runtime.device_type)
-    scaler = grad_scaler(runtime)
+    arch = dict(block_size=finetune_block_size, task_head='sequence', num_labels=len(names))
+    model, _, optimizer, scaler, _ = train_setup(runtime, arch=arch)  # AdamW's settings do not change a step's cost
     variants = {'padded to block_size': (False, finetune_block_size), 'dynamic padding + length bucketing': (True, None)}
     batches = {name: [finetune.collate([encoded[i] for i in b], special['pad'], runtime.device, False, pad_to)
                       for b in finetune.batch_order(encoded, finetune_batch_size, 1, seed, bucket)]
@@ -549,9 +545,8 @@ def main():
     if 'RANK' in os.environ:  # started by launch_sharding
         bench_sharding(runtime, prepare.open_split(data_dir, 'train'))
         return cleanup_runtime(runtime)
-    peaks = {'float32': measure_peak_flops(runtime.device, torch.float32)}
-    if runtime.dtype != 'float32':
-        peaks['bfloat16'] = measure_peak_flops(runtime.device, getattr(torch, runtime.dtype))
+    dtypes = dict.fromkeys(('float32', runtime.dtype))  # each peak under the dtype it was measured in
+    peaks = {dtype: measure_peak_flops(runtime.device, getattr(torch, dtype)) for dtype in dtypes}
     print(f"# bench.py on {runtime.device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items()))
     wanted = set(sections.split(','))
