@@ -141,15 +141,15 @@ def checkpoint_path(path, last=False):
     return path
 
 
-def read(path, device='cpu', trust=False):
+def read(path, trust=False):
     """The dict of a train.py / finetune.py checkpoint (a .pt file or a run directory, see checkpoint_path). Loaded with
     torch.load(weights_only=True): tensors and plain Python values only, so a checkpoint can never run code. A
     pickle that needs more is refused, unless trust=True (--trust_checkpoint=True), for old or foreign files."""
     path = checkpoint_path(path)
     if os.path.isdir(path):
-        return read_sharded(path, device)
+        return read_sharded(path)
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=not trust)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=not trust)
     except Exception as e:  # an UnpicklingError that names a global is a refused Python object; others are garbage
         if isinstance(e, pickle.UnpicklingError) and ('GLOBAL' in str(e) or 'Unsupported global' in str(e)):
             raise UserError(f"{path} holds Python objects besides tensors, which could run code when loaded: refused. "
@@ -177,7 +177,7 @@ def with_heads(model, **heads):
     if not new:
         return model
     grown = Transformer(replace(model.config, **new))
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    unexpected = grown.load_state_dict(model.state_dict(), strict=False).unexpected_keys
     assert not unexpected, unexpected
     return grown.to(next(model.parameters()).device)
 
@@ -205,12 +205,13 @@ def rng_states():
 
 
 def set_rng_states(states):
-    torch.set_rng_state(states['torch'].cpu())
+    """Restore rng_states(): as a .pt holds them, or with their tensors as lists (checkpoint.json, fsdp.jsonable_rng)."""
+    torch.set_rng_state(torch.as_tensor(states['torch'], dtype=torch.uint8, device='cpu'))
     kind, keys, pos, has_gauss, cached_gaussian = states['numpy']
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in states['python']))
     if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states['cuda']])
+        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8, device='cpu') for s in states['cuda']])
 
 
 # The exact globals the .metadata index of torch.distributed.checkpoint names (read off the index torch 2.13
@@ -296,7 +297,7 @@ def read_sharded_json(path):
         raise UserError(f"{path} is not a complete sharded checkpoint ({SHARDED_JSON}: {type(e).__name__})") from None
 
 
-def read_sharded(path, device='cpu'):
+def read_sharded(path):
     """A sharded checkpoint directory (fsdp.save_sharded) read whole by one process, without a process group: the
     same dict as a .pt checkpoint (model weights as full tensors, model_args, config, meta, ...), except the
     optimizer state, which a resumed FSDP run reads itself (fsdp.load_sharded)."""
@@ -309,5 +310,5 @@ def read_sharded(path, device='cpu'):
     state = {}
     _load_state_dict(state, storage_reader=SafeCheckpointReader(path), planner=_EmptyStateDictLoadPlanner(keys={'model'}),
                      no_dist=True)
-    checkpoint['model'] = {k: v.to(device) for k, v in state['model'].items()}
+    checkpoint['model'] = state['model']
     return checkpoint

@@ -23,14 +23,19 @@ from configurator import UserError
 TEMP_PREFIX = '.tmp-'
 
 
+def temp_path(path):
+    """This process's temp name for path: <dir>/.tmp-<pid>-<name>, beside it (what remove_stale_temps reads back)."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temp name beside path to write to; renamed to path when the block ends without an error, removed
     otherwise: a crash never leaves half a file, and never touches an existing one. A temp file that a killed
     process (SIGKILL) could not remove is removed by the next run in that directory (remove_stale_temps)."""
-    directory, name = os.path.split(path)
-    os.makedirs(directory or '.', exist_ok=True)
-    tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -69,8 +74,7 @@ def fresh_directory(path):
     """Yields an empty directory beside path (.tmp-<pid>-<name>) to build in. When the block ends it becomes path;
     an existing path is renamed away only then, and removed once the new one is in place. On an error the temp
     directory is removed and path is left as it was."""
-    parent, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(parent, f'{TEMP_PREFIX}{os.getpid()}-{name}')
+    tmp = temp_path(os.path.abspath(path))
     shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process that had our pid
     os.makedirs(tmp)
     try:

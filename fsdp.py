@@ -36,8 +36,8 @@ from torch.distributed.tensor import DTensor
 from torch.utils.checkpoint import checkpoint as recompute
 
 import checkpoints
-from configurator import UserError, configure, run_main
-from files import TEMP_PREFIX, full_disk_is_user_error, swap_in, write_json
+from configurator import UserError, config_defaults, configure, run_main
+from files import full_disk_is_user_error, swap_in, temp_path, write_json
 
 # -----------------------------------------------------------------------------
 # sharding a model
@@ -147,12 +147,6 @@ def jsonable_rng(states):
             for k, v in states.items()}
 
 
-def tensor_rng(states):
-    """The inverse of jsonable_rng: what checkpoints.set_rng_states takes."""
-    return {k: (torch.tensor(v, dtype=torch.uint8) if k == 'torch' else
-                [torch.tensor(s, dtype=torch.uint8) for s in v] if k == 'cuda' else v) for k, v in states.items()}
-
-
 def save_sharded(path, model, optimizer, plain, runtime):
     """Write the checkpoint directory path (e.g. out_dir/last.dcp) from every process at once: the model's and
     the optimizer's tensors through torch.distributed.checkpoint, each process its own shard, and plain (a dict
@@ -161,8 +155,7 @@ def save_sharded(path, model, optimizer, plain, runtime):
     previous checkpoint as it was, and the next run in that directory removes the temp directory."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     optimizer_tensors, optimizer_plain = split_tensors(optimizer_state)
-    directory, name = os.path.split(path)
-    tmp = [os.path.join(directory, f"{TEMP_PREFIX}{os.getpid()}-{name}")]
+    tmp = [temp_path(path)]
     dist.broadcast_object_list(tmp, src=0)  # one temp directory for all: rank 0's pid names it
     tmp = tmp[0]
     with full_disk_is_user_error(path, "the previous checkpoint is intact; free some space and run again"):
@@ -213,8 +206,7 @@ def consolidate(source, output=None):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith('--')]
-    config = configure({'output': output, 'trust_checkpoint': trust_checkpoint},
-                       [a for a in sys.argv[1:] if a.startswith('--')])
+    config = configure(config_defaults(globals()), [a for a in sys.argv[1:] if a.startswith('--')])
     if len(args) != 1:
         raise UserError("usage: python fsdp.py RUN_DIR_OR_DCP_DIR [--output=FILE.pt]")
     written = consolidate(args[0], config['output'])

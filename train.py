@@ -368,7 +368,7 @@ def main():
                                          muon_momentum=muon_momentum, fused=None if fused_adam else False)
         if init_from == 'resume' and fsdp:
             sharding.load_sharded(checkpoint['path'], model, opt)
-            checkpoints.set_rng_states(sharding.tensor_rng(checkpoint['rng_states']))
+            checkpoints.set_rng_states(checkpoint['rng_states'])
         elif init_from == 'resume':
             try:
                 opt.load_state_dict(checkpoint['optimizer'])
@@ -412,9 +412,10 @@ def main():
         # SIGINT / SIGTERM: finish the current iteration, save, exit
         stop = {'signal': None}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: stop.update(signal=signum))
+            signal.signal(sig, lambda signum, _frame: stop.update(signal=signum))
+        resumed_at = iter_num if init_from == 'resume' else None  # its evaluation is in the log already
         log = MetricsLog(out_dir, config, tensorboard, wandb_project, wandb_run_name,
-                         resume_iter=iter_num if init_from == 'resume' else None) if master else None
+                         resume_iter=resumed_at) if master else None
         if master:
             print(f"{raw_model.num_params() / 1e6:.2f}M parameters; data {data_dir}: {len(train_data):,} train "
                   f"tokens, {len(val_data):,} val tokens")
@@ -424,7 +425,6 @@ def main():
         final_lr = min_lr if min_lr is not None else learning_rate / 10
         t0 = time.time()
         t_start = t0 - elapsed_before  # elapsed time goes on across resumes
-        resumed_at = iter_num if init_from == 'resume' else None  # its evaluation is in the log already
         saved_iter = {} if resumed_at is None else {'last.dcp' if fsdp else 'last.pt': iter_num}  # what each holds
         sums = torch.zeros(2, device=runtime.device)  # loss and grad norm, summed on device; read back at log time
         n_steps = 0
