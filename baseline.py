@@ -88,7 +88,7 @@ def main():
         return
     print(f"test ({len(splits['test']):,} examples, TF-IDF words 1-2 + chars 2-5, logistic regression C={best:g}, "
           f"{time.time() - t0:.1f} s):")
-    print(format_report(report, names))
+    print(format_report(report))
     if out_dir:
         results = {'task': 'classification', 'data': data, 'model': 'tfidf+logreg', 'C': best,
                    'train_examples': len(splits['train']), 'train_sample': tasks.sample_fingerprint(splits['train']), 'seed': seed,

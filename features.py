@@ -312,11 +312,9 @@ def occlusion(model, windows, label, pad_id, n_words, batch_size=64):
 def word_scores(pairs, n_words, n_windows):
     """(n_words,): the values of the (word, value) pairs summed by word and divided by n_windows (a word's mean over
     the windows), NaN for a word that has none (no window holds it)."""
-    scores, seen = np.zeros(n_words), np.zeros(n_words, dtype=bool)
-    for word, value in pairs:
-        scores[word] += value / n_windows
-        seen[word] = True
-    scores[~seen] = np.nan
+    words, scores = np.array([word for word, _ in pairs], dtype=np.int64), np.zeros(n_words)
+    np.add.at(scores, words, [value / n_windows for _, value in pairs])
+    scores[np.bincount(words, minlength=n_words) == 0] = np.nan
     return scores
 
 

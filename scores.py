@@ -76,11 +76,11 @@ def entity_spans(tags):
     spans, start, prev_prefix, prev_type = set(), None, 'O', ''
     for i, tag in enumerate([*tags, 'O']):  # the 'O' closes an entity that runs to the end
         prefix, entity_type = _split_tag(tag)
-        if start is not None and (_chunk_ends(prev_prefix, prefix, prev_type, entity_type)
-                                  or _chunk_starts(prev_prefix, prefix, prev_type, entity_type)):
+        starts = _chunk_starts(prev_prefix, prefix, prev_type, entity_type)
+        if start is not None and (starts or _chunk_ends(prev_prefix, prefix, prev_type, entity_type)):
             spans.add((prev_type, start, i))
             start = None
-        if _chunk_starts(prev_prefix, prefix, prev_type, entity_type):
+        if starts:
             start = i
         prev_prefix, prev_type = prefix, entity_type
     return spans
@@ -108,16 +108,14 @@ def entity_report(true_tag_seqs, pred_tag_seqs):
     return report
 
 
-def format_report(report, names=None):
+def format_report(report):
     """A printable table of a classification_report (per class, accuracy, macro-F1, confusion matrix) or an
-    entity_report (per type, overall). names: the order of the rows (default: the report's)."""
+    entity_report (per type, overall), rows in the report's order."""
     per_name = report['per_class'] if 'per_class' in report else report['per_type']
-    names = list(per_name) if names is None else list(names)
-    first = max([len('entity type'), *(len(str(name)) for name in names), len('macro-F1')])
+    first = max([len('entity type'), *(len(str(name)) for name in per_name), len('macro-F1')])
     line = lambda name, p, r, f1, support: f"{name:<{first}}  {p:>9}  {r:>6}  {f1:>6}  {support:>7}"
     rows = [line('class' if 'per_class' in report else 'entity type', 'precision', 'recall', 'f1', 'support')]
-    for name in names:
-        s = per_name.get(name, _precision_recall_f1(0, 0, 0))  # a name absent from the data: zeros
+    for name, s in per_name.items():
         rows.append(line(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", f"{s['support']:,}"))
     if 'per_class' not in report:
         rows.append(line('overall', f"{report['precision']:.3f}", f"{report['recall']:.3f}", f"{report['f1']:.3f}",
@@ -126,12 +124,10 @@ def format_report(report, names=None):
     n_examples = sum(map(sum, report['confusion']))
     rows.append(line('accuracy', '', '', f"{report['accuracy']:.3f}", f"{n_examples:,}"))
     rows.append(line('macro-F1', '', '', f"{report['macro_f1']:.3f}", f"{n_examples:,}"))
-    # the matrix's rows and columns follow the report's class order, whatever names orders the table by
-    classes = list(report['per_class'])
-    width = max(len(f'{n_examples:,}'), min(8, max(len(str(name)) for name in classes)))
+    width = max(len(f'{n_examples:,}'), min(8, max(len(str(name)) for name in per_name)))
     rows += ['', 'confusion matrix (rows: true, columns: predicted)',
-             ' ' * first + ''.join(f"  {str(name)[:width]:>{width}}" for name in classes)]
-    for name, counts in zip(classes, report['confusion']):
+             ' ' * first + ''.join(f"  {str(name)[:width]:>{width}}" for name in per_name)]
+    for name, counts in zip(per_name, report['confusion']):
         rows.append(f"{name:<{first}}" + ''.join(f"  {count:>{width},}" for count in counts))
     return '\n'.join(rows)
 
@@ -149,10 +145,7 @@ def answer_f1(gold, predicted):
     if not gold_tokens or not predicted_tokens:
         return float(gold_tokens == predicted_tokens)
     common = sum((Counter(gold_tokens) & Counter(predicted_tokens)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(predicted_tokens), common / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return _precision_recall_f1(common, len(predicted_tokens), len(gold_tokens))['f1']
 
 
 def squad_report(gold_answers, predictions):
