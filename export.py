@@ -294,8 +294,7 @@ def model_card(checkpoint, model, meta, hf_config, source, path):
             ('parameters', f"{model.num_params(non_embedding=False):,}"),
             ('tokenizer', f"{meta['tokenizer']} ({meta['vocab_size']:,} ids; the embedding table has {c.vocab_size:,})"),
             ('data', f"{meta.get('source', 'unknown')}" + (f", {splits['train']['tokens']:,} train tokens" if 'train' in splits else ''))]
-    task = meta.get('task')
-    if task:
+    if task := meta.get('task'):
         rows += [('fine-tuned', f"task {task!r} on {config.get('data', '?')}, from {config.get('init_from', '?')}; "
                                 f"best epoch {checkpoint.get('epoch', '?')}, {checkpoint.get('iter_num', 0):,} steps")]
         rows += [(f'val {k}', f'{v:.4f}') for k, v in (checkpoint.get('val') or {}).items()]

@@ -18,7 +18,7 @@ explain shades each word by its score for a classifier's label (features.explain
 
 Needs matplotlib (pip install matplotlib), imported only when a picture is drawn: nothing else in the repository
 needs it. train.py redraws out_dir/curves.png after every evaluation when matplotlib is installed
-(try_plot_curves, through metrics.draw_curves); finetune.py draws the test scores by its task's unit (tasks.py:
+(try_plot_curves); finetune.py draws the test scores by its task's unit (tasks.py:
 plot_confusion, plot_entity_f1). features.py (the explanations and the embedding map) is imported by the commands
 that need it, so that importing plot stays light.
 Every PNG is written to a temp file and renamed into place, so a viewer never sees half a picture.
@@ -137,7 +137,6 @@ def plot_curves(run_dirs, path, labels=None):
     when the logs have it (tokenizer-independent, so runs of different vocabularies compare), and a panel with the
     task scores (keys ending in _acc, _accuracy, _f1: val_accuracy, val_macro_f1, val_entity_f1, mlm_acc, nsp_acc)
     when the logs have any; several runs on the same axes, one colour each. Returns path."""
-    run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     runs = [read_metrics(d) for d in run_dirs]
     if labels is None:
         names = [os.path.basename(os.path.normpath(d)) for d in run_dirs]

@@ -617,10 +617,8 @@ def open_split(data_dir, split):
     if size % dtype.itemsize or (expected is not None and size != expected * dtype.itemsize):
         raise DataError(f"{path} is truncated or corrupt ({size} bytes for {expected} {dtype.name} tokens): "
                         f"re-run `{prepare_command(data_dir, meta)} --overwrite`")
-    if size == 0:  # mmap can't map an empty file
-        empty = np.zeros(0, dtype=dtype)
-        empty.flags.writeable = False
-        return empty
+    if size == 0:  # mmap can't map an empty file: an empty array, read-only like the memmap
+        return np.frombuffer(b'', dtype=dtype)
     return np.memmap(path, dtype=dtype, mode='r')
 
 

@@ -168,9 +168,7 @@ def _wordpiece_tokenizer(meta):
 def _json_beside(path, name):
     """The JSON object in the file name in path's directory ({} when there is no such file)."""
     path = os.path.join(os.path.dirname(path), name)
-    if not os.path.isfile(path):
-        return {}
-    return json.loads(Path(path).read_text(encoding='utf-8'))
+    return json.loads(Path(path).read_text(encoding='utf-8')) if os.path.isfile(path) else {}
 
 
 def wordpiece_meta(path):
@@ -225,11 +223,10 @@ def bpe_size(name):
 @functools.lru_cache(maxsize=None)
 def _byte_level_chars():
     """GPT-2's printable stand-in for each byte (encoder.py's bytes_to_unicode), which HF's ByteLevel BPE works in:
-    printable ASCII and Latin-1 stand for themselves, the other bytes are U+0100 onwards, in byte order."""
-    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
-    others = [b for b in range(256) if b not in printable]
-    chars = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
-    return [chars[b] for b in range(256)]
+    a byte whose Latin-1 character is printable stands for itself, the others (controls, spaces, the soft hyphen)
+    are U+0100 onwards, in byte order (tiktoken's load.py derives them so too)."""
+    others = [b for b in range(256) if not chr(b).isprintable() or chr(b) == ' ']
+    return [chr(256 + others.index(b)) if b in others else chr(b) for b in range(256)]
 
 
 def bpe_sample(pieces, train_bytes, seed, sample):
