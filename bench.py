@@ -10,7 +10,8 @@ Our machines are shared and noisy: absolute numbers mean little, the ratios prin
 the point. Plain and fast runs are interleaved and the median of each is reported.
 Sections:
   train     tokens/s and MFU of train.train_step (the real step) with each fast path off and on; peak memory
-  recipes   a step of pretrain_small's recipe (trained BPE, modern architecture, AdamW or Muon) against round 1's
+  recipes   a step of pretrain_small's recipe (trained BPE, modern architecture, AdamW or Muon; with --compile=True
+            also compiled) against round 1's
   generate  tokens/s of sample.generate with and without the KV cache; greedy output of the two compared in fp32
             (must be identical) and in the run's dtype (tokens equal before the first divergence)
   prepare   MB/s of prepare.prepare end to end against raw tiktoken encode_ordinary_batch on the same text;
@@ -221,9 +222,10 @@ RECIPES = [('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(v
 
 def bench_recipes(runtime, data, peaks):
     # each recipe with its fast paths; ids folded inside each vocabulary: the cost is the same
+    recipes = RECIPES + [('the same with Muon + torch.compile', PRETRAIN_SMALL, 'muon', 3.66)] * compile
     runs = time_train(runtime, {name: ((data % arch['vocab_size']).astype('int64'),
-                                       dict(arch=arch, optimizer_name=optimizer_name))
-                                for name, arch, optimizer_name, _ in RECIPES})
+                                       dict(arch=arch, optimizer_name=optimizer_name, use_compile='compile' in name))
+                                for name, arch, optimizer_name, _ in recipes})
     tokens, peak = batch_size * block_size, peaks[runtime.dtype]
     base, adamw, muon = (runs[name][0] for name, _, _, _ in RECIPES[:3])  # round 1; pretrain_small, AdamW; Muon
     table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
@@ -231,7 +233,7 @@ def bench_recipes(runtime, data, peaks):
           [(name, f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}",
             f"{model.estimate_mfu(tokens, seconds, peak, T=block_size) * 100:.1f}%",
             f"{tokens * bytes_per_token / seconds / 1e3:,.1f}", f"{base / seconds:.2f}x")
-           for (name, _, _, bytes_per_token), (seconds, _, _, model) in zip(RECIPES, runs.values())],
+           for (name, _, _, bytes_per_token), (seconds, _, _, model) in zip(recipes, runs.values())],
           [f"Muon / AdamW step: {muon / adamw:.2f}x; the main recipe (config/pretrain_small.py, Muon) at "
            f"{tokens / muon:,.0f} tokens/s"])
 
