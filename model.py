@@ -186,16 +186,27 @@ def sdpa_fast_path(config, T, past, key_padding):
     return 'causal' if past == 0 else None
 
 
-def explicit_attention(q, k, v, mask):
-    """(y, weights): what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v, with the weights kept (attention_maps)."""
+def explicit_attention(q, k, v, mask, dropout_p=0.0):
+    """(y, weights): what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v (dropout_p on the weights), with the
+    weights kept (attention_maps)."""
     att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
     weights = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
-    return weights @ v, weights
+    return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v, weights
+
+
+def explicit_is_faster(x, n_keys):
+    """On a CPU in bf16, SDPA's kernel took 2.3x the explicit path's time over 128 keys (forward + backward; even at
+    256, 3x faster at 1,024; docs/results.md, round 10): short contexts there take the explicit path. Not under
+    torch.compile, whose bf16 backward of it gave non-finite gradients with rotary positions (torch 2.13)."""
+    bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled('cpu')
+                                         and torch.get_autocast_dtype('cpu') == torch.bfloat16)
+    return x.device.type == 'cpu' and bf16 and n_keys <= 256 and not torch.compiler.is_compiling()
 
 
 # what every layer's attention reads, made once per forward by hidden_states: mask (attention_mask), fast
-# (sdpa_fast_path), rope ((cos, sin) or None), cache (a KVCache or None), weights (a list for attention_maps or None)
-Attend = namedtuple('Attend', 'mask fast rope cache weights')
+# (sdpa_fast_path), rope ((cos, sin) or None), cache (a KVCache or None), weights (a list for attention_maps or
+# None), explicit (explicit_attention instead of SDPA: for the weights, or where it is faster)
+Attend = namedtuple('Attend', 'mask fast rope cache weights explicit')
 
 
 class SelfAttention(nn.Module):
@@ -223,9 +234,10 @@ class SelfAttention(nn.Module):
             k, v = attend.cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if self.n_kv_head != self.n_head:  # grouped-query attention: each k, v head serves nh / nkv query heads
             k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))  # (B, nh, past + T, hs)
-        if attend.weights is not None:
-            y, weights = explicit_attention(q, k, v, attend.mask)
-            attend.weights.append(weights)
+        if attend.explicit:
+            y, weights = explicit_attention(q, k, v, attend.mask, self.dropout if self.training else 0.0)
+            if attend.weights is not None:
+                attend.weights.append(weights)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attend.fast else attend.mask,
                                                is_causal=attend.fast == 'causal',
@@ -476,9 +488,10 @@ class Transformer(nn.Module):
         if 'ln_emb' in self.transformer:
             x = self.transformer.ln_emb(x)
         x = self.transformer.drop(x)
-        fast = None if attention_weights is not None else sdpa_fast_path(self.config, T, past, attn_mask)
+        explicit = attention_weights is not None or explicit_is_faster(x, past + T)
+        fast = None if explicit else sdpa_fast_path(self.config, T, past, attn_mask)
         mask = None if fast else attention_mask(self.config, T, past, attn_mask, idx.device)
-        attend = Attend(mask, fast, rope, kv_cache, attention_weights)
+        attend = Attend(mask, fast, rope, kv_cache, attention_weights, explicit)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, attend, layer)
         if kv_cache is not None:

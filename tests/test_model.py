@@ -167,6 +167,38 @@ def test_fused_loss_under_bf16_autocast():
     assert abs(fused.item() - plain.item()) < 1e-2, (fused.item(), plain.item())
 
 
+def test_explicit_attention_on_cpu_in_bf16(monkeypatch):
+    """On a CPU in bf16, contexts up to 256 keys take the explicit attention path (faster there than SDPA's kernel):
+    hidden states as SDPA's within bf16 rounding, with padding; finite gradients; attention dropout in training."""
+    small = torch.zeros(1, 1)
+    assert M.explicit_is_faster(small.bfloat16(), 256) and not M.explicit_is_faster(small, 128)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert M.explicit_is_faster(small, 128) and not M.explicit_is_faster(small, 257)
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(pos_embedding='rope', norm='rms', mlp='swiglu', bias=False)).eval()
+    idx, real = random_tokens(3, 12), torch.ones(3, 12, dtype=torch.long)
+    real[1, 8:] = 0
+    states = {}
+    for path in ('default', 'explicit', 'sdpa'):
+        if path != 'default':
+            monkeypatch.setattr(M, 'explicit_is_faster', lambda x, n_keys, chosen=path == 'explicit': chosen)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            states[path] = [model.hidden_states(idx, attn_mask) for attn_mask in (None, real)]
+    for default, explicit, sdpa in zip(states['default'], states['explicit'], states['sdpa']):
+        assert torch.equal(default, explicit)
+        torch.testing.assert_close(explicit, sdpa, atol=5e-2, rtol=5e-2)
+    q, k, v = torch.randn(3, 2, 2, 8, 4).unbind(0)
+    mask = M.attention_mask(model.config, 8, 0, None, 'cpu')
+    (y, weights), (dropped, same_weights) = M.explicit_attention(q, k, v, mask), M.explicit_attention(q, k, v, mask, 0.5)
+    assert torch.equal(weights, same_weights) and not torch.equal(y, dropped)  # dropout on the weights, kept whole
+    monkeypatch.undo()
+    model = Transformer(tiny_model_config(pos_embedding='rope', dropout=0.1)).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = model(idx, random_tokens(3, 12, seed=2))[1]
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_overfits_one_batch():
     """A tiny model memorises one batch: the whole forward/backward/optimizer path learns."""
     model = tiny_model(seed=5)
