@@ -133,18 +133,18 @@ def make_norm(config, dim):
 
 
 def rotary(config, past, T, device):
-    """(cos, sin) (T, hs) of rotary embeddings for positions past .. past + T - 1, in float32 (Su et al. 2021).
+    """(cos, sin) (T, 1, hs) of rotary embeddings for positions past .. past + T - 1, in float32 (Su et al. 2021).
     Frequencies as HF's Llama computes them, and laid out as its rotate_half wants: the same T x hs/2 angles
     twice, so q's first half pairs with its second half and HF weights need no permutation."""
     hs = config.head_size
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2, dtype=torch.float, device=device) / hs))  # (hs/2,)
     angles = torch.arange(past, past + T, dtype=torch.float, device=device)[:, None] * inv_freq  # (T, hs/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (T, 1, hs): broadcast over the heads
     return angles.cos(), angles.sin()
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate x (B, nh, T, hs) by the position angles: each pair (x[i], x[i + hs/2]) turns as a 2-D vector."""
+    """Rotate x (B, T, nh, hs) by the position angles: each pair (x[i], x[i + hs/2]) turns as a 2-D vector."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
 
@@ -196,11 +196,10 @@ def explicit_attention(q, k, v, mask, dropout_p=0.0):
 
 def explicit_is_faster(x, n_keys):
     """On a CPU in bf16, SDPA's kernel took 2.3x the explicit path's time over 128 keys (forward + backward; even at
-    256, 3x faster at 1,024; docs/results.md, round 10): short contexts there take the explicit path. Not under
-    torch.compile, whose bf16 backward of it gave non-finite gradients with rotary positions (torch 2.13)."""
+    256, 3x faster at 1,024; docs/results.md, round 10): short contexts there take the explicit path, compiled too."""
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled('cpu')
                                          and torch.get_autocast_dtype('cpu') == torch.bfloat16)
-    return x.device.type == 'cpu' and bf16 and n_keys <= 256 and not torch.compiler.is_compiling()
+    return x.device.type == 'cpu' and bf16 and n_keys <= 256
 
 
 # what every layer's attention reads, made once per forward by hidden_states: mask (attention_mask), fast
@@ -225,11 +224,14 @@ class SelfAttention(nn.Module):
     def forward(self, x, attend, layer):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split([self.n_head * self.hs, self.n_kv_head * self.hs, self.n_kv_head * self.hs], dim=2)
-        q = self.q_norm(q.view(B, T, self.n_head, self.hs)).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_norm(k.view(B, T, self.n_kv_head, self.hs)).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        if attend.rope is not None:  # keys are cached rotated to their own position, so a cached step needs no redo
+        q = self.q_norm(q.view(B, T, self.n_head, self.hs))  # (B, T, nh, hs)
+        k = self.k_norm(k.view(B, T, self.n_kv_head, self.hs))  # (B, T, nkv, hs)
+        # rotated before the heads are transposed: rotating the transposed views gave non-finite bf16 gradients
+        # under torch.compile on a CPU (torch 2.13, docs/results.md round 11). Keys are cached rotated to their own
+        # position, so a cached step needs no redo.
+        if attend.rope is not None:
             q, k = apply_rotary(q, *attend.rope), apply_rotary(k, *attend.rope)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v.view(B, T, self.n_kv_head, self.hs)))  # (B, nh or nkv, T, hs)
         if attend.cache is not None:
             k, v = attend.cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if self.n_kv_head != self.n_head:  # grouped-query attention: each k, v head serves nh / nkv query heads
