@@ -4,6 +4,8 @@ Tests for model.py on tiny configs (CPU; the `gpu` ones need CUDA):
     python -m pytest -q tests/test_model.py
 """
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -200,6 +202,8 @@ def test_explicit_attention_on_cpu_in_bf16(monkeypatch):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.skipif(not any(map(shutil.which, (os.environ.get('CXX', 'g++'), 'g++', 'clang++'))),
+                    reason="torch.compile on a CPU needs a C++ compiler (g++ or clang++)")
 def test_compiled_bf16_step_with_rotary_has_the_eager_gradients():
     """torch.compile of the explicit path with rotary positions in bf16 (the main recipe's, compiled): gradients as
     eager's. Rotating the transposed heads gave non-finite ones from 64 positions of a 64-wide head (torch 2.13, a
