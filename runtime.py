@@ -13,6 +13,8 @@ import contextlib
 import gc
 import os
 import random
+import shutil
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,9 +119,17 @@ def peak_flops_for(device_name):
     return next((value for key, value in PEAK_FLOPS.items() if key.lower() in device_name.lower()), None)
 
 
+def cpu_compiler():
+    """The C++ compiler torch.compile would build CPU kernels with (as Inductor looks: $CXX, else g++; clang++ on
+    macOS), or None."""
+    return shutil.which(os.environ.get('CXX', 'clang++' if sys.platform == 'darwin' else 'g++'))
+
+
 def wrap(model, runtime, use_compile=False, dynamic=None, ddp=True, find_unused_parameters=False):
     """The model the step runs: torch.compile'd if use_compile (dynamic: torch.compile's), then in DDP under torchrun
     unless ddp=False (an FSDP run is sharded instead). Build the optimizer on the plain model first."""
+    if use_compile and runtime.device_type == 'cpu' and not cpu_compiler():
+        raise UserError("compile=True on a CPU needs a C++ compiler (g++, or $CXX): install one or leave compile off")
     if use_compile:
         model = torch.compile(model, dynamic=dynamic)
     if runtime.ddp and ddp:

@@ -4,13 +4,12 @@ Tests for model.py on tiny configs (CPU; the `gpu` ones need CUDA):
     python -m pytest -q tests/test_model.py
 """
 import math
-import os
-import shutil
 
 import pytest
 import torch
 from torch.nn import functional as F
 
+import runtime
 from runtime import peak_flops_for
 import model as M
 import optim
@@ -202,8 +201,7 @@ def test_explicit_attention_on_cpu_in_bf16(monkeypatch):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.skipif(not any(map(shutil.which, (os.environ.get('CXX', 'g++'), 'g++', 'clang++'))),
-                    reason="torch.compile on a CPU needs a C++ compiler (g++ or clang++)")
+@pytest.mark.skipif(not runtime.cpu_compiler(), reason="torch.compile on a CPU needs a C++ compiler (g++ or $CXX)")
 def test_compiled_bf16_step_with_rotary_has_the_eager_gradients():
     """torch.compile of the explicit path with rotary positions in bf16 (the main recipe's, compiled): gradients as
     eager's. Rotating the transposed heads gave non-finite ones from 64 positions of a 64-wide head (torch 2.13, a
@@ -220,6 +218,14 @@ def test_compiled_bf16_step_with_rotary_has_the_eager_gradients():
         grads.append([p.grad.clone() for p in model.parameters()])
     for eager, compiled in zip(*grads):
         torch.testing.assert_close(compiled, eager, atol=2e-2, rtol=2e-2)
+
+
+def test_compile_on_a_cpu_without_a_compiler_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv('CXX', 'no-such-compiler')
+    cpu = runtime.setup_runtime('cpu', 'float32')
+    with pytest.raises(runtime.UserError, match=r'needs a C\+\+ compiler'):
+        runtime.wrap(Transformer(tiny_model_config()), cpu, use_compile=True)
+    assert runtime.wrap(model := Transformer(tiny_model_config()), cpu) is model  # compile off: no compiler needed
 
 
 def test_overfits_one_batch():
