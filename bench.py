@@ -156,7 +156,7 @@ def train_setup(runtime, dtype=None, fused_adam=True, fused_loss=True, use_compi
     the benchmark's sizes (another vocabulary, the modern options); shard: DDP's wrap or fsdp.shard, applied before
     the optimizer is built, instead of torch.compile."""
     model = bench_model(runtime, fused_loss=fused_loss, **(arch or {}))
-    wrapped = shard(model, runtime) if shard else torch.compile(model) if use_compile else model
+    wrapped = shard(model, runtime) if shard else wrap(model, runtime, use_compile, ddp=False)
     optimizer = optim.configure_optimizers(model, optimizer_name, learning_rate=1e-3, weight_decay=0.1,
                                            betas=(0.9, 0.95), device_type=runtime.device_type,
                                            fused=None if fused_adam else False)
