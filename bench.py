@@ -23,7 +23,8 @@ Sections:
   memory    RSS / max-allocated over a long run of train steps, to show it does not grow
   sharding  per-process bytes of parameters, gradients and optimizer state, and ms per step, under DDP and under
             FSDP at 2 processes (torchrun, started by this script) on the same model; gloo on CPU, NCCL on GPUs
-MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used).
+MFU is computed against a peak this script measures on the machine (a large matmul in the dtype used), in the
+training sections right after each round's steps, so that a slow minute on a shared host slows both alike.
 """
 
 import collections
@@ -166,8 +167,9 @@ def train_setup(runtime, dtype=None, fused_adam=True, fused_loss=True, use_compi
 
 def time_train(runtime, variants):
     """Each variant {name: (data, train_setup arguments)} trained 2 + `steps` steps, the variants interleaved:
-    {name: (median seconds of the last `steps` steps, the losses of all, the seconds of the first 2 (torch.compile's
-    compilation among them), the model)}, all but the median from the last round."""
+    {name: (median seconds of the last `steps` steps, MFU, the losses of all, the seconds of the first 2 (torch.compile's
+    compilation among them), the model)}, medians over the rounds, the rest from the last round. Each round's MFU is
+    against the matmul peak measured right after its steps: the host's speed swings ~2x from minute to minute."""
     last = {}
 
     def measure(name):
@@ -180,12 +182,14 @@ def time_train(runtime, variants):
             times.append(seconds)
             losses.append(record['loss'].item())
         last[name] = losses, sum(times[:2]), model
-        return statistics.median(times[2:])
-    times = interleaved(variants, measure)
-    return {name: (times[name], *last[name]) for name in variants}
+        seconds = statistics.median(times[2:])
+        peak = measure_peak_flops(runtime.device, getattr(torch, step_runtime.dtype))
+        return seconds, model.estimate_mfu(batch_size * block_size, seconds, peak, T=block_size)
+    runs = interleaved(variants, measure, summary=lambda rounds: [statistics.median(r) for r in zip(*rounds)])
+    return {name: (*runs[name], *last[name]) for name in variants}
 
 
-def bench_train(runtime, data, peaks):
+def bench_train(runtime, data):
     plain = dict(dtype='float32', fused_adam=False, fused_loss=False, use_compile=False)
     default = dict(dtype=runtime.dtype, fused_adam=True, fused_loss=True, use_compile=False)
     variants = {'plain: fp32, eager, unfused AdamW, full logits': plain,
@@ -198,9 +202,7 @@ def bench_train(runtime, data, peaks):
     tokens, base = batch_size * block_size, runs[next(iter(runs))][0]
 
     def row(name):
-        seconds, losses, warmup_s, model = runs[name]
-        mfu = model.estimate_mfu(tokens, seconds, T=block_size,
-                                 peak_flops=peaks[variants[name]['dtype']])
+        seconds, mfu, losses, warmup_s, model = runs[name]
         extra = f" (compile {warmup_s:.0f} s)" if variants[name]['use_compile'] else ''
         return (f"{name}{extra}", f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}", f"{mfu * 100:.1f}%",
                 f"{base / seconds:.2f}x", f"{losses[-1]:.4f}")
@@ -220,20 +222,19 @@ RECIPES = [('round 1: GPT-2 BPE (50,304 ids), GPT-2 architecture, AdamW', dict(v
            ('the same with Muon', PRETRAIN_SMALL, 'muon', 3.66)]
 
 
-def bench_recipes(runtime, data, peaks):
+def bench_recipes(runtime, data):
     # each recipe with its fast paths; ids folded inside each vocabulary: the cost is the same
     recipes = RECIPES + [('the same with Muon + torch.compile', PRETRAIN_SMALL, 'muon', 3.66)] * compile
     runs = time_train(runtime, {name: ((data % arch['vocab_size']).astype('int64'),
                                        dict(arch=arch, optimizer_name=optimizer_name, use_compile='compile' in name))
                                 for name, arch, optimizer_name, _ in recipes})
-    tokens, peak = batch_size * block_size, peaks[runtime.dtype]
+    tokens = batch_size * block_size
     base, adamw, muon = (runs[name][0] for name, _, _, _ in RECIPES[:3])  # round 1; pretrain_small, AdamW; Muon
     table(f"recipes: {n_layer} layers x {n_embd}, {batch_size} x {block_size} tokens/step, {runtime.dtype}, median of "
           f"{repeats} x {steps} steps", ('recipe', 'ms/step', 'tokens/s', 'MFU', 'text KB/s', 'speed-up'),
-          [(name, f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}",
-            f"{model.estimate_mfu(tokens, seconds, peak, T=block_size) * 100:.1f}%",
+          [(name, f"{seconds * 1000:.0f}", f"{tokens / seconds:,.0f}", f"{mfu * 100:.1f}%",
             f"{tokens * bytes_per_token / seconds / 1e3:,.1f}", f"{base / seconds:.2f}x")
-           for (name, _, _, bytes_per_token), (seconds, _, _, model) in zip(recipes, runs.values())],
+           for (name, _, _, bytes_per_token), (seconds, mfu, *_) in zip(recipes, runs.values())],
           [f"Muon / AdamW step: {muon / adamw:.2f}x; the main recipe (config/pretrain_small.py, Muon) at "
            f"{tokens / muon:,.0f} tokens/s"])
 
@@ -559,8 +560,8 @@ def main():
     if vocab_size < ids:
         raise UserError(f"--vocab_size={vocab_size} is below the {ids:,} ids of {data_dir} (GPT-2's BPE): leave it at 50304")
     benches = {  # each section, in the order they run
-        'train': lambda: bench_train(runtime, prepare.open_split(data_dir, 'train'), peaks),
-        'recipes': lambda: bench_recipes(runtime, prepare.open_split(data_dir, 'train'), peaks),
+        'train': lambda: bench_train(runtime, prepare.open_split(data_dir, 'train')),
+        'recipes': lambda: bench_recipes(runtime, prepare.open_split(data_dir, 'train')),
         'generate': lambda: bench_generate(runtime, prepare.open_split(data_dir, 'val')),
         'prepare': bench_prepare, 'prepare_scale': bench_prepare_scale, 'finetune': lambda: bench_finetune(runtime),
         'memory': lambda: bench_memory(runtime, data_dir), 'sharding': launch_sharding}
