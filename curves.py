@@ -120,15 +120,13 @@ def finetune_run(init, size, seed, epochs, path):
         return json.load(f)['accuracy']
 
 
-def summary(runs, methods, size_labels):
+def summary(runs):
     """{method: {size label: (mean, min, max, n)}} of the runs' test accuracies."""
-    table = {}
-    for method in methods:
-        for label in size_labels:
-            values = [r['test'] for r in runs if r['method'] == method and r['size_label'] == label]
-            if values:
-                table.setdefault(method, {})[label] = (float(np.mean(values)), min(values), max(values), len(values))
-    return table
+    accuracies = {}  # {method: {size label: [each run's test accuracy]}}
+    for r in runs:
+        accuracies.setdefault(r['method'], {}).setdefault(r['size_label'], []).append(r['test'])
+    return {method: {label: (float(np.mean(values)), min(values), max(values), len(values))
+                     for label, values in by_size.items()} for method, by_size in accuracies.items()}
 
 
 def markdown(table, sizes_, methods):
@@ -238,7 +236,7 @@ def main():
     if finetuned:
         methods += ['pretrained fine-tuned', 'scratch fine-tuned']
         sizes_ = sorted(set(sizes_) | set(finetuned), key=lambda item: item[1])
-    table = summary(runs, methods, [label for label, _ in sizes_])
+    table = summary(runs)
     write_json(os.path.join(out_dir, 'curves.json'), {  # (makes out_dir)
         'init_from': init_from, 'data': data, 'config': config, 'reading': reading, 'seeds': seed_list,
         'split_seed': split_seed, 'runs': runs, 'minutes': round((time.time() - started) / 60, 1)})
