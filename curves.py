@@ -101,8 +101,7 @@ def probe(model, feats, sample, C_values, seed):
     rows = [i for i, w in enumerate(windows) if w['text_id'] in chosen]
     c, val = features.fit_head(model, x[rows], [windows[i] for i in rows], feats['val'][1], feats['val'][0],
                                C_values, seed)
-    test = features.text_scores(features.head_logprobs(model, feats['test'][1]), feats['test'][0])[0]
-    return val, c, test
+    return val, c, features.text_scores(features.head_logprobs(model, feats['test'][1]), feats['test'][0])[0]
 
 
 def finetune_run(init, size, seed, epochs, path):
