@@ -112,16 +112,15 @@ def bbc_news_split(data_root='data'):
               for split in ('train', 'val', 'test')}
     recorded = os.path.join(data_root, BBC_NAME, 'splits.json')
     if os.path.isfile(recorded):
+        rebuild = f"re-run `{prepare_command(os.path.dirname(recorded))} --overwrite`"
         try:
             saved = json.loads(Path(recorded).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DataError(f"{recorded} is corrupt: re-run `{prepare_command(os.path.dirname(recorded))} "
-                            f"--overwrite`") from None
+            raise DataError(f"{recorded} is corrupt: {rebuild}") from None
         if any(set(saved.get(split, ())) != {path for path, _, _ in splits[split]} for split in splits):
             raise DataError(f"{recorded} records another article split than fine-tuning uses (seed {BBC_SEED}, "
                             f"val {BBC_VAL_FRACTION}, test {BBC_TEST_FRACTION}, near-duplicates of train moved "
-                            f"there at {DEDUP_THRESHOLD}): re-run `{prepare_command(os.path.dirname(recorded))} "
-                            f"--overwrite` and pretrain again")
+                            f"there at {DEDUP_THRESHOLD}): {rebuild} and pretrain again")
     return splits
 
 

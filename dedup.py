@@ -99,8 +99,7 @@ def _word_hashes(values):
     while done < len(starts):  # segments of whole words, each under _SEGMENT code points
         base = starts[done]
         stop = int(np.searchsorted(ends, base + _SEGMENT, side='right'))
-        prefix = np.empty(ends[stop - 1] - base + 1, dtype=np.uint64)
-        prefix[0] = 0
+        prefix = np.zeros(ends[stop - 1] - base + 1, dtype=np.uint64)
         np.multiply(values[base:ends[stop - 1]], powers[:len(prefix) - 1], out=prefix[1:])
         np.cumsum(prefix[1:], out=prefix[1:])
         s, e = starts[done:stop] - base, ends[done:stop] - base
@@ -165,13 +164,16 @@ def near_duplicates(splits, doc_shingles, threshold):
     until nothing moves (then no val document is a near-copy of train, no test one of train or val). HeldOut decides,
     train's shingles passed in one piece. Returns (set of moved i, {i: containment})."""
     held = [i for i, split in enumerate(splits) if split != 'train']
-    held_shingles = [doc_shingles[i] for i in held]
-    held_out = HeldOut([splits[i] for i in held], np.concatenate([np.zeros(0, np.uint64), *held_shingles]),
-                       [len(s) for s in held_shingles])
+    held_out = _held_out([splits[i] for i in held], [doc_shingles[i] for i in held])
     train_shingles = [s for split, s in zip(splits, doc_shingles) if split == 'train']
     held_out.mark(held_out.found(np.concatenate([np.zeros(0, np.uint64), *train_shingles])))
     moved, containment = held_out.near_duplicates(threshold)
     return {held[i] for i in moved}, {held[i]: fraction for i, fraction in containment.items()}
+
+
+def _held_out(splits, doc_shingles):
+    """A HeldOut of the documents of splits, doc_shingles[i] (a shingles() array) document i's."""
+    return HeldOut(splits, np.concatenate([np.zeros(0, np.uint64), *doc_shingles]), [len(s) for s in doc_shingles])
 
 
 class HeldOut:
@@ -275,8 +277,7 @@ def streamed_near_duplicates(events, threshold, num_threads, progress=lambda des
         numbers += [number for number, _, _ in batch]
         splits += [split for _, split, _ in batch]
         held_out_shingles += shingles_of_batch
-    held_out = HeldOut(splits, np.concatenate([np.zeros(0, np.uint64), *held_out_shingles]),
-                       [len(s) for s in held_out_shingles])
+    held_out = _held_out(splits, held_out_shingles)
     del held_out_shingles
     for found in _in_threads(lambda batch: held_out.found(batch_shingles([text for _, _, text in batch])),
                              _batches(events, ('train',), progress('train streamed past them')), num_threads):

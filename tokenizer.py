@@ -293,9 +293,8 @@ def _ranks_sha256(ranks_hex):
 def bpe_meta(ranks):
     """What meta.json records of a trained BPE (ranks: train_bpe's list): enough to rebuild it without the data."""
     ranks_hex = [token.hex() for token in ranks]
-    n = len(ranks) + len(BPE_SPECIALS)
-    return {'tokenizer': 'bpe', 'vocab_size': n, 'eot_id': len(ranks), 'pat_str': GPT2_PAT_STR,
-            'special_ids': {key: len(ranks) + i for i, key in enumerate(BPE_SPECIALS)},
+    return {'tokenizer': 'bpe', 'vocab_size': len(ranks) + len(BPE_SPECIALS), 'eot_id': len(ranks),
+            'pat_str': GPT2_PAT_STR, 'special_ids': {key: len(ranks) + i for i, key in enumerate(BPE_SPECIALS)},
             'vocab_sha256': _ranks_sha256(ranks_hex), 'ranks': ranks_hex}
 
 
