@@ -149,7 +149,6 @@ def add_lora(model, rank=8, alpha=16, dropout=0.0, targets=('c_attn', 'c_proj', 
         for name, child in list(module.named_children()):
             if name in targets and isinstance(child, nn.Linear):
                 setattr(module, name, LoRALinear(child, rank, alpha, dropout))
-    return model
 
 
 def merged_state_dict(model, state=None):
@@ -336,9 +335,6 @@ def run_predict(text, out_dir, device, explain=False, explain_method='both', ig_
         if output:
             write_jsonl(output, records)
             print(f"wrote {output} ({len(records)} text(s): words and their scores)", file=sys.stderr)
-        return
-    if not texts:
-        print('\n'.join(numbered([], numbers, lines)))
         return
     encoded, n_truncated = tasks.encode(unit.name, [unit.from_text(t) for t in texts], tok, special, names,
                                         model.config.block_size, model.config.causal, truncation,
