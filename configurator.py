@@ -194,10 +194,9 @@ def read_config_file(path):
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} not found (arguments are config files or --key=value overrides)")
     try:
-        namespace = runpy.run_path(path)  # the file's globals after running it
+        return config_defaults(runpy.run_path(path))  # the settings among the file's globals after running it
     except Exception as e:
         raise ConfigError(f"config file {path} failed: {type(e).__name__}: {e}") from None
-    return config_defaults(namespace)
 
 
 def parse_value(key, raw, default):
