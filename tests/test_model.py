@@ -4,6 +4,10 @@ Tests for model.py on tiny configs (CPU; the `gpu` ones need CUDA):
     python -m pytest -q tests/test_model.py
 """
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +20,7 @@ import optim
 import sample
 from model import IGNORE_INDEX, ModelConfig, Transformer, linear_cross_entropy, sample_next
 
-from conftest import tiny_model_config, with_config
+from conftest import REPO, tiny_model_config, with_config
 
 
 def tiny_model(seed=0, **overrides):
@@ -227,6 +231,29 @@ def test_compile_on_a_cpu_without_a_compiler_is_a_one_line_error(monkeypatch):
         runtime.wrap(Transformer(tiny_model_config()), cpu, use_compile=True)
     assert runtime.wrap(model := Transformer(tiny_model_config()), cpu) is model  # compile off: no compiler needed
 
+
+
+KEPT_BYTES = """
+import os, sys, torch, runtime
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+if sys.argv[1] == 'keep':
+    runtime.setup_runtime('cpu', 'float32')
+before = rss()
+x = torch.ones(16 * 2**20)  # 64 MB written, then freed
+del x
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or not os.path.exists('/proc/self/statm'),
+                    reason="freed memory is kept with glibc's malloc (Linux) only")
+def test_a_cpu_run_keeps_freed_tensor_memory_for_the_next_ones():
+    """setup_runtime on a CPU has malloc keep a freed 64 MB tensor's pages for the next tensors (glibc's default
+    returns them to the system, and the next tensor faults them in again: runtime.keep_freed_memory)."""
+    kept = {mode: int(subprocess.run([sys.executable, '-c', KEPT_BYTES, mode], cwd=REPO, capture_output=True,
+                                     text=True, check=True).stdout) for mode in ('keep', 'default')}
+    assert kept['keep'] > 48 * 2**20 and kept['default'] < 16 * 2**20, kept
 
 def test_overfits_one_batch():
     """A tiny model memorises one batch: the whole forward/backward/optimizer path learns."""
