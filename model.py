@@ -189,8 +189,12 @@ def sdpa_fast_path(config, T, past, key_padding):
 def explicit_attention(q, k, v, mask, dropout_p=0.0):
     """(y, weights): what SDPA computes, softmax(q k^T / sqrt(hs) + mask) v (dropout_p on the weights), with the
     weights kept (attention_maps)."""
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
-    weights = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+    B, nh, T, hs = q.shape
+    # the mask as 0 / -inf added inside one baddbmm with the scale: no pass over the scores to scale or to mask them
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float('-inf'))
+    bias = (bias if bias.size(0) == 1 else bias.expand(B, nh, -1, -1)).flatten(0, 1)  # (1 or B nh, T, past + T)
+    att = torch.baddbmm(bias, q.reshape(B * nh, T, hs), k.reshape(B * nh, -1, hs).transpose(1, 2), alpha=hs ** -0.5)
+    weights = att.softmax(dim=-1).view(B, nh, T, -1)  # (B, nh, T, past + T)
     return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v, weights
 
 
