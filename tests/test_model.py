@@ -174,9 +174,11 @@ def test_fused_loss_under_bf16_autocast():
 
 def test_explicit_attention_on_cpu_in_bf16(monkeypatch):
     """On a CPU in bf16, contexts up to 256 keys take the explicit attention path (faster there than SDPA's kernel):
-    hidden states as SDPA's within bf16 rounding, with padding; finite gradients; attention dropout in training."""
-    small = torch.zeros(1, 1)
+    hidden states as SDPA's within bf16 rounding, with padding; finite gradients; attention dropout in training. A
+    single query (a cached generation step) takes SDPA."""
+    small = torch.zeros(1, 2, 1)
     assert M.explicit_is_faster(small.bfloat16(), 256) and not M.explicit_is_faster(small, 128)
+    assert not M.explicit_is_faster(small[:, :1].bfloat16(), 256)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert M.explicit_is_faster(small, 128) and not M.explicit_is_faster(small, 257)
     torch.manual_seed(0)
