@@ -1,7 +1,7 @@
 """
 Benchmark the real code paths, each fast path against the plain one, measured in the same run.
 
-    python bench.py                                   # all sections, CPU, ~3-4 minutes on 2 cores
+    python bench.py                                   # all sections, CPU, ~4-5 minutes on 2 cores
     python bench.py --sections=train,generate         # some of them
     python bench.py --sections=recipes --out=results.json  # every table also written to a JSON file
     python bench.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
