@@ -201,7 +201,8 @@ def explicit_attention(q, k, v, mask, dropout_p=0.0):
 def explicit_is_faster(x, n_keys):
     """On a CPU in bf16, SDPA's kernel took 2.3x the explicit path's time over 128 keys (forward + backward; even at
     256, 3x faster at 1,024; docs/results.md, round 10): short contexts there take the explicit path, compiled too.
-    Not a single query x (B, 1, C), a cached generation step: SDPA needs no mask there, 1.3x the tokens/s (round 13)."""
+    Not a single query x (B, 1, C), a cached generation step: SDPA needs no mask there, 1.4-1.8x the tokens/s
+    (round 13)."""
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled('cpu')
                                          and torch.get_autocast_dtype('cpu') == torch.bfloat16)
     return x.device.type == 'cpu' and bf16 and n_keys <= 256 and x.size(1) > 1
