@@ -25,7 +25,6 @@ gradients), the long texts' windows combined as finetune.py combines their votes
 
 import contextlib
 import importlib.util
-import json
 import os
 import sys
 
@@ -62,24 +61,17 @@ def read_texts(path, text_field='text'):
     """[(line number, text)] of a .txt file (one text a line, blank lines skipped) or a .jsonl file."""
     if not os.path.isfile(path):
         raise UserError(f"input {path} not found: give a .txt file (one text a line) or a .jsonl file")
-    texts = []
-    with open(path, encoding='utf-8') as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.endswith('.jsonl'):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path} line {n} is not JSON: one JSON object a line in a .jsonl file") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise UserError(f"{path} line {n} has no text field {text_field!r}: pass --text_field=NAME")
-            line = record[text_field]
-        texts.append((n, line))
+    try:
+        if path.endswith('.jsonl'):  # a line that is not a JSON object: a one-line DataError
+            texts = [(n, record.get(text_field)) for n, record in tasks.read_jsonl_rows(path)]
+        else:
+            with open(path, encoding='utf-8') as f:
+                texts = [(n, line) for n, line in enumerate(f.read().splitlines(), 1) if line.strip()]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    for n, text in texts:
+        if not isinstance(text, str):
+            raise UserError(f"{path} line {n} has no text field {text_field!r}: pass --text_field=NAME")
     if not texts:
         raise UserError(f"{path} has no texts in it")
     return texts
@@ -90,11 +82,11 @@ def read_labels(path, lines, label_field='label'):
     line has none), or None when the file is not .jsonl or no line has a label."""
     if not path.endswith('.jsonl'):
         return None
-    with open(path, encoding='utf-8') as f:
-        records = f.read().splitlines()
-    labels = [json.loads(records[n - 1]).get(label_field) for n in lines]
-    return [('(none)' if label is None else str(label)) for label in labels] if any(
-        label is not None for label in labels) else None
+    records = dict(tasks.read_jsonl_rows(path))
+    labels = [records[n].get(label_field) for n in lines]
+    if all(label is None for label in labels):
+        return None
+    return ['(none)' if label is None else str(label) for label in labels]
 
 
 def padded(sequences, pad_id, device):
@@ -264,12 +256,8 @@ EXPLAIN_METHODS = ('occlusion', 'integrated_gradients')
 
 def word_tokens(tokenizer, words):
     """(ids, owner): the token ids of the words joined by single spaces, and the index of the word of each id."""
-    ids, owner = [], []
-    for n, word in enumerate(words):
-        pieces = tokenizer.encode(word if n == 0 else ' ' + word)
-        ids += pieces
-        owner += [n] * len(pieces)
-    return ids, owner
+    pieces = [tokenizer.encode(word if n == 0 else ' ' + word) for n, word in enumerate(words)]
+    return [i for ids in pieces for i in ids], [n for n, ids in enumerate(pieces) for _ in ids]
 
 
 def classifier_windows(model, tokenizer, special, words, truncation='head', max_windows=4):
@@ -299,11 +287,8 @@ def occlusion(model, windows, label, pad_id, n_words, batch_size=64):
     """(n_words,): each word's drop in f when its tokens are removed from the windows that hold them (the other
     windows read as they are); NaN for a word no window holds. Every occluded window goes through the model in
     batches of batch_size, after the whole ones."""
-    variants, whose = [], []
-    for w, (ids, owner) in enumerate(windows):
-        for word in sorted(set(owner) - {-1}):
-            variants.append([i for i, o in zip(ids, owner) if o != word])
-            whose.append((w, word))
+    whose = [(w, word) for w, (_, owner) in enumerate(windows) for word in sorted(set(owner) - {-1})]
+    variants = [[i for i, o in zip(*windows[w]) if o != word] for w, word in whose]  # the window without the word
     logp = label_logprobs(model, [ids for ids, _ in windows] + variants, pad_id, batch_size)[:, label].tolist()
     drops = [(word, logp[w] - occluded) for (w, word), occluded in zip(whose, logp[len(windows):])]
     return word_scores(drops, n_words, len(windows))

@@ -19,13 +19,11 @@ explain shades each word by its score for a classifier's label (features.explain
 Needs matplotlib (pip install matplotlib), imported only when a picture is drawn: nothing else in the repository
 needs it. train.py redraws out_dir/curves.png after every evaluation when matplotlib is installed
 (try_plot_curves); finetune.py draws the test scores by its task's unit (tasks.py:
-plot_confusion, plot_entity_f1). features.py (the explanations and the embedding map) is imported by the commands
-that need it, so that importing plot stays light.
+plot_confusion, plot_entity_f1).
 Every PNG is written to a temp file and renamed into place, so a viewer never sees half a picture.
 """
 
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 import checkpoints
+import features
 import prepare
 import tasks
 from configurator import UserError, config_defaults, configure, require, run_main
@@ -306,7 +305,6 @@ def source_of(config):
 
 def embeddings_command(config, runtime):
     """plot.py embeddings: neighbours printed, then the map of words (or of --texts) drawn; returns the PNG path."""
-    import features
     features.check_projection(config['projection'])  # before anything is loaded
     model, meta, checkpoint = checkpoints.load(source_of(config), runtime.device, config['trust_checkpoint'])
     tokenizer, special = tokenizer_of(meta)
@@ -359,21 +357,14 @@ def default_output(config, name):
 
 def read_explanations(path):
     """The records of a finetune.py --explain JSON lines file; a one-line error for a line that is not one."""
-    from features import EXPLAIN_METHODS
     if not os.path.isfile(path):
         raise UserError(f"--explanations={path} not found: write one with finetune.py --predict=FILE:... --explain=True")
     records = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                record = False
-            if record is False or (record is not None and not (
-                    isinstance(record, dict) and {'words', 'label', 'probabilities'} <= set(record)
-                    and any(m in record for m in EXPLAIN_METHODS))):
-                raise UserError(f"{path} line {n} is not a finetune.py --explain record (words, label, scores)")
-            records += [record] if record else []
+    for n, record in tasks.read_jsonl_rows(path):  # a line that is not a JSON object: a one-line DataError
+        if not ({'words', 'label', 'probabilities'} <= set(record)
+                and any(m in record for m in features.EXPLAIN_METHODS)):
+            raise UserError(f"{path} line {n} is not a finetune.py --explain record (words, label, scores)")
+        records.append(record)
     if not records:
         raise UserError(f"{path} holds no explanations")
     return records
@@ -381,7 +372,6 @@ def read_explanations(path):
 
 def explain_command(config, runtime):
     """The records plot.py explain draws: those of --explanations, or --text explained with the checkpoint."""
-    import features
     if config['explanations']:
         return read_explanations(config['explanations'])
     path = source_of(config)
@@ -403,12 +393,11 @@ def plot_explanations(records, path, line_chars=110):
     require_matplotlib()
     from matplotlib import colormaps
     from matplotlib.patches import Rectangle
-    from features import EXPLAIN_METHODS
     cmap = colormaps['RdBu_r']
     headings, placed, top = [], [], 0  # [(y, heading)], [(x, y, word, colour)]; y counts text lines from the top
     for n, record in enumerate(records):
         text_name = f"text {n + 1}: " if len(records) > 1 else ''
-        for method in [m for m in EXPLAIN_METHODS if m in record]:
+        for method in [m for m in features.EXPLAIN_METHODS if m in record]:
             scores = record[method]
             scale = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
             gap = f", completeness gap {record['completeness_gap']:+.3f}" if method == 'integrated_gradients' else ''
