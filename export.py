@@ -41,7 +41,8 @@ from configurator import UserError, config_defaults, configure, run_main
 from files import fresh_directory, full_disk_is_user_error, write_json
 from metrics import bits_per_byte
 from model import Transformer
-from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, bpe_tokenizer_json, gpt2_files, special_tokens
+from tokenizer import BPE_SPECIALS, EOT, GPT2_PAT_STR, bpe_tokenizer_json, byte_level_bpe, gpt2_files, special_tokens, \
+    wordpiece_hf
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/pretrain_small'  # the run directory to export (best.pt, else last.pt)
@@ -236,15 +237,11 @@ def hf_tokenizer(meta, special, config):
     """A tokenizers.Tokenizer that encodes text to our ids: the same model and pre-tokenizer, our special tokens as
     its added ones (those the model's embedding table has), and a post-processor that adds what our tasks add
     around a text: [CLS] text [SEP] for bidirectional models, text <eot> for a causal sequence classifier."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     kind = meta['tokenizer']
     if kind == 'gpt2':
         paths = installed_gpt2_files()
-        tok = Tokenizer(models.BPE.from_file(paths['encoder.json'], paths['vocab.bpe']))
-        tok.pre_tokenizer = pre_tokenizers.Sequence([  # tiktoken's split, then bytes -> GPT-2's stand-in characters
-            pre_tokenizers.Split(Regex(GPT2_PAT_STR), 'isolated'),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-        tok.decoder = decoders.ByteLevel()
+        tok = byte_level_bpe(models.BPE.from_file(paths['encoder.json'], paths['vocab.bpe']), GPT2_PAT_STR)
     elif kind == 'bpe':
         spec = json.loads(bpe_tokenizer_json(meta))
         spec['added_tokens'] = []  # added below, as for the others
@@ -254,12 +251,7 @@ def hf_tokenizer(meta, special, config):
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), 'isolated')  # every character a token
         tok.decoder = decoders.Fuse()
     elif kind == 'wordpiece':  # what transformers' BertTokenizer builds
-        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(meta['vocab'])}, unk_token='[UNK]',
-                                         max_input_chars_per_word=100))
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=meta['strip_accents'], lowercase=meta['do_lower_case'])
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece(prefix='##')
+        tok = wordpiece_hf(meta)
     else:
         raise ValueError(f"no Hugging Face tokenizer for tokenizer {kind!r}")
     # WordPiece's own special tokens; else <|endoftext|>, [MASK], [CLS], [SEP], [PAD]: tokenizer.special_tokens' ids

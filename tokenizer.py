@@ -138,18 +138,26 @@ def _char_tokenizer(chars):
 WORDPIECE_SPECIALS = ('pad', 'unk', 'cls', 'sep', 'mask')  # [PAD], [UNK], ...: every BERT vocab.txt has them
 
 
-def _wordpiece_tokenizer(meta):
-    """BERT's WordPiece (Devlin et al. 2019; Wu et al. 2016) by `tokenizers`, as transformers' BertTokenizer sets it
-    up: clean the text (control characters out, whitespace to spaces, spaces around CJK ideographs), lower-case and
-    strip accents when the vocabulary is uncased, split on whitespace and punctuation, then the longest vocabulary
-    piece first ('##' continues a word; a word of no pieces, or over 100 characters, is [UNK]). Text is text:
-    '[MASK]' written in it is '[', 'mask', ']'; special ids are placed by the caller."""
-    from tokenizers import Tokenizer as HFTokenizer, models, normalizers, pre_tokenizers
-    vocab = meta['vocab']
-    wp = HFTokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token='[UNK]', max_input_chars_per_word=100))
+def wordpiece_hf(meta):
+    """BERT's WordPiece (Devlin et al. 2019; Wu et al. 2016) as a `tokenizers` Tokenizer, set up as transformers'
+    BertTokenizer (export.py writes it out as tokenizer.json): clean the text (control characters out, whitespace to
+    spaces, spaces around CJK ideographs), lower-case and strip accents when the vocabulary is uncased, split on
+    whitespace and punctuation, then the longest vocabulary piece first ('##' continues a word; a word of no pieces,
+    or over 100 characters, is [UNK]). No special tokens: those are the caller's."""
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
+    wp = HFTokenizer(models.WordPiece({t: i for i, t in enumerate(meta['vocab'])}, unk_token='[UNK]',
+                                      max_input_chars_per_word=100))
     wp.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                              strip_accents=meta['strip_accents'], lowercase=meta['do_lower_case'])
+                                               strip_accents=meta['strip_accents'], lowercase=meta['do_lower_case'])
     wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.decoder = decoders.WordPiece(prefix='##')
+    return wp
+
+
+def _wordpiece_tokenizer(meta):
+    """BERT's WordPiece (wordpiece_hf) behind the Tokenizer interface. Text is text: '[MASK]' written in it is '[',
+    'mask', ']'; special ids are placed by the caller."""
+    vocab, wp = meta['vocab'], wordpiece_hf(meta)
     hidden = {meta['special_ids'][k] for k in ('pad', 'cls', 'sep', 'mask')}
 
     def decode(ids, skip_special=True):
@@ -253,11 +261,15 @@ def bpe_sample(pieces, train_bytes, seed, sample):
                 return
 
 
-def _byte_level_pre_tokenizer(pat_str):
-    """HF tokenizers' pre-tokenizer of a byte-level BPE: split as tiktoken does, then bytes -> GPT-2's stand-ins."""
-    from tokenizers import Regex, pre_tokenizers
-    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pat_str), 'isolated'),
-                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+def byte_level_bpe(model, pat_str):
+    """A `tokenizers` Tokenizer of a byte-level BPE model (GPT-2's, or one trained here): split as tiktoken does with
+    pat_str, then bytes -> GPT-2's stand-ins (_byte_level_chars), and back when decoding."""
+    from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, pre_tokenizers
+    hf = HFTokenizer(model)
+    hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pat_str), 'isolated'),
+                                                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    hf.decoder = decoders.ByteLevel()
+    return hf
 
 
 def train_bpe(texts, vocab_size):
@@ -266,11 +278,10 @@ def train_bpe(texts, vocab_size):
     the 256 single bytes, then vocab_size - 261 merged tokens in the order they were made (deterministic: the
     trainer breaks ties in pair counts by pair ids, and the 256-byte initial alphabet fixes those ids)."""
     try:
-        from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
+        from tokenizers import models, pre_tokenizers, trainers
     except ImportError:
         raise DataError("training a BPE needs Hugging Face's tokenizers package: pip install tokenizers") from None
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = _byte_level_pre_tokenizer(GPT2_PAT_STR)
+    hf = byte_level_bpe(models.BPE(), GPT2_PAT_STR)
     n_tokens = vocab_size - len(BPE_SPECIALS)
     trainer = trainers.BpeTrainer(vocab_size=n_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)
@@ -338,11 +349,9 @@ def bpe_tokenizer_json(meta):
         assert len(parts) == 2, f'token {token!r} is not a merge of two lower-ranked tokens'
         return parts
 
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models
+    from tokenizers import models
     merges = [tuple(as_chars(part) for part in merge_pair(token, rank)) for token, rank in ranks.items() if rank >= 256]
-    hf = HFTokenizer(models.BPE({as_chars(token): rank for token, rank in ranks.items()}, merges))
-    hf.pre_tokenizer = _byte_level_pre_tokenizer(meta['pat_str'])
-    hf.decoder = decoders.ByteLevel()
+    hf = byte_level_bpe(models.BPE({as_chars(token): rank for token, rank in ranks.items()}, merges), meta['pat_str'])
     hf.add_special_tokens(list(BPE_SPECIALS.values()))  # ids n, n + 1, ...: eot, [MASK], [CLS], [SEP], [PAD]
     return hf.to_str()
 
