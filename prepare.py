@@ -184,14 +184,12 @@ def _text_field(record, text_field, where):
 
 def _jsonl_events(path, text_field):
     with open(path, 'rb') as f:
-        offset = 0
         for line_number, line in enumerate(f, 1):
             try:
                 line_text = line.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path} is not UTF-8: bad byte at offset {offset + e.start} (line {line_number}); "
-                                f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
-            offset += len(line)
+            except UnicodeDecodeError as e:  # (f.tell() is where the line ends)
+                raise DataError(f"{path} is not UTF-8: bad byte at offset {f.tell() - len(line) + e.start} "
+                                f"(line {line_number}); convert it first, e.g. iconv -f latin1 -t utf-8") from None
             if line_number == 1:
                 line_text = line_text.removeprefix('\ufeff')  # a byte-order mark is not JSON
             if not line_text.strip():

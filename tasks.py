@@ -382,10 +382,9 @@ class QA(Task):
         return {**squad_report(golds, predictions), 'null_threshold': threshold, 'predictions': predictions}
 
     def table(self, scores, names):
-        kinds = [k for k in ('HasAns', 'NoAns') if f'{k}_total' in scores]
         return (f"exact match {scores['exact_match']:.3f}, F1 {scores['f1']:.3f} ({scores['total']} questions)" +
                 ''.join(f"; {k}: exact match {scores[f'{k}_exact']:.3f}, F1 {scores[f'{k}_f1']:.3f} "
-                        f"({scores[f'{k}_total']})" for k in kinds))
+                        f"({scores[f'{k}_total']})" for k in ('HasAns', 'NoAns') if f'{k}_total' in scores))
 
     def from_text(self, text):
         question, bar, context = text.partition('|||')
