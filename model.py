@@ -160,10 +160,10 @@ def causal_mask(T, past, device):
 
 
 def padding_mask(mask, key_padding, past):
-    """mask (1, 1, T, T_k) with the padded keys (key_padding (B, T_k): 1 for real tokens) taken out, (B, 1, T, T_k).
+    """mask (T, T_k) with the padded keys (key_padding (B, T_k): 1 for real tokens) taken out, (B, 1, T, T_k).
     A padded query may have nothing left to attend to: it sees itself, so its softmax stays finite."""
-    T = mask.size(-2)
-    itself = torch.zeros_like(mask[0, 0])
+    T = mask.size(0)
+    itself = torch.zeros_like(mask)
     itself[torch.arange(T), past + torch.arange(T)] = True
     return (mask & key_padding.bool()[:, None, None, :]) | itself
 
@@ -171,8 +171,7 @@ def padding_mask(mask, key_padding, past):
 def attention_mask(config, T, past, key_padding, device):
     """(1 or B, 1, T, past + T) bool, True = may attend: causal (or all keys, bidirectional), minus padding."""
     mask = causal_mask(T, past, device) if config.causal else torch.ones(T, past + T, dtype=torch.bool, device=device)
-    mask = mask[None, None]
-    return mask if key_padding is None else padding_mask(mask, key_padding, past)
+    return mask[None, None] if key_padding is None else padding_mask(mask, key_padding, past)
 
 
 def sdpa_fast_path(config, T, past, key_padding):
@@ -242,14 +241,14 @@ class SelfAttention(nn.Module):
             k, v = attend.cache.update(layer, k, v)  # (B, nkv, past + T, hs)
         if self.n_kv_head != self.n_head:  # grouped-query attention: each k, v head serves nh / nkv query heads
             k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))  # (B, nh, past + T, hs)
+        dropout_p = self.dropout if self.training else 0.0
         if attend.explicit:
-            y, weights = explicit_attention(q, k, v, attend.mask, self.dropout if self.training else 0.0)
+            y, weights = explicit_attention(q, k, v, attend.mask, dropout_p)
             if attend.weights is not None:
                 attend.weights.append(weights)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attend.fast else attend.mask,
-                                               is_causal=attend.fast == 'causal',
-                                               dropout_p=self.dropout if self.training else 0.0)
+                                               is_causal=attend.fast == 'causal', dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.hs)  # (B, T, nh hs): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -295,8 +294,7 @@ class Block(nn.Module):
             x = self.ln_1(x + self.attn(x, attend, layer))
             return self.ln_2(x + self.mlp(x))
         x = x + self.attn(self.ln_1(x), attend, layer)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+        return x + self.mlp(self.ln_2(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -633,8 +631,8 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         logits[logits < v[:, [-1]]] = -float('inf')
     if top_p is not None and top_p < 1.0:  # nucleus sampling (Holtzman et al. 2019)
         sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses top_p
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keep the token that crosses top_p
         sorted_logits[drop] = -float('inf')
         logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)

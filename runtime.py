@@ -75,14 +75,14 @@ def setup_runtime(device='auto', dtype='auto', seed=1337):
                                     else (0, 0, 1))
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
     if ddp:
-        dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
-        if device.startswith('cuda'):
+        dist.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+        if device_type == 'cuda':
             device = f'cuda:{local_rank}'
             torch.cuda.set_device(device)
         else:  # processes share the cores
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world_size))))
-    device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
     if device_type == 'cuda' and not torch.cuda.is_available():
         raise UserError("device='cuda' asked but CUDA is not available: use --device=cpu (or auto)")
     if dtype == 'auto':  # bf16 where the hardware has it; else float16 on a GPU (with a GradScaler), float32 elsewhere
@@ -157,7 +157,7 @@ def wrap(model, runtime, use_compile=False, dynamic=None, ddp=True, find_unused_
 
 def unwrap(model):
     """The plain Transformer inside DDP and/or torch.compile wrappers."""
-    model = model.module if hasattr(model, 'module') else model
+    model = getattr(model, 'module', model)
     return getattr(model, '_orig_mod', model)
 
 

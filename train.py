@@ -321,10 +321,10 @@ def main():
                 raise UserError(f"{split} split of {data_dir} has {len(data)} tokens, fewer than one block of "
                                 f"{block_size + 1}: use a larger corpus or a smaller --block_size")
         # special tokens (BERT-style): WordPiece's own, or the ids just above a GPT-2 / char vocabulary
-        special = special_tokens(meta) if objective == 'mlm' else None
-        n_ids = meta['vocab_size'] if special is None else max(meta['vocab_size'], *(
-            special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
-        if special is not None:
+        special, n_ids = None, meta['vocab_size']
+        if objective == 'mlm':
+            special = special_tokens(meta)
+            n_ids = max(n_ids, *(special[k] + 1 for k in ('mask', 'cls', 'sep', 'pad')))
             meta = {**meta, 'special_tokens': special}  # recorded in every checkpoint
 
         # model: the settings that are ModelConfig fields, the vocabulary of the data (rounded up to a multiple of
@@ -366,16 +366,16 @@ def main():
         opt = optim.configure_optimizers(model, optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
                                          betas=(beta1, beta2), device_type=runtime.device_type, muon_lr=muon_lr,
                                          muon_momentum=muon_momentum, fused=None if fused_adam else False)
-        if init_from == 'resume' and fsdp:
-            sharding.load_sharded(checkpoint['path'], model, opt)
-            checkpoints.set_rng_states(checkpoint['rng_states'])
-        elif init_from == 'resume':
-            try:
-                opt.load_state_dict(checkpoint['optimizer'])
-            except (ValueError, KeyError) as e:
-                raise UserError(f"{out_dir}/last.pt holds the state of another optimizer than optimizer="
-                                f"{optimizer!r} ({e}): resume with the run's own optimizer") from None
-            scaler.load_state_dict(checkpoint['scaler'])
+        if init_from == 'resume':
+            if fsdp:
+                sharding.load_sharded(checkpoint['path'], model, opt)
+            else:
+                try:
+                    opt.load_state_dict(checkpoint['optimizer'])
+                except (ValueError, KeyError) as e:
+                    raise UserError(f"{out_dir}/last.pt holds the state of another optimizer than optimizer="
+                                    f"{optimizer!r} ({e}): resume with the run's own optimizer") from None
+                scaler.load_state_dict(checkpoint['scaler'])
             checkpoints.set_rng_states(checkpoint['rng_states'])
         checkpoint = None  # free memory
         raw_model = model
